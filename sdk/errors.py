@@ -1,0 +1,43 @@
+"""The photoimmune exception hierarchy.
+
+Every error a user can cause derives from :class:`PhotoimmuneError` and carries a
+message that says what went wrong *and what to do about it*. The CLI prints such
+errors without a traceback and exits with :attr:`PhotoimmuneError.exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class PhotoimmuneError(Exception):
+    """Base class of every error photoimmune raises on purpose.
+
+    Example:
+        >>> try:
+        ...     raise ImageLoadError("cat.png: file is empty; re-export the image")
+        ... except PhotoimmuneError as err:
+        ...     print(err.exit_code)
+        2
+    """
+
+    #: Process exit status the CLI uses for this error (2: bad input, 1: failure).
+    exit_code: int = 1
+
+
+class InputError(PhotoimmuneError):
+    """The caller passed something unusable: a bad file, option or value."""
+
+    exit_code = 2
+
+
+class ImageLoadError(InputError):
+    """An image could not be read: missing, corrupt, truncated, too big or not an image."""
+
+
+class ImageWriteError(PhotoimmuneError):
+    """An image or file could not be written; nothing at the destination was changed."""
+
+
+class OutputExistsError(ImageWriteError, InputError):
+    """The destination already exists and overwriting was not requested."""
+
+    exit_code = 2
