@@ -11,9 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import (
     ImageLoadError,
@@ -22,8 +21,10 @@ from .errors import (
     OutputExistsError,
     PhotoimmuneError,
 )
+from .lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from .immunization import ImmunizationResult, immunize
     from .io import (
         LoadedImage,
         atomic_write_bytes,
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
         save_image,
         tensor_to_pixels,
     )
+    from .protection import Protection
+    from .refs import ModelRef
+    from .targets import AttackTarget, build_target
 
 try:
     __version__ = version("photoimmune")
@@ -41,6 +45,12 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 # public name -> submodule that defines it
 _LAZY = {
+    "AttackTarget": "targets",
+    "ImmunizationResult": "immunization",
+    "ModelRef": "refs",
+    "Protection": "protection",
+    "build_target": "targets",
+    "immunize": "immunization",
     "LoadedImage": "io",
     "atomic_write_bytes": "io",
     "encode_image": "io",
@@ -50,23 +60,25 @@ _LAZY = {
     "tensor_to_pixels": "io",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
+    "AttackTarget",
     "ImageLoadError",
     "ImageWriteError",
+    "ImmunizationResult",
     "InputError",
     "LoadedImage",
+    "ModelRef",
     "OutputExistsError",
     "PhotoimmuneError",
+    "Protection",
     "__version__",
     "atomic_write_bytes",
+    "build_target",
     "encode_image",
+    "immunize",
     "load_image",
     "pixels_to_tensor",
     "save_image",

@@ -41,3 +41,7 @@ class OutputExistsError(ImageWriteError, InputError):
     """The destination already exists and overwriting was not requested."""
 
     exit_code = 2
+
+
+class UnknownModelError(InputError):
+    """A model name or path does not resolve to a diffusers model folder."""

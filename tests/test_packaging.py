@@ -27,6 +27,14 @@ for name in {generic!r}:
 """
 
 
+def _package_inits() -> list[str]:
+    return sorted(
+        p.relative_to(ROOT).as_posix()
+        for folder in GENERIC
+        for p in (ROOT / folder).rglob("__init__.py")
+    )
+
+
 def _probe(paths: list[str], cwd: Path) -> str:
     out = subprocess.run(
         [sys.executable, "-S", "-c", PROBE.format(generic=GENERIC), *paths],
@@ -57,8 +65,14 @@ def test_wheel_installs_only_under_photoimmune(tmp_path):
         check=True,
     )
     (wheel,) = (tmp_path / "dist").glob("photoimmune-*.whl")
-    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"photoimmune"}
+    # Every package folder in the repo made it in (pyproject lists them by hand).
+    for init in _package_inits():
+        assert f"photoimmune/{init}" in names, f"{init} is missing from pyproject's packages"
+    # So did the bundled model weights.
+    assert any(n.endswith("tiny-ldm-1/unet/diffusion_pytorch_model.safetensors") for n in names)
 
     target = tmp_path / "site"
     subprocess.run(

@@ -1,0 +1,58 @@
+"""The sample photos that ship inside scikit-image, used by the demo, tests and training.
+
+They are real photos available offline on every install (``skimage/data/*.png``),
+so nothing has to be downloaded to try photoimmune.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+from .io import load_image
+
+
+def sample_dir() -> Path:
+    """The folder holding scikit-image's bundled photos."""
+    from skimage import data
+
+    return Path(data.__file__).parent
+
+
+def sample_path(name: str) -> Path:
+    """Path of one bundled photo, e.g. ``sample_path("chelsea.png")``.
+
+    Example:
+        >>> sample_path("chelsea.png").name
+        'chelsea.png'
+    """
+    path = sample_dir() / name
+    if not path.is_file():
+        available = sorted(p.name for p in sample_dir().glob("*.png"))
+        raise InputError(f"no sample photo {name!r}; choose one of {', '.join(available)}")
+    return path
+
+
+def sample_pixels(name: str, size: int | None = None) -> np.ndarray:
+    """A bundled photo as uint8 RGB; with ``size``, centre-cropped square and resized.
+
+    Example:
+        >>> sample_pixels("coffee.png", 128).shape
+        (128, 128, 3)
+    """
+    pixels = load_image(sample_path(name)).pixels
+    if size is None:
+        return pixels
+    return square_resize(pixels, size)
+
+
+def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to ``size`` x ``size`` (Lanczos)."""
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = Image.fromarray(np.ascontiguousarray(pixels[top : top + side, left : left + side]))
+    return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
