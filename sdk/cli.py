@@ -196,6 +196,9 @@ def demo(
     ),
     eps: Annotated[str, typer.Option(help="Budget (PhotoGuard's demo uses 16/255).")] = "16/255",
     steps: Annotated[int, typer.Option(help="PGD iterations.")] = 100,
+    model: Annotated[
+        str, typer.Option(help="Bundled model or local diffusers folder.")
+    ] = "tiny-ldm@1",
 ) -> None:
     """Immunize a sample photo with the bundled tiny model and show what an edit does to it."""
     from dataclasses import replace
@@ -203,10 +206,10 @@ def demo(
     from .demo import DemoSettings, run_demo
 
     _quiet_libraries()
-    settings = replace(DemoSettings(), eps=eps, steps=steps)
+    settings = replace(DemoSettings(), eps=eps, steps=steps, model=model)
     console.print(
         f"[bold]photoimmune demo[/]: {settings.photo} at {settings.size}px, model {settings.model} "
-        "(a tiny stand-in for Stable Diffusion, trained in this repo)"
+        "(the bundled tiny model stands in for Stable Diffusion; its numbers are not SD's)"
     )
     with _progress_bar() as bar:
         task = bar.add_task("immunizing", total=None, loss="-")

@@ -71,8 +71,11 @@ def test_wheel_installs_only_under_photoimmune(tmp_path):
     # Every package folder in the repo made it in (pyproject lists them by hand).
     for init in _package_inits():
         assert f"photoimmune/{init}" in names, f"{init} is missing from pyproject's packages"
-    # So did the bundled model weights.
-    assert any(n.endswith("tiny-ldm-1/unet/diffusion_pytorch_model.safetensors") for n in names)
+    # So did the bundled model weights, in builds that carry them.
+    from photoimmune.sdk.models import bundled_models
+
+    for model in bundled_models():
+        assert f"photoimmune/sdk/models/bundled/{model.path.name}/model_index.json" in names
 
     target = tmp_path / "site"
     subprocess.run(

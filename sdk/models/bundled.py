@@ -75,6 +75,11 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
                 "pass the folder that save_pretrained() wrote"
             )
         return path
+    if name.startswith(FAMILY) and not bundled:
+        raise UnknownModelError(
+            f"{text!r}: this build carries no bundled weights yet; train them with "
+            "`photoimmune model train-tiny --version 1 --out DIR` and pass DIR as the model"
+        )
     names = ", ".join(m.name for m in bundled) or "none bundled"
     raise UnknownModelError(
         f"unknown model {text!r}: not a bundled model ({names}) and not a local folder; "

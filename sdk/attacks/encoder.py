@@ -1,0 +1,114 @@
+"""The encoder attack: push the VAE latent of x + δ onto a target latent.
+
+Minimises ``‖E(x + δ) - z_target‖²`` where E is the VAE encoder's latent mean
+(in the model's scaled latent space: ``(mean - shift) · scale``, which covers
+SD 1.x/2.x, SDXL and the 16-channel SD3/Flux VAEs). The diffusion model then
+edits a latent that looks like the target (by default a flat mid-gray image),
+so the edit comes out unrealistic. Only the encoder half of the VAE is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+
+from .base import Attack
+from .pgd import PGDConfig
+from .sizing import fill_like, to_working, working_size
+
+
+class VAEEncoder(torch.nn.Module):
+    """The encoder half of an ``AutoencoderKL``: pixels in [0, 1] -> scaled latent mean."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.encoder = vae.encoder
+        self.quant_conv = vae.quant_conv  # None when the VAE was built without one
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self.resolution = int(vae.config.sample_size)
+        self.requires_grad_(False).eval()
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike[str]) -> VAEEncoder:
+        """Load only what the attack needs from a bundled name or diffusers folder.
+
+        Example:
+            >>> enc = VAEEncoder.from_pretrained("tiny-ldm@1")  # doctest: +SKIP
+        """
+        from ..models import resolve_model
+
+        vae = AutoencoderKL.from_pretrained(resolve_model(model) / "vae", local_files_only=True)
+        return cls(vae)  # the decoder goes out of scope with `vae`
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x01 * 2 - 1)
+        if self.quant_conv is not None:
+            h = self.quant_conv(h)
+        mean = h.chunk(2, dim=1)[0]
+        return (mean - self.shift_factor) * self.scaling_factor
+
+
+def gray_target() -> torch.Tensor:
+    """PhotoGuard's default target image: flat mid-gray, ``(1, 3, 1, 1)`` in [0, 1]."""
+    return torch.full((1, 3, 1, 1), 0.5)
+
+
+class EncoderAttack(Attack):
+    """PGD on ``‖E(x + δ) - E(target)‖²`` (mean over latent elements).
+
+    Args:
+        encoder: a :class:`VAEEncoder` (or an ``AutoencoderKL``, whose encoder is taken).
+        target: target *image* in [0, 1], ``(1, 3, h, w)``; tiled to the working size.
+            Defaults to mid-gray.
+        resolution: the model's working resolution (default: the VAE's ``sample_size``).
+
+    Example:
+        >>> encoder = VAEEncoder.from_pretrained("tiny-ldm@1")  # doctest: +SKIP
+        >>> attack = EncoderAttack(encoder, eps=16 / 255, steps=100)  # doctest: +SKIP
+        >>> x_adv = attack(x)  # doctest: +SKIP
+    """
+
+    method = "encoder"
+
+    def __init__(
+        self,
+        encoder: VAEEncoder | AutoencoderKL,
+        target: torch.Tensor | None = None,
+        *,
+        resolution: int | None = None,
+        config: PGDConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(config, **overrides)
+        self.encoder = encoder if isinstance(encoder, VAEEncoder) else VAEEncoder(encoder)
+        self.target = (gray_target() if target is None else target).float()
+        if self.target.ndim == 3:
+            self.target = self.target[None]
+        self.resolution = resolution or self.encoder.resolution
+        self._size: tuple[int, int] | None = None
+        self._z_target: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @torch.no_grad()
+    def target_latent(self, size: tuple[int, int]) -> torch.Tensor:
+        """The target's latent at a working size (cached for the last size used)."""
+        if self._size != size or self._z_target is None:
+            image = fill_like(self.target.to(self.device), size)
+            self._z_target = self.encoder(image)
+            self._size = size
+        return self._z_target
+
+    def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        self.target_latent(working_size(*x.shape[-2:], self.resolution))
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        size = working_size(*x.shape[-2:], self.resolution)
+        z = self.encoder(to_working(x, size))
+        return (z.float() - self.target_latent(size)).pow(2).flatten(1).mean(1)

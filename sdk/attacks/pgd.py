@@ -1,0 +1,238 @@
+"""The one PGD engine every attack runs on.
+
+``run_pgd(loss_fn, x, config)`` minimises a per-image loss over perturbations δ
+with ``x + δ`` in [0, 1] and ``‖δ‖ ≤ ε`` (L∞ or L2), and returns the image an
+8-bit file can actually hold. The features, each a field of :class:`PGDConfig`:
+
+* L∞ (sign steps) and L2 (normalised-gradient steps) balls, random start;
+* step schedules: constant, linear decay to ``final_step_fraction`` of the
+  first step (PhotoGuard's schedule), cosine;
+* momentum (MI-FGSM style, gradients normalised per image before averaging);
+* early stop once every image's loss is at or below ``loss_target``;
+* a per-pixel ``mask`` (1 = may change, 0 = must stay), e.g. for inpainting
+  where only the kept region should carry the perturbation;
+* EOT: the gradient is averaged over ``eot_samples`` random transforms;
+* the best iterate (lowest loss) is kept, not merely the last;
+* a quantisation-aware finish: δ is rounded to whole 8-bit levels within the
+  budget and refined with ±1-level sign steps, so the *saved* image is the one
+  that satisfies ``max|x_adv - x| ≤ ε`` and attacks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from .transforms import Transform
+
+Norm = Literal["linf", "l2"]
+Schedule = Literal["constant", "linear", "cosine"]
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    """Budget and optimiser settings. ``eps`` and ``step_size`` are in [0, 1] pixel scale.
+
+    Example:
+        >>> PGDConfig(eps=8 / 255, steps=50).first_step
+        0.010457516339869282
+    """
+
+    eps: float = 8 / 255
+    steps: int = 100
+    norm: Norm = "linf"
+    step_size: float | None = None  # None: eps / 3 for L∞ (PhotoGuard's ratio), eps / 5 for L2
+    schedule: Schedule = "linear"
+    final_step_fraction: float = 0.01
+    random_start: bool = True
+    momentum: float = 0.0
+    loss_target: float | None = None
+    eot: Transform | None = None
+    eot_samples: int = 1
+    quantize: bool = True
+    quant_steps: int | None = None  # None: steps // 10, at least 1 (L∞ only)
+    autocast: torch.dtype | None = None  # e.g. torch.bfloat16 on CPUs/GPUs that have it
+
+    @property
+    def first_step(self) -> float:
+        if self.step_size is not None:
+            return self.step_size
+        return self.eps / 3 if self.norm == "linf" else self.eps / 5
+
+    def step_at(self, i: int) -> float:
+        """Step size of iteration ``i`` (0-based) under the schedule."""
+        if self.schedule == "constant" or self.steps <= 1:
+            return self.first_step
+        progress = i / (self.steps - 1)
+        low = self.final_step_fraction
+        if self.schedule == "linear":
+            return self.first_step * (1 - (1 - low) * progress)
+        return self.first_step * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class PGDResult:
+    """What an attack produced for a batch."""
+
+    x_adv: torch.Tensor  # (N, 3, H, W) in [0, 1], on the 8-bit lattice when quantized
+    loss_before: torch.Tensor  # (N,) loss of the clean images
+    loss_after: torch.Tensor  # (N,) loss of x_adv exactly as returned
+    history: list[float] = field(default_factory=list)  # mean loss per iteration
+    steps_run: int = 0
+
+
+def _per_image(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1)
+
+
+def _l2(t: torch.Tensor) -> torch.Tensor:
+    return _per_image(t).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def _project(
+    delta: torch.Tensor, x: torch.Tensor, cfg: PGDConfig, mask: torch.Tensor
+) -> torch.Tensor:
+    if cfg.norm == "linf":
+        delta = delta.clamp(-cfg.eps, cfg.eps)
+    else:
+        delta = delta * (cfg.eps / _l2(delta)).clamp(max=1.0)
+    return ((x + delta).clamp(0, 1) - x) * mask
+
+
+def _random_start(x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator) -> torch.Tensor:
+    noise = torch.rand(x.shape, generator=gen, dtype=torch.float32).to(x) * 2 - 1
+    if cfg.norm == "linf":
+        return noise * cfg.eps
+    radius = torch.rand((x.shape[0], 1, 1, 1), generator=gen).to(x) * cfg.eps
+    return noise / _l2(noise) * radius
+
+
+def _evaluate(loss_fn: LossFn, x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator | None):
+    """Loss of ``x`` averaged over EOT draws (one plain evaluation without EOT or gen)."""
+    draws = cfg.eot_samples if (cfg.eot is not None and gen is not None) else 1
+    total = 0.0
+    device_type = x.device.type
+    for _ in range(draws):
+        view = cfg.eot(x, gen) if (cfg.eot is not None and gen is not None) else x
+        with torch.autocast(
+            device_type, dtype=cfg.autocast or torch.bfloat16, enabled=cfg.autocast is not None
+        ):
+            total = total + loss_fn(view).float()
+    return total / draws
+
+
+def run_pgd(
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    cfg: PGDConfig,
+    *,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+) -> PGDResult:
+    """Minimise ``loss_fn(x + δ)`` (one value per image) under ``cfg``'s budget.
+
+    ``x`` is an ``(N, 3, H, W)`` batch in [0, 1]; for the quantised finish it
+    should hold 8-bit values (``k / 255``), as loaded images do. ``mask`` is
+    ``(N or 1, 1 or 3, H, W)`` with 1 where pixels may change.
+
+    Example:
+        >>> x = torch.full((1, 3, 8, 8), 0.5)
+        >>> res = run_pgd(lambda v: (v - 1).pow(2).flatten(1).mean(1), x, PGDConfig(steps=20))
+        >>> bool(res.loss_after < res.loss_before), round(float((res.x_adv - x).abs().max() * 255))
+        (True, 8)
+    """
+    gen = generator or torch.Generator().manual_seed(0)
+    x = x.detach()
+    mask = torch.ones_like(x[:, :1]) if mask is None else mask.to(x).expand_as(x[:, :1])
+    with torch.no_grad():
+        loss_before = _evaluate(loss_fn, x, cfg, None)
+    delta = _random_start(x, cfg, gen) if cfg.random_start else torch.zeros_like(x)
+    delta = _project(delta, x, cfg, mask)
+    best_delta, best_loss = delta.clone(), torch.full_like(loss_before, math.inf)
+    velocity = torch.zeros_like(x)
+    history: list[float] = []
+    steps_run = 0
+    for i in range(cfg.steps):
+        delta.requires_grad_(True)
+        loss = _evaluate(loss_fn, x + delta, cfg, gen)
+        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        delta = delta.detach()
+        steps_run = i + 1
+        history.append(float(loss.detach().mean()))
+        improved = loss.detach() < best_loss
+        best_loss = torch.where(improved, loss.detach(), best_loss)
+        best_delta[improved] = delta[improved]
+        if progress is not None:
+            progress(steps_run, cfg.steps, history[-1])
+        if cfg.loss_target is not None and bool((loss <= cfg.loss_target).all()):
+            break
+        grad = grad * mask
+        if cfg.momentum > 0:
+            scale = _per_image(grad).abs().mean(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            velocity = cfg.momentum * velocity + grad / scale
+            grad = velocity
+        alpha = cfg.step_at(i)
+        step = grad.sign() if cfg.norm == "linf" else grad / _l2(grad)
+        delta = _project(delta - alpha * step, x, cfg, mask)
+    if cfg.steps == 0 or steps_run == 0:
+        best_delta = delta
+    if not cfg.quantize:
+        x_adv = (x + best_delta).clamp(0, 1)
+    else:
+        x_adv = _quantized_finish(loss_fn, x, best_delta, cfg, mask, gen, progress)
+    with torch.no_grad():
+        loss_after = _evaluate(loss_fn, x_adv, cfg, None)
+    return PGDResult(x_adv.detach(), loss_before.detach(), loss_after.detach(), history, steps_run)
+
+
+def _quantized_finish(
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    delta: torch.Tensor,
+    cfg: PGDConfig,
+    mask: torch.Tensor,
+    gen: torch.Generator,
+    progress: ProgressFn | None,
+) -> torch.Tensor:
+    """Round δ to whole 8-bit levels inside the budget, then refine on that lattice."""
+    base = torch.round(x * 255)  # the clean image's levels
+    if cfg.norm == "linf":
+        limit = math.floor(cfg.eps * 255 + 1e-9)
+        levels = torch.round(delta * 255).clamp(-limit, limit)
+    else:
+        levels = torch.round(delta * 255)
+        too_long = _l2(levels / 255) > cfg.eps
+        # Truncation towards zero never lengthens a vector: a safe fallback.
+        levels = torch.where(too_long, torch.trunc(delta * 255), levels)
+        limit = None
+    levels = ((base + levels).clamp(0, 255) - base) * mask
+    if cfg.norm != "linf":
+        return (base + levels) / 255
+
+    refine = cfg.quant_steps if cfg.quant_steps is not None else max(1, cfg.steps // 10)
+    best_levels = levels.clone()
+    with torch.no_grad():
+        best_loss = _evaluate(loss_fn, (base + levels) / 255, cfg, None)
+    for j in range(refine):
+        levels.requires_grad_(True)
+        loss = _evaluate(loss_fn, (base + levels) / 255, cfg, gen)
+        (grad,) = torch.autograd.grad(loss.sum(), levels)
+        levels = levels.detach()
+        # ±1 level per step keeps δ on the lattice the file will hold.
+        levels = (levels - (grad * mask).sign()).clamp(-limit, limit)
+        levels = ((base + levels).clamp(0, 255) - base) * mask
+        with torch.no_grad():
+            exact = _evaluate(loss_fn, (base + levels) / 255, cfg, None)
+        better = exact < best_loss
+        best_loss = torch.where(better, exact, best_loss)
+        best_levels[better] = levels[better]
+        if progress is not None:
+            progress(cfg.steps + j + 1, cfg.steps + refine, float(exact.mean()))
+    return (base + best_levels) / 255

@@ -1,0 +1,211 @@
+"""``immunize()``: protect images against one or more model versions.
+
+This is the publisher's entry point. It loads images safely, builds one attack
+per target (an :class:`Ensemble` when there are several, so one δ under one
+budget covers all of them), runs PGD, and returns the 8-bit pixels together
+with one :class:`Protection` record per target.
+
+Sizes: images of any size are accepted. The perturbation is computed at the
+image's own size, but the loss sees the image resized to the model's working
+resolution (short side at most ``target.resolution``), the way an editor would
+feed it to the model; see :mod:`photoimmune.sdk.attacks.sizing`. Images of equal
+size are attacked as one batch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .attacks.base import Attack
+from .attacks.budget import format_budget, parse_budget
+from .attacks.ensemble import Ensemble
+from .attacks.pgd import PGDConfig
+from .attacks.transforms import default_eot
+from .io import ImageSource, LoadedImage, load_image, pixels_to_tensor, tensor_to_pixels
+from .protection import Protection, format_loss
+from .targets import AttackTarget, Recipe, build_target, load_encoder, target_image
+
+Method = Literal["encoder", "diffusion"]
+TargetLike = AttackTarget | str | os.PathLike[str]
+#: Iterations when the caller does not say: enough for the tiny model at 8/255.
+DEFAULT_STEPS = {"encoder": 100, "diffusion": 20}
+
+
+@dataclass
+class ImmunizationResult:
+    """One immunized image.
+
+    Attributes:
+        pixels: the immunized image, uint8 ``(H, W, 3)``: exactly what to save.
+        original: the loaded input pixels (never modified).
+        protections: one record per target, with that target's loss before/after.
+        seconds: wall time of the attack for the batch this image was in.
+    """
+
+    pixels: np.ndarray
+    original: np.ndarray
+    protections: list[Protection]
+    seconds: float
+    source: str = ""
+    loss_history: list[float] = field(default_factory=list)
+
+    @property
+    def max_abs_delta(self) -> int:
+        """Largest per-pixel change, in 8-bit levels (the budget's unit)."""
+        return int(np.abs(self.pixels.astype(np.int16) - self.original.astype(np.int16)).max())
+
+    def to_pil(self) -> Image.Image:
+        return Image.fromarray(self.pixels)
+
+
+def _build_attack(
+    target: AttackTarget, method: Method, config: PGDConfig, device: torch.device, prompt: str
+) -> Attack:
+    image = target_image(target.recipe)
+    if method == "encoder":
+        from .attacks.encoder import EncoderAttack
+
+        encoder = load_encoder(target.model_path).to(device)
+        return EncoderAttack(encoder, image, resolution=target.resolution, config=config)
+    if method == "diffusion":
+        from .attacks.diffusion import DiffusionAttack
+        from .models.pipelines import load_pipeline
+
+        pipe = load_pipeline(target.model_path, "img2img", device=device)
+        return DiffusionAttack(
+            pipe, image, prompt=prompt, resolution=target.resolution, config=config
+        )
+    from .errors import InputError
+
+    raise InputError(f"unknown method {method!r}; use 'encoder' or 'diffusion'")
+
+
+def immunize(
+    images: ImageSource | Sequence[ImageSource],
+    targets: TargetLike | Sequence[TargetLike],
+    *,
+    method: Method = "encoder",
+    eps: str | float = "8/255",
+    steps: int | None = None,
+    seed: int = 0,
+    norm: Literal["linf", "l2"] = "linf",
+    recipe: Recipe = "gray",
+    weights: Sequence[float] | None = None,
+    mask: np.ndarray | None = None,
+    eot: bool = False,
+    prompt: str = "",
+    device: str | torch.device = "cpu",
+    autocast: torch.dtype | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    **pgd: Any,
+) -> ImmunizationResult | list[ImmunizationResult]:
+    """Immunize one image (returns one result) or a list of images (returns a list).
+
+    Args:
+        images: paths, bytes, PIL images or uint8 arrays.
+        targets: :class:`AttackTarget` objects, bundled model names (``"tiny-ldm@1"``)
+            or local diffusers folders; several targets share one δ (an ensemble).
+        eps: L∞ budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``.
+        mask: ``(H, W)`` array, nonzero where pixels may change (e.g. the region an
+            inpainting edit keeps). Same mask for every image.
+        eot: average gradients over random JPEG/resize/blur for robustness.
+        autocast: e.g. ``torch.bfloat16`` to run the model under autocast.
+        **pgd: further :class:`PGDConfig` fields (``schedule``, ``momentum``...).
+
+    Example:
+        >>> result = immunize("photo.png", "tiny-ldm@1", eps="8/255", seed=0)  # doctest: +SKIP
+        >>> result.max_abs_delta <= 8  # doctest: +SKIP
+        True
+    """
+    single = not isinstance(images, list | tuple)
+    loaded = [load_image(im) for im in ([images] if single else images)]
+    target_list = (
+        [targets] if isinstance(targets, AttackTarget | str | os.PathLike) else list(targets)
+    )
+    resolved = [
+        t if isinstance(t, AttackTarget) else build_target(t, recipe=recipe) for t in target_list
+    ]
+    budget = parse_budget(eps, upper=None if norm == "l2" else Fraction(1))
+    n_steps = DEFAULT_STEPS[method] if steps is None else steps
+    config = PGDConfig(
+        eps=float(budget),
+        steps=n_steps,
+        norm=norm,
+        autocast=autocast,
+        **({"eot": default_eot(), "eot_samples": 2} if eot else {}),
+        **pgd,
+    )
+    dev = torch.device(device)
+    members = [_build_attack(t, method, config, dev, prompt) for t in resolved]
+    attack = members[0] if len(members) == 1 else Ensemble(members, weights, config=config)
+
+    results: list[ImmunizationResult | None] = [None] * len(loaded)
+    for indices in _same_size_groups(loaded):
+        group = [loaded[i] for i in indices]
+        x = pixels_to_tensor([im.pixels for im in group], device=dev)
+        pixel_mask = None if mask is None else _mask_tensor(mask, x)
+        started = time.perf_counter()
+        outcome = attack.perturb(x, mask=pixel_mask, seed=seed, progress=progress)
+        seconds = time.perf_counter() - started
+        before, after = _per_target_losses(attack, members, x, outcome)
+        adv_pixels = tensor_to_pixels(outcome.x_adv)
+        for j, i in enumerate(indices):
+            protections = [
+                Protection(
+                    target_ref=str(t.ref),
+                    target_digest=t.digest,
+                    method=method,
+                    norm=norm,
+                    eps=format_budget(budget),
+                    steps=outcome.steps_run,
+                    loss_before=format_loss(before[k][j]),
+                    loss_after=format_loss(after[k][j]),
+                    duration_ms=round(seconds * 1000 / len(indices)),
+                )
+                for k, t in enumerate(resolved)
+            ]
+            results[i] = ImmunizationResult(
+                pixels=adv_pixels[j],
+                original=np.asarray(group[j].pixels),
+                protections=protections,
+                seconds=seconds,
+                source=group[j].name,
+                loss_history=outcome.history,
+            )
+    final = [r for r in results if r is not None]
+    return final[0] if single else final
+
+
+def _same_size_groups(images: list[LoadedImage]) -> list[list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.pixels.shape, []).append(i)
+    return list(groups.values())
+
+
+def _mask_tensor(mask: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    from .errors import InputError
+
+    if mask.shape != tuple(x.shape[-2:]):
+        raise InputError(
+            f"mask shape {mask.shape} does not match the image's {tuple(x.shape[-2:])}; "
+            "give one (height, width) mask per image size"
+        )
+    return torch.from_numpy(np.asarray(mask) != 0).to(x)[None, None]
+
+
+def _per_target_losses(attack, members, x, outcome) -> tuple[list[list[float]], list[list[float]]]:
+    if isinstance(attack, Ensemble):
+        before = [t.tolist() for t in attack.member_losses(x)]
+        after = [t.tolist() for t in attack.member_losses(outcome.x_adv)]
+        return before, after
+    return [outcome.loss_before.tolist()], [outcome.loss_after.tolist()]

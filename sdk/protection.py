@@ -1,0 +1,45 @@
+"""``Protection``: the record of one attack applied to one image.
+
+It travels inside signed manifests, so every number is an int or a string
+(``"8/255"``, ``"0.00153"``): canonical JSON never has to round-trip a float.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Protection(BaseModel):
+    """What one image was immunized against, and how well.
+
+    Example:
+        >>> p = Protection(target_ref="photoimmune/tiny-ldm@1", target_digest="ab" * 32,
+        ...                method="encoder", norm="linf", eps="8/255", steps=100,
+        ...                loss_before="0.0212", loss_after="0.00413", duration_ms=5300)
+        >>> p.eps
+        '8/255'
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    target_ref: str = Field(description="vendor/model@version the image is protected against")
+    target_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the attack target")
+    method: Literal["encoder", "diffusion"]
+    norm: Literal["linf", "l2"]
+    eps: str = Field(description='budget in [0, 1] pixel scale, e.g. "8/255"')
+    steps: int = Field(ge=0)
+    loss_before: str = Field(description="the target's loss on the clean image")
+    loss_after: str = Field(description="the same loss on the immunized image as saved")
+    duration_ms: int = Field(ge=0)
+
+
+def format_loss(value: float) -> str:
+    """Losses as short decimal strings (5 significant digits).
+
+    Example:
+        >>> format_loss(0.000123456789)
+        '0.00012346'
+    """
+    return format(float(value), ".5g")

@@ -1,0 +1,136 @@
+"""Encoder and diffusion attacks and immunize(), on small models our training script made."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from photoimmune.sdk import InputError, immunize, load_image, save_image
+from photoimmune.sdk.attacks import DiffusionAttack, EncoderAttack, Ensemble, VAEEncoder
+from photoimmune.sdk.cli import main
+from photoimmune.sdk.io import pixels_to_tensor
+from photoimmune.sdk.models import load_pipeline
+from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.targets import build_target
+
+SIZE = 64  # small crops keep the suite fast; the attacks are size-agnostic
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return sample_pixels("chelsea.png", SIZE)
+
+
+@pytest.mark.parametrize("method", ["encoder", "diffusion"])
+def test_constraint_holds_on_the_saved_file_and_loss_falls(tmp_path, photo, method, tiny_models):
+    steps = 15 if method == "encoder" else 4
+    result = immunize(photo, tiny_models[0], method=method, eps="8/255", steps=steps, seed=0)
+    path = save_image(result.pixels, tmp_path / "immunized.png")
+    saved = load_image(path).pixels.astype(int)
+    assert np.abs(saved - photo.astype(int)).max() <= 8
+    (protection,) = result.protections
+    assert protection.method == method
+    assert protection.eps == "8/255"
+    assert float(protection.loss_after) < float(protection.loss_before)
+    assert protection.target_ref == "local/quick-1@0"
+
+
+@pytest.mark.parametrize("method", ["encoder", "diffusion"])
+def test_same_seed_same_bytes(photo, method, tiny_models):
+    steps = 6 if method == "encoder" else 2
+    a = immunize(photo, tiny_models[0], method=method, steps=steps, seed=7)
+    b = immunize(photo, tiny_models[0], method=method, steps=steps, seed=7)
+    c = immunize(photo, tiny_models[0], method=method, steps=steps, seed=8)
+    assert a.pixels.tobytes() == b.pixels.tobytes()
+    assert a.pixels.tobytes() != c.pixels.tobytes()
+
+
+def test_mask_leaves_masked_out_pixels_untouched(photo, tiny_models):
+    keep = np.zeros((SIZE, SIZE), np.uint8)
+    keep[:, : SIZE // 2] = 1  # only the left half may carry the perturbation
+    result = immunize(photo, tiny_models[0], steps=8, mask=keep)
+    assert np.array_equal(result.pixels[:, SIZE // 2 :], photo[:, SIZE // 2 :])
+    assert result.max_abs_delta > 0
+    with pytest.raises(InputError, match="mask shape"):
+        immunize(photo, tiny_models[0], steps=1, mask=keep[:10])
+
+
+def test_ensemble_lowers_the_loss_on_each_member(photo, tiny_models):
+    result = immunize(photo, [str(tiny_models[0]), str(tiny_models[1])], steps=20, seed=0)
+    refs = [p.target_ref for p in result.protections]
+    assert refs == ["local/quick-1@0", "local/quick-2@0"]
+    for p in result.protections:
+        assert float(p.loss_after) < 0.9 * float(p.loss_before)
+    assert result.max_abs_delta <= 8
+
+
+def test_ensemble_weights_steer_the_budget(photo, tiny_models):
+    x = pixels_to_tensor(photo)
+    v1, v2 = (
+        EncoderAttack(VAEEncoder.from_pretrained(m), steps=15)
+        for m in (str(tiny_models[0]), str(tiny_models[1]))
+    )
+    favour_v1 = Ensemble([v1, v2], [0.9, 0.1], steps=15).perturb(x).x_adv
+    favour_v2 = Ensemble([v1, v2], [0.1, 0.9], steps=15).perturb(x).x_adv
+    v1.prepare(x, torch.Generator())
+    v2.prepare(x, torch.Generator())
+    with torch.no_grad():
+        assert v1.loss(favour_v1) < v1.loss(favour_v2)
+        assert v2.loss(favour_v2) < v2.loss(favour_v1)
+
+
+def test_batches_of_mixed_sizes(photo, tiny_models):
+    other = sample_pixels("coffee.png", 48)
+    results = immunize([photo, other, photo], tiny_models[0], steps=4)
+    assert [r.pixels.shape for r in results] == [photo.shape, other.shape, photo.shape]
+    for result, original in zip(results, [photo, other, photo], strict=True):
+        assert np.array_equal(result.original, original)
+        assert 0 < result.max_abs_delta <= 8
+
+
+def test_large_photo_is_attacked_through_the_resize(tiny_models):
+    big = sample_pixels("coffee.png")  # 400x600: working size 128x192 for the tiny model
+    result = immunize(big, tiny_models[0], steps=6)
+    assert result.pixels.shape == big.shape
+    assert result.max_abs_delta <= 8
+    assert float(result.protections[0].loss_after) < float(result.protections[0].loss_before)
+
+
+def test_diffusion_attack_inpainting_mask(photo, tiny_models):
+    pipe = load_pipeline(tiny_models[0], "inpaint")
+    edit_mask = torch.zeros(1, 1, SIZE, SIZE)
+    edit_mask[..., 16:48, 16:48] = 1
+    attack = DiffusionAttack(pipe, edit_mask=edit_mask, denoise_steps=2, steps=3)
+    x = pixels_to_tensor(photo)
+    res = attack.perturb(x, mask=1 - edit_mask)  # perturb only what the edit keeps
+    assert bool((res.loss_after < res.loss_before).all())
+    assert torch.equal(res.x_adv[..., 16:48, 16:48], x[..., 16:48, 16:48])
+
+
+def test_targets_have_stable_digests_and_recipes_differ(tiny_models):
+    a, b = build_target(tiny_models[0]), build_target(tiny_models[0])
+    assert a.digest == b.digest
+    assert build_target(tiny_models[0], recipe="checker").digest != a.digest
+    assert build_target(tiny_models[1]).digest != a.digest
+
+
+def test_cli_immunize_json_and_refusals(tmp_path, capsys, tiny_models):
+    src = tmp_path / "cat.png"
+    save_image(sample_pixels("chelsea.png", SIZE), src)
+    out = tmp_path / "out"
+    model = ["--model", str(tiny_models[0])]
+    code = main(
+        ["immunize", str(src), "-o", str(out), *model, "--steps", "4", "--eps", "4/255", "--json"]
+    )
+    assert code == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["output"] == str(out / "cat.png")
+    assert record["max_abs_delta"] in {"3/255", "4/255"}
+    assert float(record["loss_after"][0]) < float(record["loss_before"][0])
+    # Running again must not replace the output, and never the input.
+    assert main(["immunize", str(src), "-o", str(out), *model, "--steps", "1"]) == 2
+    assert main(["immunize", str(src), "-o", str(tmp_path), *model, "--overwrite"]) == 2
+    assert main(["immunize", str(src), "-o", str(tmp_path / "x"), *model, "--eps", "3"]) == 2

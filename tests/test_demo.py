@@ -1,0 +1,51 @@
+"""`photoimmune demo` and the pictures it draws."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from photoimmune.sdk import load_image
+from photoimmune.sdk.cli import main
+from photoimmune.sdk.demo import DemoSettings, edit_similarity, run_demo
+from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve
+
+
+def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path, tiny_models):
+    settings = replace(DemoSettings(), model=str(tiny_models[0]), steps=30, edit_steps=8)
+    report = run_demo(tmp_path, settings)
+    grid = load_image(report.grid)
+    assert grid.width > 4 * grid.height  # five panels side by side
+    assert load_image(report.curve).width > 0
+    immunized = load_image(tmp_path / "immunized.png").pixels
+    assert immunized.shape == (settings.size, settings.size, 3)
+    assert 0 < report.max_abs_delta <= 16
+    assert -1.0 <= report.ssim < 1.0  # the two edits differ
+    assert float(report.loss_after) < float(report.loss_before)
+
+
+def test_demo_cli_prints_the_table(tmp_path, capsys, tiny_models):
+    assert (
+        main(["demo", "--out", str(tmp_path), "--model", str(tiny_models[0]), "--steps", "5"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "SSIM" in out and "max |δ|" in out
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_similarity_of_identical_and_different_images():
+    a = np.zeros((32, 32, 3), np.uint8)
+    b = np.full((32, 32, 3), 200, np.uint8)
+    assert edit_similarity(a, a)[0] == 1.0
+    ssim, psnr = edit_similarity(a, b)
+    assert ssim < 0.1 and psnr < 10
+
+
+def test_pictures():
+    a = np.zeros((10, 20, 3), np.uint8)
+    grid = comparison_grid([a, a, a], ["x", "y", "z"], tile=40)
+    assert grid.size == (3 * 44 + 4, 20 + 18 + 8)
+    delta = amplify_delta(a, a + 2, gain=10)
+    assert int(delta.max()) == 148
+    assert loss_curve([]).size == (360, 200)

@@ -1,0 +1,140 @@
+"""The bundled tiny models: offline loading, quality bars, both pipelines, training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from photoimmune.sdk import InputError
+from photoimmune.sdk.errors import UnknownModelError
+from photoimmune.sdk.models import bundled_models, check_model, load_pipeline, resolve_model
+from photoimmune.sdk.models.tokenizer import learn_merges
+from photoimmune.sdk.models.train_tiny import RELEASES, quick_config, train_tiny
+from photoimmune.sdk.samples import sample_pixels
+
+
+def test_names_resolve_and_unknown_ones_explain(tiny_models):
+    assert resolve_model(tiny_models[0]) == tiny_models[0]  # any local diffusers folder
+    with pytest.raises(UnknownModelError, match="never downloads"):
+        resolve_model("runwayml/stable-diffusion-v1-5")
+    if not bundled_models():  # this build ships no weights: the error says how to get them
+        with pytest.raises(UnknownModelError, match="train-tiny"):
+            resolve_model("tiny-ldm@1")
+
+
+def test_folder_without_model_index_is_refused(tmp_path):
+    with pytest.raises(UnknownModelError, match=r"no model_index\.json"):
+        resolve_model(tmp_path)
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_img2img_and_inpaint_run_end_to_end(tiny_models, version):
+    model = tiny_models[version]
+    photo = Image.fromarray(sample_pixels("chelsea.png", 128))
+    img2img = load_pipeline(model, "img2img")
+    edit = img2img(
+        "a painting of a cat",
+        image=photo,
+        strength=0.6,
+        num_inference_steps=5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    assert edit.shape == (128, 128, 3)
+    assert np.isfinite(edit).all()
+
+    mask = np.zeros((128, 128), np.uint8)
+    mask[32:96, 32:96] = 255  # repaint the centre only
+    inpaint = load_pipeline(model, "inpaint")
+    filled = inpaint(
+        "a dog",
+        image=photo,
+        mask_image=Image.fromarray(mask),
+        num_inference_steps=5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
+    original = np.asarray(photo) / 255.0
+    outside = np.abs(filled - original)[mask == 0].mean()
+    inside = np.abs(filled - original)[mask == 255].mean()
+    assert outside < inside  # the kept region survives, the masked one is repainted
+
+
+def test_same_seed_same_edit(tiny_models):
+    pipe = load_pipeline(tiny_models[0])
+    photo = Image.fromarray(sample_pixels("coffee.png", 64))
+
+    def run(seed):
+        return pipe(
+            "a photo",
+            image=photo,
+            strength=0.5,
+            num_inference_steps=4,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images[0]
+
+    assert np.array_equal(run(3), run(3))
+    assert not np.array_equal(run(3), run(4))
+
+
+def test_tokenizer_merges_are_deterministic_and_frequent_first():
+    corpus = ["a cat sat", "a cat ran", "the cat"]
+    merges = learn_merges(corpus, 3)
+    assert merges == learn_merges(list(corpus), 3)
+    assert merges[0] == ("a", "t</w>")  # "-at" ends four words, "ca" starts three
+
+
+def test_trained_tokenizer_handles_any_text(tiny_models):
+    pipe = load_pipeline(tiny_models[0])
+    ids = pipe.tokenizer("a photo of a cat ✨ façade").input_ids
+    assert ids[0] == pipe.tokenizer.bos_token_id
+    assert ids[-1] == pipe.tokenizer.eos_token_id
+    assert pipe.tokenizer.unk_token_id not in ids[1:-1]  # byte fallback, nothing unknown
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_under_a_seed(tmp_path, tiny_models):
+    train_tiny(quick_config(RELEASES[1]), tmp_path / "again")
+    for part in ("vae", "unet", "text_encoder"):
+        (weights,) = (tmp_path / "again" / part).glob("*.safetensors")
+        assert weights.read_bytes() == (tiny_models[0] / part / weights.name).read_bytes()
+    other = load_file(tiny_models[1] / "vae" / "diffusion_pytorch_model.safetensors")
+    mine = load_file(tmp_path / "again" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert not torch.equal(other["encoder.conv_in.weight"], mine["encoder.conv_in.weight"])
+
+
+def test_quality_check_reports_finite_numbers(tiny_models):
+    report = check_model(tiny_models[0], resolution=64, photos=("coffee.png",))
+    assert set(report.vae_psnr_db) == {"coffee.png"}
+    assert 0 < report.vae_psnr_db["coffee.png"] < 60
+    assert 0 < report.img2img_psnr_db["coffee.png"] < 60
+
+
+def test_cli_path_and_its_errors(capfd, tiny_models):
+    from photoimmune.sdk.cli import main
+
+    assert main(["model", "list"]) == 0
+    assert main(["model", "path", str(tiny_models[0])]) == 0
+    folder = capfd.readouterr().out.strip().splitlines()[-1]
+    code = (
+        "import sys; from diffusers import StableDiffusionImg2ImgPipeline as P; "
+        "P.from_pretrained(sys.argv[1], local_files_only=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert main(["model", "path", "no-such-model"]) == 2
+    assert main(["model", "train-tiny", "--version", "1", "--out", "."]) == 2
+
+
+def test_sample_photo_errors_list_choices():
+    from photoimmune.sdk.samples import sample_path
+
+    with pytest.raises(InputError, match=r"chelsea\.png"):
+        sample_path("nope.png")
