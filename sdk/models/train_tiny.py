@@ -97,7 +97,7 @@ class TrainConfig:
     vae_crop: int = 48
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    decoder_steps: int = 800
+    decoder_steps: int = 1600
     decoder_crop: int = 64
     decoder_lr: float = 5e-4
     unet_steps: int = 2000
