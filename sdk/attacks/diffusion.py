@@ -116,9 +116,8 @@ class DiffusionAttack(Attack):
         return timesteps[len(timesteps) - keep :]
 
     def _draw_noise(self, n: int, size: tuple[int, int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        factor = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
-        shape = (n, self.pipe.unet.config.in_channels, size[0] // factor, size[1] // factor)
-        shape = (n, 4 if shape[1] == 9 else shape[1], *shape[2:])
+        factor = self.pipe.vae_scale_factor
+        shape = (n, self.pipe.vae.config.latent_channels, size[0] // factor, size[1] // factor)
         start = torch.randn(shape, generator=self._gen).to(self.device)
         per_step = [
             torch.randn(shape, generator=self._gen).to(self.device) for _ in self._timesteps()
