@@ -18,12 +18,14 @@ from .errors import (
     ImageLoadError,
     ImageWriteError,
     InputError,
+    ManifestError,
     OutputExistsError,
     PhotoimmuneError,
 )
 from .lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from .assertion import ImmunizationAssertion
     from .immunization import ImmunizationResult, immunize
     from .io import (
         LoadedImage,
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
         save_image,
         tensor_to_pixels,
     )
+    from .keys import KeyDir, ManifestSigner, init_keys
+    from .manifest import ManifestReport, read_manifest, sign_image, sign_pixels
     from .protection import Protection
     from .refs import ModelRef
     from .targets import AttackTarget, build_target
@@ -46,7 +50,15 @@ except PackageNotFoundError:  # a source tree that was never installed
 # public name -> submodule that defines it
 _LAZY = {
     "AttackTarget": "targets",
+    "ImmunizationAssertion": "assertion",
     "ImmunizationResult": "immunization",
+    "KeyDir": "keys",
+    "ManifestReport": "manifest",
+    "ManifestSigner": "keys",
+    "init_keys": "keys",
+    "read_manifest": "manifest",
+    "sign_image": "manifest",
+    "sign_pixels": "manifest",
     "ModelRef": "refs",
     "Protection": "protection",
     "build_target": "targets",
@@ -67,9 +79,14 @@ __all__ = [
     "AttackTarget",
     "ImageLoadError",
     "ImageWriteError",
+    "ImmunizationAssertion",
     "ImmunizationResult",
     "InputError",
+    "KeyDir",
     "LoadedImage",
+    "ManifestError",
+    "ManifestReport",
+    "ManifestSigner",
     "ModelRef",
     "OutputExistsError",
     "PhotoimmuneError",
@@ -79,8 +96,12 @@ __all__ = [
     "build_target",
     "encode_image",
     "immunize",
+    "init_keys",
     "load_image",
     "pixels_to_tensor",
+    "read_manifest",
     "save_image",
+    "sign_image",
+    "sign_pixels",
     "tensor_to_pixels",
 ]

@@ -31,8 +31,11 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(model_app, name="model")
+keys_app = typer.Typer(help="Signing keys for immunization manifests.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err_console = Console(stderr=True)
+_KEY_DIR_HELP = "$PHOTOIMMUNE_KEY_DIR or ~/.photoimmune/keys"
 
 
 class _Options:
@@ -129,19 +132,34 @@ def immunize_command(
     ] = "gray",
     eot: Annotated[bool, typer.Option(help="Make it survive JPEG/resize/blur (slower).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
+    sign: Annotated[
+        bool, typer.Option(help="Embed a signed C2PA manifest saying what the image resists.")
+    ] = True,
+    key: Annotated[
+        Path | None, typer.Option(help="PEM private key (default: the publisher key in --keys).")
+    ] = None,
+    cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate chain for --key, leaf first.")
+    ] = None,
+    keys_dir: Annotated[
+        Path | None,
+        typer.Option("--keys", help=f"Key folder (default: {_KEY_DIR_HELP})."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per image.")
     ] = False,
 ) -> None:
-    """Immunize images against AI editing and write them as PNG to --out."""
+    """Immunize images against AI editing and write them, signed, as PNG to --out."""
     import json
 
     from .errors import InputError
     from .immunization import immunize
-    from .io import load_image, save_image
+    from .io import atomic_write_bytes, encode_image, load_image
+    from .manifest import sign_image
     from .targets import build_target
 
     _quiet_libraries()
+    signer = _signer(key, cert, keys_dir) if sign else None
     loaded = [load_image(p) for p in inputs]  # fail on a bad file before any compute
     outputs = [out / f"{p.stem}.png" for p in inputs]
     if len(set(outputs)) != len(outputs):
@@ -169,11 +187,18 @@ def immunize_command(
                 eot=eot,
                 progress=report,
             )
-            save_image(result.pixels, dst, overwrite=overwrite)
+            data = encode_image(result.pixels, "PNG")
+            if signer is not None:
+                # The input is the parent ingredient: its own manifest, if any, stays readable.
+                data = sign_image(
+                    data, result.protections, signer, parent=image.data, title=dst.name
+                )
+            atomic_write_bytes(dst, data, overwrite=overwrite)
             saved = load_image(dst).pixels.astype(int)
             record = {
                 "input": str(src),
                 "output": str(dst),
+                "signed": signer is not None,
                 "eps": result.protections[0].eps,
                 "max_abs_delta": f"{int(abs(saved - image.pixels.astype(int)).max())}/255",
                 "loss_before": [p.loss_before for p in result.protections],
@@ -187,6 +212,120 @@ def immunize_command(
                     f"{src} -> {dst}  max|δ| {record['max_abs_delta']}  "
                     f"loss {', '.join(record['loss_before'])} -> {', '.join(record['loss_after'])}"
                 )
+
+
+def _signer(key: Path | None, cert: Path | None, keys_dir: Path | None):
+    from .errors import InputError
+    from .keys import KeyDir, ManifestSigner, default_key_dir, init_keys
+
+    if (key is None) != (cert is None):
+        raise InputError("pass --key and --cert together (or neither, to use the key folder)")
+    if key is not None and cert is not None:
+        return ManifestSigner.from_pem(key, cert)
+    keys = KeyDir(keys_dir or default_key_dir())
+    if not keys.exists():
+        keys = init_keys(keys.path)
+        err_console.print(
+            f"created development signing keys in {keys.path}; verifiers trust them with "
+            f"--trust {keys.ca_cert}"
+        )
+    return keys.signer("publisher")
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help=f"Folder to create (default: {_KEY_DIR_HELP})."),
+    ] = None,
+    alg: Annotated[str, typer.Option(help="es256, es384 or ed25519.")] = "es256",
+    organization: Annotated[
+        str, typer.Option(help="Organization named in the certificates.")
+    ] = "photoimmune development",
+) -> None:
+    """Create a development CA with publisher and vendor signing certificates."""
+    from .keys import SigningAlg, SigningKeyError, init_keys
+
+    if alg not in ("es256", "es384", "ed25519"):
+        raise SigningKeyError(f"unknown algorithm {alg!r}; use es256, es384 or ed25519")
+    chosen: SigningAlg = alg  # type: ignore[assignment]
+    keys = init_keys(directory, alg=chosen, organization=organization)
+    console.print(f"keys in {keys.path} ({alg}):")
+    for path in sorted(keys.path.iterdir()):
+        console.print(f"  {path.name}  {oct(path.stat().st_mode & 0o777)}")
+    console.print(f"verifiers trust these signatures with: --trust {keys.ca_cert}")
+
+
+@app.command()
+def verify(
+    images: Annotated[list[Path], typer.Argument(help="Images whose manifests to check.")],
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(help="PEM CA certificate to trust; repeatable (default: the key folder CA)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per image.")
+    ] = False,
+) -> None:
+    """Check each image's signed manifest: validity, trust, pixel binding, protections.
+
+    Exit status: 0 when every image carries a valid, trusted, pixel-bound
+    manifest; 1 when any does not; 2 when any image cannot be read.
+    """
+    import json
+
+    from .errors import ImageLoadError
+    from .io import load_image
+    from .keys import KeyDir, default_key_dir
+
+    if trust:
+        anchors = [_read_trust(p) for p in trust]
+    else:
+        default = KeyDir(default_key_dir())
+        anchors = [default.trust_anchor_pem()] if default.ca_cert.is_file() else []
+    table = Table("image", "verdict", "state", "pixels", "protected against", "chain")
+    status = 0
+    for path in images:
+        try:
+            report = load_image(path, verify=True, trust=anchors).manifest
+        except ImageLoadError as err:
+            status = 2
+            if as_json:
+                typer.echo(json.dumps({"image": str(path), "error": str(err)}))
+            else:
+                err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+            continue
+        assert report is not None
+        if not report.ok:
+            status = max(status, 1)
+        if as_json:
+            typer.echo(json.dumps({"image": str(path), **report.model_dump(mode="json")}))
+            continue
+        refs = [p.target_ref for p in report.assertion.protections] if report.assertion else []
+        table.add_row(
+            str(path),
+            f"[{'green' if report.ok else 'red'}]{report.verdict}[/]",
+            report.validation_state or "-",
+            "bound" if report.pixel_bound else "-",
+            ", ".join(refs) or "-",
+            " → ".join("+".join(p.target_ref for p in a.protections) or "?" for a in report.history)
+            or "-",
+        )
+        table.add_row("", f"[dim]{report.explanation}[/]", "", "", "", "")
+    if not as_json and table.rows:
+        console.print(table)
+    if status:
+        raise typer.Exit(status)
+
+
+def _read_trust(path: Path) -> bytes:
+    from .keys import SigningKeyError
+
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        reason = err.strerror or err
+        raise SigningKeyError(f"{path}: cannot read the trust anchor ({reason})") from None
 
 
 @app.command()

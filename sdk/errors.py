@@ -45,3 +45,7 @@ class OutputExistsError(ImageWriteError, InputError):
 
 class UnknownModelError(InputError):
     """A model name or path does not resolve to a diffusers model folder."""
+
+
+class ManifestError(PhotoimmuneError):
+    """A C2PA manifest could not be written, or an image's manifest does not hold up."""

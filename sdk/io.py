@@ -25,6 +25,7 @@ everything that leaves as a file goes through :func:`save_image` or
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import tempfile
@@ -40,6 +41,8 @@ from .errors import ImageLoadError, ImageWriteError, InputError, OutputExistsErr
 
 if TYPE_CHECKING:  # torch is imported lazily: reading a file should not cost its 3 s import
     import torch
+
+    from .manifest import ManifestReport, TrustAnchors
 
 ImageSource = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 
@@ -67,6 +70,7 @@ class LoadedImage:
         original_mode: the Pillow mode before conversion (``"CMYK"``, ``"I;16"``...).
         data: the raw file bytes when loaded from a path or bytes (kept so that
             metadata Pillow drops, such as C2PA manifests, can still be read).
+        manifest: the verified C2PA manifest report when loaded with ``verify=True``.
     """
 
     pixels: np.ndarray
@@ -74,6 +78,7 @@ class LoadedImage:
     format: str | None
     original_mode: str
     data: bytes | None = None
+    manifest: ManifestReport | None = None
 
     @property
     def width(self) -> int:
@@ -93,14 +98,37 @@ def load_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    verify: bool = False,
+    trust: TrustAnchors = None,
 ) -> LoadedImage:
     """Decode ``source`` into 8-bit RGB pixels, or raise :class:`ImageLoadError`.
+
+    With ``verify=True`` the C2PA manifest in the file is read, validated against
+    the ``trust`` anchors and bound to the decoded pixels (see
+    :func:`photoimmune.sdk.manifest.read_manifest`); the report lands in
+    :attr:`LoadedImage.manifest`. PIL images and arrays carry no manifest (PIL
+    drops it on open), so pass the path or the bytes when provenance matters.
 
     Example:
         >>> img = load_image("photo.jpg")  # doctest: +SKIP
         >>> img.pixels.shape, img.pixels.dtype  # doctest: +SKIP
         ((512, 768, 3), dtype('uint8'))
+        >>> load_image("immunized.png", verify=True, trust=ca_pem).manifest.ok  # doctest: +SKIP
+        True
     """
+    image = _load(source, max_pixels=max_pixels, max_bytes=max_bytes)
+    if not verify:
+        return image
+    from .manifest import missing_report, read_manifest
+
+    if image.data is None:
+        report = missing_report("a PIL image or array carries no manifest; load the file itself")
+    else:
+        report = read_manifest(image.data, trust=trust, pixels=image.pixels)
+    return dataclasses.replace(image, manifest=report)
+
+
+def _load(source: ImageSource, *, max_pixels: int, max_bytes: int) -> LoadedImage:
     if isinstance(source, np.ndarray):
         return _load_array(source, max_pixels=max_pixels)
     if isinstance(source, Image.Image):

@@ -30,3 +30,9 @@ def tiny_models(tmp_path_factory) -> list:
         train_tiny(quick_config(RELEASES[version]), out)
         paths.append(out)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _private_key_dir(tmp_path, monkeypatch):
+    """Signing keys created by a test land in its own folder, never in the user's home."""
+    monkeypatch.setenv("PHOTOIMMUNE_KEY_DIR", str(tmp_path / "keys"))

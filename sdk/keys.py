@@ -1,0 +1,398 @@
+"""Signing keys and X.509 certificates for C2PA manifests.
+
+C2PA validators accept a manifest only when its signing certificate is an
+end-entity certificate (not a CA, not self-signed) with ``digitalSignature`` key
+usage and a signing extended key usage, chaining to a trust anchor the reader
+configured. :func:`init_keys` creates exactly that for development: a local CA
+and two leaf certificates, one for a *publisher* (who immunizes photos) and one
+for a *vendor* (whose pipeline re-immunizes them), in a 0700 folder with 0600
+private keys.
+
+Production keys come in as PEM files (:meth:`ManifestSigner.from_pem`) or, when a
+KMS or HSM holds the key and never lets it out, as a callback that signs bytes
+(:meth:`ManifestSigner.from_callback`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import InputError, OutputExistsError
+
+SigningAlg = Literal["es256", "es384", "ed25519"]
+Role = Literal["publisher", "vendor"]
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+#: Environment variable that moves the default key folder (tests and CI use it).
+KEY_DIR_ENV = "PHOTOIMMUNE_KEY_DIR"
+ROLES: tuple[Role, ...] = get_args(Role)
+
+_CURVES = {"es256": (ec.SECP256R1, hashes.SHA256, 32), "es384": (ec.SECP384R1, hashes.SHA384, 48)}
+# id-kp-documentSigning (RFC 9336); C2PA lists it beside emailProtection.
+_DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+
+
+class SigningKeyError(InputError):
+    """A key or certificate is missing, unreadable or unfit for signing manifests."""
+
+
+def default_key_dir() -> Path:
+    """The folder ``photoimmune keys init`` and ``immunize`` use when given none.
+
+    ``$PHOTOIMMUNE_KEY_DIR`` if set, else ``~/.photoimmune/keys``.
+
+    Example:
+        >>> default_key_dir().name  # doctest: +SKIP
+        'keys'
+    """
+    return Path(os.environ.get(KEY_DIR_ENV) or Path.home() / ".photoimmune" / "keys")
+
+
+@dataclass(frozen=True)
+class ManifestSigner:
+    """Everything c2pa needs to sign: an algorithm, a certificate chain and a key.
+
+    Exactly one of ``private_key_pem`` (the key is in this process) and
+    ``callback`` (something else holds the key and signs bytes on request) is set.
+    The chain is PEM, leaf first; the root stays out of it, readers bring their own.
+
+    Example:
+        >>> signer = KeyDir(default_key_dir()).signer("publisher")  # doctest: +SKIP
+        >>> signer.alg  # doctest: +SKIP
+        'es256'
+    """
+
+    alg: SigningAlg
+    cert_chain_pem: bytes
+    private_key_pem: bytes | None = None
+    callback: Callable[[bytes], bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.private_key_pem is None) == (self.callback is None):
+            raise SigningKeyError("give a ManifestSigner a private key or a callback, not both")
+        if self.alg not in get_args(SigningAlg):
+            raise SigningKeyError(
+                f"signing algorithm {self.alg!r} is not supported; use one of "
+                f"{', '.join(get_args(SigningAlg))}"
+            )
+
+    @classmethod
+    def from_pem(cls, key: str | os.PathLike[str], cert: str | os.PathLike[str]) -> ManifestSigner:
+        """Load a PEM private key and its PEM certificate chain (leaf first).
+
+        Example:
+            >>> ManifestSigner.from_pem("publisher.key", "publisher.pem")  # doctest: +SKIP
+            ManifestSigner(alg='es256', ...)
+        """
+        key_pem, chain_pem = _read_pem(key, "private key"), _read_pem(cert, "certificate")
+        try:
+            private_key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as err:
+            raise SigningKeyError(
+                f"{key}: not an unencrypted PEM private key ({err}); export it with "
+                "`openssl pkey -in KEY -out key.pem`"
+            ) from None
+        leaf = _load_chain(chain_pem, cert)[0]
+        if leaf.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ) != private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ):
+            raise SigningKeyError(f"{key} does not belong to the first certificate in {cert}")
+        return cls(alg=_alg_of(private_key, key), cert_chain_pem=chain_pem, private_key_pem=key_pem)
+
+    @classmethod
+    def from_callback(
+        cls, callback: Callable[[bytes], bytes], alg: SigningAlg, cert_chain_pem: bytes
+    ) -> ManifestSigner:
+        """Sign through ``callback(data) -> signature``, e.g. a KMS or HSM client.
+
+        ECDSA signatures must be raw ``r || s`` (IEEE P1363), as COSE uses; see
+        :func:`cryptography_callback` for a working example.
+
+        Example:
+            >>> signer = ManifestSigner.from_callback(kms.sign, "es256", chain)  # doctest: +SKIP
+        """
+        _load_chain(cert_chain_pem, "callback certificate chain")
+        return cls(alg=alg, cert_chain_pem=cert_chain_pem, callback=callback)
+
+    def to_c2pa(self):  # -> c2pa.Signer; c2pa is imported lazily
+        """Build a fresh native c2pa signer (they are single-owner, so one per use)."""
+        import c2pa
+
+        alg = getattr(c2pa.C2paSigningAlg, self.alg.upper())
+        if self.callback is not None:
+            return c2pa.Signer.from_callback(self.callback, alg, self.cert_chain_pem.decode())
+        info = c2pa.C2paSignerInfo(alg, self.cert_chain_pem, self.private_key_pem, None)
+        return c2pa.Signer.from_info(info)
+
+
+def cryptography_callback(private_key: PrivateKey) -> Callable[[bytes], bytes]:
+    """A signing callback backed by a ``cryptography`` key object.
+
+    It shows the shape a KMS/HSM adapter takes: bytes in, COSE signature out.
+
+    Example:
+        >>> key = ec.generate_private_key(ec.SECP256R1())
+        >>> len(cryptography_callback(key)(b"claim bytes"))
+        64
+    """
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return private_key.sign
+    alg = _alg_of(private_key, "key")
+    _, hash_cls, size = _CURVES[alg]
+
+    def sign(data: bytes) -> bytes:
+        r, s = decode_dss_signature(private_key.sign(data, ec.ECDSA(hash_cls())))
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+    return sign
+
+
+@dataclass(frozen=True)
+class KeyDir:
+    """A key folder made by :func:`init_keys`: ``ca.pem``, and per role ``ROLE.key``/``ROLE.pem``.
+
+    Example:
+        >>> keys = KeyDir(default_key_dir())  # doctest: +SKIP
+        >>> keys.trust_anchor_pem()[:27]  # doctest: +SKIP
+        b'-----BEGIN CERTIFICATE-----'
+    """
+
+    path: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.path / "ca.pem"
+
+    def key(self, role: Role) -> Path:
+        return self.path / f"{role}.key"
+
+    def cert(self, role: Role) -> Path:
+        return self.path / f"{role}.pem"
+
+    def exists(self) -> bool:
+        return self.ca_cert.is_file() and all(self.key(r).is_file() for r in ROLES)
+
+    def signer(self, role: Role = "publisher") -> ManifestSigner:
+        if not self.key(role).is_file():
+            raise SigningKeyError(
+                f"{self.key(role)}: no {role} key here; run `photoimmune keys init --dir "
+                f"{self.path}` or pass --key and --cert"
+            )
+        return ManifestSigner.from_pem(self.key(role), self.cert(role))
+
+    def trust_anchor_pem(self) -> bytes:
+        return _read_pem(self.ca_cert, "CA certificate")
+
+
+def init_keys(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    alg: SigningAlg = "es256",
+    organization: str = "photoimmune development",
+    leaf_validity: dt.timedelta = dt.timedelta(days=730),
+) -> KeyDir:
+    """Create a development CA and publisher/vendor leaf certificates.
+
+    Refuses to touch a folder that already holds keys: losing a key means losing
+    the ability to sign as that identity. The CA's private key stays in the folder
+    (``ca.key``) so more leaves can be issued; in production it lives offline.
+
+    Example:
+        >>> keys = init_keys("/tmp/photoimmune-keys")  # doctest: +SKIP
+        >>> sorted(p.name for p in keys.path.iterdir())  # doctest: +SKIP
+        ['ca.key', 'ca.pem', 'publisher.key', 'publisher.pem', 'vendor.key', 'vendor.pem']
+    """
+    keys = KeyDir(Path(directory) if directory is not None else default_key_dir())
+    if keys.ca_cert.exists() or any(keys.key(r).exists() for r in ROLES):
+        raise OutputExistsError(
+            f"{keys.path}: already holds keys; use them, or choose another --dir"
+        )
+    keys.path.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys.path, 0o700)
+    ca_key = generate_key(alg)
+    ca_cert = issue_ca(ca_key, organization)
+    _write_private(keys.path / "ca.key", ca_key)
+    _write_public(keys.ca_cert, _pem(ca_cert))
+    for role in ROLES:
+        leaf_key = generate_key(alg)
+        leaf = issue_leaf(
+            ca_key, ca_cert, leaf_key.public_key(), f"{organization} {role}", leaf_validity
+        )
+        _write_private(keys.key(role), leaf_key)
+        _write_public(keys.cert(role), _pem(leaf))  # chain = leaf only; readers hold the CA
+    return keys
+
+
+def generate_key(alg: SigningAlg) -> PrivateKey:
+    """A new private key for ``alg``.
+
+    Example:
+        >>> generate_key("ed25519").__class__.__name__
+        'Ed25519PrivateKey'
+    """
+    if alg == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if alg not in _CURVES:
+        raise SigningKeyError(f"unknown algorithm {alg!r}; use es256, es384 or ed25519")
+    return ec.generate_private_key(_CURVES[alg][0]())
+
+
+def issue_ca(key: PrivateKey, organization: str) -> x509.Certificate:
+    """A self-signed CA certificate that may only sign end-entity certificates."""
+    now = dt.datetime.now(dt.UTC)
+    name = _name(f"{organization} CA", organization)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    return builder.sign(key, _hash_for(key))
+
+
+def issue_leaf(
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    public_key,
+    common_name: str,
+    validity: dt.timedelta,
+) -> x509.Certificate:
+    """An end-entity certificate with the extensions C2PA requires of a manifest signer.
+
+    Example:
+        >>> ca_key = generate_key("es256"); ca = issue_ca(ca_key, "Example")
+        >>> leaf = issue_leaf(ca_key, ca, generate_key("es256").public_key(), "Example news",
+        ...                   dt.timedelta(days=30))
+        >>> leaf.issuer == ca.subject
+        True
+    """
+    now = dt.datetime.now(dt.UTC)
+    organization = ca_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, str(organization)))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION, _DOCUMENT_SIGNING]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    return builder.sign(ca_key, _hash_for(ca_key))
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted (the folder's 0600 mode is the protection)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(common_name: str, organization: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+        ]
+    )
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else _CURVES[_alg_of(key, "")][1]()
+
+
+def _alg_of(key: object, where: str | os.PathLike[str]) -> SigningAlg:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "ed25519"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        for alg, (curve, _, _) in _CURVES.items():
+            if isinstance(key.curve, curve):
+                return alg  # type: ignore[return-value]
+    raise SigningKeyError(
+        f"{where}: {type(key).__name__} keys are not supported; use an EC P-256/P-384 "
+        "or Ed25519 key"
+    )
+
+
+def _read_pem(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SigningKeyError(
+            f"{path}: no such {what}; run `photoimmune keys init` or check the path"
+        ) from None
+    except OSError as err:
+        raise SigningKeyError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+
+
+def _load_chain(pem: bytes, where: object) -> list[x509.Certificate]:
+    try:
+        chain = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise SigningKeyError(f"{where}: no PEM certificates found; pass a PEM file") from None
+    now = dt.datetime.now(dt.UTC)
+    if chain[0].not_valid_after_utc <= now:
+        raise SigningKeyError(
+            f"{where}: the signing certificate expired on {chain[0].not_valid_after_utc:%Y-%m-%d}; "
+            "issue a new one"
+        )
+    return chain
+
+
+def _write_private(path: Path, key: PrivateKey) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_key_pem(key))
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

@@ -1,0 +1,318 @@
+"""Signed C2PA manifests: write them into immunized images, read and judge them.
+
+:func:`sign_image` embeds a manifest carrying an
+:class:`~photoimmune.sdk.assertion.ImmunizationAssertion` into PNG, JPEG or WebP
+bytes with c2pa-python; the pixels are not touched and no thumbnail is added.
+When the image was made from another one (``parent``), that file becomes the
+manifest's ``parentOf`` ingredient (intent EDIT): if the parent carried a
+manifest of its own, it is kept inside the new one, so every earlier round of
+immunization can be read back with :func:`read_manifest`.
+
+:func:`read_manifest` returns a :class:`ManifestReport` with one *verdict*,
+checked in this order (the first that applies wins):
+
+``missing``        no C2PA data at all (never signed, or stripped by a plain re-save)
+``not_immunized``  a C2PA manifest, but without the immunization assertion
+``invalid``        the manifest itself was altered: a signature or hash inside it fails
+``transplanted``   the manifest describes a different picture (copied from another file)
+``modified``       the picture was changed after signing (even one pixel)
+``expired``        the signing certificate has expired
+``untrusted``      intact, but signed by a CA the reader does not trust
+``trusted``        intact, pixel-bound and signed under a trusted CA
+
+Only ``trusted`` counts as protected (:attr:`ManifestReport.ok`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .assertion import ASSERTION_LABEL, ImmunizationAssertion
+from .errors import InputError, ManifestError
+from .io import encode_image, load_image
+from .keys import ManifestSigner
+from .protection import Protection
+
+Verdict = Literal[
+    "missing",
+    "not_immunized",
+    "invalid",
+    "transplanted",
+    "modified",
+    "expired",
+    "untrusted",
+    "trusted",
+]
+TrustAnchors = bytes | Sequence[bytes] | None
+
+MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+# Failure codes that concern the asset's bytes or the certificate, not the manifest's integrity.
+_ASSET_CODES = {"assertion.dataHash.mismatch", "assertion.boxesHash.mismatch"}
+_TRUST_CODES = {"signingCredential.untrusted", "signingCredential.expired"}
+_EXPLANATIONS: dict[Verdict, str] = {
+    "missing": "no C2PA manifest; the image was never signed, or a re-save stripped it",
+    "not_immunized": "a C2PA manifest without an immunization assertion; not protected by us",
+    "invalid": "the manifest was altered after signing; do not rely on it",
+    "transplanted": "the manifest was made for a different picture; it says nothing about this one",
+    "modified": "the picture was changed after signing; re-immunize the original",
+    "expired": "the signing certificate has expired; ask the signer to re-sign with a valid one",
+    "untrusted": "intact, but its CA is not in your trust anchors; pass --trust CA.pem to trust it",
+    "trusted": "intact, bound to these pixels, and signed under a trusted CA",
+}
+
+
+class ManifestReport(BaseModel):
+    """What an image's manifest says, and whether to believe it.
+
+    Example:
+        >>> report = read_manifest(open("cat.png", "rb").read(), trust=ca_pem)  # doctest: +SKIP
+        >>> report.verdict, [p.target_ref for p in report.assertion.protections]  # doctest: +SKIP
+        ('trusted', ['photoimmune/tiny-ldm@1'])
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    verdict: Verdict
+    explanation: str
+    validation_state: str | None = None
+    failures: tuple[str, ...] = ()
+    signer: str | None = None
+    pixel_bound: bool = False
+    assertion: ImmunizationAssertion | None = None
+    history: tuple[ImmunizationAssertion, ...] = ()
+
+    @property
+    def present(self) -> bool:
+        return self.verdict != "missing"
+
+    @property
+    def trusted(self) -> bool:
+        return self.verdict == "trusted"
+
+    @property
+    def ok(self) -> bool:
+        """True only for an intact, trusted manifest bound to these very pixels."""
+        return self.verdict == "trusted"
+
+    def covers(self, target_ref: str) -> bool:
+        """Whether a trusted manifest says these pixels are protected against ``target_ref``."""
+        return self.ok and self.assertion is not None and self.assertion.covers(target_ref)
+
+
+def sign_image(
+    data: bytes,
+    protections: Sequence[Protection],
+    signer: ManifestSigner,
+    *,
+    parent: bytes | None = None,
+    title: str | None = None,
+) -> bytes:
+    """Return ``data`` (PNG, JPEG or WebP bytes) with a signed immunization manifest.
+
+    Example:
+        >>> signed = sign_image(png_bytes, result.protections, keys.signer())  # doctest: +SKIP
+        >>> read_manifest(signed, trust=keys.trust_anchor_pem()).verdict  # doctest: +SKIP
+        'trusted'
+    """
+    import c2pa
+
+    from . import __version__
+
+    image = load_image(data)
+    mime = _mime_type(image.format)
+    assertion = ImmunizationAssertion.for_pixels(
+        image.pixels, tuple(protections), f"photoimmune {__version__}"
+    )
+    definition = {
+        "claim_generator_info": [{"name": "photoimmune", "version": __version__}],
+        "title": title or f"immunized.{mime.split('/')[1]}",
+        "assertions": [{"label": ASSERTION_LABEL, "data": assertion.model_dump(mode="json")}],
+    }
+    out = io.BytesIO()
+    try:
+        builder = c2pa.Builder(definition, context=_context(None))
+        if parent is None:
+            builder.set_intent(
+                c2pa.C2paBuilderIntent.CREATE,
+                c2pa.C2paDigitalSourceType.ALGORITHMICALLY_ENHANCED,
+            )
+        else:
+            builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
+            parent_mime = _mime_type(load_image(parent).format, what="parent image")
+            builder.add_ingredient(
+                {"title": "original", "relationship": "parentOf"}, parent_mime, io.BytesIO(parent)
+            )
+        builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
+    except c2pa.C2paError as err:
+        raise ManifestError(
+            f"signing failed ({err}); check that the key matches its certificate and "
+            "that the certificate is a valid end-entity signing certificate"
+        ) from None
+    return out.getvalue()
+
+
+def sign_pixels(
+    pixels: np.ndarray,
+    protections: Sequence[Protection],
+    signer: ManifestSigner,
+    *,
+    fmt: str = "PNG",
+    parent: bytes | None = None,
+    title: str | None = None,
+) -> bytes:
+    """Encode pixels as ``fmt`` and sign them: the bytes of a finished immunized file.
+
+    Example:
+        >>> data = sign_pixels(result.pixels, result.protections, signer)  # doctest: +SKIP
+        >>> atomic_write_bytes("out/cat.png", data)  # doctest: +SKIP
+    """
+    return sign_image(encode_image(pixels, fmt), protections, signer, parent=parent, title=title)
+
+
+def read_manifest(
+    data: bytes, *, trust: TrustAnchors = None, pixels: np.ndarray | None = None
+) -> ManifestReport:
+    """Read, validate and judge the manifest in an image file's bytes.
+
+    ``trust`` is the PEM trust anchors (CA certificates) to accept; without any,
+    nothing is trusted. ``pixels`` saves decoding when the caller already did.
+    Undecodable bytes raise :class:`~photoimmune.sdk.errors.ImageLoadError`.
+
+    Example:
+        >>> read_manifest(open("cat.png", "rb").read(), trust=ca_pem).ok  # doctest: +SKIP
+        True
+    """
+    import c2pa
+
+    if pixels is None:
+        pixels = load_image(data).pixels
+    try:
+        reader = c2pa.Reader.try_create(io.BytesIO(data), context=_context(trust))
+    except c2pa.C2paError as err:
+        return _report("invalid", f"the manifest cannot be parsed ({err})")
+    if reader is None:
+        return missing_report()
+    with reader:
+        store = json.loads(reader.json())
+        state = reader.get_validation_state()
+        results = reader.get_validation_results() or {}
+    label = store.get("active_manifest")
+    manifests = store.get("manifests", {})
+    if label not in manifests:
+        return _report("invalid", "the manifest store names no active manifest", state=state)
+    active = manifests[label]
+    failures = tuple(f["code"] for f in results.get("activeManifest", {}).get("failure", []))
+    signer = _signer_name(active)
+    common = {"state": state, "failures": failures, "signer": signer}
+    try:
+        assertion = _assertion_of(active)
+    except ValidationError as err:
+        return _report("invalid", f"the immunization assertion is malformed ({err})", **common)
+    if assertion is None:
+        return _report("not_immunized", **common)
+    history = _history(label, manifests)
+    bound = assertion.binds(pixels)
+    if set(failures) - _ASSET_CODES - _TRUST_CODES:
+        verdict: Verdict = "invalid"
+    elif not bound:
+        verdict = "modified" if assertion.same_picture(pixels) else "transplanted"
+    elif "signingCredential.expired" in failures:
+        verdict = "expired"
+    elif state != "Trusted":
+        verdict = "untrusted"
+    else:
+        verdict = "trusted"
+    return _report(verdict, pixel_bound=bound, assertion=assertion, history=history, **common)
+
+
+def missing_report(detail: str | None = None) -> ManifestReport:
+    """The report for an image that carries no manifest."""
+    return _report("missing", detail)
+
+
+def _report(
+    verdict: Verdict,
+    detail: str | None = None,
+    *,
+    state: str | None = None,
+    failures: tuple[str, ...] = (),
+    signer: str | None = None,
+    pixel_bound: bool = False,
+    assertion: ImmunizationAssertion | None = None,
+    history: tuple[ImmunizationAssertion, ...] = (),
+) -> ManifestReport:
+    explanation = _EXPLANATIONS[verdict] + (f": {detail}" if detail else "")
+    return ManifestReport(
+        verdict=verdict,
+        explanation=explanation,
+        validation_state=state,
+        failures=failures,
+        signer=signer,
+        pixel_bound=pixel_bound,
+        assertion=assertion,
+        history=history,
+    )
+
+
+def _assertion_of(manifest: dict) -> ImmunizationAssertion | None:
+    for item in manifest.get("assertions", []):
+        if item.get("label") == ASSERTION_LABEL:
+            return ImmunizationAssertion.model_validate(item.get("data"))
+    return None
+
+
+def _history(label: str, manifests: dict) -> tuple[ImmunizationAssertion, ...]:
+    """Assertions along the parentOf chain, oldest first, ending with the active one."""
+    chain: list[ImmunizationAssertion] = []
+    seen: set[str] = set()
+    while label in manifests and label not in seen:
+        seen.add(label)
+        manifest = manifests[label]
+        try:
+            assertion = _assertion_of(manifest)
+        except ValidationError:
+            assertion = None
+        if assertion is not None:
+            chain.append(assertion)
+        parents = [
+            ing.get("active_manifest")
+            for ing in manifest.get("ingredients", [])
+            if ing.get("relationship") == "parentOf"
+        ]
+        label = parents[0] if parents else None
+    return tuple(reversed(chain))
+
+
+def _signer_name(manifest: dict) -> str | None:
+    info = manifest.get("signature_info") or {}
+    parts = [info.get("common_name"), info.get("issuer")]
+    return " / ".join(p for p in parts if p) or None
+
+
+def _mime_type(fmt: str | None, *, what: str = "image") -> str:
+    if fmt not in MIME_TYPES:
+        raise InputError(
+            f"cannot sign a {fmt or 'raw'} {what}; C2PA manifests are written into PNG, "
+            "JPEG or WebP files: convert it first"
+        )
+    return MIME_TYPES[fmt]
+
+
+def _context(trust: TrustAnchors):
+    """A c2pa context: no thumbnails, never fetch anything, trust only ``trust``."""
+    import c2pa
+
+    anchors = [trust] if isinstance(trust, bytes) else list(trust or [])
+    settings = {
+        "builder": {"thumbnail": {"enabled": False}},
+        "verify": {"verify_trust": True, "remote_manifest_fetch": False, "ocsp_fetch": False},
+    }
+    if anchors:
+        settings["trust"] = {"trust_anchors": b"\n".join(anchors).decode()}
+    return c2pa.Context(settings=c2pa.Settings.from_dict(settings))
