@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from photoimmune.sdk import InputError, immunize, load_image, save_image
-from photoimmune.sdk.attacks import DiffusionAttack, EncoderAttack, Ensemble, VAEEncoder
+from photoimmune.sdk.attacks import (
+    DiffusionAttack,
+    EncoderAttack,
+    Ensemble,
+    PGDConfig,
+    VAEEncoder,
+    loss_and_grad,
+)
 from photoimmune.sdk.cli import main
 from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.models import load_pipeline
@@ -108,6 +115,37 @@ def test_diffusion_attack_inpainting_mask(photo, tiny_models):
     res = attack.perturb(x, mask=1 - edit_mask)  # perturb only what the edit keeps
     assert bool((res.loss_after < res.loss_before).all())
     assert torch.equal(res.x_adv[..., 16:48, 16:48], x[..., 16:48, 16:48])
+
+
+def test_speed_switches_keep_the_gradient(photo, tiny_models):
+    """Checkpointing, channels_last and skipping the unused encode change cost, not the math."""
+    edit_mask = torch.zeros(1, 1, SIZE, SIZE)
+    edit_mask[..., 16:48, 16:48] = 1
+    x, gen_seed = pixels_to_tensor(photo), 3
+    grads = []
+    for switches in ({}, {"gradient_checkpointing": True, "channels_last": True, "grad_reps": 2}):
+        pipe = load_pipeline(tiny_models[0], "inpaint")
+        attack = DiffusionAttack(pipe, edit_mask=edit_mask, denoise_steps=2, **switches)
+        attack.prepare(x, torch.Generator().manual_seed(gen_seed))
+        if "grad_reps" in switches:
+            attack._noise = attack._noise[:1] * 2  # the same draw twice: the mean is unchanged
+        delta = torch.full_like(x, 2 / 255)
+        grads.append(loss_and_grad(attack.loss_terms, x, delta, PGDConfig(), torch.Generator()))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-4)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-3, atol=1e-7)
+
+
+def test_bf16_encoder_copy_leaves_the_vae_alone(photo, tiny_models):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tiny_models[0] / "vae")
+    fast = VAEEncoder(vae, dtype=torch.bfloat16, channels_last=True)
+    exact = VAEEncoder(vae)
+    assert vae.dtype == torch.float32 and exact.weight_dtype == torch.float32
+    x = pixels_to_tensor(photo)
+    z_fast, z_exact = fast(x), exact(x)
+    assert z_fast.dtype == torch.float32
+    assert float((z_fast - z_exact).abs().max()) < 0.05 * float(z_exact.abs().max())
 
 
 def test_targets_have_stable_digests_and_recipes_differ(tiny_models):

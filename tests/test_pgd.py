@@ -17,6 +17,7 @@ from photoimmune.sdk.attacks import (
     RandomBlur,
     RandomResize,
     default_eot,
+    loss_and_grad,
     parse_budget,
     run_pgd,
     working_size,
@@ -155,3 +156,12 @@ def test_working_size_scales_the_short_side_and_rounds_to_8():
     assert working_size(1000, 1500, 512) == (512, 768)
     assert working_size(128, 128, 128) == (128, 128)
     assert working_size(60, 90, 128) == (64, 88)
+
+
+def test_loss_split_into_terms_gives_the_same_loss_and_gradient():
+    # Terms are back-propagated one at a time (memory of one term); the sum must not change.
+    x, delta = _image(1), torch.full((2, 3, 16, 16), 0.01)
+    cfg, gen = PGDConfig(), torch.Generator()
+    whole = loss_and_grad(lambda v: [_to_white(v) + v.mean((1, 2, 3))], x, delta, cfg, gen)
+    split = loss_and_grad(lambda v: [_to_white(v), v.mean((1, 2, 3))], x, delta, cfg, gen)
+    assert torch.allclose(whole[0], split[0]) and torch.allclose(whole[1], split[1])

@@ -12,7 +12,7 @@ from .budget import budget_levels, format_budget, parse_budget
 from .diffusion import DiffusionAttack
 from .encoder import EncoderAttack, VAEEncoder, gray_target
 from .ensemble import Ensemble
-from .pgd import PGDConfig, PGDResult, run_pgd
+from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
 from .sizing import working_size
 from .transforms import JpegApprox, RandomBlur, RandomChoice, RandomResize, default_eot
 
@@ -32,6 +32,7 @@ __all__ = [
     "default_eot",
     "format_budget",
     "gray_target",
+    "loss_and_grad",
     "parse_budget",
     "run_pgd",
     "working_size",

@@ -7,6 +7,7 @@ called on images: ``x_adv = attack(x)``. Subclasses only say what the loss is;
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +31,14 @@ class Attack:
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Per-image loss of ``x`` (``(N, 3, H, W)`` in [0, 1]); the attack minimises it."""
         raise NotImplementedError
+
+    def loss_terms(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The loss as a sum of terms, each back-propagated (and freed) on its own.
+
+        One term by default; attacks whose loss averages several costly draws
+        yield one term per draw so memory holds one draw's graph at a time.
+        """
+        yield self.loss(x)
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
         """Per-batch set-up before the first loss call (targets at this size, fixed noise...)."""
@@ -56,7 +65,15 @@ class Attack:
         gen = torch.Generator().manual_seed(seed)
         x = x.to(self.device, torch.float32)
         self.prepare(x, gen)
-        return run_pgd(self.loss, x, self.config, mask=mask, generator=gen, progress=progress)
+        return run_pgd(
+            self.loss,
+            x,
+            self.config,
+            mask=mask,
+            generator=gen,
+            progress=progress,
+            terms=self.loss_terms,
+        )
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Return the immunized batch (8-bit values unless ``quantize=False``)."""

@@ -9,7 +9,7 @@ exceeds ε however many versions it covers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -64,7 +64,10 @@ class Ensemble(Attack):
             return [m.loss(x.to(self.device)).float() for m in self.members]
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(
-            w * m.loss(x).float() / c
-            for w, m, c in zip(self.weights, self.members, self._clean, strict=True)
-        )
+        return sum(self.loss_terms(x))
+
+    def loss_terms(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Every member's terms, weighted and normalised: one model's graph in memory at a time."""
+        for w, m, c in zip(self.weights, self.members, self._clean, strict=True):
+            for term in m.loss_terms(x):
+                yield w * term.float() / c

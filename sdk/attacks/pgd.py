@@ -21,7 +21,7 @@ with ``x + δ`` in [0, 1] and ``‖δ‖ ≤ ε`` (L∞ or L2), and returns the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +32,7 @@ from .transforms import Transform
 Norm = Literal["linf", "l2"]
 Schedule = Literal["constant", "linear", "cosine"]
 LossFn = Callable[[torch.Tensor], torch.Tensor]
+TermsFn = Callable[[torch.Tensor], Iterable[torch.Tensor]]
 ProgressFn = Callable[[int, int, float], None]
 
 
@@ -113,18 +114,58 @@ def _random_start(x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator) -> torc
     return noise / _l2(noise) * radius
 
 
+def _autocast(x: torch.Tensor, cfg: PGDConfig):
+    return torch.autocast(
+        x.device.type, dtype=cfg.autocast or torch.bfloat16, enabled=cfg.autocast is not None
+    )
+
+
 def _evaluate(loss_fn: LossFn, x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator | None):
     """Loss of ``x`` averaged over EOT draws (one plain evaluation without EOT or gen)."""
     draws = cfg.eot_samples if (cfg.eot is not None and gen is not None) else 1
     total = 0.0
-    device_type = x.device.type
     for _ in range(draws):
         view = cfg.eot(x, gen) if (cfg.eot is not None and gen is not None) else x
-        with torch.autocast(
-            device_type, dtype=cfg.autocast or torch.bfloat16, enabled=cfg.autocast is not None
-        ):
+        with _autocast(x, cfg):
             total = total + loss_fn(view).float()
     return total / draws
+
+
+def loss_and_grad(
+    terms_fn: TermsFn, x: torch.Tensor, delta: torch.Tensor, cfg: PGDConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of ``x + δ`` (EOT-averaged) and its gradient in δ: one PGD iteration's work.
+
+    Each term's graph is freed by its own backward pass before the next term is
+    built, so peak memory is that of one term (one EOT draw, one noise draw of a
+    diffusion attack), not of their sum.
+
+    Example:
+        >>> x = torch.full((1, 3, 4, 4), 0.5)
+        >>> loss, grad = loss_and_grad(lambda v: [v.sum((1, 2, 3))], x, torch.zeros_like(x),
+        ...                            PGDConfig(), torch.Generator())
+        >>> float(loss[0]), float(grad.min())
+        (24.0, 1.0)
+    """
+    draws = cfg.eot_samples if cfg.eot is not None else 1
+    loss = torch.zeros(x.shape[0], device=x.device)
+    grad = torch.zeros_like(delta)
+    delta = delta.detach().requires_grad_(True)
+    for _ in range(draws):
+        for term in _terms_of(terms_fn, x, delta, cfg, gen):
+            (g,) = torch.autograd.grad(term.sum() / draws, delta)
+            grad += g
+            loss += term.detach() / draws
+    return loss, grad
+
+
+def _terms_of(terms_fn: TermsFn, x, delta, cfg: PGDConfig, gen: torch.Generator):
+    view = x + delta
+    if cfg.eot is not None:
+        view = cfg.eot(view, gen)
+    with _autocast(x, cfg):
+        for term in terms_fn(view):
+            yield term.float()
 
 
 def run_pgd(
@@ -135,12 +176,15 @@ def run_pgd(
     mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    terms: TermsFn | None = None,
 ) -> PGDResult:
     """Minimise ``loss_fn(x + δ)`` (one value per image) under ``cfg``'s budget.
 
     ``x`` is an ``(N, 3, H, W)`` batch in [0, 1]; for the quantised finish it
     should hold 8-bit values (``k / 255``), as loaded images do. ``mask`` is
-    ``(N or 1, 1 or 3, H, W)`` with 1 where pixels may change.
+    ``(N or 1, 1 or 3, H, W)`` with 1 where pixels may change. ``terms``, if
+    given, splits the loss into a sum of terms whose gradients are taken one by
+    one (see :func:`loss_and_grad`); by default the loss is one term.
 
     Example:
         >>> x = torch.full((1, 3, 8, 8), 0.5)
@@ -149,6 +193,7 @@ def run_pgd(
         (True, 8)
     """
     gen = generator or torch.Generator().manual_seed(0)
+    terms_fn: TermsFn = terms or (lambda v: (loss_fn(v),))
     x = x.detach()
     mask = torch.ones_like(x[:, :1]) if mask is None else mask.to(x).expand_as(x[:, :1])
     with torch.no_grad():
@@ -160,14 +205,11 @@ def run_pgd(
     history: list[float] = []
     steps_run = 0
     for i in range(cfg.steps):
-        delta.requires_grad_(True)
-        loss = _evaluate(loss_fn, x + delta, cfg, gen)
-        (grad,) = torch.autograd.grad(loss.sum(), delta)
-        delta = delta.detach()
+        loss, grad = loss_and_grad(terms_fn, x, delta, cfg, gen)
         steps_run = i + 1
-        history.append(float(loss.detach().mean()))
-        improved = loss.detach() < best_loss
-        best_loss = torch.where(improved, loss.detach(), best_loss)
+        history.append(float(loss.mean()))
+        improved = loss < best_loss
+        best_loss = torch.where(improved, loss, best_loss)
         best_delta[improved] = delta[improved]
         if progress is not None:
             progress(steps_run, cfg.steps, history[-1])
@@ -186,7 +228,7 @@ def run_pgd(
     if not cfg.quantize:
         x_adv = (x + best_delta).clamp(0, 1)
     else:
-        x_adv = _quantized_finish(loss_fn, x, best_delta, cfg, mask, gen, progress)
+        x_adv = _quantized_finish(loss_fn, terms_fn, x, best_delta, cfg, mask, gen, progress)
     with torch.no_grad():
         loss_after = _evaluate(loss_fn, x_adv, cfg, None)
     return PGDResult(x_adv.detach(), loss_before.detach(), loss_after.detach(), history, steps_run)
@@ -194,6 +236,7 @@ def run_pgd(
 
 def _quantized_finish(
     loss_fn: LossFn,
+    terms_fn: TermsFn,
     x: torch.Tensor,
     delta: torch.Tensor,
     cfg: PGDConfig,
@@ -221,10 +264,8 @@ def _quantized_finish(
     with torch.no_grad():
         best_loss = _evaluate(loss_fn, (base + levels) / 255, cfg, None)
     for j in range(refine):
-        levels.requires_grad_(True)
-        loss = _evaluate(loss_fn, (base + levels) / 255, cfg, gen)
-        (grad,) = torch.autograd.grad(loss.sum(), levels)
-        levels = levels.detach()
+        # The gradient in δ has the sign of the gradient in levels (δ = levels / 255).
+        _, grad = loss_and_grad(terms_fn, base / 255, levels / 255, cfg, gen)
         # ±1 level per step keeps δ on the lattice the file will hold.
         levels = (levels - (grad * mask).sign()).clamp(-limit, limit)
         levels = ((base + levels).clamp(0, 255) - base) * mask
