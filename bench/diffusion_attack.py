@@ -21,14 +21,13 @@ process that runs only that loop (weights included).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
 import statistics
 import time
 
 import reference  # bench/ is on sys.path when this script runs
 import torch
 from architectures import sd15_inpaint_pipeline
+from memory import fresh_process_peak_rss
 from rich.console import Console
 from rich.table import Table
 
@@ -94,13 +93,12 @@ def median_seconds(step, iters: int, device) -> float:
     return statistics.median(times)
 
 
-def _child(which: str, size: int, queue) -> None:
+def _cpu_step(which: str, size: int) -> None:
     device = torch.device("cpu")
     pipe = build(device)
     x01, mask = inputs(size, device)
     make = reference_step if which == "reference" else ours_step
     make(pipe, x01, mask, device)()
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def peak_memory(which: str, size: int, device: torch.device, pipe) -> float:
@@ -111,13 +109,7 @@ def peak_memory(which: str, size: int, device: torch.device, pipe) -> float:
         torch.cuda.reset_peak_memory_stats(device)
         step()
         return float(torch.cuda.max_memory_allocated(device))
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(which, size, queue))
-    proc.start()
-    peak = queue.get()
-    proc.join()
-    return float(peak)
+    return fresh_process_peak_rss(_cpu_step, which, size)
 
 
 def main() -> None:

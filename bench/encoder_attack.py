@@ -23,8 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from dataclasses import dataclass
 import reference  # bench/ is on sys.path when this script runs
 import torch
 from architectures import sd15_vae
+from memory import fresh_process_peak_rss
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
@@ -236,8 +235,7 @@ def time_to_quality(
 # --------------------------------------------------------------------------- (d)
 
 
-def _peak_rss_child(which: str, size: int, queue) -> None:
-    torch.set_num_threads(torch.get_num_threads())
+def _cpu_attack(which: str, size: int) -> None:
     vae = sd15_vae()
     x01 = photo(size, torch.device("cpu"))
     run = (
@@ -246,7 +244,6 @@ def _peak_rss_child(which: str, size: int, queue) -> None:
         else ours_runner(ours_encoder(vae, torch.device("cpu")), x01)
     )
     run(2)
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def peak_memory(which: str, size: int, device: torch.device) -> float:
@@ -262,13 +259,7 @@ def peak_memory(which: str, size: int, device: torch.device) -> float:
         torch.cuda.reset_peak_memory_stats(device)
         run(2)
         return float(torch.cuda.max_memory_allocated(device))
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_rss_child, args=(which, size, queue))
-    proc.start()
-    peak = queue.get()
-    proc.join()
-    return float(peak)
+    return fresh_process_peak_rss(_cpu_attack, which, size)
 
 
 # --------------------------------------------------------------------------- report
