@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .assertion import ASSERTION_LABEL, ImmunizationAssertion
@@ -137,14 +138,14 @@ def sign_image(
     out = io.BytesIO()
     try:
         builder = c2pa.Builder(definition, context=_context(None))
-        if parent is None:
+        parent_mime = _ingredient_mime(parent)
+        if parent_mime is None:
             builder.set_intent(
                 c2pa.C2paBuilderIntent.CREATE,
                 c2pa.C2paDigitalSourceType.ALGORITHMICALLY_ENHANCED,
             )
         else:
             builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
-            parent_mime = _mime_type(load_image(parent).format, what="parent image")
             builder.add_ingredient(
                 {"title": "original", "relationship": "parentOf"}, parent_mime, io.BytesIO(parent)
             )
@@ -295,10 +296,25 @@ def _signer_name(manifest: dict) -> str | None:
     return " / ".join(p for p in parts if p) or None
 
 
-def _mime_type(fmt: str | None, *, what: str = "image") -> str:
+def _ingredient_mime(parent: bytes | None) -> str | None:
+    """The parent's MIME type if c2pa can take it as an ingredient; reads the header only.
+
+    A BMP, TIFF or GIF original can't be one: the manifest is then made without
+    a parent rather than failing after the immunization work is done.
+    """
+    if parent is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(parent)) as img:
+            return MIME_TYPES.get(img.format or "")
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
+def _mime_type(fmt: str | None) -> str:
     if fmt not in MIME_TYPES:
         raise InputError(
-            f"cannot sign a {fmt or 'raw'} {what}; C2PA manifests are written into PNG, "
+            f"cannot sign a {fmt or 'raw'} image; C2PA manifests are written into PNG, "
             "JPEG or WebP files: convert it first"
         )
     return MIME_TYPES[fmt]

@@ -187,6 +187,14 @@ def test_chain_of_three_reimmunizations_reads_back_in_order(keys, cat):
     assert report.assertion == report.history[-1]
 
 
+def test_parent_that_cannot_be_an_ingredient_is_left_out(keys, cat):
+    bmp = io.BytesIO()
+    Image.fromarray(cat).save(bmp, "BMP")
+    signed = sign_pixels(cat, [_protection()], keys.signer(), parent=bmp.getvalue())
+    report = read_manifest(signed, trust=keys.trust_anchor_pem())
+    assert report.verdict == "trusted" and len(report.history) == 1
+
+
 @pytest.mark.parametrize("alg", ["es256", "ed25519"])
 def test_callback_signer_as_a_kms_would_use(alg, tmp_path, cat):
     keys = init_keys(tmp_path / alg, alg=alg)
