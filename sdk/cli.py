@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from photoimmune.registry.cli import registry_app, targets_app
+
 from . import __version__
 from .errors import PhotoimmuneError
 from .models.cli import model_app
@@ -31,6 +33,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(model_app, name="model")
+app.add_typer(registry_app, name="registry")
+app.add_typer(targets_app, name="targets")
 keys_app = typer.Typer(help="Signing keys for immunization manifests.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()
@@ -108,11 +112,25 @@ def immunize_command(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the immunized PNGs.")],
     model: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
-            help="Bundled model (tiny-ldm@1) or local diffusers folder; repeat for an ensemble."
+            help="Bundled model (tiny-ldm@1) or local diffusers folder; repeat for an ensemble. "
+            "With --target: the local weights of those releases (checked by fingerprint)."
         ),
-    ] = ["tiny-ldm@1"],  # noqa: B006 (typer reads list defaults, never mutates them)
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Published release to protect against, vendor/model@version (or vendor/model "
+            "for its latest), fetched from --registry and verified; repeat for an ensemble."
+        ),
+    ] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Registry for --target: folder or server URL.")
+    ] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="The registry's root.json (trust anchor) for --target.")
+    ] = None,
     method: Annotated[
         str, typer.Option(help="encoder (fast) or diffusion (stronger, slower).")
     ] = "encoder",
@@ -156,7 +174,6 @@ def immunize_command(
     from .immunization import immunize
     from .io import atomic_write_bytes, encode_image, load_image
     from .manifest import sign_image
-    from .targets import build_target
 
     _quiet_libraries()
     signer = _signer(key, cert, keys_dir) if sign else None
@@ -169,7 +186,7 @@ def immunize_command(
             raise InputError(f"{dst}: output would replace the input; choose another --out folder")
         if dst.exists() and not overwrite:
             raise InputError(f"{dst}: already exists; pass --overwrite or choose another --out")
-    targets = [build_target(m, recipe=recipe) for m in model]
+    targets = _targets(model, target, registry, root, recipe)
     with _progress_bar() as bar:
         for src, image, dst in zip(inputs, loaded, outputs, strict=True):
             task = bar.add_task(src.name, total=None, loss="-")
@@ -212,6 +229,31 @@ def immunize_command(
                     f"{src} -> {dst}  max|δ| {record['max_abs_delta']}  "
                     f"loss {', '.join(record['loss_before'])} -> {', '.join(record['loss_after'])}"
                 )
+
+
+def _targets(
+    models: list[str] | None,
+    refs: list[str] | None,
+    registry: str | None,
+    root: Path | None,
+    recipe: str,
+):
+    """Targets built from local models, or fetched from a registry and bound to local weights."""
+    from .errors import InputError
+    from .targets import build_target
+
+    if not refs:
+        return [build_target(m, recipe=recipe) for m in models or ["tiny-ldm@1"]]  # type: ignore[arg-type]
+    if registry is None:
+        raise InputError("--target needs --registry (a registry folder or server URL)")
+    from photoimmune.registry.cli import open_client
+
+    client = open_client(registry, root)
+    fetched = [client.get(ref if "@" in ref else str(client.latest(ref))) for ref in refs]
+    for i, found in enumerate(fetched):
+        if models:
+            found.bind_model(models[i] if len(models) == len(fetched) else models[0])
+    return fetched
 
 
 def _signer(key: Path | None, cert: Path | None, keys_dir: Path | None):

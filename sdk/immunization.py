@@ -32,7 +32,7 @@ from .attacks.pgd import PGDConfig
 from .attacks.transforms import default_eot
 from .io import ImageSource, LoadedImage, load_image, pixels_to_tensor, tensor_to_pixels
 from .protection import Protection, format_loss
-from .targets import AttackTarget, Recipe, build_target, load_encoder, target_image
+from .targets import AttackTarget, Recipe, build_target, load_encoder
 
 Method = Literal["encoder", "diffusion"]
 TargetLike = AttackTarget | str | os.PathLike[str]
@@ -70,7 +70,9 @@ class ImmunizationResult:
 def _build_attack(
     target: AttackTarget, method: Method, config: PGDConfig, device: torch.device, prompt: str
 ) -> Attack:
-    image = target_image(target.recipe)
+    image = target.tensor(
+        target.diffusion.x_target if method == "diffusion" else target.encoder.x_target
+    )
     if method == "encoder":
         from .attacks.encoder import EncoderAttack
 

@@ -12,7 +12,7 @@ from photoimmune.sdk.models import bundled_models, check_model, resolve_model
 
 def test_bundled_models_are_in_diffusers_layout_and_small():
     models = bundled_models()
-    assert [m.name for m in models][:1] == ["tiny-ldm@1"]
+    assert [m.name for m in models] == ["tiny-ldm@1", "tiny-ldm@2"]
     for m in models:
         index = json.loads((m.path / "model_index.json").read_text())
         assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
@@ -24,7 +24,26 @@ def test_bundled_models_are_in_diffusers_layout_and_small():
 
 def test_bundled_names_resolve():
     assert resolve_model("tiny-ldm@1") == resolve_model("photoimmune/tiny-ldm@1")
-    assert resolve_model("tiny-ldm") == bundled_models()[-1].path  # the latest version
+    assert resolve_model("tiny-ldm") == resolve_model("tiny-ldm@2")  # the latest version
+
+
+def test_version_2_is_a_new_release_not_a_copy():
+    from diffusers import AutoencoderKL
+
+    from photoimmune.sdk.targets import fingerprint_module, model_fingerprints
+
+    v1, v2 = (bundled_models()[i].path for i in (0, 1))
+    scaling = [
+        json.loads((p / "vae" / "config.json").read_text())["scaling_factor"] for p in (v1, v2)
+    ]
+    assert scaling[0] != scaling[1]
+    f1, f2 = model_fingerprints(str(v1)), model_fingerprints(str(v2))
+    assert f1.vae != f2.vae and f1.denoiser != f2.denoiser
+    # The encoder itself moved (not only the decoder): the latents immunization attacks differ.
+    encoders = [AutoencoderKL.from_pretrained(p / "vae").encoder for p in (v1, v2)]
+    assert fingerprint_module(encoders[0]) != fingerprint_module(encoders[1])
+    training = json.loads((v2 / "training.json").read_text())
+    assert training["config"]["base"] == 1 and training["config"]["seed"] != 1
 
 
 def test_bundled_models_meet_the_quality_bars():
@@ -43,9 +62,3 @@ def test_plain_diffusers_loads_the_printed_folder(capfd):
     )
     out = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-
-
-def test_make_demo_default_runs_on_the_bundled_model(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--steps", "10"]) == 0
-    assert "SSIM" in capsys.readouterr().out
-    assert (tmp_path / "grid.png").is_file()

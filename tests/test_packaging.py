@@ -71,6 +71,8 @@ def test_wheel_installs_only_under_photoimmune(tmp_path):
     # Every package folder in the repo made it in (pyproject lists them by hand).
     for init in _package_inits():
         assert f"photoimmune/{init}" in names, f"{init} is missing from pyproject's packages"
+    # The registry's Alembic migrations are data files, so they are checked by name.
+    assert "photoimmune/registry/migrations/versions/0001_initial.py" in names
     # So did the bundled model weights, in builds that carry them.
     from photoimmune.sdk.models import bundled_models
 

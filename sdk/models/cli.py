@@ -76,7 +76,7 @@ def train_tiny_command(
     version: Annotated[int, typer.Option(help="Which bundled release recipe to train (1 or 2).")],
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
 ) -> None:
-    """Train a bundled tiny model release from scratch (deterministic; ~25 min on 2 cores)."""
+    """Train a bundled tiny model release (deterministic; v1 from scratch, v2 from v1)."""
     from .train_tiny import RELEASES, train_tiny
 
     if version not in RELEASES:

@@ -1,0 +1,219 @@
+"""What the people around a registry do: create it, onboard vendors, publish, rotate keys.
+
+Each action builds the next version of one role's metadata, signs it with the
+keys of whoever is acting (their private keys never leave their machine), and
+hands it to the registry, which verifies before accepting. The registry is a
+local folder (:class:`LocalRegistry`, e.g. the demo's) or a server URL
+(:class:`RemoteRegistry`); both take the same signed uploads.
+
+Example:
+    >>> paths = init_registry(Path("reg"))  # doctest: +SKIP
+    >>> registry = open_registry("reg")  # doctest: +SKIP
+    >>> add_vendor(registry, "acme", [acme_public_key], 1, [targets_signer])  # doctest: +SKIP
+    >>> publish(registry, "acme", Path("release"), [acme_signer])  # doctest: +SKIP
+    1
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+from securesystemslib.signer import Key, Signer
+from tuf.api.metadata import Metadata, Root
+
+from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
+
+from . import metadata as tm
+from .client import RegistryClient
+from .errors import RegistryUnavailableError, ReleaseRejectedError
+from .keys import write_key
+from .service import RegistryPaths, RegistryService
+
+
+class Registry(Protocol):
+    """Where signed changes go."""
+
+    def current(self, role: str) -> Metadata | None: ...
+    def update_root(self, data: bytes) -> int: ...
+    def update_targets(self, data: bytes) -> int: ...
+    def publish(self, vendor: str, data: bytes, files: dict[str, bytes]) -> int: ...
+
+
+class LocalRegistry:
+    """A registry folder on this machine, used directly (no server)."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self.service = service
+
+    def current(self, role: str) -> Metadata | None:
+        with self.service.store.read() as session:
+            row = self.service.store.latest(session, role)
+        return None if row is None else Metadata.from_bytes(row.data)
+
+    def update_root(self, data: bytes) -> int:
+        return self.service.update_root(data)
+
+    def update_targets(self, data: bytes) -> int:
+        return self.service.update_targets(data)
+
+    def publish(self, vendor: str, data: bytes, files: dict[str, bytes]) -> int:
+        return self.service.publish(vendor, data, files)
+
+
+class RemoteRegistry:
+    """A registry server. Current metadata is read through a verifying :class:`RegistryClient`,
+    so nobody signs on top of metadata a compromised server made up."""
+
+    def __init__(
+        self, url: str, trusted_root: bytes | os.PathLike[str], http: httpx.Client | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.trusted_root = trusted_root
+        self.http = http or httpx.Client(timeout=120.0)
+
+    def current(self, role: str) -> Metadata | None:
+        with tempfile.TemporaryDirectory(prefix="photoimmune-registry-") as cache:
+            client = RegistryClient(
+                self.url, trusted_root=self.trusted_root, cache_dir=cache, http=self.http
+            )
+            if role == "root":
+                client.refresh()
+                return Metadata[Root].from_file(str(client.metadata_dir / "root.json"))
+            if role == "targets":
+                return Metadata(client.top_level())
+            signed = client.vendor_role(role)
+            return None if signed is None else Metadata(signed)
+
+    def _post(self, path: str, **kwargs) -> int:
+        try:
+            response = self.http.post(f"{self.url}{path}", **kwargs)
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailableError(f"{self.url}: {exc}") from exc
+        if response.status_code in (409, 413, 422):
+            raise ReleaseRejectedError(f"registry refused: {response.json().get('detail')}")
+        if response.status_code != 200:
+            raise RegistryUnavailableError(f"{self.url}{path}: HTTP {response.status_code}")
+        return int(response.json()["version"])
+
+    def update_root(self, data: bytes) -> int:
+        return self._post("/admin/root", content=data)
+
+    def update_targets(self, data: bytes) -> int:
+        return self._post("/admin/targets", content=data)
+
+    def publish(self, vendor: str, data: bytes, files: dict[str, bytes]) -> int:
+        parts = [("metadata", ("metadata.json", data))]
+        parts += [(path, (path.rpartition("/")[2], blob)) for path, blob in files.items()]
+        return self._post(f"/vendors/{vendor}/releases", files=parts)
+
+
+def open_registry(
+    location: str | os.PathLike[str],
+    *,
+    trusted_root: bytes | os.PathLike[str] | None = None,
+    http: httpx.Client | None = None,
+) -> Registry:
+    """A registry folder (from ``registry init``) or a server URL (needs ``trusted_root``)."""
+    text = os.fspath(location)
+    if text.startswith(("http://", "https://")):
+        if trusted_root is None:
+            raise ReleaseRejectedError(
+                f"{text}: pass the registry's root.json (--root) to talk to a server"
+            )
+        return RemoteRegistry(text, trusted_root, http)
+    return LocalRegistry(RegistryService.open(Path(text)))
+
+
+def init_registry(
+    folder: Path, *, root_keys: int = 3, root_threshold: int = 2, database_url: str | None = None
+) -> RegistryPaths:
+    """Create a registry: keys for every top-level role, root v1, targets v1, first snapshot.
+
+    Keys go to ``folder/keys`` (mode 0600). ``root-*.pem`` and ``targets.pem``
+    are offline keys: move them to offline storage once the registry runs.
+    ``folder/root.json`` is the trust anchor to give to clients.
+    """
+    paths = RegistryPaths(folder)
+    if paths.trusted_root.exists():
+        raise ReleaseRejectedError(f"{folder}: a registry already exists here")
+    if not 1 <= root_threshold <= root_keys:
+        raise ReleaseRejectedError(f"root threshold {root_threshold} needs 1..{root_keys} keys")
+    roots = [write_key(paths.keys / f"root-{i + 1}.pem") for i in range(root_keys)]
+    targets = write_key(paths.keys / "targets.pem")
+    snapshot = write_key(paths.keys / "snapshot.pem")
+    timestamp = write_key(paths.keys / "timestamp.pem")
+    root_md = tm.new_root(
+        [s.public_key for s in roots],
+        root_threshold,
+        [targets.public_key],
+        snapshot.public_key,
+        timestamp.public_key,
+    )
+    root = tm.sign(root_md, roots)
+    service = RegistryService.open(folder, database_url)
+    service.bootstrap(root, tm.sign(tm.new_targets(), [targets]))
+    from photoimmune.sdk.io import atomic_write_bytes
+
+    atomic_write_bytes(paths.trusted_root, root)
+    return paths
+
+
+def add_vendor(
+    registry: Registry, vendor: str, keys: list[Key], threshold: int, signers: list[Signer]
+) -> int:
+    """Delegate ``vendor/*`` to ``keys`` (or replace the vendor's keys); signed by ``signers``
+    (the targets role's keys). Returns the new targets version."""
+    current = registry.current("targets")
+    assert current is not None  # every registry starts with targets v1
+    md = Metadata(current.signed)
+    md.signed.version += 1
+    md.signed.expires = tm.expiry(tm.LIFETIMES["targets"])
+    tm.delegate_vendor(md.signed, vendor, keys, threshold)
+    return registry.update_targets(tm.sign(md, signers))
+
+
+def publish(registry: Registry, vendor: str, target_dir: Path, signers: list[Signer]) -> int:
+    """Add the target in ``target_dir`` (from ``targets build``) to ``vendor``'s role, sign, upload.
+
+    Returns the vendor role's new version.
+    """
+    target = load_target(target_dir)
+    if target.ref.vendor != vendor:
+        raise ReleaseRejectedError(
+            f"{target.ref} belongs to vendor {target.ref.vendor!r}, not {vendor!r}; rebuild the "
+            "target with --ref under your own vendor name"
+        )
+    descriptor = (target_dir / DESCRIPTOR_NAME).read_bytes()
+    tensors = (target_dir / target.tensors.path).read_bytes()
+    current = registry.current(vendor)
+    md = tm.vendor_release(current, descriptor, tensors, tm.LIFETIMES["vendor"])
+    files = {
+        f"{tm.release_dir(target.ref)}/{DESCRIPTOR_NAME}": descriptor,
+        f"{tm.release_dir(target.ref)}/{target.tensors.path}": tensors,
+    }
+    return registry.publish(vendor, tm.sign(md, signers), files)
+
+
+def rotate_root(
+    registry: Registry,
+    old_signers: list[Signer],
+    new_root_keys: list[Signer],
+    threshold: int,
+) -> int:
+    """Replace the root keys: root N+1 lists ``new_root_keys`` and is signed by both sets."""
+    current = registry.current("root")
+    assert current is not None
+    root: Root = current.signed
+    new = Metadata(root)
+    new.signed.version += 1
+    new.signed.expires = tm.expiry(tm.LIFETIMES["root"])
+    for keyid in list(root.roles["root"].keyids):
+        new.signed.revoke_key(keyid, "root")
+    for signer in new_root_keys:
+        new.signed.add_key(signer.public_key, "root")
+    new.signed.roles["root"].threshold = threshold
+    return registry.update_root(tm.sign(new, [*old_signers, *new_root_keys]))

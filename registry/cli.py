@@ -1,0 +1,209 @@
+"""``photoimmune registry ...`` and ``photoimmune targets build``: the vendor and admin side.
+
+Example:
+    photoimmune registry init reg
+    photoimmune registry keygen keys/acme.pem
+    photoimmune registry vendor add acme --key keys/acme.pub.pem --registry reg
+    photoimmune targets build --model ./my-sd --ref acme/sd@1.5 -o release
+    photoimmune registry publish release --key keys/acme.pem --registry reg
+    photoimmune registry serve reg --port 8470
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+registry_app = typer.Typer(
+    help="A registry of signed attack targets (TUF): create, onboard, publish, serve.",
+    no_args_is_help=True,
+)
+vendor_app = typer.Typer(help="Vendors of a registry.", no_args_is_help=True)
+registry_app.add_typer(vendor_app, name="vendor")
+targets_app = typer.Typer(help="Attack targets for a model release.", no_args_is_help=True)
+console = Console()
+
+RegistryOpt = Annotated[
+    str, typer.Option("--registry", "-r", help="Registry folder (registry init) or server URL.")
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option("--root", help="The registry's root.json (trust anchor); needed for a URL."),
+]
+
+
+def _trusted_root(registry: str, root: Path | None) -> Path:
+    if root is not None:
+        return root
+    from .service import RegistryPaths
+
+    local = RegistryPaths(Path(registry)).trusted_root
+    if not local.is_file():
+        raise typer.BadParameter(f"pass --root: no {local}", param_hint="--root")
+    return local
+
+
+def open_client(registry: str, root: Path | None):
+    """A verifying client for a registry folder, an exported folder, or a URL."""
+    from .client import RegistryClient
+
+    return RegistryClient(registry, trusted_root=_trusted_root(registry, root))
+
+
+@registry_app.command("init")
+def init(
+    folder: Annotated[Path, typer.Argument(help="New folder for the registry.")],
+    root_keys: Annotated[int, typer.Option(help="Number of root keys.")] = 3,
+    root_threshold: Annotated[int, typer.Option(help="Root signatures required.")] = 2,
+    db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite file).")] = None,
+) -> None:
+    """Create a registry: keys, root and targets metadata, database, blob store."""
+    from .admin import init_registry
+
+    paths = init_registry(
+        folder, root_keys=root_keys, root_threshold=root_threshold, database_url=db
+    )
+    console.print(f"registry in {folder}; give clients {paths.trusted_root}")
+    console.print(
+        f"offline keys (move them off this machine): {paths.keys}/root-*.pem, targets.pem"
+    )
+
+
+@registry_app.command("keygen")
+def keygen(
+    path: Annotated[Path, typer.Argument(help="Private key file to create (.pem).")],
+) -> None:
+    """Create an ed25519 signing key (and PATH.pub.pem to hand to the registry admin)."""
+    from .keys import public_path, write_key
+
+    signer = write_key(path)
+    console.print(f"key {signer.public_key.keyid[:16]}…; public half: {public_path(path)}")
+
+
+@vendor_app.command("add")
+def vendor_add(
+    vendor: Annotated[str, typer.Argument(help="Vendor name: the namespace it may publish.")],
+    key: Annotated[list[Path], typer.Option(help="Vendor public key (.pub.pem); repeat.")],
+    registry: RegistryOpt,
+    threshold: Annotated[int, typer.Option(help="Vendor signatures required.")] = 1,
+    targets_key: Annotated[
+        list[Path] | None, typer.Option(help="Targets-role private key(s).")
+    ] = None,
+    root: RootOpt = None,
+) -> None:
+    """Onboard a vendor (or replace its keys): delegate VENDOR/* to its keys."""
+    from .admin import add_vendor, open_registry
+    from .keys import load_public_key, load_signer
+
+    signers = [load_signer(p) for p in targets_key or [Path(registry) / "keys" / "targets.pem"]]
+    handle = open_registry(registry, trusted_root=root)
+    version = add_vendor(handle, vendor, [load_public_key(k) for k in key], threshold, signers)
+    console.print(f"{vendor} may publish {vendor}/*; targets is now v{version}")
+
+
+@registry_app.command("publish")
+def publish_command(
+    target_dir: Annotated[Path, typer.Argument(help="Folder written by `targets build`.")],
+    key: Annotated[list[Path], typer.Option(help="Vendor private key; repeat for a threshold.")],
+    registry: RegistryOpt,
+    root: RootOpt = None,
+) -> None:
+    """Sign the vendor's metadata with the release added, and upload it."""
+    from photoimmune.sdk.targets import load_target
+
+    from .admin import open_registry, publish
+    from .keys import load_signer
+
+    target = load_target(target_dir)
+    handle = open_registry(registry, trusted_root=root)
+    version = publish(handle, target.ref.vendor, target_dir, [load_signer(k) for k in key])
+    console.print(
+        f"published {target.ref} (target {target.digest[:16]}…); {target.ref.vendor} v{version}"
+    )
+
+
+@registry_app.command("list")
+def list_command(registry: RegistryOpt, root: RootOpt = None) -> None:
+    """List every release, verified against the trusted root."""
+    client = open_client(registry, root)
+    table = Table("release", "recipe", "resolution", "pipelines", "digest")
+    for ref, target in sorted(client.releases().items(), key=lambda kv: str(kv[0])):
+        table.add_row(
+            str(ref),
+            target.recipe,
+            str(target.resolution),
+            ",".join(target.pipelines),
+            target.digest[:16],
+        )
+    console.print(table)
+
+
+@registry_app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="vendor/model@version, or vendor/model for latest.")],
+    registry: RegistryOpt,
+    root: RootOpt = None,
+) -> None:
+    """Print one release's descriptor (downloaded and verified, tensors included)."""
+    client = open_client(registry, root)
+    ref = ref if "@" in ref else str(client.latest(ref))
+    target = client.get(ref)
+    console.print_json(json.dumps({"digest": target.digest, **target.model_dump(mode="json")}))
+
+
+@registry_app.command("serve")
+def serve(
+    folder: Annotated[Path, typer.Argument(help="Registry folder (its online keys).")],
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: the folder's SQLite).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8470,
+) -> None:
+    """Serve the registry over HTTP (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from .server import create_app
+    from .service import RegistryService
+
+    uvicorn.run(create_app(RegistryService.open(folder, db)), host=host, port=port)
+
+
+@registry_app.command("export")
+def export(
+    folder: Annotated[Path, typer.Argument(help="Registry folder.")],
+    out: Annotated[Path, typer.Argument(help="Folder for the static files.")],
+    db: Annotated[
+        str | None, typer.Option(help="Database URL (default: the folder's SQLite).")
+    ] = None,
+) -> None:
+    """Write the whole repository as static files for any web server or CDN."""
+    from .service import RegistryService
+
+    count = RegistryService.open(folder, db).export(out)
+    console.print(f"wrote {count} files to {out}; serve it as-is (e.g. python -m http.server)")
+
+
+@targets_app.command("build")
+def build(
+    model: Annotated[str, typer.Option(help="Bundled model (tiny-ldm@1) or diffusers folder.")],
+    ref: Annotated[str, typer.Option(help="The release's name, vendor/model@version.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for target.json + tensors.")],
+    recipe: Annotated[str, typer.Option(help="gray (PhotoGuard) or checker (Mist-like).")] = "gray",
+    target_image: Annotated[
+        Path | None, typer.Option(help="Use this image as the target instead of a recipe.")
+    ] = None,
+) -> None:
+    """Build the attack target a vendor publishes for one model release."""
+    from photoimmune.sdk.io import load_image, pixels_to_tensor
+    from photoimmune.sdk.targets import build_target, save_target
+
+    image = None if target_image is None else pixels_to_tensor(load_image(target_image).pixels)
+    target = build_target(model, ref=ref, recipe=recipe, image=image)  # type: ignore[arg-type]
+    path = save_target(target, out)
+    console.print(f"{target.ref}: {path} (digest {target.digest[:16]}…)")

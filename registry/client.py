@@ -1,0 +1,365 @@
+"""``RegistryClient``: verified answers from a registry, over python-tuf's ngclient.
+
+Every answer comes from metadata that ``tuf.ngclient.Updater`` has verified
+against the trusted root: signatures and thresholds, versions that never go
+back (rollback), versions that agree with the snapshot that lists them
+(mix-and-match), expiry (freeze), and lengths and hashes of every file (tampering,
+endless data). Failures surface as the specific :mod:`.errors` classes.
+
+A registry is a URL (``http://host:port``, the server) or a folder (a static
+export, e.g. on a mounted volume). Downloads are cached; ``offline=True``
+answers from the cache alone, and still refuses once the cached timestamp
+has expired.
+
+Example:
+    >>> client = RegistryClient("http://127.0.0.1:8470", trusted_root=Path("root.json"))
+    >>> str(client.latest("photoimmune/tiny-ldm"))
+    'photoimmune/tiny-ldm@2'
+    >>> target = client.get("photoimmune/tiny-ldm@2")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Targets
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+
+from photoimmune.sdk.refs import ModelRef
+from photoimmune.sdk.targets import (
+    DESCRIPTOR_NAME,
+    AttackTarget,
+    WeightFingerprints,
+    attach_bundled,
+    parse_target,
+)
+
+from . import errors
+from .metadata import MAX_METADATA_BYTES, descriptor_of, release_dir
+
+_CHUNK = 64 * 1024
+
+
+class HttpFetcher(FetcherInterface):
+    """Fetch over HTTP with httpx (any ``httpx.Client``, e.g. FastAPI's TestClient)."""
+
+    def __init__(self, client: httpx.Client | None = None) -> None:
+        self.client = client or httpx.Client(timeout=30.0, follow_redirects=False)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        try:
+            with self.client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise tuf_errors.DownloadHTTPError(
+                        f"{url}: HTTP {response.status_code}", response.status_code
+                    )
+                yield from response.iter_bytes(_CHUNK)
+        except httpx.HTTPError as exc:
+            raise tuf_errors.DownloadError(f"{url}: {exc}") from exc
+
+
+class DirectoryFetcher(FetcherInterface):
+    """Fetch ``file://`` URLs: a registry exported with ``photoimmune registry export``."""
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        path = Path(unquote(urlparse(url).path))
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise tuf_errors.DownloadHTTPError(f"{path}: not found", 404) from None
+        with handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+
+
+class ServiceFetcher(FetcherInterface):
+    """Fetch straight from a registry folder's database, by the server's URL paths."""
+
+    def __init__(self, folder: Path) -> None:
+        from .service import RegistryService
+
+        self.service = RegistryService.open(folder)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        kind, _, rest = unquote(urlparse(url).path).lstrip("/").partition("/")
+        try:
+            if kind == "metadata":
+                yield self.service.metadata_file(rest)
+            else:
+                yield self.service.target_file(rest)
+        except errors.UnknownReleaseError as exc:
+            raise tuf_errors.DownloadHTTPError(str(exc), 404) from None
+
+
+class OfflineFetcher(FetcherInterface):
+    """Answer only with the cached timestamp, so ngclient verifies the cache and nothing else."""
+
+    def __init__(self, metadata_dir: Path) -> None:
+        self.metadata_dir = metadata_dir
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        if url.endswith("/timestamp.json") and (self.metadata_dir / "timestamp.json").is_file():
+            yield (self.metadata_dir / "timestamp.json").read_bytes()
+            return
+        raise tuf_errors.DownloadHTTPError(f"{url}: offline, and not in the cache", 404)
+
+
+def _version_key(version: str) -> tuple:
+    """Order ``2 < 10``, ``1.2.0 < 1.10.0``, ``2026-01-05 < 2026-11-01``."""
+    return tuple(
+        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.+_-]", version)
+    )
+
+
+def default_cache_dir(source: str) -> Path:
+    base = Path(os.environ.get("PHOTOIMMUNE_CACHE_DIR", Path.home() / ".cache" / "photoimmune"))
+    return base / "registry" / hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+class RegistryClient:
+    """Verified reads from a registry.
+
+    Args:
+        source: ``http(s)://host:port`` of a server, a registry folder
+            (``registry init``) or a static export (``registry export``).
+        trusted_root: root metadata the client trusts first (the ``root.json``
+            the registry's admin distributes); later roots are followed from it.
+        cache_dir: where verified metadata and targets are kept (default
+            ``~/.cache/photoimmune/registry/<hash of source>``).
+        offline: answer from the cache only.
+        http: an ``httpx.Client`` to use for HTTP (timeouts, proxies, tests).
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        trusted_root: bytes | os.PathLike[str],
+        cache_dir: os.PathLike[str] | None = None,
+        offline: bool = False,
+        http: httpx.Client | None = None,
+        config: UpdaterConfig | None = None,
+    ) -> None:
+        text = os.fspath(source)
+        self.remote = text.startswith(("http://", "https://"))
+        if self.remote:
+            base = text.rstrip("/")
+            self._fetcher: FetcherInterface = HttpFetcher(http)
+        else:
+            folder = Path(text).expanduser().resolve()
+            base = folder.as_uri()
+            if (folder / "metadata").is_dir():
+                self._fetcher = DirectoryFetcher()
+            elif (folder / "keys" / "snapshot.pem").is_file():
+                self._fetcher = ServiceFetcher(folder)
+            else:
+                raise errors.RegistryUnavailableError(
+                    f"{folder}: neither a registry folder nor an exported registry; pass a "
+                    "server's URL, a `registry init` folder or a `registry export` folder"
+                )
+        self.metadata_url = f"{base}/metadata/"
+        self.targets_url = f"{base}/targets/"
+        self.cache = Path(cache_dir) if cache_dir else default_cache_dir(text)
+        self.metadata_dir = self.cache / "metadata"
+        self.targets_dir = self.cache / "targets"
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        self._root = (
+            trusted_root if isinstance(trusted_root, bytes) else Path(trusted_root).read_bytes()
+        )
+        self.offline = offline
+        self.config = config or UpdaterConfig(
+            root_max_length=MAX_METADATA_BYTES,
+            targets_max_length=MAX_METADATA_BYTES,
+            snapshot_max_length=MAX_METADATA_BYTES,
+        )
+        self._updater: Updater | None = None
+
+    # -- public API --------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Fetch and verify the newest top-level metadata (done once automatically)."""
+        fetcher = OfflineFetcher(self.metadata_dir) if self.offline else self._fetcher
+        cached_root = self.metadata_dir / "root.json"
+        with _translated():
+            self._updater = Updater(
+                metadata_dir=str(self.metadata_dir),
+                metadata_base_url=self.metadata_url,
+                target_dir=str(self.targets_dir),
+                target_base_url=self.targets_url,
+                fetcher=fetcher,
+                config=self.config,
+                # After the first run the cache holds the newest verified root.
+                bootstrap=None if cached_root.is_file() else self._root,
+            )
+            self._updater.refresh()
+
+    def vendors(self) -> list[str]:
+        """Vendors the registry delegates to."""
+        top = self.top_level()
+        roles = top.delegations.roles if top.delegations else None
+        return sorted(roles or {})
+
+    def releases(self) -> dict[ModelRef, AttackTarget]:
+        """Every release's descriptor, from verified metadata (tensors not downloaded)."""
+        found: dict[ModelRef, AttackTarget] = {}
+        for vendor in self.vendors():
+            role = self.vendor_role(vendor)
+            for info in (role.targets if role else {}).values():
+                descriptor = descriptor_of(info)
+                if descriptor is not None:
+                    found[descriptor.ref] = descriptor
+        return found
+
+    def models(self) -> list[str]:
+        """``vendor/model`` names with at least one release."""
+        return sorted({f"{ref.vendor}/{ref.model}" for ref in self.releases()})
+
+    def versions(self, model: str) -> list[str]:
+        """Versions of ``vendor/model``, oldest first."""
+        vendor, _, name = model.partition("/")
+        found = [r.version for r in self.releases() if (r.vendor, r.model) == (vendor, name)]
+        if not found:
+            raise errors.UnknownReleaseError(
+                f"{model!r}: no releases in this registry; `photoimmune registry list` shows them"
+            )
+        return sorted(found, key=_version_key)
+
+    def latest(self, model: str) -> ModelRef:
+        """The newest version of ``vendor/model``.
+
+        Example:
+            >>> str(client.latest("photoimmune/tiny-ldm"))  # doctest: +SKIP
+            'photoimmune/tiny-ldm@2'
+        """
+        vendor, _, name = model.partition("/")
+        return ModelRef(vendor=vendor, model=name, version=self.versions(model)[-1])
+
+    def get(self, ref: ModelRef | str) -> AttackTarget:
+        """Download (or take from the cache) and verify one release's target and tensors."""
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        descriptor_path = f"{release_dir(ref)}/{DESCRIPTOR_NAME}"
+        info = self._targetinfo(descriptor_path)
+        if info is None:
+            raise errors.UnknownReleaseError(
+                f"{ref}: not in this registry; `photoimmune registry list` shows what is"
+            )
+        descriptor = self._download(info)
+        target = descriptor_of(info)
+        assert target is not None  # target.json always carries its descriptor
+        tensors_info = self._targetinfo(f"{release_dir(ref)}/{target.tensors.path}")
+        if tensors_info is None:
+            raise errors.TamperedTargetError(f"{ref}: its tensor file is not in signed metadata")
+        result = parse_target(descriptor, self._download(tensors_info))
+        if result.ref != ref or result.canonical_json() != target.canonical_json():
+            raise errors.TamperedTargetError(
+                f"{ref}: the downloaded descriptor differs from the signed one"
+            )
+        attach_bundled(result)
+        return result
+
+    def identify(self, fingerprints: WeightFingerprints) -> ModelRef | None:
+        """Which release these weights are, by fingerprint (None if no release matches)."""
+        for ref, target in self.releases().items():
+            if target.fingerprints == fingerprints:
+                return ref
+        return None
+
+    def top_level(self) -> Targets:
+        """The verified top-level targets role (who the vendors are, and their keys)."""
+        self._ensure()
+        return Metadata[Targets].from_file(str(self.metadata_dir / "targets.json")).signed
+
+    def vendor_role(self, vendor: str) -> Targets | None:
+        """The vendor's verified role (None while it has published nothing)."""
+        top = self.top_level()
+        # Looking up a path in the vendor's namespace makes ngclient fetch and verify the role.
+        try:
+            self._targetinfo(f"{vendor}/.index/0/{DESCRIPTOR_NAME}")
+        except errors.RegistryError as exc:
+            if "not part of snapshot" in str(exc):
+                return None
+            raise
+        md = Metadata[Targets].from_file(str(self.metadata_dir / f"{vendor}.json"))
+        top.verify_delegate(vendor, md.signed_bytes, md.signatures)
+        return md.signed
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _ensure(self) -> Updater:
+        if self._updater is None:
+            self.refresh()
+        assert self._updater is not None
+        return self._updater
+
+    def _targetinfo(self, path: str):
+        updater = self._ensure()
+        with _translated():
+            return updater.get_targetinfo(path)
+
+    def _download(self, info) -> bytes:
+        updater = self._ensure()
+        with _translated():
+            path = updater.find_cached_target(info)
+            if path is None:
+                if self.offline:
+                    raise errors.RegistryUnavailableError(
+                        f"{info.path}: not in the cache and the client is offline; "
+                        "fetch it once online"
+                    )
+                path = updater.download_target(info)
+        return Path(path).read_bytes()
+
+
+#: ngclient's wording when a file's version differs from the one its lister names
+#: ("Expected snapshot version 4, got 3", "Expected acme v2, got v1."); other
+#: version errors mean older-than-trusted metadata.
+_MIX_AND_MATCH = re.compile(r"^Expected (snapshot version \d+, got|\S+ v\d+, got v)")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn python-tuf's exceptions into photoimmune's, naming the attack caught."""
+    try:
+        yield
+    except tuf_errors.ExpiredMetadataError as exc:
+        raise errors.MetadataExpiredError(
+            f"registry metadata has expired ({exc}): a frozen mirror or a registry that stopped "
+            "signing; try another mirror or tell the registry's operator"
+        ) from exc
+    except tuf_errors.BadVersionNumberError as exc:
+        if _MIX_AND_MATCH.match(str(exc)):
+            raise errors.MixAndMatchError(
+                f"metadata versions do not agree ({exc}): a mix-and-match attack or a "
+                "half-synced mirror; refresh again later or use another mirror"
+            ) from exc
+        raise errors.MetadataRollbackError(
+            f"registry offered older metadata than already trusted ({exc}): a rollback "
+            "attack or a stale mirror; do not use this mirror"
+        ) from exc
+    except tuf_errors.UnsignedMetadataError as exc:
+        raise errors.SignatureThresholdError(
+            f"registry metadata lacks enough valid signatures ({exc}); it was forged or "
+            "signed with revoked keys"
+        ) from exc
+    except tuf_errors.LengthOrHashMismatchError as exc:
+        raise errors.TamperedTargetError(
+            f"a downloaded file does not match its signed length/hash ({exc}); it was tampered "
+            "with in transit or on the mirror"
+        ) from exc
+    except tuf_errors.DownloadLengthMismatchError as exc:
+        raise errors.OversizedDataError(
+            f"a download exceeded its signed or configured size ({exc}): endless data"
+        ) from exc
+    except tuf_errors.DownloadError as exc:
+        raise errors.RegistryUnavailableError(f"registry unreachable: {exc}") from exc
+    except tuf_errors.RepositoryError as exc:
+        raise errors.RegistryError(f"registry metadata rejected: {exc}") from exc

@@ -1,0 +1,54 @@
+"""Registry errors: each says what happened and what to do.
+
+A client error names the attack the check caught (rollback, freeze, mix-and-match,
+tampering, endless data, missing signatures), because that is what an operator
+needs to know: the mirror or the network is misbehaving, not the local setup.
+"""
+
+from __future__ import annotations
+
+from photoimmune.sdk.errors import PhotoimmuneError
+
+
+class RegistryError(PhotoimmuneError):
+    """Base class of registry errors."""
+
+    exit_code = 1
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry could not be reached, or answered with an HTTP error."""
+
+
+class UnknownReleaseError(RegistryError):
+    """No such vendor, model or version in the registry."""
+
+    exit_code = 2
+
+
+class ReleaseRejectedError(RegistryError):
+    """The server refused an upload (bad signatures, wrong namespace, stale version...)."""
+
+
+class MetadataRollbackError(RegistryError):
+    """Metadata older than what the client already trusts: a rollback attack."""
+
+
+class MixAndMatchError(MetadataRollbackError):
+    """Metadata versions that do not agree with the snapshot/timestamp that list them."""
+
+
+class MetadataExpiredError(RegistryError):
+    """Expired metadata: a freeze attack, or a registry that stopped re-signing."""
+
+
+class SignatureThresholdError(RegistryError):
+    """Metadata without enough valid signatures from the keys that may sign it."""
+
+
+class TamperedTargetError(RegistryError):
+    """A downloaded file's length or hash differs from what signed metadata says."""
+
+
+class OversizedDataError(RegistryError):
+    """A download exceeded its limit: an endless-data attack or a broken mirror."""

@@ -1,0 +1,96 @@
+"""Registry signing keys: ed25519 key pairs in PEM files, as securesystemslib signers.
+
+The roles and who holds their keys:
+
+* ``root`` (several keys, a threshold; offline): says which keys sign every
+  other top-level role. Used only to rotate keys.
+* ``targets`` (offline, the registry admin): onboards vendors by delegating
+  ``<vendor>/*`` to the vendor's keys.
+* ``snapshot`` and ``timestamp`` (online, on the server): re-sign the
+  repository's state after every accepted change and before expiry.
+* one role per vendor (the vendor's own keys, its threshold): signs its releases.
+
+Example:
+    >>> write_key(Path("keys/acme.pem"))  # doctest: +SKIP
+    >>> load_signer(Path("keys/acme.pem")).public_key.keytype  # doctest: +SKIP
+    'ed25519'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from securesystemslib.signer import CryptoSigner, SSlibKey
+
+from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.io import atomic_write_bytes
+
+
+def generate_signer() -> CryptoSigner:
+    """A fresh ed25519 signer."""
+    return CryptoSigner.generate_ed25519()
+
+
+def write_key(path: Path, signer: CryptoSigner | None = None) -> CryptoSigner:
+    """Write a private key (PKCS#8 PEM, mode 0600) and its public key (``.pub.pem``).
+
+    Refuses to replace an existing key: a lost key can't be recovered.
+    """
+    signer = signer or generate_signer()
+    if path.exists():
+        raise InputError(
+            f"{path}: a key is already there; keys are never replaced, pick a new path"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write_bytes(path, signer.private_bytes)
+    os.chmod(path, 0o600)
+    atomic_write_bytes(public_path(path), public_pem(signer.public_key), overwrite=True)
+    return signer
+
+
+def public_path(path: Path) -> Path:
+    """``keys/acme.pem`` -> ``keys/acme.pub.pem``."""
+    return path.with_name(path.name.removesuffix(".pem") + ".pub.pem")
+
+
+def public_pem(key: SSlibKey) -> bytes:
+    """The public key as SubjectPublicKeyInfo PEM (what a vendor hands the registry admin)."""
+    public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key.keyval["public"]))
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_signer(path: Path) -> CryptoSigner:
+    """A signer from a private key PEM file written by :func:`write_key` (or openssl).
+
+    Example:
+        >>> load_signer(Path("keys/targets.pem"))  # doctest: +SKIP
+    """
+    try:
+        private = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(
+            f"{path}: not an unencrypted PEM private key ({exc}); create one with "
+            "`photoimmune registry keygen`"
+        ) from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise InputError(f"{path}: registry keys are ed25519; create one with registry keygen")
+    return CryptoSigner(private, SSlibKey.from_crypto(private.public_key()))
+
+
+def load_public_key(path: Path) -> SSlibKey:
+    """A public key from a ``.pub.pem`` (or a private key file, whose public half is used)."""
+    data = Path(path).read_bytes() if Path(path).is_file() else b""
+    if b"PRIVATE KEY" in data:
+        return load_signer(path).public_key
+    try:
+        public = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a PEM public key ({exc})") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise InputError(f"{path}: registry keys are ed25519; create one with registry keygen")
+    return SSlibKey.from_crypto(public)

@@ -1,0 +1,204 @@
+"""TUF metadata for the registry, built with python-tuf's explicit Metadata API.
+
+Layout of the repository (consistent snapshots on):
+
+* ``root``: keys and thresholds of the four top-level roles;
+* ``targets``: no targets of its own; delegates ``<vendor>/*/*/*`` to each vendor's role;
+* ``<vendor>``: one target pair per release, ``<vendor>/<model>/<version>/target.json``
+  (carrying the descriptor in its ``custom`` field) and the tensor file beside it;
+* ``snapshot``: the version, length and hash of ``targets`` and every vendor role;
+* ``timestamp``: the version, length and hash of ``snapshot``.
+
+Every function here is pure: it builds or checks metadata objects. Storage,
+transactions and signing with online keys live in :mod:`.service`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from securesystemslib.signer import Key, Signer
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+
+from photoimmune.sdk.refs import ModelRef
+from photoimmune.sdk.targets import DESCRIPTOR_NAME, AttackTarget, parse_target
+
+from .errors import ReleaseRejectedError
+
+TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
+#: How long each role's signature stays valid. Timestamp is short so a frozen
+#: mirror is noticed within a day; the server re-signs it well before then.
+LIFETIMES = {
+    "root": timedelta(days=365),
+    "targets": timedelta(days=365),
+    "vendor": timedelta(days=365),
+    "snapshot": timedelta(days=7),
+    "timestamp": timedelta(days=1),
+}
+#: Largest metadata file the server accepts and a client downloads (endless-data guard).
+MAX_METADATA_BYTES = 1_000_000
+
+
+def expiry(lifetime: timedelta, now: datetime | None = None) -> datetime:
+    """``now + lifetime``, to the second, in UTC (TUF's expiry format)."""
+    return ((now or datetime.now(UTC)) + lifetime).replace(microsecond=0)
+
+
+def vendor_paths(vendor: str) -> list[str]:
+    """The target paths a vendor may sign: ``vendor/model/version/file``."""
+    return [f"{vendor}/*/*/*"]
+
+
+def release_dir(ref: ModelRef) -> str:
+    return f"{ref.vendor}/{ref.model}/{ref.version}"
+
+
+def new_root(
+    root_keys: list[Key],
+    root_threshold: int,
+    targets_keys: list[Key],
+    snapshot_key: Key,
+    timestamp_key: Key,
+    targets_threshold: int = 1,
+) -> Metadata[Root]:
+    """Version 1 of root (unsigned: sign it with ``root_threshold`` root keys)."""
+    root = Root(expires=expiry(LIFETIMES["root"]), consistent_snapshot=True)
+    for key in root_keys:
+        root.add_key(key, "root")
+    for key in targets_keys:
+        root.add_key(key, "targets")
+    root.add_key(snapshot_key, "snapshot")
+    root.add_key(timestamp_key, "timestamp")
+    root.roles["root"].threshold = root_threshold
+    root.roles["targets"].threshold = targets_threshold
+    return Metadata(root)
+
+
+def new_targets() -> Metadata[Targets]:
+    """Version 1 of the top-level targets: no vendors yet."""
+    return Metadata(
+        Targets(expires=expiry(LIFETIMES["targets"]), delegations=Delegations(keys={}, roles={}))
+    )
+
+
+def delegate_vendor(targets: Targets, vendor: str, keys: list[Key], threshold: int) -> None:
+    """Add (or replace the keys of) ``vendor``'s role; the caller bumps the version and signs.
+
+    Replacing keys is also how a compromised vendor key is revoked.
+    """
+    ModelRef(vendor=vendor, model="x", version="1")  # validates the vendor name
+    if not 1 <= threshold <= len(keys):
+        raise ReleaseRejectedError(f"threshold {threshold} needs between 1 and {len(keys)} keys")
+    delegations = targets.delegations
+    assert delegations is not None and delegations.roles is not None  # built by new_targets()
+    if vendor in delegations.roles:
+        for keyid in list(delegations.roles[vendor].keyids):
+            targets.revoke_key(keyid, vendor)
+    delegations.roles[vendor] = DelegatedRole(
+        name=vendor,
+        keyids=[],
+        threshold=threshold,
+        terminating=True,
+        paths=vendor_paths(vendor),
+    )
+    for key in keys:
+        targets.add_key(key, vendor)
+
+
+def vendor_release(
+    current: Metadata[Targets] | None, target_json: bytes, tensors: bytes, lifetime: timedelta
+) -> Metadata[Targets]:
+    """The vendor role's next version with one release added (or replaced); unsigned.
+
+    Example:
+        >>> md = vendor_release(None, descriptor, tensors, LIFETIMES["vendor"])  # doctest: +SKIP
+        >>> md.sign(vendor_signer)  # doctest: +SKIP
+    """
+    target = parse_target(target_json, tensors)
+    base = release_dir(target.ref)
+    md = Metadata(Targets(expires=expiry(lifetime))) if current is None else current
+    signed = md.signed
+    if current is not None:
+        signed.version += 1
+        signed.expires = expiry(lifetime)
+    descriptor = TargetFile.from_data(f"{base}/{DESCRIPTOR_NAME}", target_json, ["sha256"])
+    descriptor.unrecognized_fields["custom"] = {"descriptor": json.loads(target_json)}
+    tensor_file = TargetFile.from_data(f"{base}/{target.tensors.path}", tensors, ["sha256"])
+    signed.targets[descriptor.path] = descriptor
+    signed.targets[tensor_file.path] = tensor_file
+    return md
+
+
+def descriptor_of(info: TargetFile) -> AttackTarget | None:
+    """The descriptor carried in a ``target.json`` TargetFile's custom field."""
+    custom = info.unrecognized_fields.get("custom")
+    if not info.path.endswith(f"/{DESCRIPTOR_NAME}") or not isinstance(custom, dict):
+        return None
+    return AttackTarget.model_validate(custom.get("descriptor"))
+
+
+def check_signed_by(delegator: Root | Targets, role: str, md: Metadata) -> None:
+    """Raise :class:`ReleaseRejectedError` unless ``md`` meets ``role``'s threshold."""
+    try:
+        delegator.verify_delegate(role, md.signed_bytes, md.signatures)
+    except UnsignedMetadataError as exc:
+        raise ReleaseRejectedError(
+            f"{role} metadata v{md.signed.version} is not signed by enough of {role}'s keys "
+            f"({exc}); sign it with the keys the registry has on record"
+        ) from None
+
+
+def new_snapshot(version: int, roles: dict[str, int]) -> Metadata[Snapshot]:
+    """Snapshot listing ``{role: version}``; unsigned.
+
+    Versions only, no hashes: with consistent snapshots every file is fetched
+    by version, so a mirror that answers with another version is caught as
+    mix-and-match, and the clients' size limits stop endless data.
+    """
+    snapshot = Snapshot(version=version, expires=expiry(LIFETIMES["snapshot"]))
+    snapshot.meta = {f"{role}.json": MetaFile(v) for role, v in roles.items()}
+    return Metadata(snapshot)
+
+
+def new_timestamp(version: int, snapshot_version: int) -> Metadata[Timestamp]:
+    timestamp = Timestamp(
+        version=version,
+        expires=expiry(LIFETIMES["timestamp"]),
+        snapshot_meta=MetaFile(snapshot_version),
+    )
+    return Metadata(timestamp)
+
+
+def sign(md: Metadata, signers: list[Signer]) -> bytes:
+    """Sign with every signer (replacing old signatures) and serialise."""
+    md.signatures.clear()
+    for signer in signers:
+        md.sign(signer, append=True)
+    return md.to_bytes()
+
+
+def parse(data: bytes, role_type: str) -> Metadata:
+    """Deserialise uploaded metadata, refusing anything that is not ``role_type``."""
+    if len(data) > MAX_METADATA_BYTES:
+        raise ReleaseRejectedError(
+            f"metadata is {len(data)} bytes; the limit is {MAX_METADATA_BYTES}"
+        )
+    try:
+        md = Metadata.from_bytes(data)
+    except Exception as exc:  # python-tuf raises DeserializationError and friends
+        raise ReleaseRejectedError(f"not TUF metadata: {exc}") from None
+    if md.signed.type != role_type:
+        raise ReleaseRejectedError(f"expected {role_type} metadata, got {md.signed.type}")
+    return md

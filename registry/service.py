@@ -1,0 +1,274 @@
+"""The registry's rules: what it accepts, and the snapshot/timestamp it signs afterwards.
+
+Every accepted change (a new root, new top-level targets, a vendor release)
+is verified first, then stored together with a new snapshot and timestamp in
+one transaction, so readers only ever see a consistent repository.
+
+Example:
+    >>> service = RegistryService.open(Path("my-registry"))  # doctest: +SKIP
+    >>> service.publish("acme", vendor_metadata, files)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from securesystemslib.signer import Signer
+from sqlalchemy.orm import Session
+from tuf.api.metadata import Metadata, Root, Targets
+
+from . import metadata as tm
+from .errors import ReleaseRejectedError, UnknownReleaseError
+from .keys import load_signer
+from .storage import Store
+
+
+@dataclass(frozen=True)
+class RegistryPaths:
+    """Files of a registry made by ``photoimmune registry init DIR``."""
+
+    root: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.root / 'registry.db'}"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def trusted_root(self) -> Path:
+        """Root v1: ship it with clients as their trust anchor."""
+        return self.root / "root.json"
+
+
+class RegistryService:
+    """Verify and store changes; sign snapshot and timestamp with the online keys."""
+
+    def __init__(self, store: Store, snapshot_signer: Signer, timestamp_signer: Signer) -> None:
+        self.store = store
+        self.snapshot_signer = snapshot_signer
+        self.timestamp_signer = timestamp_signer
+
+    @classmethod
+    def open(cls, folder: Path, database_url: str | None = None) -> RegistryService:
+        """The service of a registry folder (its online keys in ``keys/``)."""
+        paths = RegistryPaths(folder)
+        if not (paths.keys / "snapshot.pem").is_file():
+            raise UnknownReleaseError(
+                f"{folder}: no registry here; create one with `photoimmune registry init {folder}`"
+            )
+        store = Store(database_url or paths.database_url, paths.blobs)
+        return cls(
+            store,
+            load_signer(paths.keys / "snapshot.pem"),
+            load_signer(paths.keys / "timestamp.pem"),
+        )
+
+    # -- setup -------------------------------------------------------------------------
+
+    def bootstrap(self, root: bytes, targets: bytes) -> None:
+        """Store signed root v1 and targets v1, then sign the first snapshot and timestamp."""
+        root_md = tm.parse(root, "root")
+        targets_md = tm.parse(targets, "targets")
+        tm.check_signed_by(root_md.signed, "root", root_md)
+        tm.check_signed_by(root_md.signed, "targets", targets_md)
+        with self.store.write() as session:
+            if self.store.latest(session, "root") is not None:
+                raise ReleaseRejectedError("this registry is already initialised")
+            self.store.put_metadata(session, "root", 1, root)
+            self.store.put_metadata(session, "targets", 1, targets)
+            session.flush()
+            self._resign(session)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def metadata_file(self, filename: str) -> bytes:
+        """``timestamp.json`` or ``<version>.<role>.json``, as served to clients."""
+        with self.store.read() as session:
+            if filename == "timestamp.json":
+                return self._fresh_timestamp(session)
+            version, _, rest = filename.partition(".")
+            role = rest.removesuffix(".json")
+            data = None
+            if version.isdigit() and rest.endswith(".json"):
+                data = self.store.metadata(session, role, int(version))
+            if data is None:
+                raise UnknownReleaseError(f"no metadata file {filename!r}")
+            return data
+
+    def target_file(self, path: str) -> bytes:
+        """``<dir>/<sha256>.<name>`` (consistent-snapshot target URL) -> the file's bytes."""
+        folder, _, name = path.rpartition("/")
+        digest, _, filename = name.partition(".")
+        with self.store.read() as session:
+            data = self.store.target(session, f"{folder}/{filename}", digest)
+        if data is None:
+            raise UnknownReleaseError(f"no target file {path!r}")
+        return data
+
+    def current(self, role: str) -> bytes:
+        """The newest version of ``role``'s metadata."""
+        with self.store.read() as session:
+            row = self.store.latest(session, role)
+            if row is None:
+                raise UnknownReleaseError(f"{role!r} has published nothing yet")
+            return row.data
+
+    # -- writes ------------------------------------------------------------------------
+
+    def update_root(self, data: bytes) -> int:
+        """Accept root N+1: signed by the threshold of root N *and* of its own root keys."""
+        new = tm.parse(data, "root")
+        with self.store.write() as session:
+            old = Metadata[Root].from_bytes(self.store.latest(session, "root").data)
+            self._expect_next(new, old.signed.version, "root")
+            tm.check_signed_by(old.signed, "root", new)
+            tm.check_signed_by(new.signed, "root", new)
+            self.store.put_metadata(session, "root", new.signed.version, data)
+            session.flush()
+            self._resign(session)
+        return new.signed.version
+
+    def update_targets(self, data: bytes) -> int:
+        """Accept top-level targets N+1 (onboarding a vendor, rotating a vendor's keys)."""
+        new = tm.parse(data, "targets")
+        with self.store.write() as session:
+            root = Metadata[Root].from_bytes(self.store.latest(session, "root").data)
+            current = self.store.latest(session, "targets")
+            self._expect_next(new, current.version, "targets")
+            tm.check_signed_by(root.signed, "targets", new)
+            if new.signed.targets:
+                raise ReleaseRejectedError("top-level targets lists no files; vendors publish them")
+            self.store.put_metadata(session, "targets", new.signed.version, data)
+            session.flush()
+            self._resign(session)
+        return new.signed.version
+
+    def publish(self, vendor: str, data: bytes, files: dict[str, bytes]) -> int:
+        """Accept ``vendor``'s role N+1 and the target files it lists that are new.
+
+        Checks, in order: the vendor is delegated; the metadata is the next
+        version, unexpired and signed by the vendor's threshold; every path lies
+        in the vendor's namespace; every uploaded file matches its length and
+        hash; every listed file is either uploaded now or already stored.
+        """
+        new = tm.parse(data, "targets")
+        signed: Targets = new.signed
+        with self.store.write() as session:
+            top = Metadata[Targets].from_bytes(self.store.latest(session, "targets").data)
+            delegations = top.signed.delegations
+            if delegations is None or vendor not in (delegations.roles or {}):
+                raise ReleaseRejectedError(
+                    f"{vendor!r} is not a vendor of this registry; ask its admin to run "
+                    f"`photoimmune registry vendor add {vendor} --key PUBLIC_KEY`"
+                )
+            role = delegations.roles[vendor]
+            current = self.store.latest(session, vendor)
+            self._expect_next(new, 0 if current is None else current.version, vendor)
+            if signed.is_expired():
+                raise ReleaseRejectedError(f"{vendor} metadata is already expired")
+            tm.check_signed_by(top.signed, vendor, new)
+            for path in signed.targets:
+                if not role.is_delegated_path(path):
+                    raise ReleaseRejectedError(
+                        f"{path!r} is outside {vendor}'s namespace ({', '.join(role.paths or [])})"
+                    )
+            stray = set(files) - set(signed.targets)
+            if stray:
+                raise ReleaseRejectedError(
+                    f"uploaded files not listed in the metadata: {sorted(stray)}"
+                )
+            for path, info in signed.targets.items():
+                if path in files:
+                    try:
+                        info.verify_length_and_hashes(files[path])
+                    except Exception:
+                        raise ReleaseRejectedError(
+                            f"{path}: uploaded bytes do not match the signed length/hash"
+                        ) from None
+                    self.store.put_target(session, path, files[path])
+                elif self.store.target(session, path, info.hashes["sha256"]) is None:
+                    raise ReleaseRejectedError(f"{path}: listed but neither uploaded nor stored")
+            self.store.put_metadata(session, vendor, signed.version, data)
+            session.flush()
+            self._resign(session)
+        return signed.version
+
+    # -- online signing ----------------------------------------------------------------
+
+    def _expect_next(self, new: Metadata, current: int, role: str) -> None:
+        if new.signed.version != current + 1:
+            raise ReleaseRejectedError(
+                f"{role} metadata v{new.signed.version} is not the next version (v{current + 1}); "
+                "fetch the current metadata, change it and sign again"
+            )
+
+    def _resign(self, session: Session) -> None:
+        """New snapshot of every role's newest version, and a timestamp over it."""
+        latest = self.store.latest_of_each(session)
+        roles = {r: v for r, (v, _) in latest.items() if r not in ("root", "snapshot", "timestamp")}
+        snapshot_version = latest.get("snapshot", (0, b""))[0] + 1
+        snapshot = tm.sign(tm.new_snapshot(snapshot_version, roles), [self.snapshot_signer])
+        self.store.put_metadata(session, "snapshot", snapshot_version, snapshot)
+        self._sign_timestamp(session, latest.get("timestamp", (0, b""))[0] + 1, snapshot_version)
+
+    def _sign_timestamp(self, session: Session, version: int, snapshot_version: int) -> bytes:
+        data = tm.sign(tm.new_timestamp(version, snapshot_version), [self.timestamp_signer])
+        self.store.put_metadata(session, "timestamp", version, data)
+        return data
+
+    def _fresh_timestamp(self, session: Session) -> bytes:
+        """The newest timestamp, re-signed first if half its lifetime has passed."""
+        row = self.store.latest(session, "timestamp")
+        if row is None:
+            raise UnknownReleaseError("registry is not initialised")
+        current = Metadata.from_bytes(row.data).signed
+        if current.expires - datetime.now(UTC) > tm.LIFETIMES["timestamp"] / 2:
+            return row.data
+        with self.store.write() as writer:
+            row = self.store.latest(writer, "timestamp")
+            current = Metadata.from_bytes(row.data).signed
+            if current.expires - datetime.now(UTC) > tm.LIFETIMES["timestamp"] / 2:
+                return row.data  # another request re-signed it meanwhile
+            snapshot_version = self.store.latest(writer, "snapshot").version
+            return self._sign_timestamp(writer, current.version + 1, snapshot_version)
+
+    # -- export ------------------------------------------------------------------------
+
+    def export(self, folder: Path) -> int:
+        """Write every metadata version and target file as static files for any web server.
+
+        Layout matches the server's URLs: ``metadata/<v>.<role>.json``,
+        ``metadata/timestamp.json``, ``targets/<dir>/<sha256>.<name>``. Returns the
+        number of files written.
+        """
+        from photoimmune.sdk.io import atomic_write_bytes
+
+        from .storage import MetadataFile
+
+        count = 0
+        with self.store.read() as session:
+            timestamp = self._fresh_timestamp(session)
+            for row in session.query(MetadataFile).all():
+                if row.role != "timestamp":
+                    out = folder / "metadata" / f"{row.version}.{row.role}.json"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(out, row.data, overwrite=True)
+                    count += 1
+            for target in self.store.targets(session):
+                directory, _, name = target.path.rpartition("/")
+                out = folder / "targets" / directory / f"{target.sha256}.{name}"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(out, self.store.blobs.get(target.sha256), overwrite=True)
+                count += 1
+        (folder / "metadata").mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / "metadata" / "timestamp.json", timestamp, overwrite=True)
+        return count + 1

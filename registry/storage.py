@@ -1,0 +1,195 @@
+"""Where the registry keeps its state: metadata rows in SQL, target files as blobs on disk.
+
+SQLAlchemy over SQLite by default (one file, fine for a vendor or a small
+registry) or PostgreSQL by URL. The schema is created and upgraded by Alembic
+migrations (``registry/migrations``). Blobs are content-addressed
+(``blobs/ab/abcdef...``): a file is written once, atomically, under its sha256,
+so storing the same tensor twice costs nothing and a half-written blob is never
+visible.
+
+Writers serialise on one lock row (``SELECT ... FOR UPDATE`` on PostgreSQL, a
+``BEGIN IMMEDIATE`` transaction on SQLite), so two vendors publishing at once
+both land and each snapshot lists both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from photoimmune.sdk.io import atomic_write_bytes
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MetadataFile(Base):
+    """One signed version of one role's metadata (every version is kept and served)."""
+
+    __tablename__ = "metadata_files"
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TargetFileRow(Base):
+    """A target path and the sha256 of one of its published contents."""
+
+    __tablename__ = "target_files"
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+
+
+class RepositoryLock(Base):
+    """A single row every writer locks first."""
+
+    __tablename__ = "repository_lock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class BlobStore:
+    """Content-addressed files under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path(digest)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data, overwrite=True)
+        return digest
+
+    def get(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+
+def _sqlite_locking(engine: Engine) -> None:
+    """Let SQLite writers queue instead of failing, and make write transactions exclusive."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        immediate = connection.get_execution_options().get("sqlite_immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Store:
+    """The registry database and blob store.
+
+    Example:
+        >>> store = Store("sqlite:///reg/registry.db", Path("reg/blobs"))  # doctest: +SKIP
+        >>> with store.write() as session:  # doctest: +SKIP
+        ...     store.put_metadata(session, "root", 1, data)
+    """
+
+    def __init__(self, url: str, blob_dir: Path) -> None:
+        self.url = url
+        self.blobs = BlobStore(blob_dir)
+        self.engine = create_engine(url, pool_pre_ping=True)
+        self.sqlite = self.engine.dialect.name == "sqlite"
+        if self.sqlite:
+            _sqlite_locking(self.engine)
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest migration."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A transaction that holds the repository lock until it commits."""
+        bind = self.engine.execution_options(sqlite_immediate=True) if self.sqlite else self.engine
+        with Session(bind) as session, session.begin():
+            session.execute(select(RepositoryLock).where(RepositoryLock.id == 1).with_for_update())
+            yield session
+
+    def latest(self, session: Session, role: str) -> MetadataFile | None:
+        stmt = (
+            select(MetadataFile)
+            .where(MetadataFile.role == role)
+            .order_by(MetadataFile.version.desc())
+            .limit(1)
+        )
+        return session.scalars(stmt).first()
+
+    def metadata(self, session: Session, role: str, version: int) -> bytes | None:
+        row = session.get(MetadataFile, (role, version))
+        return None if row is None else row.data
+
+    def latest_of_each(self, session: Session) -> dict[str, tuple[int, bytes]]:
+        newest = (
+            select(MetadataFile.role, func.max(MetadataFile.version).label("version"))
+            .group_by(MetadataFile.role)
+            .subquery()
+        )
+        rows = session.execute(
+            select(MetadataFile).join(
+                newest,
+                (MetadataFile.role == newest.c.role) & (MetadataFile.version == newest.c.version),
+            )
+        ).scalars()
+        return {row.role: (row.version, row.data) for row in rows}
+
+    def put_metadata(self, session: Session, role: str, version: int, data: bytes) -> None:
+        session.add(
+            MetadataFile(role=role, version=version, data=data, created_at=datetime.now(UTC))
+        )
+
+    def put_target(self, session: Session, path: str, data: bytes) -> None:
+        digest = self.blobs.put(data)
+        if session.get(TargetFileRow, (path, digest)) is None:
+            session.add(TargetFileRow(path=path, sha256=digest, length=len(data)))
+
+    def target(self, session: Session, path: str, sha256: str) -> bytes | None:
+        if session.get(TargetFileRow, (path, sha256)) is None:
+            return None
+        return self.blobs.get(sha256)
+
+    def targets(self, session: Session) -> list[TargetFileRow]:
+        return list(session.scalars(select(TargetFileRow)))
