@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .manifest import ManifestReport, read_manifest, sign_image, sign_pixels
     from .protection import Protection
     from .refs import ModelRef
-    from .targets import AttackTarget, build_target
+    from .targets import AttackTarget, build_target, load_target, save_target
 
 try:
     __version__ = version("photoimmune")
@@ -62,6 +62,8 @@ _LAZY = {
     "ModelRef": "refs",
     "Protection": "protection",
     "build_target": "targets",
+    "load_target": "targets",
+    "save_target": "targets",
     "immunize": "immunization",
     "LoadedImage": "io",
     "atomic_write_bytes": "io",
@@ -98,9 +100,11 @@ __all__ = [
     "immunize",
     "init_keys",
     "load_image",
+    "load_target",
     "pixels_to_tensor",
     "read_manifest",
     "save_image",
+    "save_target",
     "sign_image",
     "sign_pixels",
     "tensor_to_pixels",
