@@ -217,3 +217,40 @@ def rotate_root(
         new.signed.add_key(signer.public_key, "root")
     new.signed.roles["root"].threshold = threshold
     return registry.update_root(tm.sign(new, [*old_signers, *new_root_keys]))
+
+
+def local_registry(folder: Path, models: list[str]) -> RegistryClient:
+    """The embedded default: a registry folder where the vendor of the bundled ``models``
+    has published their targets. Created on first use, reused afterwards; returns a
+    verifying client.
+
+    Example:
+        >>> client = local_registry(Path("out/registry"), ["tiny-ldm@1"])  # doctest: +SKIP
+        >>> client.get("photoimmune/tiny-ldm@1").ref.version  # doctest: +SKIP
+        '1'
+    """
+    from photoimmune.sdk.models.bundled import VENDOR
+    from photoimmune.sdk.targets import build_target, save_target
+
+    from .keys import load_signer
+
+    paths = RegistryPaths(folder)
+    vendor_key = folder / "vendor-keys" / f"{VENDOR}.pem"
+    if not paths.trusted_root.is_file():
+        init_registry(folder)
+        signer = write_key(vendor_key)
+        targets_signer = load_signer(paths.keys / "targets.pem")
+        add_vendor(open_registry(folder), VENDOR, [signer.public_key], 1, [targets_signer])
+    registry = open_registry(folder)
+    client = RegistryClient(folder, trusted_root=paths.trusted_root, cache_dir=folder / "cache")
+    published = set(map(str, client.releases()))
+    for model in models:  # bundled names, e.g. tiny-ldm@1 -> photoimmune/tiny-ldm@1
+        if f"{VENDOR}/{model}" not in published:
+            target = build_target(model)
+            release = folder / "releases" / str(target.ref).replace("/", "_")
+            save_target(target, release)
+            publish(registry, VENDOR, release, [load_signer(vendor_key)])
+            client = RegistryClient(
+                folder, trusted_root=paths.trusted_root, cache_dir=folder / "cache"
+            )
+    return client

@@ -86,10 +86,12 @@ class ServiceFetcher(FetcherInterface):
     def __init__(self, folder: Path) -> None:
         from .service import RegistryService
 
+        self.folder = folder
         self.service = RegistryService.open(folder)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        kind, _, rest = unquote(urlparse(url).path).lstrip("/").partition("/")
+        relative = Path(unquote(urlparse(url).path)).relative_to(self.folder).as_posix()
+        kind, _, rest = relative.partition("/")
         try:
             if kind == "metadata":
                 yield self.service.metadata_file(rest)

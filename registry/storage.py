@@ -30,6 +30,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -133,6 +134,9 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":
+                # Two servers starting on an empty database would both create the tables.
+                connection.execute(text("SELECT pg_advisory_xact_lock(74687)"))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

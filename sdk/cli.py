@@ -377,11 +377,12 @@ def demo(
     ),
     eps: Annotated[str, typer.Option(help="Budget (PhotoGuard's demo uses 16/255).")] = "16/255",
     steps: Annotated[int, typer.Option(help="PGD iterations.")] = 100,
-    model: Annotated[
-        str, typer.Option(help="Bundled model or local diffusers folder.")
-    ] = "tiny-ldm@1",
+    model: Annotated[str, typer.Option(help="Bundled model: tiny-ldm@1 or tiny-ldm@2.")] = (
+        "tiny-ldm@1"
+    ),
 ) -> None:
-    """Immunize a sample photo with the bundled tiny model and show what an edit does to it."""
+    """Publish the bundled model's target to a local registry, immunize a sample photo against
+    the target fetched back from it, and show what an edit does to the photo."""
     from dataclasses import replace
 
     from .demo import DemoSettings, run_demo
@@ -422,6 +423,10 @@ def demo(
     console.print(table)
     console.print(
         "Lower SSIM/PSNR = the edit of the immunized photo drifted further from the normal edit."
+    )
+    console.print(
+        f"target: {report.target_ref} (digest {report.target_digest[:16]}…), published to and "
+        f"fetched from the local registry {out / 'registry'}"
     )
     console.print(f"grid: {report.grid}\nloss curve: {report.curve}")
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from .immunization import immunize
 from .io import save_image
+from .models.bundled import VENDOR
 from .models.pipelines import edit_image, load_pipeline
 from .pictures import amplify_delta, comparison_grid, loss_curve
 from .samples import sample_pixels
@@ -44,6 +45,8 @@ class DemoReport:
     immunize_seconds: float
     grid: Path
     curve: Path
+    target_ref: str = ""
+    target_digest: str = ""
 
 
 def edit_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -73,10 +76,15 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
         >>> report.ssim < 0.9  # doctest: +SKIP
         True
     """
+    from photoimmune.registry.admin import local_registry
+
     s = settings or DemoSettings()
     photo = sample_pixels(s.photo, s.size)
+    # The vendor publishes the model's target; the publisher fetches it back, verified.
+    client = local_registry(out_dir / "registry", [s.model])
+    target = client.get(f"{VENDOR}/{s.model}")
     started = time.perf_counter()
-    result = immunize(photo, s.model, eps=s.eps, steps=s.steps, seed=s.seed, progress=progress)
+    result = immunize(photo, target, eps=s.eps, steps=s.steps, seed=s.seed, progress=progress)
     seconds = time.perf_counter() - started
     pipe = load_pipeline(s.model)
     edit = {"strength": s.strength, "steps": s.edit_steps, "seed": s.seed}
@@ -109,4 +117,6 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
         immunize_seconds=round(seconds, 2),
         grid=grid_path,
         curve=curve_path,
+        target_ref=str(target.ref),
+        target_digest=target.digest,
     )

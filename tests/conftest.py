@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+pytest_plugins = ["tests.postgres"]  # postgres_url, fresh_postgres_url: a real PostgreSQL
+
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> list:

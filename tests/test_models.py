@@ -106,6 +106,19 @@ def test_training_is_deterministic_under_a_seed(tmp_path, tiny_models):
     assert not torch.equal(other["encoder.conv_in.weight"], mine["encoder.conv_in.weight"])
 
 
+def test_a_release_with_a_base_starts_from_the_bundled_weights():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from photoimmune.sdk.models.train_tiny import _base_component
+    from photoimmune.sdk.targets import fingerprint_module, model_fingerprints
+
+    v2 = RELEASES[2]
+    assert v2.base == 1 and _base_component(RELEASES[1], "vae", AutoencoderKL) is None
+    start = model_fingerprints(str(resolve_model("tiny-ldm@1")))
+    assert fingerprint_module(_base_component(v2, "vae", AutoencoderKL)) == start.vae
+    assert fingerprint_module(_base_component(v2, "unet", UNet2DConditionModel)) == start.denoiser
+
+
 def test_quality_check_reports_finite_numbers(tiny_models):
     report = check_model(tiny_models[0], resolution=64, photos=("coffee.png",))
     assert set(report.vae_psnr_db) == {"coffee.png"}

@@ -433,7 +433,18 @@ def _write_model_index(out: Path) -> None:
 
 
 def quick_config(cfg: TrainConfig) -> TrainConfig:
-    """A few-step variant of ``cfg`` for smoke tests of the training code itself."""
+    """A few-step variant of ``cfg`` for smoke tests of the training code itself.
+
+    It always starts from random weights (``base=None``), so tests never depend
+    on the bundled weights.
+    """
     return replace(
-        cfg, vae_steps=3, unet_steps=3, decoder_steps=2, latent_pool=8, vae_batch=2, unet_batch=2
+        cfg,
+        base=None,
+        vae_steps=3,
+        unet_steps=3,
+        decoder_steps=2,
+        latent_pool=8,
+        vae_batch=2,
+        unet_batch=2,
     )
