@@ -184,12 +184,14 @@ class RegistryClient:
             snapshot_max_length=MAX_METADATA_BYTES,
         )
         self._updater: Updater | None = None
+        self._releases: dict[ModelRef, AttackTarget] | None = None
 
     # -- public API --------------------------------------------------------------------
 
     def refresh(self) -> None:
         """Fetch and verify the newest top-level metadata (done once automatically)."""
         fetcher = OfflineFetcher(self.metadata_dir) if self.offline else self._fetcher
+        self._releases = None
         cached_root = self.metadata_dir / "root.json"
         with _translated():
             self._updater = Updater(
@@ -211,7 +213,15 @@ class RegistryClient:
         return sorted(roles or {})
 
     def releases(self) -> dict[ModelRef, AttackTarget]:
-        """Every release's descriptor, from verified metadata (tensors not downloaded)."""
+        """Every release's descriptor, from verified metadata (tensors not downloaded).
+
+        Computed once per :meth:`refresh`: the answer is that refresh's consistent snapshot.
+        """
+        if self._releases is None:
+            self._releases = self._collect_releases()
+        return self._releases
+
+    def _collect_releases(self) -> dict[ModelRef, AttackTarget]:
         found: dict[ModelRef, AttackTarget] = {}
         for vendor in self.vendors():
             role = self.vendor_role(vendor)
@@ -269,11 +279,12 @@ class RegistryClient:
         return result
 
     def identify(self, fingerprints: WeightFingerprints) -> ModelRef | None:
-        """Which release these weights are, by fingerprint (None if no release matches)."""
-        for ref, target in self.releases().items():
-            if target.fingerprints == fingerprints:
-                return ref
-        return None
+        """Which release these weights are, by fingerprint (None if no release matches).
+
+        Should a vendor publish the same weights twice, the newest version wins.
+        """
+        matches = [ref for ref, t in self.releases().items() if t.fingerprints == fingerprints]
+        return max(matches, key=lambda r: _version_key(r.version), default=None)
 
     def top_level(self) -> Targets:
         """The verified top-level targets role (who the vendors are, and their keys)."""

@@ -244,6 +244,21 @@ def fingerprint_module(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def pipeline_fingerprints(pipe) -> WeightFingerprints:
+    """Fingerprints of a loaded pipeline's VAE and denoiser (``unet`` or ``transformer``).
+
+    Example:
+        >>> client.identify(pipeline_fingerprints(pipe))  # doctest: +SKIP
+        ModelRef(vendor='photoimmune', model='tiny-ldm', version='1')
+    """
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if denoiser is None:
+        raise InputError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+    return WeightFingerprints(
+        vae=fingerprint_module(pipe.vae), denoiser=fingerprint_module(denoiser)
+    )
+
+
 @lru_cache(maxsize=8)
 def model_fingerprints(model_path: str) -> WeightFingerprints:
     """Fingerprints of the VAE and UNet in a diffusers folder."""

@@ -123,7 +123,16 @@ def test_client_lists_orders_and_verifies_releases(repo):
     target = client.get("acme/quick@2")
     assert str(target.ref) == "acme/quick@2"
     assert target.tensor("z_target").shape == repo.base.tensor("z_target").shape
-    assert client.identify(repo.base.fingerprints) is not None
+    assert str(client.identify(repo.base.fingerprints)) == "acme/quick@10"  # newest of equals
+    # A loaded pipeline (any dtype) is recognised by its weights alone.
+    import torch
+
+    from photoimmune.sdk.models import load_pipeline
+    from photoimmune.sdk.targets import WeightFingerprints, pipeline_fingerprints
+
+    pipe = load_pipeline(repo.base.model_path, dtype=torch.float16)
+    assert str(client.identify(pipeline_fingerprints(pipe))) == "acme/quick@10"
+    assert client.identify(WeightFingerprints(vae="0" * 64, denoiser="0" * 64)) is None
     with pytest.raises(UnknownReleaseError, match="registry list"):
         client.get("acme/quick@3")
     with pytest.raises(UnknownReleaseError):
