@@ -154,7 +154,12 @@ def init_registry(
         timestamp.public_key,
     )
     root = tm.sign(root_md, roots)
-    service = RegistryService.open(folder, database_url)
+    if database_url is not None:  # every later command on this folder uses it
+        from photoimmune.sdk.io import atomic_write_bytes
+
+        atomic_write_bytes(folder / "database.url", database_url.encode())
+        os.chmod(folder / "database.url", 0o600)  # the URL may carry a password
+    service = RegistryService.open(folder)
     service.bootstrap(root, tm.sign(tm.new_targets(), [targets]))
     from photoimmune.sdk.io import atomic_write_bytes
 

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import httpx
+from pydantic import ValidationError
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
@@ -46,6 +48,7 @@ from . import errors
 from .metadata import MAX_METADATA_BYTES, descriptor_of, release_dir
 
 _CHUNK = 64 * 1024
+logger = logging.getLogger(__name__)
 
 
 class HttpFetcher(FetcherInterface):
@@ -121,9 +124,11 @@ def _version_key(version: str) -> tuple:
     )
 
 
-def default_cache_dir(source: str) -> Path:
+def default_cache_dir(source: str, trusted_root: bytes) -> Path:
+    """One cache per (registry, trust anchor): a new root.json never reuses old trust."""
     base = Path(os.environ.get("PHOTOIMMUNE_CACHE_DIR", Path.home() / ".cache" / "photoimmune"))
-    return base / "registry" / hashlib.sha256(source.encode()).hexdigest()[:16]
+    key = hashlib.sha256(source.encode() + b"\0" + trusted_root).hexdigest()[:16]
+    return base / "registry" / key
 
 
 class RegistryClient:
@@ -169,14 +174,14 @@ class RegistryClient:
                 )
         self.metadata_url = f"{base}/metadata/"
         self.targets_url = f"{base}/targets/"
-        self.cache = Path(cache_dir) if cache_dir else default_cache_dir(text)
+        self._root = (
+            trusted_root if isinstance(trusted_root, bytes) else Path(trusted_root).read_bytes()
+        )
+        self.cache = Path(cache_dir) if cache_dir else default_cache_dir(base, self._root)
         self.metadata_dir = self.cache / "metadata"
         self.targets_dir = self.cache / "targets"
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         self.targets_dir.mkdir(parents=True, exist_ok=True)
-        self._root = (
-            trusted_root if isinstance(trusted_root, bytes) else Path(trusted_root).read_bytes()
-        )
         self.offline = offline
         self.config = config or UpdaterConfig(
             root_max_length=MAX_METADATA_BYTES,
@@ -222,13 +227,22 @@ class RegistryClient:
         return self._releases
 
     def _collect_releases(self) -> dict[ModelRef, AttackTarget]:
+        """Releases of every vendor whose role verifies; one broken vendor hides only itself."""
         found: dict[ModelRef, AttackTarget] = {}
         for vendor in self.vendors():
-            role = self.vendor_role(vendor)
-            for info in (role.targets if role else {}).values():
-                descriptor = descriptor_of(info)
-                if descriptor is not None:
-                    found[descriptor.ref] = descriptor
+            try:
+                role = self.vendor_role(vendor)
+                for info in (role.targets if role else {}).values():
+                    descriptor = descriptor_of(info)
+                    # A vendor speaks only for its own models, at the path the ref names.
+                    if (
+                        descriptor is not None
+                        and descriptor.ref.vendor == vendor
+                        and info.path == f"{release_dir(descriptor.ref)}/{DESCRIPTOR_NAME}"
+                    ):
+                        found[descriptor.ref] = descriptor
+            except (errors.RegistryError, ValidationError) as exc:
+                logger.warning("registry: skipping vendor %s: %s", vendor, exc)
         return found
 
     def models(self) -> list[str]:

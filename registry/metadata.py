@@ -32,6 +32,7 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from photoimmune.sdk.errors import PhotoimmuneError
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import DESCRIPTOR_NAME, AttackTarget, parse_target
 
@@ -147,6 +148,46 @@ def descriptor_of(info: TargetFile) -> AttackTarget | None:
     if not info.path.endswith(f"/{DESCRIPTOR_NAME}") or not isinstance(custom, dict):
         return None
     return AttackTarget.model_validate(custom.get("descriptor"))
+
+
+def check_target_path(role: DelegatedRole, vendor: str, path: str, info: TargetFile) -> None:
+    """A target path the vendor may sign: in its namespace, no ``.``/``..``, sha256-hashed."""
+    parts = path.split("/")
+    if not role.is_delegated_path(path) or any(p in ("", ".", "..") for p in parts):
+        raise ReleaseRejectedError(
+            f"{path!r} is outside {vendor}'s namespace ({', '.join(role.paths or [])})"
+        )
+    if list(info.hashes) != ["sha256"]:
+        raise ReleaseRejectedError(f"{path}: list exactly one hash, sha256")
+
+
+def check_descriptor(vendor: str, info: TargetFile, contents: dict[str, bytes]) -> None:
+    """A ``target.json`` entry must carry the descriptor its file holds, named for its path.
+
+    Otherwise one vendor could list, under its own paths, a descriptor naming
+    another vendor's model, and clients listing releases would believe it.
+    """
+    if not info.path.endswith(f"/{DESCRIPTOR_NAME}"):
+        return
+    try:
+        carried = descriptor_of(info)
+        uploaded = parse_target(contents[info.path], contents[_tensor_path(info, contents)])
+    except (ValueError, KeyError, PhotoimmuneError) as exc:
+        raise ReleaseRejectedError(f"{info.path}: not a valid attack target ({exc})") from None
+    if carried is None or carried.canonical_json() != uploaded.canonical_json():
+        raise ReleaseRejectedError(f"{info.path}: its custom descriptor differs from the file")
+    if (
+        uploaded.ref.vendor != vendor
+        or info.path != f"{release_dir(uploaded.ref)}/{DESCRIPTOR_NAME}"
+    ):
+        raise ReleaseRejectedError(
+            f"{info.path}: describes {uploaded.ref}, which does not live at this path"
+        )
+
+
+def _tensor_path(info: TargetFile, contents: dict[str, bytes]) -> str:
+    meta = json.loads(contents[info.path])
+    return f"{info.path.rpartition('/')[0]}/{meta['tensors']['path']}"
 
 
 def check_signed_by(delegator: Root | Targets, role: str, md: Metadata) -> None:

@@ -64,8 +64,12 @@ def create_app(service: RegistryService) -> FastAPI:
 
     @app.post("/vendors/{vendor}/releases")
     async def publish(vendor: str, request: Request) -> dict:
+        # The declared length bounds the body (the server refuses a longer one), so a
+        # chunked upload of unknown size is refused before anything is read.
+        if request.headers.get("content-length") is None:
+            raise HTTPException(411, "send Content-Length with a release upload")
         _check_length(request, MAX_UPLOAD_BYTES)
-        form = await request.form(max_part_size=MAX_UPLOAD_BYTES)
+        form = await request.form(max_files=64, max_part_size=MAX_UPLOAD_BYTES)
         meta = form.get("metadata")
         if not isinstance(meta, UploadFile):
             raise HTTPException(

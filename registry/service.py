@@ -37,6 +37,10 @@ class RegistryPaths:
 
     @property
     def database_url(self) -> str:
+        """The URL ``registry init --db`` recorded, else the folder's SQLite file."""
+        recorded = self.root / "database.url"
+        if recorded.is_file():
+            return recorded.read_text().strip()
         return f"sqlite:///{self.root / 'registry.db'}"
 
     @property
@@ -173,20 +177,21 @@ class RegistryService:
             role = delegations.roles[vendor]
             current = self.store.latest(session, vendor)
             self._expect_next(new, 0 if current is None else current.version, vendor)
-            if signed.is_expired():
-                raise ReleaseRejectedError(f"{vendor} metadata is already expired")
+            if signed.expires - datetime.now(UTC) < tm.LIFETIMES["snapshot"]:
+                # Clients list every vendor; a role about to expire would soon be unusable.
+                raise ReleaseRejectedError(
+                    f"{vendor} metadata expires {signed.expires:%Y-%m-%d %H:%M}; sign it to stay "
+                    f"valid for at least {tm.LIFETIMES['snapshot'].days} days"
+                )
             tm.check_signed_by(top.signed, vendor, new)
-            for path in signed.targets:
-                if not role.is_delegated_path(path):
-                    raise ReleaseRejectedError(
-                        f"{path!r} is outside {vendor}'s namespace ({', '.join(role.paths or [])})"
-                    )
             stray = set(files) - set(signed.targets)
             if stray:
                 raise ReleaseRejectedError(
                     f"uploaded files not listed in the metadata: {sorted(stray)}"
                 )
+            contents = {}
             for path, info in signed.targets.items():
+                tm.check_target_path(role, vendor, path, info)
                 if path in files:
                     try:
                         info.verify_length_and_hashes(files[path])
@@ -194,9 +199,19 @@ class RegistryService:
                         raise ReleaseRejectedError(
                             f"{path}: uploaded bytes do not match the signed length/hash"
                         ) from None
-                    self.store.put_target(session, path, files[path])
-                elif self.store.target(session, path, info.hashes["sha256"]) is None:
-                    raise ReleaseRejectedError(f"{path}: listed but neither uploaded nor stored")
+                    contents[path] = files[path]
+                else:
+                    stored = self.store.target(session, path, info.hashes["sha256"])
+                    if stored is None:
+                        raise ReleaseRejectedError(
+                            f"{path}: listed but neither uploaded nor stored"
+                        )
+                    contents[path] = stored
+            for info in signed.targets.values():
+                tm.check_descriptor(vendor, info, contents)
+            # Only a fully checked release reaches the blob store.
+            for path, blob in files.items():
+                self.store.put_target(session, path, blob)
             self.store.put_metadata(session, vendor, signed.version, data)
             session.flush()
             self._resign(session)
@@ -226,7 +241,11 @@ class RegistryService:
         return data
 
     def _fresh_timestamp(self, session: Session) -> bytes:
-        """The newest timestamp, re-signed first if half its lifetime has passed."""
+        """The newest timestamp, re-signed first if half its lifetime has passed.
+
+        Each re-signing also renews the snapshot once half of *its* lifetime has
+        passed, so a registry nobody publishes to keeps serving valid metadata.
+        """
         row = self.store.latest(session, "timestamp")
         if row is None:
             raise UnknownReleaseError("registry is not initialised")
@@ -238,8 +257,12 @@ class RegistryService:
             current = Metadata.from_bytes(row.data).signed
             if current.expires - datetime.now(UTC) > tm.LIFETIMES["timestamp"] / 2:
                 return row.data  # another request re-signed it meanwhile
-            snapshot_version = self.store.latest(writer, "snapshot").version
-            return self._sign_timestamp(writer, current.version + 1, snapshot_version)
+            snapshot = self.store.latest(writer, "snapshot")
+            expires = Metadata.from_bytes(snapshot.data).signed.expires
+            if expires - datetime.now(UTC) <= tm.LIFETIMES["snapshot"] / 2:
+                self._resign(writer)
+                return self.store.latest(writer, "timestamp").data
+            return self._sign_timestamp(writer, current.version + 1, snapshot.version)
 
     # -- export ------------------------------------------------------------------------
 

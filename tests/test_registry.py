@@ -459,3 +459,94 @@ def test_cli_vendor_workflow_end_to_end(tmp_path, tiny_models, capsys):
     assert record["protections"][0]["target_ref"] == "acme/quick@1"
     assert record["protections"][0]["target_digest"] == shown["digest"]
     assert (out / "in.png").is_file()
+
+
+# -- review findings: a vendor cannot speak for others, nor break the registry for them ----
+
+
+def _hand_built(repo: Repo, vendor: str, ref: str, signer, edit=None):
+    """A vendor role built past the SDK's own checks, as a malicious vendor would."""
+    folder = release(repo.base, ref, repo.root / f"hand-{vendor}-{ref.replace('/', '_')}")
+    descriptor = (folder / "target.json").read_bytes()
+    tensors = (folder / "tensors.safetensors").read_bytes()
+    current = repo.service.current(vendor) if vendor == "acme" else None
+    md = tm.vendor_release(
+        None if current is None else Metadata.from_bytes(current),
+        descriptor,
+        tensors,
+        tm.LIFETIMES["vendor"],
+    )
+    files = {
+        f"{tm.release_dir(ModelRef.parse(ref))}/{n}": (folder / n).read_bytes()
+        for n in ("target.json", "tensors.safetensors")
+    }
+    if edit is not None:
+        files = edit(md.signed, files) or files
+    return tm.sign(md, [signer]), files
+
+
+def test_server_refuses_descriptors_that_name_another_vendor_or_break_clients(repo):
+    evil = write_key(repo.root / "evil.pem")
+    add_vendor(repo.registry, "evil", [evil.public_key], 1, [repo.keys["targets"]])
+
+    def move_under_evil(signed, files):  # acme's descriptor, listed under evil's own paths
+        for name in ("target.json", "tensors.safetensors"):
+            info = signed.targets.pop(f"acme/quick/99/{name}")
+            info.path = f"evil/x/1/{name}"
+            signed.targets[info.path] = info
+        return {p.replace("acme/quick/99", "evil/x/1"): b for p, b in files.items()}
+
+    data, files = _hand_built(repo, "evil", "acme/quick@99", evil, move_under_evil)
+    with pytest.raises(ReleaseRejectedError, match="does not live at this path"):
+        repo.service.publish("evil", data, files)
+
+    def garble(signed, files):
+        signed.targets["evil/x/1/target.json"].unrecognized_fields["custom"] = {"descriptor": {}}
+
+    data, files = _hand_built(repo, "evil", "evil/x@1", evil, garble)
+    with pytest.raises(ReleaseRejectedError, match="not a valid attack target"):
+        repo.service.publish("evil", data, files)
+
+    def dot_dot(signed, files):
+        info = signed.targets.pop("evil/x/1/tensors.safetensors")
+        info.path = "evil/x/../tensors.safetensors"
+        signed.targets[info.path] = info
+        return {info.path if p.endswith("safetensors") else p: b for p, b in files.items()}
+
+    data, files = _hand_built(repo, "evil", "evil/x@1", evil, dot_dot)
+    with pytest.raises(ReleaseRejectedError, match="outside evil's namespace"):
+        repo.service.publish("evil", data, files)
+
+    md = Metadata.from_bytes(_hand_built(repo, "evil", "evil/x@1", evil)[0])
+    md.signed.expires = tm.expiry(timedelta(hours=1))
+    with pytest.raises(ReleaseRejectedError, match="at least 7 days"):
+        repo.service.publish(
+            "evil", tm.sign(md, [evil]), _hand_built(repo, "evil", "evil/x@1", evil)[1]
+        )
+    # Clients still see exactly what was accepted.
+    client = repo.client(repo.mirror())
+    assert list(map(str, client.releases())) == ["acme/quick@1"]
+
+
+def test_an_idle_registry_renews_its_snapshot(repo, monkeypatch):
+    first = Metadata.from_bytes(repo.service.metadata_file("timestamp.json")).signed
+    remaining = first.expires - datetime.now(UTC)
+    monkeypatch.setitem(tm.LIFETIMES, "timestamp", remaining * 2.1)  # due for re-signing
+    monkeypatch.setitem(tm.LIFETIMES, "snapshot", timedelta(days=7) * 2.1)  # snapshot too
+    fresh = Metadata.from_bytes(repo.service.metadata_file("timestamp.json")).signed
+    assert fresh.snapshot_meta.version == first.snapshot_meta.version + 1
+    assert str(repo.client(repo.mirror()).latest("acme/quick")) == "acme/quick@1"
+
+
+def test_each_trust_anchor_and_database_gets_its_own_state(tmp_path, base_target):
+    from photoimmune.registry.client import default_cache_dir
+
+    assert default_cache_dir("file:///r", b"root-a") != default_cache_dir("file:///r", b"root-b")
+    # A registry created with --db keeps using that database from its folder.
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    paths = init_registry(tmp_path / "reg", root_keys=1, root_threshold=1, database_url=url)
+    assert not (tmp_path / "reg" / "registry.db").exists()
+    registry = open_registry(paths.root)
+    targets = load_signer(paths.keys / "targets.pem")
+    assert add_vendor(registry, "acme", [generate_signer().public_key], 1, [targets]) == 2
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "reg" / "registry.db").exists()
