@@ -246,16 +246,17 @@ def local_registry(folder: Path, models: list[str]) -> RegistryClient:
         signer = write_key(vendor_key)
         targets_signer = load_signer(paths.keys / "targets.pem")
         add_vendor(open_registry(folder), VENDOR, [signer.public_key], 1, [targets_signer])
-    registry = open_registry(folder)
     client = RegistryClient(folder, trusted_root=paths.trusted_root, cache_dir=folder / "cache")
     published = set(map(str, client.releases()))
-    for model in models:  # bundled names, e.g. tiny-ldm@1 -> photoimmune/tiny-ldm@1
-        if f"{VENDOR}/{model}" not in published:
-            target = build_target(model)
-            release = folder / "releases" / str(target.ref).replace("/", "_")
-            save_target(target, release)
-            publish(registry, VENDOR, release, [load_signer(vendor_key)])
-            client = RegistryClient(
-                folder, trusted_root=paths.trusted_root, cache_dir=folder / "cache"
-            )
-    return client
+    # bundled names, e.g. tiny-ldm@1 -> photoimmune/tiny-ldm@1
+    missing = [m for m in models if f"{VENDOR}/{m}" not in published]
+    if not missing:
+        return client
+    registry = open_registry(folder)
+    for model in missing:
+        target = build_target(model)
+        release = folder / "releases" / str(target.ref).replace("/", "_")
+        save_target(target, release)
+        publish(registry, VENDOR, release, [load_signer(vendor_key)])
+    # A new client: one client answers from the snapshot of its one refresh.
+    return RegistryClient(folder, trusted_root=paths.trusted_root, cache_dir=folder / "cache")

@@ -32,9 +32,13 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
-from photoimmune.sdk.errors import PhotoimmuneError
 from photoimmune.sdk.refs import ModelRef
-from photoimmune.sdk.targets import DESCRIPTOR_NAME, AttackTarget, parse_target
+from photoimmune.sdk.targets import (
+    DESCRIPTOR_NAME,
+    AttackTarget,
+    TargetIntegrityError,
+    parse_target,
+)
 
 from .errors import ReleaseRejectedError
 
@@ -171,10 +175,13 @@ def check_descriptor(vendor: str, info: TargetFile, contents: dict[str, bytes]) 
         return
     try:
         carried = descriptor_of(info)
-        uploaded = parse_target(contents[info.path], contents[_tensor_path(info, contents)])
-    except (ValueError, KeyError, PhotoimmuneError) as exc:
+        if carried is None:
+            raise ReleaseRejectedError(f"{info.path}: its custom descriptor differs from the file")
+        tensors = f"{info.path.rpartition('/')[0]}/{carried.tensors.path}"
+        uploaded = parse_target(contents[info.path], contents[tensors])
+    except (ValueError, KeyError, TargetIntegrityError) as exc:
         raise ReleaseRejectedError(f"{info.path}: not a valid attack target ({exc})") from None
-    if carried is None or carried.canonical_json() != uploaded.canonical_json():
+    if carried.canonical_json() != uploaded.canonical_json():
         raise ReleaseRejectedError(f"{info.path}: its custom descriptor differs from the file")
     if (
         uploaded.ref.vendor != vendor
@@ -183,11 +190,6 @@ def check_descriptor(vendor: str, info: TargetFile, contents: dict[str, bytes]) 
         raise ReleaseRejectedError(
             f"{info.path}: describes {uploaded.ref}, which does not live at this path"
         )
-
-
-def _tensor_path(info: TargetFile, contents: dict[str, bytes]) -> str:
-    meta = json.loads(contents[info.path])
-    return f"{info.path.rpartition('/')[0]}/{meta['tensors']['path']}"
 
 
 def check_signed_by(delegator: Root | Targets, role: str, md: Metadata) -> None:

@@ -88,9 +88,7 @@ class RegistryService:
             if self.store.latest(session, "root") is not None:
                 raise ReleaseRejectedError("this registry is already initialised")
             self.store.put_metadata(session, "root", 1, root)
-            self.store.put_metadata(session, "targets", 1, targets)
-            session.flush()
-            self._resign(session)
+            self._accept(session, "targets", 1, targets)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -136,9 +134,7 @@ class RegistryService:
             self._expect_next(new, old.signed.version, "root")
             tm.check_signed_by(old.signed, "root", new)
             tm.check_signed_by(new.signed, "root", new)
-            self.store.put_metadata(session, "root", new.signed.version, data)
-            session.flush()
-            self._resign(session)
+            self._accept(session, "root", new.signed.version, data)
         return new.signed.version
 
     def update_targets(self, data: bytes) -> int:
@@ -151,9 +147,7 @@ class RegistryService:
             tm.check_signed_by(root.signed, "targets", new)
             if new.signed.targets:
                 raise ReleaseRejectedError("top-level targets lists no files; vendors publish them")
-            self.store.put_metadata(session, "targets", new.signed.version, data)
-            session.flush()
-            self._resign(session)
+            self._accept(session, "targets", new.signed.version, data)
         return new.signed.version
 
     def publish(self, vendor: str, data: bytes, files: dict[str, bytes]) -> int:
@@ -212,9 +206,7 @@ class RegistryService:
             # Only a fully checked release reaches the blob store.
             for path, blob in files.items():
                 self.store.put_target(session, path, blob)
-            self.store.put_metadata(session, vendor, signed.version, data)
-            session.flush()
-            self._resign(session)
+            self._accept(session, vendor, signed.version, data)
         return signed.version
 
     # -- online signing ----------------------------------------------------------------
@@ -225,6 +217,12 @@ class RegistryService:
                 f"{role} metadata v{new.signed.version} is not the next version (v{current + 1}); "
                 "fetch the current metadata, change it and sign again"
             )
+
+    def _accept(self, session: Session, role: str, version: int, data: bytes) -> None:
+        """Store a verified role version, then the snapshot and timestamp that list it."""
+        self.store.put_metadata(session, role, version, data)
+        session.flush()
+        self._resign(session)
 
     def _resign(self, session: Session) -> None:
         """New snapshot of every role's newest version, and a timestamp over it."""
