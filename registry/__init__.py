@@ -41,12 +41,13 @@ if TYPE_CHECKING:
         publish,
         rotate_root,
     )
-    from .client import RegistryClient
+    from .client import RegistryClient, connect
     from .server import create_app
     from .service import RegistryService
 
 _LAZY = {
     "RegistryClient": "client",
+    "connect": "client",
     "RegistryService": "service",
     "create_app": "server",
     "add_vendor": "admin",
@@ -72,6 +73,7 @@ __all__ = [
     "TamperedTargetError",
     "UnknownReleaseError",
     "add_vendor",
+    "connect",
     "create_app",
     "init_registry",
     "local_registry",

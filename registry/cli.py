@@ -37,22 +37,11 @@ RootOpt = Annotated[
 ]
 
 
-def _trusted_root(registry: str, root: Path | None) -> Path:
-    if root is not None:
-        return root
-    from .service import RegistryPaths
-
-    local = RegistryPaths(Path(registry)).trusted_root
-    if not local.is_file():
-        raise typer.BadParameter(f"pass --root: no {local}", param_hint="--root")
-    return local
-
-
 def open_client(registry: str, root: Path | None):
     """A verifying client for a registry folder, an exported folder, or a URL."""
-    from .client import RegistryClient
+    from .client import connect
 
-    return RegistryClient(registry, trusted_root=_trusted_root(registry, root))
+    return connect(registry, root)
 
 
 @registry_app.command("init")

@@ -352,6 +352,30 @@ class RegistryClient:
 _MIX_AND_MATCH = re.compile(r"^Expected (snapshot version \d+, got|\S+ v\d+, got v)")
 
 
+def connect(
+    source: str | os.PathLike[str], trusted_root: bytes | os.PathLike[str] | None = None
+) -> RegistryClient:
+    """A verifying client for a server URL, a registry folder or an exported folder.
+
+    A registry folder names its own trust anchor; a URL or an export needs ``trusted_root``.
+
+    Example:
+        >>> connect("out/demo/registry").latest("photoimmune/tiny-ldm")  # doctest: +SKIP
+        ModelRef(vendor='photoimmune', model='tiny-ldm', version='1')
+    """
+    if trusted_root is None:
+        from .service import RegistryPaths
+
+        local = RegistryPaths(Path(os.fspath(source)).expanduser()).trusted_root
+        if not local.is_file():
+            raise errors.RegistryUnavailableError(
+                f"{os.fspath(source)}: no trusted root given and none at {local}; pass the "
+                "registry's root.json (--root, or trusted_root=) as its admin distributes it"
+            )
+        trusted_root = local
+    return RegistryClient(source, trusted_root=trusted_root)
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     """Turn python-tuf's exceptions into photoimmune's, naming the attack caught."""

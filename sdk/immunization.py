@@ -32,7 +32,7 @@ from .attacks.pgd import PGDConfig
 from .attacks.transforms import default_eot
 from .io import ImageSource, LoadedImage, load_image, pixels_to_tensor, tensor_to_pixels
 from .protection import Protection, format_loss
-from .targets import AttackTarget, Recipe, build_target, load_encoder
+from .targets import AttackTarget, Recipe, build_target
 
 Method = Literal["encoder", "diffusion"]
 TargetLike = AttackTarget | str | os.PathLike[str]
@@ -76,7 +76,7 @@ def _build_attack(
     if method == "encoder":
         from .attacks.encoder import EncoderAttack
 
-        encoder = load_encoder(target.model_path).to(device)
+        encoder = target.vae_encoder().to(device)
         return EncoderAttack(encoder, image, resolution=target.resolution, config=config)
     if method == "diffusion":
         from .attacks.diffusion import DiffusionAttack

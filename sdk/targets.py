@@ -171,6 +171,7 @@ class AttackTarget(BaseModel):
 
     _tensors: dict[str, torch.Tensor] = PrivateAttr(default_factory=dict)
     _model_path: str | None = PrivateAttr(default=None)
+    _encoder: torch.nn.Module | None = PrivateAttr(default=None)
 
     @property
     def resolution(self) -> int:
@@ -205,6 +206,11 @@ class AttackTarget(BaseModel):
             )
         return self._model_path
 
+    @property
+    def has_weights(self) -> bool:
+        """Whether local weights are attached (bundled, bound folder or bound pipeline)."""
+        return self._model_path is not None or self._encoder is not None
+
     def bind_model(self, model: str | os.PathLike[str]) -> AttackTarget:
         """Attach the local weights to attack, after checking they are this target's model.
 
@@ -223,6 +229,30 @@ class AttackTarget(BaseModel):
             )
         self._model_path = str(path)
         return self
+
+    def bind_pipeline(self, pipe, fingerprints: WeightFingerprints | None = None) -> AttackTarget:
+        """Attack the VAE of an already loaded pipeline instead of loading weights from disk.
+
+        ``fingerprints`` saves recomputing :func:`pipeline_fingerprints` when the
+        caller has them. The pipeline's modules are shared, not copied.
+
+        Example:
+            >>> target.bind_pipeline(pipe).vae_encoder().resolution  # doctest: +SKIP
+            128
+        """
+        from .attacks.encoder import VAEEncoder
+
+        if (fingerprints or pipeline_fingerprints(pipe)) != self.fingerprints:
+            raise InputError(
+                f"{type(pipe).__name__}: its weights are not {self.ref} (fingerprints differ "
+                "from the published target's); pass the target of the model this pipeline runs"
+            )
+        self._encoder = VAEEncoder(pipe.vae)
+        return self
+
+    def vae_encoder(self):  # -> VAEEncoder
+        """The encoder to attack: the bound pipeline's, else one loaded from :attr:`model_path`."""
+        return self._encoder if self._encoder is not None else load_encoder(self.model_path)
 
 
 def fingerprint_module(module: torch.nn.Module) -> str:
@@ -261,13 +291,26 @@ def pipeline_fingerprints(pipe) -> WeightFingerprints:
 
 @lru_cache(maxsize=8)
 def model_fingerprints(model_path: str) -> WeightFingerprints:
-    """Fingerprints of the VAE and UNet in a diffusers folder."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    """Fingerprints of the VAE and the denoiser (``unet`` or ``transformer``) in a diffusers folder.
+
+    Equal to :func:`pipeline_fingerprints` of a pipeline loaded from that folder.
+    """
+    import diffusers
+
+    from .models.bundled import model_index
 
     root = Path(model_path)
-    vae = AutoencoderKL.from_pretrained(root / "vae", local_files_only=True)
-    unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True)
-    return WeightFingerprints(vae=fingerprint_module(vae), denoiser=fingerprint_module(unet))
+    index = model_index(root)
+    name = "unet" if "unet" in index else "transformer"
+    if not isinstance(index.get(name), list) or not hasattr(diffusers, index[name][1]):
+        raise UnknownModelError(
+            f"{root}: model_index.json names no diffusers unet or transformer; "
+            "pass a latent diffusion pipeline's folder"
+        )
+    denoiser_class = getattr(diffusers, index[name][1])
+    vae = diffusers.AutoencoderKL.from_pretrained(root / "vae", local_files_only=True)
+    denoiser = denoiser_class.from_pretrained(root / name, local_files_only=True)
+    return WeightFingerprints(vae=fingerprint_module(vae), denoiser=fingerprint_module(denoiser))
 
 
 @lru_cache(maxsize=4)

@@ -1,0 +1,352 @@
+"""The immunization check of one pipeline: per edited image, decide and act.
+
+For each image a call edits:
+
+1. read its C2PA manifest (when the file's bytes are at hand), verify signature,
+   trust and pixel binding (:func:`~photoimmune.sdk.manifest.read_manifest`);
+2. if the manifest claims immunization: ``covered`` when it is trusted, bound to
+   these pixels and covers this model version; ``outdated`` when it covers other
+   versions only; ``unverified`` when it does not hold up;
+3. without such a claim, look for an immunization's trace in the pixels
+   (``detected``, see :mod:`.detection`), else ``clean``;
+4. ``covered`` and ``clean`` images pass untouched; for the rest the policy
+   decides: ``reimmunize`` runs the encoder attack against this version's
+   registered target *starting from the received pixels*, signs the result as a
+   new link of the manifest chain with the vendor's key, and edits that;
+   ``refuse`` raises :class:`ImmunizedImageError`; ``warn`` logs and edits the
+   image as given; ``allow`` records and edits it as given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from photoimmune.registry.client import RegistryClient, connect
+from photoimmune.sdk.errors import InputError, OutputExistsError
+from photoimmune.sdk.keys import KeyDir, ManifestSigner, default_key_dir, init_keys
+from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest, sign_pixels
+from photoimmune.sdk.refs import ModelRef
+from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_fingerprints
+
+from .detection import LatentDetector
+from .errors import ImmunizedImageError, UnregisteredModelError
+from .inputs import EditedImage, bind_call, edited_argument_names, read_argument
+from .report import POLICIES, PROTECTED_ELSEWHERE, ImageCheck, ImmunizationReport, Policy
+
+logger = logging.getLogger("photoimmune.diffusers_plugin")
+
+#: Verdicts of a manifest that is intact in itself: it can be kept as the parent of the new link.
+_INTACT = ("trusted", "untrusted", "expired")
+
+
+class ImmunizationWarning(UserWarning):
+    """Policy ``warn``: an immunized image was edited as given."""
+
+
+class ImmunizationCheck:
+    """Checks every image a pipeline is asked to edit; see the module docstring.
+
+    Made by ``pipe.enable_immunization_check(...)``, whose arguments it takes.
+    """
+
+    def __init__(
+        self,
+        pipe,
+        registry: RegistryClient | str | os.PathLike[str],
+        *,
+        model: str | ModelRef | None = None,
+        policy: Policy = "reimmunize",
+        signer: ManifestSigner | KeyDir | None = None,
+        trust: TrustAnchors | os.PathLike[str] | Sequence[os.PathLike[str]] = None,
+        eps: str | float | None = None,
+        steps: int | None = None,
+        seed: int = 0,
+        detect: bool = True,
+        detection_threshold: float | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        trusted_root: bytes | os.PathLike[str] | None = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise InputError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+        self.pipe = pipe
+        self.client = (
+            registry if isinstance(registry, RegistryClient) else connect(registry, trusted_root)
+        )
+        self.policy: Policy = policy
+        self.trust = _read_trust(trust)
+        self.eps, self.steps, self.seed = eps, steps, seed
+        self.detect = detect
+        self.detection_threshold = detection_threshold
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self._signer = signer
+        self._ref = ModelRef.parse(model) if isinstance(model, str) else model
+        self._fingerprints: WeightFingerprints | None = None
+        self._target: AttackTarget | None = None
+        self._detectors: list[LatentDetector] | None = None
+
+    # -- what the pipeline is ------------------------------------------------------------
+
+    @property
+    def fingerprints(self) -> WeightFingerprints:
+        """The pipeline's weight fingerprints, computed on first use."""
+        if self._fingerprints is None:
+            self._fingerprints = pipeline_fingerprints(self.pipe)
+        return self._fingerprints
+
+    @property
+    def ref(self) -> ModelRef:
+        """The registry release the pipeline runs (given, or recognised by fingerprint)."""
+        if self._ref is None:
+            found = self.client.identify(self.fingerprints)
+            if found is None:
+                raise UnregisteredModelError(
+                    f"{type(self.pipe).__name__}: its weights match no release in the registry; "
+                    "pass model='vendor/model@version' if its vendor published it, or ask the "
+                    "vendor to publish this release's target"
+                )
+            self._ref = found
+        return self._ref
+
+    @property
+    def target(self) -> AttackTarget:
+        """This release's target, bound to the pipeline's own VAE (checked by fingerprint)."""
+        if self._target is None:
+            self._target = self.client.get(self.ref).bind_pipeline(self.pipe, self.fingerprints)
+        return self._target
+
+    @property
+    def detectors(self) -> list[LatentDetector]:
+        """One detector per version of this model whose weights are at hand, this one first.
+
+        A perturbation leaves its clearest trace in the encoder it was made for, so
+        older versions' encoders (bundled, or bound with ``target.bind_model``) are
+        asked too.
+        """
+        if self._detectors is None:
+            threshold = self.detection_threshold
+            kwargs = {} if threshold is None else {"threshold": threshold}
+            targets = [self.target, *self._other_versions()]
+            self._detectors = [LatentDetector(t, **kwargs) for t in targets]
+        return self._detectors
+
+    def _other_versions(self) -> list[AttackTarget]:
+        model = f"{self.ref.vendor}/{self.ref.model}"
+        others = (self.client.get(f"{model}@{v}") for v in self.client.versions(model))
+        return [t for t in others if t.ref != self.ref and t.has_weights]
+
+    def _detect(self, pixels: np.ndarray) -> tuple[float, str]:
+        """The lowest score over the detectors, and the release it came from."""
+        score, ref = min((d.score(pixels), str(d.target.ref)) for d in self.detectors)
+        return round(score, 4), ref
+
+    # -- one call ------------------------------------------------------------------------
+
+    def prepare_call(self, call, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Check the call's edited images, apply the policy, return the arguments to run with.
+
+        Sets ``pipe.immunization_report``; raises :class:`ImmunizedImageError` under ``refuse``.
+        """
+        started = time.perf_counter()
+        bound = bind_call(call, args, kwargs)
+        checks: list[ImageCheck] = []
+        refused: ImageCheck | None = None
+        for name in edited_argument_names(self.pipe):
+            argument = read_argument(name, bound.arguments.get(name))
+            if argument is None:
+                continue
+            values = []
+            for image in argument.images:
+                check, pixels = self._check_image(image)
+                checks.append(check)
+                refused = refused or (check if check.action == "refused" else None)
+                values.append(image.as_input(pixels))
+            bound.arguments[name] = argument.rebuild(values)
+        self.pipe.__dict__["immunization_report"] = ImmunizationReport(
+            pipeline=type(self.pipe).__name__,
+            model=str(self.ref),
+            policy=self.policy,
+            images=tuple(checks),
+            seconds=round(time.perf_counter() - started, 4),
+        )
+        if refused is not None:
+            raise ImmunizedImageError(
+                f"{refused.source}: {_describe(refused, str(self.ref))}; this pipeline's policy is "
+                "'refuse', so it will not edit it (policy='reimmunize' would protect it and edit)",
+                refused,
+            )
+        return bound.args[1:], bound.kwargs
+
+    def _check_image(self, image: EditedImage) -> tuple[ImageCheck, np.ndarray | None]:
+        started = time.perf_counter()
+        manifest = self._manifest(image)
+        ref = str(self.ref)
+        claims = manifest is not None and (
+            manifest.assertion is not None or manifest.verdict == "invalid"
+        )
+        score = detected_against = None
+        if claims:
+            status = (
+                "covered" if manifest.covers(ref) else "outdated" if manifest.ok else "unverified"
+            )
+        elif self.detect:
+            score, detected_against = self._detect(image.pixels)
+            status = "detected" if score <= self.detectors[0].threshold else "clean"
+        else:
+            status = "clean"
+        fields: dict[str, Any] = {
+            "argument": image.argument,
+            "index": image.index,
+            "source": image.source,
+            "status": status,
+            "verdict": manifest.verdict if manifest else "missing",
+            "signer": manifest.signer if manifest else None,
+            "protected_against": _chain_refs(manifest),
+            "detection_score": score,
+            "detected_against": detected_against if status == "detected" else None,
+        }
+        if status not in PROTECTED_ELSEWHERE:
+            return self._done(fields, "passed", started), None
+        if self.policy == "refuse":
+            return self._done(fields, "refused", started), None
+        if self.policy in ("warn", "allow"):
+            check = self._done(fields, "warned" if self.policy == "warn" else "allowed", started)
+            if self.policy == "warn":
+                message = (
+                    f"{image.source}: {_describe(check, ref)}; edited as given (policy 'warn')"
+                )
+                logger.warning(message)
+                warnings.warn(message, ImmunizationWarning, stacklevel=4)
+            return check, None
+        return self._reimmunize(image, manifest, fields, started)
+
+    def _manifest(self, image: EditedImage) -> ManifestReport | None:
+        if image.data is None:
+            return None
+        report = read_manifest(image.data, trust=self.trust, pixels=image.pixels)
+        return report if report.present else None
+
+    def _reimmunize(
+        self, image: EditedImage, manifest: ManifestReport | None, fields: dict, started: float
+    ) -> tuple[ImageCheck, np.ndarray]:
+        from photoimmune.sdk.immunization import immunize
+
+        target = self.target
+        budget = next(b for b in target.budgets if b.method == "encoder")
+        result = immunize(
+            image.pixels,
+            target,
+            method="encoder",
+            eps=self.eps if self.eps is not None else budget.eps,
+            steps=self.steps or budget.steps,
+            seed=self.seed,
+            device=self.pipe.device,
+        )
+        parent = image.data if manifest is not None and manifest.verdict in _INTACT else None
+        title = f"{Path(image.source).stem or 'image'}.png"
+        signed = sign_pixels(
+            result.pixels, result.protections, self.signer, parent=parent, title=title
+        )
+        check = self._done(
+            fields,
+            "reimmunized",
+            started,
+            protection=result.protections[0],
+            signed_image=signed,
+            saved_to=self._save(image, signed),
+        )
+        logger.info(
+            "%s: %s; re-immunized against %s (loss %s -> %s)",
+            image.source,
+            _describe(check, str(self.ref)),
+            self.ref,
+            check.protection.loss_before,
+            check.protection.loss_after,
+        )
+        return check, result.pixels
+
+    def _done(self, fields: dict, action: str, started: float, **extra: Any) -> ImageCheck:
+        check = ImageCheck(
+            **fields, action=action, seconds=round(time.perf_counter() - started, 4), **extra
+        )
+        if action == "passed":
+            logger.debug("%s: %s, passed", check.source, check.status)
+        return check
+
+    @property
+    def signer(self) -> ManifestSigner:
+        """The vendor's signer; without one, the development vendor key (created if needed)."""
+        if isinstance(self._signer, ManifestSigner):
+            return self._signer
+        keys = self._signer if isinstance(self._signer, KeyDir) else KeyDir(default_key_dir())
+        if not keys.exists():
+            keys = init_keys(keys.path)
+        if self._signer is None:
+            logger.warning(
+                "no signer given: signing re-immunized images with the development vendor key "
+                "in %s; production passes signer=ManifestSigner.from_pem(key, cert)",
+                keys.path,
+            )
+        self._signer = keys.signer("vendor")
+        return self._signer
+
+    def _save(self, image: EditedImage, signed: bytes) -> str | None:
+        """Write the signed copy to ``output_dir`` under a new name: nothing is overwritten."""
+        if self.output_dir is None:
+            return None
+        from photoimmune.sdk.io import atomic_write_bytes
+
+        stem = Path(image.source).stem if image.source[:1] != "<" else "image"
+        digest = hashlib.sha256(signed).hexdigest()[:12]
+        path = self.output_dir / f"{stem}.{self.ref.model}-{self.ref.version}.{digest}.png"
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        # Same name, same digest: when it exists, the same bytes are already there.
+        with contextlib.suppress(OutputExistsError):
+            atomic_write_bytes(path, signed)
+        return str(path)
+
+
+def _describe(check: ImageCheck, ref: str) -> str:
+    if check.status == "outdated":
+        return f"immunized against {', '.join(check.protected_against)} but not {ref}"
+    if check.status == "unverified":
+        return f"its manifest claims immunization but is {check.verdict}"
+    return (
+        f"carries no manifest, but bears the trace of an immunization against "
+        f"{check.detected_against} (detection score {check.detection_score})"
+    )
+
+
+def _chain_refs(manifest: ManifestReport | None) -> tuple[str, ...]:
+    if manifest is None:
+        return ()
+    refs = (p.target_ref for a in manifest.history for p in a.protections)
+    return tuple(dict.fromkeys(refs))
+
+
+def _read_trust(trust) -> TrustAnchors:
+    """PEM trust anchors from bytes, a path, or a list of either."""
+    if trust is None or isinstance(trust, bytes):
+        return trust
+    items = [trust] if isinstance(trust, str | os.PathLike) else list(trust)
+    anchors = []
+    for item in items:
+        if isinstance(item, bytes):
+            anchors.append(item)
+            continue
+        try:
+            anchors.append(Path(item).read_bytes())
+        except OSError as exc:
+            raise InputError(
+                f"trust anchor {item}: {exc.strerror}; pass a CA certificate PEM"
+            ) from None
+    return anchors

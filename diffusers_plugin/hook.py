@@ -1,0 +1,138 @@
+"""Attaching the check to one pipeline instance.
+
+diffusers has no plugin entry point, so ``enable_immunization_check`` swaps the
+instance's class for a subclass whose ``__call__`` runs the check on the raw
+arguments first. The subclass keeps the class's name, module and signature,
+so ``isinstance``, ``save_pretrained`` (which records the class name) and
+``inspect.signature(pipe.__call__)`` behave as before, and no other instance or
+class is touched. One subclass per pipeline class is made and reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+from photoimmune.registry.client import RegistryClient
+from photoimmune.sdk.keys import KeyDir, ManifestSigner
+from photoimmune.sdk.manifest import TrustAnchors
+from photoimmune.sdk.refs import ModelRef
+
+from .check import ImmunizationCheck
+from .errors import ImmunizationCheckError
+from .report import Policy
+
+_CHECKED: dict[type, type] = {}
+_BASE = "_photoimmune_base"
+
+
+def _checked_class(cls: type) -> type:
+    if _BASE in cls.__dict__:
+        return cls
+    if cls not in _CHECKED:
+        original = cls.__call__
+
+        @functools.wraps(original)
+        def checked_call(self, *args, **kwargs):
+            check: ImmunizationCheck | None = self.__dict__.get("_immunization_check")
+            if check is not None:
+                args, kwargs = check.prepare_call(original, args, kwargs)
+            return original(self, *args, **kwargs)
+
+        namespace = {
+            "__call__": checked_call,
+            _BASE: cls,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+        }
+        _CHECKED[cls] = type(cls.__name__, (cls,), namespace)
+    return _CHECKED[cls]
+
+
+def enable_immunization_check(
+    self,
+    registry: RegistryClient | str | os.PathLike[str] | None = None,
+    *,
+    model: str | ModelRef | None = None,
+    policy: Policy = "reimmunize",
+    signer: ManifestSigner | KeyDir | None = None,
+    trust: TrustAnchors | os.PathLike[str] | Sequence[os.PathLike[str]] = None,
+    eps: str | float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    detect: bool = True,
+    detection_threshold: float | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    trusted_root: bytes | os.PathLike[str] | None = None,
+) -> None:
+    """Check every image this pipeline edits against the registry's immunization targets.
+
+    Args:
+        registry: a :class:`~photoimmune.registry.RegistryClient`, a registry folder, or a
+            server URL (then pass ``trusted_root``, the registry's ``root.json``).
+        model: this pipeline's release (``"vendor/model@version"``); None recognises it by
+            weight fingerprint (computed once, on the first call).
+        policy: what to do with an image immunized (or claiming to be) but not against this
+            version: ``"reimmunize"`` (default), ``"refuse"``, ``"warn"`` or ``"allow"``.
+        signer: the vendor's signer for re-immunized images (PEM or callback, see
+            :class:`~photoimmune.sdk.keys.ManifestSigner`); default: the development vendor key.
+        trust: CA certificates (PEM bytes or paths) of the publishers whose manifests to trust.
+        eps, steps: re-immunization budget (default: the target's recommended encoder budget).
+        detect: look for immunization in images whose manifest is missing.
+        output_dir: also write each re-immunized, signed image there (never overwriting).
+
+    Calling it again replaces the settings; :meth:`disable_immunization_check` undoes it.
+
+    Example:
+        >>> import photoimmune.diffusers_plugin  # noqa: F401  (adds the methods)
+        >>> pipe.enable_immunization_check("out/demo/registry", signer=vendor)  # doctest: +SKIP
+        >>> edit = pipe("a cat", image=Image.open("immunized.png")).images[0]  # doctest: +SKIP
+        >>> pipe.immunization_report.images[0].action  # doctest: +SKIP
+        'reimmunized'
+    """
+    if registry is None:
+        raise ImmunizationCheckError(
+            "enable_immunization_check needs registry=: a RegistryClient, a registry folder "
+            "or a server URL with trusted_root=root.json"
+        )
+    check = ImmunizationCheck(
+        self,
+        registry,
+        model=model,
+        policy=policy,
+        signer=signer,
+        trust=trust,
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        detect=detect,
+        detection_threshold=detection_threshold,
+        output_dir=output_dir,
+        trusted_root=trusted_root,
+    )
+    self.__class__ = _checked_class(type(self))
+    self.__dict__["_immunization_check"] = check
+    self.__dict__["immunization_report"] = None
+
+
+def disable_immunization_check(self) -> None:
+    """Stop checking; the pipeline is its plain class again. Idempotent.
+
+    Example:
+        >>> pipe.disable_immunization_check()  # doctest: +SKIP
+    """
+    base = type(self).__dict__.get(_BASE)
+    if base is not None:
+        self.__class__ = base
+    self.__dict__.pop("_immunization_check", None)
+    self.__dict__.pop("immunization_report", None)
+
+
+def install() -> None:
+    """Add the two methods to ``DiffusionPipeline`` (done on import; idempotent)."""
+    from diffusers import DiffusionPipeline
+
+    DiffusionPipeline.enable_immunization_check = enable_immunization_check
+    DiffusionPipeline.disable_immunization_check = disable_immunization_check
