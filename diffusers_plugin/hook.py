@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from typing import Any
 
 from photoimmune.registry.client import RegistryClient
-from photoimmune.sdk.keys import KeyDir, ManifestSigner
-from photoimmune.sdk.manifest import TrustAnchors
-from photoimmune.sdk.refs import ModelRef
 
 from .check import ImmunizationCheck
 from .errors import ImmunizationCheckError
-from .report import Policy
 
 _CHECKED: dict[type, type] = {}
 _BASE = "_photoimmune_base"
@@ -52,20 +48,7 @@ def _checked_class(cls: type) -> type:
 
 
 def enable_immunization_check(
-    self,
-    registry: RegistryClient | str | os.PathLike[str] | None = None,
-    *,
-    model: str | ModelRef | None = None,
-    policy: Policy = "reimmunize",
-    signer: ManifestSigner | KeyDir | None = None,
-    trust: TrustAnchors | os.PathLike[str] | Sequence[os.PathLike[str]] = None,
-    eps: str | float | None = None,
-    steps: int | None = None,
-    seed: int = 0,
-    detect: bool = True,
-    detection_threshold: float | None = None,
-    output_dir: str | os.PathLike[str] | None = None,
-    trusted_root: bytes | os.PathLike[str] | None = None,
+    self, registry: RegistryClient | str | os.PathLike[str] | None = None, **settings: Any
 ) -> None:
     """Check every image this pipeline edits against the registry's immunization targets.
 
@@ -79,9 +62,13 @@ def enable_immunization_check(
         signer: the vendor's signer for re-immunized images (PEM or callback, see
             :class:`~photoimmune.sdk.keys.ManifestSigner`); default: the development vendor key.
         trust: CA certificates (PEM bytes or paths) of the publishers whose manifests to trust.
-        eps, steps: re-immunization budget (default: the target's recommended encoder budget).
-        detect: look for immunization in images whose manifest is missing.
+        eps, steps, seed: re-immunization budget and seed (default: the target's
+            recommended encoder budget).
+        detect, detection_threshold: look for immunization in images without a manifest.
         output_dir: also write each re-immunized, signed image there (never overwriting).
+        trusted_root: the registry's ``root.json`` when ``registry`` is a URL.
+
+    The settings are those of :class:`~photoimmune.diffusers_plugin.check.ImmunizationCheck`.
 
     Calling it again replaces the settings; :meth:`disable_immunization_check` undoes it.
 
@@ -97,21 +84,7 @@ def enable_immunization_check(
             "enable_immunization_check needs registry=: a RegistryClient, a registry folder "
             "or a server URL with trusted_root=root.json"
         )
-    check = ImmunizationCheck(
-        self,
-        registry,
-        model=model,
-        policy=policy,
-        signer=signer,
-        trust=trust,
-        eps=eps,
-        steps=steps,
-        seed=seed,
-        detect=detect,
-        detection_threshold=detection_threshold,
-        output_dir=output_dir,
-        trusted_root=trusted_root,
-    )
+    check = ImmunizationCheck(self, registry, **settings)
     self.__class__ = _checked_class(type(self))
     self.__dict__["_immunization_check"] = check
     self.__dict__["immunization_report"] = None

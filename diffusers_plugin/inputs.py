@@ -16,6 +16,7 @@ Paths and bytes go back as PIL images, the form every pipeline accepts.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import torch
 from PIL import Image
 
 from photoimmune.sdk.io import DEFAULT_MAX_BYTES, LoadedImage, load_image
+
+logger = logging.getLogger("photoimmune.diffusers_plugin")
 
 #: Components that turn ``image`` into a condition rather than the picture being edited.
 _CONDITION_COMPONENTS = ("controlnet", "adapter")
@@ -83,8 +86,12 @@ def bind_call(call: Callable, args: tuple, kwargs: dict) -> inspect.BoundArgumen
 
 
 def read_argument(name: str, value: Any) -> EditedArgument | None:
-    """Decode an argument's images (None when it holds none)."""
+    """Decode an argument's images (None when it holds none, or holds latents)."""
     if value is None:
+        return None
+    if _is_latents(value):
+        # Already encoded: no pixels to check. Whoever encoded them chose to skip the check.
+        logger.warning("%s: latents, not pixels; the immunization check cannot see them", name)
         return None
     if isinstance(value, list | tuple):
         images = [_read_one(name, i, item) for i, item in enumerate(value)]
@@ -94,6 +101,11 @@ def read_argument(name: str, value: Any) -> EditedArgument | None:
         stack = np.stack if isinstance(value, np.ndarray) else torch.stack
         return EditedArgument(name, images, stack)
     return EditedArgument(name, [_read_one(name, 0, value)], lambda items: items[0])
+
+
+def _is_latents(value: Any) -> bool:
+    first = value[0] if isinstance(value, list | tuple) and value else value
+    return isinstance(first, torch.Tensor) and first.ndim in (3, 4) and first.shape[-3] != 3
 
 
 def _is_batch(value: Any) -> bool:

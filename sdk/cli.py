@@ -429,6 +429,25 @@ def demo(
         f"fetched from the local registry {out / 'registry'}"
     )
     console.print(f"grid: {report.grid}\nloss curve: {report.curve}")
+    if report.forward is not None:
+        _print_forward(report.forward, settings)
+
+
+def _print_forward(forward, settings) -> None:
+    """Step 2 of the demo: the new version meets the photo immunized against the old one."""
+    console.print(
+        f"\n[bold]forward compatibility[/]: the vendor ships {forward.model}; its pipeline, "
+        f"with the immunization check on, edits {settings.model}'s immunized photo: "
+        f"{forward.status} → {forward.action} in {forward.seconds:.1f} s"
+    )
+    table = Table(title=f"{forward.model} edits vs its edit of the original")
+    for column in ("image edited", "SSIM", "PSNR (dB)"):
+        table.add_column(column)
+    for case, ssim, psnr in forward.rows:
+        table.add_row(case, f"{ssim:.3f}", f"{psnr:.2f}")
+    console.print(table)
+    console.print(f"manifest chain of {forward.image}: {' → '.join(forward.chain) or 'none'}")
+    console.print(f"grid: {forward.grid}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,17 @@
 Everything is embedded: the bundled tiny model (it stands in for Stable
 Diffusion; its numbers are not SD's), a scikit-image sample photo, and a fixed
 prompt and seed, so two runs print the same table and draw the same grid.
+
+Two steps:
+
+1. the vendor publishes ``tiny-ldm@1``'s target to a local registry; a publisher
+   immunizes the photo against it and signs it (``immunized.png``);
+2. forward compatibility: the vendor ships ``tiny-ldm@2`` and publishes its
+   target; the photo, protected against v1 only, is edited by the v2 pipeline
+   with the immunization check on, which re-immunizes it against v2 and signs
+   it as a new link of its manifest chain (``reimmunized.png``). Its edit is
+   compared with the v2 edit of the v1-only image (no check) and of a v2-native
+   immunization (``forward.png``).
 """
 
 from __future__ import annotations
@@ -13,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .immunization import immunize
-from .io import save_image
+from .immunization import ImmunizationResult, immunize
+from .io import atomic_write_bytes, save_image
+from .keys import KeyDir, init_keys
+from .manifest import read_manifest, sign_pixels
 from .models.bundled import VENDOR
 from .models.pipelines import edit_image, load_pipeline
 from .pictures import amplify_delta, comparison_grid, loss_curve
@@ -24,6 +37,7 @@ from .samples import sample_pixels
 @dataclass(frozen=True)
 class DemoSettings:
     model: str = "tiny-ldm@1"
+    new_model: str | None = "tiny-ldm@2"  # the forward-compatibility step; None skips it
     photo: str = "chelsea.png"
     size: int = 128
     eps: str = "16/255"  # PhotoGuard's demo budget (0.12 in its [-1, 1] scale)
@@ -32,6 +46,20 @@ class DemoSettings:
     strength: float = 0.5
     edit_steps: int = 20
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class ForwardReport:
+    """Step 2: the new version's edits, each against its edit of the clean photo."""
+
+    model: str
+    status: str  # what the check found: "outdated"
+    action: str  # what it did: "reimmunized"
+    chain: tuple[str, ...]  # the re-signed image's protections, oldest first
+    rows: tuple[tuple[str, float, float], ...]  # (case, SSIM, PSNR)
+    seconds: float  # the check, re-immunization included
+    grid: Path
+    image: Path
 
 
 @dataclass(frozen=True)
@@ -47,6 +75,7 @@ class DemoReport:
     curve: Path
     target_ref: str = ""
     target_digest: str = ""
+    forward: ForwardReport | None = None
 
 
 def edit_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -79,6 +108,9 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
     from photoimmune.registry.admin import local_registry
 
     s = settings or DemoSettings()
+    keys = KeyDir(out_dir / "keys")
+    if not keys.exists():
+        keys = init_keys(keys.path)
     photo = sample_pixels(s.photo, s.size)
     # The vendor publishes the model's target; the publisher fetches it back, verified.
     client = local_registry(out_dir / "registry", [s.model])
@@ -105,7 +137,11 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
         curve_path,
         overwrite=True,
     )
-    save_image(result.pixels, out_dir / "immunized.png", overwrite=True)
+    signed = sign_pixels(result.pixels, result.protections, keys.signer("publisher"))
+    atomic_write_bytes(out_dir / "immunized.png", signed, overwrite=True)
+    forward = None
+    if s.new_model and s.new_model != s.model:
+        forward = run_forward_step(out_dir, s, photo, result, keys)
     protection = result.protections[0]
     return DemoReport(
         settings=s,
@@ -119,4 +155,76 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
         curve=curve_path,
         target_ref=str(target.ref),
         target_digest=target.digest,
+        forward=forward,
+    )
+
+
+def run_forward_step(
+    out_dir: Path, s: DemoSettings, photo: np.ndarray, old: ImmunizationResult, keys: KeyDir
+) -> ForwardReport:
+    """Step 2 (see the module docstring): ``out_dir/immunized.png`` meets the new version.
+
+    Example:
+        >>> step = run_forward_step(out, DemoSettings(), photo, result, keys)  # doctest: +SKIP
+        >>> step.action, step.chain  # doctest: +SKIP
+        ('reimmunized', ('photoimmune/tiny-ldm@1', 'photoimmune/tiny-ldm@2'))
+    """
+    import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
+    from photoimmune.registry.admin import local_registry
+
+    assert s.new_model is not None
+    client = local_registry(out_dir / "registry", [s.model, s.new_model])  # the vendor ships v2
+    plain = load_pipeline(s.new_model)
+    checked = load_pipeline(s.new_model)
+    checked.enable_immunization_check(
+        client,
+        signer=keys.signer("vendor"),
+        trust=keys.ca_cert,
+        eps=s.eps,
+        steps=s.steps,
+        seed=s.seed,
+    )
+    edit = {"strength": s.strength, "steps": s.edit_steps, "seed": s.seed}
+    clean_edit = edit_image(plain, photo, s.prompt, **edit)
+    started = time.perf_counter()
+    hooked_edit = edit_image(checked, out_dir / "immunized.png", s.prompt, **edit)
+    seconds = time.perf_counter() - started
+    (check,) = checked.immunization_report.images
+    native = immunize(
+        photo, client.get(f"{VENDOR}/{s.new_model}"), eps=s.eps, steps=s.steps, seed=s.seed
+    )
+    edits = {
+        f"{s.model} only, no check": edit_image(plain, old.pixels, s.prompt, **edit),
+        f"{s.model} + re-immunized by the check": hooked_edit,
+        f"{s.new_model} native": edit_image(plain, native.pixels, s.prompt, **edit),
+    }
+    rows = tuple((case, *edit_similarity(clean_edit, e)) for case, e in edits.items())
+    image = out_dir / "reimmunized.png"
+    chain: tuple[str, ...] = ()
+    if check.signed_image is not None:
+        atomic_write_bytes(image, check.signed_image, overwrite=True)
+        manifest = read_manifest(check.signed_image, trust=keys.trust_anchor_pem())
+        chain = tuple(p.target_ref for a in manifest.history for p in a.protections)
+    grid = comparison_grid(
+        [photo, old.pixels, clean_edit, *edits.values()],
+        [
+            "original",
+            f"immunized vs {s.model}",
+            f"{s.new_model} edit of original",
+            "edit, no check",
+            "edit, check on",
+            f"edit, {s.new_model} native",
+        ],
+    )
+    grid_path = out_dir / "forward.png"
+    save_image(np.asarray(grid), grid_path, overwrite=True)
+    return ForwardReport(
+        model=s.new_model,
+        status=check.status,
+        action=check.action,
+        chain=chain,
+        rows=rows,
+        seconds=round(seconds, 2),
+        grid=grid_path,
+        image=image,
     )

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from photoimmune.sdk import load_image
+from photoimmune.sdk import load_image, read_manifest
 from photoimmune.sdk.cli import main
 from photoimmune.sdk.demo import DemoSettings, edit_similarity, run_demo
 from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve
@@ -26,6 +26,21 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
     assert 0 < report.max_abs_delta <= 16
     assert -1.0 <= report.ssim < 1.0  # the two edits differ
     assert float(report.loss_after) < float(report.loss_before)
+    # The published image is signed; step 2 re-immunizes it for v2 and chains the manifests.
+    assert read_manifest((tmp_path / "immunized.png").read_bytes()).assertion.covers(
+        report.target_ref
+    )
+    forward = report.forward
+    assert (forward.status, forward.action) == ("outdated", "reimmunized")
+    assert forward.chain == ("photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2")
+    assert [row[0] for row in forward.rows] == [
+        "tiny-ldm@1 only, no check",
+        "tiny-ldm@1 + re-immunized by the check",
+        "tiny-ldm@2 native",
+    ]
+    assert all(-1 <= ssim <= 1 and psnr > 0 for _, ssim, psnr in forward.rows)
+    assert load_image(forward.grid).width > 5 * load_image(forward.grid).height
+    assert forward.image.is_file()
 
 
 def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
@@ -33,8 +48,10 @@ def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
         assert main(["demo", "--out", str(tmp_path), "--steps", "5"]) == 0
         out = capsys.readouterr().out
         assert "SSIM" in out and "max |δ|" in out and "photoimmune/tiny-ldm@1" in out
-    assert (tmp_path / "grid.png").is_file()
-    assert len(list((tmp_path / "registry" / "releases").iterdir())) == 1
+        words = " ".join(out.split())  # rich wraps long lines
+        assert "forward compatibility" in words and "outdated → reimmunized" in words
+    assert (tmp_path / "grid.png").is_file() and (tmp_path / "forward.png").is_file()
+    assert len(list((tmp_path / "registry" / "releases").iterdir())) == 2  # v1, then v2
 
 
 def test_similarity_of_identical_and_different_images():

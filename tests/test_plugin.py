@@ -35,6 +35,7 @@ from photoimmune.registry.service import RegistryPaths
 from photoimmune.sdk import immunize, load_image, read_manifest, sign_pixels
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.models import load_pipeline
+from photoimmune.sdk.models.pipelines import edit_image
 from photoimmune.sdk.protection import Protection
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import build_target, save_target
@@ -194,6 +195,13 @@ def test_outdated_image_is_reimmunized_signed_and_chained(v2_pipe, keys, v1_sign
     assert again.protected_against == (V1, V2)
 
 
+def test_reimmunizes_inside_no_grad(v2_pipe, v1_signed):
+    """Callers often wrap pipelines in torch.no_grad(); the attack still gets its gradients."""
+    with torch.no_grad():
+        edit_image(v2_pipe, v1_signed, "a cat", steps=2)
+    assert v2_pipe.immunization_report.images[0].action == "reimmunized"
+
+
 def test_covered_image_reaches_the_pipeline_unchanged(v2_pipe, registry_dir, keys, v1_signed):
     _edit(v2_pipe, str(v1_signed))
     covered = v2_pipe.immunization_report.images[0].signed_image
@@ -248,17 +256,7 @@ def test_unregistered_weights_are_named(registry_dir, keys, photo):
 
 def test_forged_manifest_claiming_this_version_is_not_believed(v2_pipe, photo, tmp_path):
     forger = init_keys(tmp_path / "forger")  # a CA the vendor does not trust
-    claim = Protection(
-        target_ref=V2,
-        target_digest="0" * 64,
-        method="encoder",
-        norm="linf",
-        eps="8/255",
-        steps=100,
-        loss_before="1",
-        loss_after="0.1",
-        duration_ms=1,
-    )
+    claim = _claim(V2)
     forged = sign_pixels(photo, [claim], forger.signer("publisher"))
     _edit(v2_pipe, forged)
     (check,) = v2_pipe.immunization_report.images
@@ -340,6 +338,13 @@ def test_arrays_and_tensors_go_back_in_their_own_form(form):
     assert (
         float(abs(torch.as_tensor(rebuilt).float() - torch.as_tensor(value).float()).max()) < 1e-2
     )
+
+
+def test_latents_are_not_mistaken_for_pixels():
+    from photoimmune.diffusers_plugin.inputs import read_argument
+
+    assert read_argument("image", torch.zeros(1, 4, 16, 16)) is None
+    assert read_argument("image", None) is None
 
 
 # -- pipeline families -------------------------------------------------------------------

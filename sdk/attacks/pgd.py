@@ -151,11 +151,13 @@ def loss_and_grad(
     loss = torch.zeros(x.shape[0], device=x.device)
     grad = torch.zeros_like(delta)
     delta = delta.detach().requires_grad_(True)
-    for _ in range(draws):
-        for term in _terms_of(terms_fn, x, delta, cfg, gen):
-            (g,) = torch.autograd.grad(term.sum() / draws, delta)
-            grad += g
-            loss += term.detach() / draws
+    # Gradients even when the caller runs under torch.no_grad(), as a pipeline call does.
+    with torch.enable_grad():
+        for _ in range(draws):
+            for term in _terms_of(terms_fn, x, delta, cfg, gen):
+                (g,) = torch.autograd.grad(term.sum() / draws, delta)
+                grad += g
+                loss += term.detach() / draws
     return loss, grad
 
 
