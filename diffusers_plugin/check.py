@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from photoimmune.registry.client import RegistryClient, connect
+from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.errors import InputError, OutputExistsError
 from photoimmune.sdk.keys import KeyDir, ManifestSigner, default_key_dir, init_keys
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest, sign_pixels
@@ -75,6 +76,7 @@ class ImmunizationCheck:
         detection_threshold: float | None = None,
         output_dir: str | os.PathLike[str] | None = None,
         trusted_root: bytes | os.PathLike[str] | None = None,
+        progress: ProgressFn | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise InputError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
@@ -88,6 +90,7 @@ class ImmunizationCheck:
         self.detect = detect
         self.detection_threshold = detection_threshold
         self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.progress = progress
         self._signer = signer
         self._ref = ModelRef.parse(model) if isinstance(model, str) else model
         self._fingerprints: WeightFingerprints | None = None
@@ -250,6 +253,7 @@ class ImmunizationCheck:
             steps=self.steps or budget.steps,
             seed=self.seed,
             device=self.pipe.device,
+            progress=self.progress,
         )
         parent = image.data if manifest is not None and manifest.verdict in _INTACT else None
         title = f"{Path(image.source).stem or 'image'}.png"

@@ -67,6 +67,7 @@ def enable_immunization_check(
         detect, detection_threshold: look for immunization in images without a manifest.
         output_dir: also write each re-immunized, signed image there (never overwriting).
         trusted_root: the registry's ``root.json`` when ``registry`` is a URL.
+        progress: ``progress(step, total, loss)`` during a re-immunization.
 
     The settings are those of :class:`~photoimmune.diffusers_plugin.check.ImmunizationCheck`.
 

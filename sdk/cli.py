@@ -394,14 +394,14 @@ def demo(
         "(the bundled tiny model stands in for Stable Diffusion; its numbers are not SD's)"
     )
     with _progress_bar() as bar:
-        task = bar.add_task("immunizing", total=None, loss="-")
-        report = run_demo(
-            out,
-            settings,
-            progress=lambda step, total, loss: bar.update(
+
+        def phase(label: str):
+            task = bar.add_task(label, total=None, loss="-")
+            return lambda step, total, loss: bar.update(
                 task, completed=step, total=total, loss=f"{loss:.4g}"
-            ),
-        )
+            )
+
+        report = run_demo(out, settings, progress=phase)
     table = Table(
         title=f'img2img "{settings.prompt}", strength {settings.strength}, seed {settings.seed}'
     )

@@ -19,11 +19,13 @@ Two steps:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .attacks.pgd import ProgressFn
 from .immunization import ImmunizationResult, immunize
 from .io import atomic_write_bytes, save_image
 from .keys import KeyDir, init_keys
@@ -97,8 +99,15 @@ def edit_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return round(ssim, 4), round(psnr, 2)
 
 
-def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None) -> DemoReport:
+def run_demo(
+    out_dir: Path,
+    settings: DemoSettings | None = None,
+    progress: Callable[[str], ProgressFn] | None = None,
+) -> DemoReport:
     """Run the demo, write ``grid.png``, ``loss.png`` and ``immunized.png`` to ``out_dir``.
+
+    ``progress(label)``, when given, returns the callback that follows the attack
+    named ``label`` (each of the demo's three attacks asks for one).
 
     Example:
         >>> report = run_demo(Path("out/demo"))  # doctest: +SKIP
@@ -116,7 +125,14 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
     client = local_registry(out_dir / "registry", [s.model])
     target = client.get(f"{VENDOR}/{s.model}")
     started = time.perf_counter()
-    result = immunize(photo, target, eps=s.eps, steps=s.steps, seed=s.seed, progress=progress)
+    result = immunize(
+        photo,
+        target,
+        eps=s.eps,
+        steps=s.steps,
+        seed=s.seed,
+        progress=progress(f"immunizing vs {s.model}") if progress else None,
+    )
     seconds = time.perf_counter() - started
     pipe = load_pipeline(s.model)
     edit = {"strength": s.strength, "steps": s.edit_steps, "seed": s.seed}
@@ -141,7 +157,7 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
     atomic_write_bytes(out_dir / "immunized.png", signed, overwrite=True)
     forward = None
     if s.new_model and s.new_model != s.model:
-        forward = run_forward_step(out_dir, s, photo, result, keys)
+        forward = run_forward_step(out_dir, s, photo, result, keys, progress)
     protection = result.protections[0]
     return DemoReport(
         settings=s,
@@ -160,7 +176,12 @@ def run_demo(out_dir: Path, settings: DemoSettings | None = None, progress=None)
 
 
 def run_forward_step(
-    out_dir: Path, s: DemoSettings, photo: np.ndarray, old: ImmunizationResult, keys: KeyDir
+    out_dir: Path,
+    s: DemoSettings,
+    photo: np.ndarray,
+    old: ImmunizationResult,
+    keys: KeyDir,
+    progress: Callable[[str], ProgressFn] | None = None,
 ) -> ForwardReport:
     """Step 2 (see the module docstring): ``out_dir/immunized.png`` meets the new version.
 
@@ -183,6 +204,7 @@ def run_forward_step(
         eps=s.eps,
         steps=s.steps,
         seed=s.seed,
+        progress=progress(f"check re-immunizes for {s.new_model}") if progress else None,
     )
     edit = {"strength": s.strength, "steps": s.edit_steps, "seed": s.seed}
     clean_edit = edit_image(plain, photo, s.prompt, **edit)
@@ -191,7 +213,12 @@ def run_forward_step(
     seconds = time.perf_counter() - started
     (check,) = checked.immunization_report.images
     native = immunize(
-        photo, client.get(f"{VENDOR}/{s.new_model}"), eps=s.eps, steps=s.steps, seed=s.seed
+        photo,
+        client.get(f"{VENDOR}/{s.new_model}"),
+        eps=s.eps,
+        steps=s.steps,
+        seed=s.seed,
+        progress=progress(f"immunizing vs {s.new_model}") if progress else None,
     )
     edits = {
         f"{s.model} only, no check": edit_image(plain, old.pixels, s.prompt, **edit),
