@@ -34,18 +34,26 @@ import numpy as np
 from photoimmune.registry.client import RegistryClient, connect
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.errors import InputError, OutputExistsError
-from photoimmune.sdk.keys import KeyDir, ManifestSigner, default_key_dir, init_keys
+from photoimmune.sdk.keys import (
+    KeyDir,
+    ManifestSigner,
+    SigningKeyError,
+    default_key_dir,
+    init_keys,
+)
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest, sign_pixels
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_fingerprints
 
 from .detection import LatentDetector
-from .errors import ImmunizedImageError, UnregisteredModelError
-from .inputs import EditedImage, bind_call, edited_argument_names, read_argument
+from .errors import ImmunizationCheckError, ImmunizedImageError, UnregisteredModelError
+from .inputs import EditedImage, bind_call, edited_argument_names, is_latents, read_argument
 from .report import POLICIES, PROTECTED_ELSEWHERE, ImageCheck, ImmunizationReport, Policy
 
 logger = logging.getLogger("photoimmune.diffusers_plugin")
 
+#: The verdict when no manifest was read: the file had none, or no file bytes came with the image.
+_NO_MANIFEST = {False: "missing", True: "unavailable"}
 #: Verdicts of a manifest that is intact in itself: it can be kept as the parent of the new link.
 _INTACT = ("trusted", "untrusted", "expired")
 
@@ -86,6 +94,14 @@ class ImmunizationCheck:
         )
         self.policy: Policy = policy
         self.trust = _read_trust(trust)
+        if isinstance(signer, KeyDir) and signer.ca_cert.is_file():
+            # The vendor's own re-signed images must read as covered when they come back.
+            self.trust = [*(self.trust or []), signer.trust_anchor_pem()]
+        if not self.trust:
+            logger.warning(
+                "no trust anchors: no manifest can be trusted, so every signed image is "
+                "'unverified' and re-immunized; pass trust= with publisher (and your own) CAs"
+            )
         self.eps, self.steps, self.seed = eps, steps, seed
         self.detect = detect
         self.detection_threshold = detection_threshold
@@ -132,8 +148,8 @@ class ImmunizationCheck:
         """One detector per version of this model whose weights are at hand, this one first.
 
         A perturbation leaves its clearest trace in the encoder it was made for, so
-        older versions' encoders (bundled, or bound with ``target.bind_model``) are
-        asked too.
+        the encoders of other versions are asked too when their weights come with
+        them (bundled releases do).
         """
         if self._detectors is None:
             threshold = self.detection_threshold
@@ -164,7 +180,11 @@ class ImmunizationCheck:
         checks: list[ImageCheck] = []
         refused: ImageCheck | None = None
         for name in edited_argument_names(self.pipe):
-            argument = read_argument(name, bound.arguments.get(name))
+            value = bound.arguments.get(name)
+            if is_latents(value):
+                self._latents(name)
+                continue
+            argument = read_argument(name, value)
             if argument is None:
                 continue
             values = []
@@ -176,7 +196,7 @@ class ImmunizationCheck:
             bound.arguments[name] = argument.rebuild(values)
         self.pipe.__dict__["immunization_report"] = ImmunizationReport(
             pipeline=type(self.pipe).__name__,
-            model=str(self.ref),
+            model=str(self.ref) if checks else None,
             policy=self.policy,
             images=tuple(checks),
             seconds=round(time.perf_counter() - started, 4),
@@ -189,17 +209,34 @@ class ImmunizationCheck:
             )
         return bound.args[1:], bound.kwargs
 
+    def _latents(self, name: str) -> None:
+        """Latents carry no pixels to check: refused under ``refuse``, else logged and passed."""
+        message = f"{name}: latents, not pixels; the immunization check cannot see them"
+        if self.policy == "refuse":
+            raise ImmunizationCheckError(
+                f"{message}, and this pipeline's policy is 'refuse'; pass the image itself"
+            )
+        logger.warning(message)
+
+    def _covers(self, manifest: ManifestReport) -> bool:
+        """Trusted, bound to these pixels, and made against this release's current target."""
+        release = self.client.releases().get(self.ref)
+        digest = release.digest if release is not None else self.client.get(self.ref).digest
+        protections = manifest.assertion.protections if manifest.assertion else ()
+        return manifest.ok and any(
+            p.target_ref == str(self.ref) and p.target_digest == digest for p in protections
+        )
+
     def _check_image(self, image: EditedImage) -> tuple[ImageCheck, np.ndarray | None]:
         started = time.perf_counter()
         manifest = self._manifest(image)
         ref = str(self.ref)
-        claims = manifest is not None and (
-            manifest.assertion is not None or manifest.verdict == "invalid"
-        )
+        # Only our own assertion is a claim; a camera's or an editor's manifest is not.
+        claims = manifest is not None and manifest.assertion is not None
         score = detected_against = None
         if claims:
             status = (
-                "covered" if manifest.covers(ref) else "outdated" if manifest.ok else "unverified"
+                "covered" if self._covers(manifest) else "outdated" if manifest.ok else "unverified"
             )
         elif self.detect:
             score, detected_against = self._detect(image.pixels)
@@ -211,7 +248,7 @@ class ImmunizationCheck:
             "index": image.index,
             "source": image.source,
             "status": status,
-            "verdict": manifest.verdict if manifest else "missing",
+            "verdict": manifest.verdict if manifest else _NO_MANIFEST[image.data is None],
             "signer": manifest.signer if manifest else None,
             "protected_against": _chain_refs(manifest),
             "detection_score": score,
@@ -244,21 +281,28 @@ class ImmunizationCheck:
         from photoimmune.sdk.immunization import immunize
 
         target = self.target
-        budget = next(b for b in target.budgets if b.method == "encoder")
+        eps, steps = self._budget(target)
         result = immunize(
             image.pixels,
             target,
             method="encoder",
-            eps=self.eps if self.eps is not None else budget.eps,
-            steps=self.steps or budget.steps,
+            eps=eps,
+            steps=steps,
             seed=self.seed,
-            device=self.pipe.device,
+            device=getattr(self.pipe, "_execution_device", self.pipe.device),
             progress=self.progress,
         )
         parent = image.data if manifest is not None and manifest.verdict in _INTACT else None
-        title = f"{Path(image.source).stem or 'image'}.png"
+        # A trusted, pixel-bound parent's perturbations are still in these pixels: its
+        # protections are listed again, so a pipeline of an older version finds its own
+        # and does not add another ε (the chain keeps who measured what).
+        carried = manifest.assertion.protections if fields["status"] == "outdated" else ()
         signed = sign_pixels(
-            result.pixels, result.protections, self.signer, parent=parent, title=title
+            result.pixels,
+            [*carried, *result.protections],
+            self.signer,
+            parent=parent,
+            title=f"{_stem(image.source)}.png",
         )
         check = self._done(
             fields,
@@ -278,6 +322,17 @@ class ImmunizationCheck:
         )
         return check, result.pixels
 
+    def _budget(self, target: AttackTarget) -> tuple[str | float, int]:
+        """``eps=``/``steps=`` if given, else the target's recommended encoder budget."""
+        budget = next((b for b in target.budgets if b.method == "encoder"), None)
+        if budget is None and (self.eps is None or self.steps is None):
+            raise ImmunizationCheckError(
+                f"{target.ref} recommends no encoder budget; pass eps= and steps= to "
+                "enable_immunization_check"
+            )
+        eps = self.eps if self.eps is not None else budget.eps
+        return eps, self.steps if self.steps is not None else budget.steps
+
     def _done(self, fields: dict, action: str, started: float, **extra: Any) -> ImageCheck:
         check = ImageCheck(
             **fields, action=action, seconds=round(time.perf_counter() - started, 4), **extra
@@ -291,9 +346,17 @@ class ImmunizationCheck:
         """The vendor's signer; without one, the development vendor key (created if needed)."""
         if isinstance(self._signer, ManifestSigner):
             return self._signer
-        keys = self._signer if isinstance(self._signer, KeyDir) else KeyDir(default_key_dir())
-        if not keys.exists():
-            keys = init_keys(keys.path)
+        if isinstance(self._signer, KeyDir):
+            keys = self._signer
+            if not keys.exists():
+                raise SigningKeyError(
+                    f"{keys.path}: no signing keys there; pass the folder `photoimmune keys "
+                    "init` made, or a ManifestSigner"
+                )
+        else:
+            keys = KeyDir(default_key_dir())
+            if not keys.exists():
+                keys = init_keys(keys.path)
         if self._signer is None:
             logger.warning(
                 "no signer given: signing re-immunized images with the development vendor key "
@@ -309,7 +372,7 @@ class ImmunizationCheck:
             return None
         from photoimmune.sdk.io import atomic_write_bytes
 
-        stem = Path(image.source).stem if image.source[:1] != "<" else "image"
+        stem = _stem(image.source)
         digest = hashlib.sha256(signed).hexdigest()[:12]
         path = self.output_dir / f"{stem}.{self.ref.model}-{self.ref.version}.{digest}.png"
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -330,11 +393,13 @@ def _describe(check: ImageCheck, ref: str) -> str:
     )
 
 
+def _stem(source: str) -> str:
+    """A file-name stem for an image: its file's, or ``image`` for a PIL image or array."""
+    return Path(source).stem if source[:1] != "<" else "image"
+
+
 def _chain_refs(manifest: ManifestReport | None) -> tuple[str, ...]:
-    if manifest is None:
-        return ()
-    refs = (p.target_ref for a in manifest.history for p in a.protections)
-    return tuple(dict.fromkeys(refs))
+    return manifest.protected_against if manifest is not None else ()
 
 
 def _read_trust(trust) -> TrustAnchors:
@@ -344,8 +409,8 @@ def _read_trust(trust) -> TrustAnchors:
     items = [trust] if isinstance(trust, str | os.PathLike) else list(trust)
     anchors = []
     for item in items:
-        if isinstance(item, bytes):
-            anchors.append(item)
+        if isinstance(item, bytes) or (isinstance(item, str) and "-----BEGIN" in item):
+            anchors.append(item.encode() if isinstance(item, str) else item)
             continue
         try:
             anchors.append(Path(item).read_bytes())

@@ -5,7 +5,8 @@ instance's class for a subclass whose ``__call__`` runs the check on the raw
 arguments first. The subclass keeps the class's name, module and signature,
 so ``isinstance``, ``save_pretrained`` (which records the class name) and
 ``inspect.signature(pipe.__call__)`` behave as before, and no other instance or
-class is touched. One subclass per pipeline class is made and reused.
+class is touched. One subclass per pipeline class is made and reused. A checked
+pipeline pickles (and deep-copies) as its plain class, without the check.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import functools
 import os
 from typing import Any
 
+import torch
+
 from photoimmune.registry.client import RegistryClient
 
 from .check import ImmunizationCheck
@@ -21,6 +24,13 @@ from .errors import ImmunizationCheckError
 
 _CHECKED: dict[type, type] = {}
 _BASE = "_photoimmune_base"
+_CHECK_ATTRIBUTES = ("_immunization_check", "immunization_report")
+
+
+def _restore(cls: type, state: dict):
+    pipe = cls.__new__(cls)
+    pipe.__dict__.update(state)
+    return pipe
 
 
 def _checked_class(cls: type) -> type:
@@ -33,11 +43,20 @@ def _checked_class(cls: type) -> type:
         def checked_call(self, *args, **kwargs):
             check: ImmunizationCheck | None = self.__dict__.get("_immunization_check")
             if check is not None:
-                args, kwargs = check.prepare_call(original, args, kwargs)
+                # Re-immunizing needs gradients, even in a caller's no_grad/inference_mode.
+                with torch.inference_mode(False), torch.enable_grad():
+                    args, kwargs = check.prepare_call(original, args, kwargs)
             return original(self, *args, **kwargs)
+
+        def __reduce_ex__(self, protocol):  # noqa: N807 (the pickle protocol's name)
+            # Pickled or deep-copied, a checked pipeline is its plain class again: the
+            # check holds a registry client and keys, which do not travel.
+            state = {k: v for k, v in self.__dict__.items() if k not in _CHECK_ATTRIBUTES}
+            return _restore, (cls, state)
 
         namespace = {
             "__call__": checked_call,
+            "__reduce_ex__": __reduce_ex__,
             _BASE: cls,
             "__module__": cls.__module__,
             "__qualname__": cls.__qualname__,
@@ -61,7 +80,8 @@ def enable_immunization_check(
             version: ``"reimmunize"`` (default), ``"refuse"``, ``"warn"`` or ``"allow"``.
         signer: the vendor's signer for re-immunized images (PEM or callback, see
             :class:`~photoimmune.sdk.keys.ManifestSigner`); default: the development vendor key.
-        trust: CA certificates (PEM bytes or paths) of the publishers whose manifests to trust.
+        trust: CA certificates (PEM bytes, text or paths) of the publishers whose manifests
+            to trust; a ``KeyDir`` signer's own CA is added.
         eps, steps, seed: re-immunization budget and seed (default: the target's
             recommended encoder budget).
         detect, detection_threshold: look for immunization in images without a manifest.
@@ -100,8 +120,8 @@ def disable_immunization_check(self) -> None:
     base = type(self).__dict__.get(_BASE)
     if base is not None:
         self.__class__ = base
-    self.__dict__.pop("_immunization_check", None)
-    self.__dict__.pop("immunization_report", None)
+    for name in _CHECK_ATTRIBUTES:
+        self.__dict__.pop(name, None)
 
 
 def install() -> None:

@@ -9,14 +9,17 @@ but in a ControlNet or T2I-Adapter text-to-image pipeline ``image`` is the
 An argument may hold one image or a list, each a PIL image, a path, file bytes,
 the SDK loader's :class:`~photoimmune.sdk.io.LoadedImage`, a numpy array
 (``HWC``/``NHWC``, uint8 or float in [0, 1]) or a tensor (``CHW``/``NCHW`` in [0, 1],
-or [-1, 1]). Whatever came in, a re-immunized image goes back in the same form.
-Paths and bytes go back as PIL images, the form every pipeline accepts.
+or [-1, 1]). Arrays and tensors go to the pipeline as they came, or in the same form once
+re-immunized; PIL images, paths and bytes go as PIL images of the checked pixels
+(EXIF orientation applied), the form every pipeline accepts. A C2PA manifest
+is read only where file bytes come with the image: a path, bytes, a
+``LoadedImage``, or a PIL image straight from ``Image.open`` (whose file is read
+again). A converted PIL image, an array or a tensor has none to read.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +31,6 @@ import torch
 from PIL import Image
 
 from photoimmune.sdk.io import DEFAULT_MAX_BYTES, LoadedImage, load_image
-
-logger = logging.getLogger("photoimmune.diffusers_plugin")
 
 #: Components that turn ``image`` into a condition rather than the picture being edited.
 _CONDITION_COMPONENTS = ("controlnet", "adapter")
@@ -85,48 +86,65 @@ def bind_call(call: Callable, args: tuple, kwargs: dict) -> inspect.BoundArgumen
     return inspect.signature(call).bind_partial(None, *args, **kwargs)  # None stands for self
 
 
+def is_latents(value: Any) -> bool:
+    """Whether an argument holds latents (tensors whose channel axis is not 3), not pixels."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return any(isinstance(v, torch.Tensor) and v.ndim in (3, 4) and v.shape[-3] != 3 for v in items)
+
+
 def read_argument(name: str, value: Any) -> EditedArgument | None:
-    """Decode an argument's images (None when it holds none, or holds latents)."""
+    """Decode an argument's images, one :class:`EditedImage` each (None when it holds none).
+
+    Batches (``NCHW`` tensors, ``NHWC`` arrays), alone or in a list, count image by image.
+    """
     if value is None:
         return None
-    if _is_latents(value):
-        # Already encoded: no pixels to check. Whoever encoded them chose to skip the check.
-        logger.warning("%s: latents, not pixels; the immunization check cannot see them", name)
-        return None
-    if isinstance(value, list | tuple):
-        images = [_read_one(name, i, item) for i, item in enumerate(value)]
-        return EditedArgument(name, images, list)
-    if _is_batch(value):
-        images = [_read_one(name, i, item) for i, item in enumerate(value)]
-        stack = np.stack if isinstance(value, np.ndarray) else torch.stack
-        return EditedArgument(name, images, stack)
-    return EditedArgument(name, [_read_one(name, 0, value)], lambda items: items[0])
+    items = list(value) if isinstance(value, list | tuple) else [value]
+    # diffusers reads the range of tensors once for the whole argument, so do we.
+    signed = any(isinstance(v, torch.Tensor) and bool(v.min() < 0) for v in items)
+    images: list[EditedImage] = []
+    sizes: list[int | None] = []  # batch size of each item, None for a single image
+    for item in items:
+        parts = list(item) if _is_batch(item) else [item]
+        sizes.append(len(parts) if _is_batch(item) else None)
+        images += [_read_one(name, len(images), part, signed) for part in parts]
 
+    def rebuild(values: list[Any]) -> Any:
+        out, at = [], 0
+        for item, size in zip(items, sizes, strict=True):
+            if size is None:
+                out.append(values[at])
+            else:
+                stack = np.stack if isinstance(item, np.ndarray) else torch.stack
+                out.append(stack(values[at : at + size]))
+            at += size or 1
+        return out if isinstance(value, list | tuple) else out[0]
 
-def _is_latents(value: Any) -> bool:
-    first = value[0] if isinstance(value, list | tuple) and value else value
-    return isinstance(first, torch.Tensor) and first.ndim in (3, 4) and first.shape[-3] != 3
+    return EditedArgument(name, images, rebuild)
 
 
 def _is_batch(value: Any) -> bool:
     return isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 4
 
 
-def _read_one(name: str, index: int, value: Any) -> EditedImage:
+def _read_one(name: str, index: int, value: Any, signed: bool) -> EditedImage:
     if isinstance(value, LoadedImage):
         return EditedImage(name, index, value.pixels, value.data, value.name, _to_pil)
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
     if isinstance(value, str | os.PathLike | bytes):
         loaded = load_image(value)
         return EditedImage(name, index, loaded.pixels, loaded.data, loaded.name, _to_pil)
     if isinstance(value, Image.Image):
+        # The pipeline gets the checked pixels (EXIF orientation applied, transparency
+        # flattened), so what is edited is exactly what was checked.
         source = str(getattr(value, "filename", "") or "<PIL image>")
-        pixels = load_image(value).pixels
-        return EditedImage(name, index, pixels, _file_of(value), source, _to_pil, value)
+        return EditedImage(name, index, load_image(value).pixels, _file_of(value), source, _to_pil)
     if isinstance(value, np.ndarray):
         pixels, to_input = _array_pixels(value), _array_like(value)
         return EditedImage(name, index, pixels, None, "<array>", to_input, value)
     if isinstance(value, torch.Tensor):
-        pixels, to_input = _tensor_pixels(value)
+        pixels, to_input = _tensor_pixels(value, signed)
         return EditedImage(name, index, pixels, None, "<tensor>", to_input, value)
     from photoimmune.sdk.errors import InputError
 
@@ -168,9 +186,10 @@ def _array_like(array: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return lambda pixels: (pixels.astype(np.float32) / 255).astype(array.dtype)
 
 
-def _tensor_pixels(tensor: torch.Tensor) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
-    """Pixels of a ``CHW`` tensor; diffusers reads negative values as the [-1, 1] range."""
-    signed = bool(tensor.min() < 0)
+def _tensor_pixels(
+    tensor: torch.Tensor, signed: bool
+) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """Pixels of a ``CHW`` tensor in [0, 1], or in [-1, 1] when ``signed``."""
     unit = (tensor.detach().float().cpu() + 1) / 2 if signed else tensor.detach().float().cpu()
     if unit.ndim != 3 or unit.shape[0] != 3:
         from photoimmune.sdk.errors import InputError
@@ -182,7 +201,7 @@ def _tensor_pixels(tensor: torch.Tensor) -> tuple[np.ndarray, Callable[[np.ndarr
     pixels = np.round(unit.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
     def to_input(new: np.ndarray) -> torch.Tensor:
-        out = torch.from_numpy(new).permute(2, 0, 1).float() / 255
+        out = torch.from_numpy(np.array(new)).permute(2, 0, 1).float() / 255
         out = out * 2 - 1 if signed else out
         return out.to(device=tensor.device, dtype=tensor.dtype)
 

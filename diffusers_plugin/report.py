@@ -44,7 +44,11 @@ class ImageCheck(BaseModel):
     source: str = Field(description="file name, or '<PIL image>', '<tensor>'...")
     status: Status
     action: Action
-    verdict: str = Field(description="the manifest's verdict (see read_manifest), or 'missing'")
+    verdict: str = Field(
+        description="the manifest's verdict (see read_manifest); 'missing' when the file has "
+        "none, 'unavailable' when no file bytes came with the image (a bare PIL image, array "
+        "or tensor: pass the path or bytes to have its manifest read)"
+    )
     signer: str | None = None
     protected_against: tuple[str, ...] = Field(
         default=(), description="target refs along the manifest chain, oldest first"
@@ -78,7 +82,9 @@ class ImmunizationReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     pipeline: str
-    model: str = Field(description="the registry ref of the pipeline's weights")
+    model: str | None = Field(
+        default=None, description="the pipeline's registry release (None: no image to check)"
+    )
     policy: Policy
     images: tuple[ImageCheck, ...] = ()
     seconds: float = 0.0

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from photoimmune.sdk.lazy import lazy_getattr
 
 from .errors import (
+    AmbiguousReleaseError,
     MetadataExpiredError,
     MetadataRollbackError,
     MixAndMatchError,
@@ -60,6 +61,7 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
+    "AmbiguousReleaseError",
     "MetadataExpiredError",
     "MetadataRollbackError",
     "MixAndMatchError",

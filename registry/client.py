@@ -295,9 +295,17 @@ class RegistryClient:
     def identify(self, fingerprints: WeightFingerprints) -> ModelRef | None:
         """Which release these weights are, by fingerprint (None if no release matches).
 
-        Should a vendor publish the same weights twice, the newest version wins.
+        Should a vendor publish the same weights twice, the newest version wins. Should
+        several vendors or models claim them (anyone can copy published fingerprints),
+        :class:`AmbiguousReleaseError` asks the caller to name the release.
         """
         matches = [ref for ref, t in self.releases().items() if t.fingerprints == fingerprints]
+        models = sorted({f"{ref.vendor}/{ref.model}" for ref in matches})
+        if len(models) > 1:
+            raise errors.AmbiguousReleaseError(
+                f"these weights match releases of {', '.join(models)}; name the one you run "
+                "(model='vendor/model@version') instead of relying on fingerprints"
+            )
         return max(matches, key=lambda r: _version_key(r.version), default=None)
 
     def top_level(self) -> Targets:

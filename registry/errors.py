@@ -50,5 +50,9 @@ class TamperedTargetError(RegistryError):
     """A downloaded file's length or hash differs from what signed metadata says."""
 
 
+class AmbiguousReleaseError(RegistryError):
+    """Weights match releases of more than one vendor or model: which one is meant is unclear."""
+
+
 class OversizedDataError(RegistryError):
     """A download exceeded its limit: an endless-data attack or a broken mirror."""

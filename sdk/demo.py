@@ -231,7 +231,7 @@ def run_forward_step(
     if check.signed_image is not None:
         atomic_write_bytes(image, check.signed_image, overwrite=True)
         manifest = read_manifest(check.signed_image, trust=keys.trust_anchor_pem())
-        chain = tuple(p.target_ref for a in manifest.history for p in a.protections)
+        chain = manifest.protected_against
     grid = comparison_grid(
         [photo, old.pixels, clean_edit, *edits.values()],
         [

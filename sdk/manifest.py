@@ -101,6 +101,12 @@ class ManifestReport(BaseModel):
         """True only for an intact, trusted manifest bound to these very pixels."""
         return self.verdict == "trusted"
 
+    @property
+    def protected_against(self) -> tuple[str, ...]:
+        """Target refs along the manifest chain, oldest first, each once."""
+        refs = (p.target_ref for a in self.history for p in a.protections)
+        return tuple(dict.fromkeys(refs))
+
     def covers(self, target_ref: str) -> bool:
         """Whether a trusted manifest says these pixels are protected against ``target_ref``."""
         return self.ok and self.assertion is not None and self.assertion.covers(target_ref)

@@ -233,8 +233,10 @@ class AttackTarget(BaseModel):
     def bind_pipeline(self, pipe, fingerprints: WeightFingerprints | None = None) -> AttackTarget:
         """Attack the VAE of an already loaded pipeline instead of loading weights from disk.
 
-        ``fingerprints`` saves recomputing :func:`pipeline_fingerprints` when the
-        caller has them. The pipeline's modules are shared, not copied.
+        Only the VAE must be this release's: the encoder attack never touches the
+        denoiser, so a LoRA or other denoiser change does not stop it. ``fingerprints``
+        saves recomputing :func:`pipeline_fingerprints`. The pipeline's modules are
+        shared, not copied.
 
         Example:
             >>> target.bind_pipeline(pipe).vae_encoder().resolution  # doctest: +SKIP
@@ -242,9 +244,10 @@ class AttackTarget(BaseModel):
         """
         from .attacks.encoder import VAEEncoder
 
-        if (fingerprints or pipeline_fingerprints(pipe)) != self.fingerprints:
+        vae = fingerprints.vae if fingerprints else fingerprint_module(pipe.vae)
+        if vae != self.fingerprints.vae:
             raise InputError(
-                f"{type(pipe).__name__}: its weights are not {self.ref} (fingerprints differ "
+                f"{type(pipe).__name__}: its VAE is not {self.ref}'s (its fingerprint differs "
                 "from the published target's); pass the target of the model this pipeline runs"
             )
         self._encoder = VAEEncoder(pipe.vae)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import warnings
 import zlib
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +171,9 @@ def test_disabled_pipeline_edits_without_checking(registry_dir, keys, v1_signed)
 # -- the forward-compatibility path ----------------------------------------------------
 
 
-def test_outdated_image_is_reimmunized_signed_and_chained(v2_pipe, keys, v1_signed, tmp_path):
+def test_outdated_image_is_reimmunized_signed_and_chained(
+    v2_pipe, registry_dir, keys, v1_signed, tmp_path
+):
     before = v1_signed.read_bytes()
     v2_pipe._immunization_check.output_dir = tmp_path / "out"
     _edit(v2_pipe, str(v1_signed))
@@ -182,24 +186,75 @@ def test_outdated_image_is_reimmunized_signed_and_chained(v2_pipe, keys, v1_sign
     assert v1_signed.read_bytes() == before  # the received file is never touched
     signed = read_manifest(check.signed_image, trust=keys.trust_anchor_pem())
     assert signed.ok and signed.covers(V2) and "vendor" in (signed.signer or "")
-    assert [p.target_ref for a in signed.history for p in a.protections] == [V1, V2]
+    assert [[p.target_ref for p in a.protections] for a in signed.history] == [[V1], [V1, V2]]
     received = load_image(v1_signed).pixels.astype(int)
     delta = np.abs(load_image(check.signed_image).pixels.astype(int) - received)
     assert delta.max() <= 8  # the target's budget, 8/255, on top of what was received
     assert (tmp_path / "out").exists() and Path(check.saved_to).read_bytes() == check.signed_image
 
-    # Fed back, the re-immunized image is covered and passes untouched.
+    # Fed back, the re-immunized image is covered and passes untouched...
     _edit(v2_pipe, check.signed_image)
     (again,) = v2_pipe.immunization_report.images
     assert (again.status, again.action) == ("covered", "passed")
     assert again.protected_against == (V1, V2)
+    # ... and a v1 pipeline finds the carried-over v1 protection: no second hop, no extra ε.
+    assert [p.target_ref for p in signed.assertion.protections] == [V1, V2]
+    v1_pipe = _enable(load_pipeline("tiny-ldm@1"), registry_dir, keys)
+    _edit(v1_pipe, check.signed_image)
+    assert v1_pipe.immunization_report.images[0].status == "covered"
 
 
-def test_reimmunizes_inside_no_grad(v2_pipe, v1_signed):
-    """Callers often wrap pipelines in torch.no_grad(); the attack still gets its gradients."""
-    with torch.no_grad():
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_reimmunizes_inside_no_grad_and_inference_mode(v2_pipe, v1_signed, mode):
+    """Callers wrap pipelines in no_grad or inference_mode; the attack still gets gradients."""
+    with mode():
         edit_image(v2_pipe, v1_signed, "a cat", steps=2)
     assert v2_pipe.immunization_report.images[0].action == "reimmunized"
+
+
+def test_a_claim_against_another_target_digest_is_not_coverage(v2_pipe, keys, photo):
+    """Trusted and bound, but made against a target this registry does not publish for v2."""
+    signed = sign_pixels(photo, [_claim(V2)], keys.signer("publisher"))
+    _edit(v2_pipe, signed)
+    assert v2_pipe.immunization_report.images[0].status == "outdated"
+
+
+def test_checked_pipeline_pickles_and_copies_as_its_plain_class(v2_pipe):
+    base = type(v2_pipe).__mro__[1]
+    for copy in (pickle.loads(pickle.dumps(v2_pipe)), deepcopy(v2_pipe)):
+        assert type(copy) is base and "_immunization_check" not in copy.__dict__
+    assert "_immunization_check" in v2_pipe.__dict__  # the original keeps its check
+
+
+def test_calls_without_an_image_do_not_need_the_model(registry_dir, keys):
+    pipe = _enable(tiny_flux("kontext", seed=7), registry_dir, keys)  # weights nobody published
+    pipe(
+        prompt="a cat",
+        image=None,
+        num_inference_steps=1,
+        height=SIZE,
+        width=SIZE,
+        max_sequence_length=16,
+        output_type="np",
+    )
+    report = pipe.immunization_report
+    assert report.images == () and report.model is None
+
+
+def test_weights_claimed_by_two_vendors_must_be_named(tmp_path):
+    from photoimmune.registry import AmbiguousReleaseError
+
+    folder = tmp_path / "reg"
+    local_registry(folder, ["tiny-ldm@2"])
+    copier = write_key(folder / "vendor-keys" / "copier.pem")
+    targets_key = load_signer(RegistryPaths(folder).keys / "targets.pem")
+    add_vendor(open_registry(folder), "copier", [copier.public_key], 1, [targets_key])
+    save_target(build_target("tiny-ldm@2", ref="copier/lookalike@9"), tmp_path / "copy")
+    publish(open_registry(folder), "copier", tmp_path / "copy", [copier])
+    pipe = load_pipeline("tiny-ldm@2")
+    pipe.enable_immunization_check(local_registry(folder, []), trust=None)
+    with pytest.raises(AmbiguousReleaseError, match=r"copier/lookalike.*photoimmune/tiny-ldm"):
+        _edit(pipe, Image.fromarray(sample_pixels("coffee.png", 128)))
 
 
 def test_covered_image_reaches_the_pipeline_unchanged(v2_pipe, registry_dir, keys, v1_signed):
@@ -238,7 +293,7 @@ def test_clean_photo_passes_untouched(v2_pipe):
     clean = Image.fromarray(sample_pixels("coffee.png", 128))
     _edit(v2_pipe, clean)
     (check,) = v2_pipe.immunization_report.images
-    assert (check.status, check.action, check.verdict) == ("clean", "passed", "missing")
+    assert (check.status, check.action, check.verdict) == ("clean", "passed", "unavailable")
     assert check.detection_score > plugin.detection.DEFAULT_THRESHOLD
 
 
@@ -295,7 +350,7 @@ def test_stripped_manifest_is_detected_and_reimmunized(v2_pipe, v1_signed):
     stripped = Image.fromarray(load_image(v1_signed).pixels)  # a plain re-save drops C2PA
     _edit(v2_pipe, stripped)
     (check,) = v2_pipe.immunization_report.images
-    assert (check.status, check.verdict, check.action) == ("detected", "missing", "reimmunized")
+    assert (check.status, check.verdict, check.action) == ("detected", "unavailable", "reimmunized")
     assert check.detection_score <= plugin.detection.DEFAULT_THRESHOLD
     assert check.detected_against in (V1, V2)
     manifest = read_manifest(check.signed_image, trust=None)
@@ -318,7 +373,9 @@ def test_list_input_is_checked_per_image(v2_pipe, v1_signed):
     )
 
 
-@pytest.mark.parametrize("form", ["uint8", "float", "tensor01", "tensor11", "batch"])
+@pytest.mark.parametrize(
+    "form", ["uint8", "float", "tensor01", "tensor11", "batch", "list of batches"]
+)
 def test_arrays_and_tensors_go_back_in_their_own_form(form):
     from photoimmune.diffusers_plugin.inputs import read_argument
 
@@ -330,21 +387,43 @@ def test_arrays_and_tensors_go_back_in_their_own_form(form):
         "tensor01": unit,
         "tensor11": unit * 2 - 1,
         "batch": torch.stack([unit, unit.flip(-1)]),
+        "list of batches": [torch.stack([unit, unit]), unit[None]],
     }[form]
     argument = read_argument("image", value)
     assert np.array_equal(argument.images[0].pixels, pixels)
     rebuilt = argument.rebuild([im.to_input(im.pixels) for im in argument.images])
+    if isinstance(value, list):
+        assert [r.shape for r in rebuilt] == [v.shape for v in value]
+        rebuilt, value = torch.cat(rebuilt), torch.cat(value)
     assert type(rebuilt) is type(value) and rebuilt.shape == value.shape
-    assert (
-        float(abs(torch.as_tensor(rebuilt).float() - torch.as_tensor(value).float()).max()) < 1e-2
-    )
+    assert float(abs(_as_float(rebuilt) - _as_float(value)).max()) < 1e-2
 
 
-def test_latents_are_not_mistaken_for_pixels():
+def _as_float(value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    return torch.from_numpy(np.array(value, dtype=np.float32))
+
+
+def test_a_batch_has_one_range():
+    """diffusers reads a tensor batch as [-1, 1] if any value is negative; so must the check."""
     from photoimmune.diffusers_plugin.inputs import read_argument
 
-    assert read_argument("image", torch.zeros(1, 4, 16, 16)) is None
-    assert read_argument("image", None) is None
+    batch = torch.stack([torch.full((3, 8, 8), -1.0), torch.full((3, 8, 8), 0.5)])
+    second = read_argument("image", batch).images[1]
+    assert int(second.pixels[0, 0, 0]) == 191  # 0.5 in [-1, 1], not 128
+
+
+def test_latents_are_not_mistaken_for_pixels(registry_dir, keys):
+    from photoimmune.diffusers_plugin.inputs import is_latents, read_argument
+
+    assert is_latents(torch.zeros(1, 4, 16, 16)) and is_latents(
+        [torch.zeros(3, 8, 8), torch.zeros(4, 2, 2)]
+    )
+    assert not is_latents(torch.zeros(1, 3, 16, 16)) and read_argument("image", None) is None
+    pipe = _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys, policy="refuse")
+    with pytest.raises(plugin.ImmunizationCheckError, match="latents"):
+        pipe("a cat", image=torch.zeros(1, 4, 16, 16), num_inference_steps=1, output_type="np")
 
 
 # -- pipeline families -------------------------------------------------------------------
