@@ -22,6 +22,7 @@ from photoimmune.registry.cli import registry_app, targets_app
 
 from . import __version__
 from .errors import PhotoimmuneError
+from .evaluate.cli import eval_command
 from .models.cli import model_app
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(registry_app, name="registry")
 app.add_typer(targets_app, name="targets")
+app.command("eval")(eval_command)
 keys_app = typer.Typer(help="Signing keys for immunization manifests.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()
@@ -84,13 +86,14 @@ def info(
     console.print(table)
 
 
-def _quiet_libraries() -> None:
-    """Our own progress bars replace diffusers'/transformers' loading bars."""
+def quiet_libraries() -> None:
+    """Our own progress bars replace diffusers'/transformers' loading bars and chatter."""
     import diffusers
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
 
 
 def _progress_bar() -> Progress:
@@ -175,7 +178,7 @@ def immunize_command(
     from .io import atomic_write_bytes, encode_image, load_image
     from .manifest import sign_image
 
-    _quiet_libraries()
+    quiet_libraries()
     signer = _signer(key, cert, keys_dir) if sign else None
     loaded = [load_image(p) for p in inputs]  # fail on a bad file before any compute
     outputs = [out / f"{p.stem}.png" for p in inputs]
@@ -387,7 +390,7 @@ def demo(
 
     from .demo import DemoSettings, run_demo
 
-    _quiet_libraries()
+    quiet_libraries()
     settings = replace(DemoSettings(), eps=eps, steps=steps, model=model)
     console.print(
         f"[bold]photoimmune demo[/]: {settings.photo} at {settings.size}px, model {settings.model} "

@@ -88,3 +88,48 @@ def loss_curve(
     if len(points) > 1:
         draw.line(points, fill=(200, 30, 30), width=2)
     return canvas
+
+
+_BAR_COLOURS = [(90, 90, 90), (30, 110, 200), (210, 90, 30), (40, 160, 80), (150, 60, 170)]
+
+
+def bar_chart(
+    values: dict[str, dict[str, float]], *, title: str = "", height: int = 220
+) -> Image.Image:
+    """Grouped bars: one group per metric, one bar per series, each metric scaled to its max.
+
+    ``values`` maps a series (a method) to its metric values. Each bar is labelled
+    with its value, since metrics differ in range (SSIM ≤ 1, PSNR in dB).
+
+    Example:
+        >>> values = {"noise": {"ssim": 0.9, "psnr": 30.0}, "encoder": {"ssim": 0.8, "psnr": 25.0}}
+        >>> bar_chart(values).size
+        (320, 220)
+    """
+    series = list(values)
+    metrics = list(next(iter(values.values()), {}))
+    group = 24 * max(1, len(series)) + 24
+    width = 56 + group * max(1, len(metrics)) + 120
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    top, bottom, left = 28, height - 24, 40
+    draw.text((left, 6), title, fill="black")
+    draw.line((left, bottom, left + group * len(metrics), bottom), fill="gray")
+    for m, metric in enumerate(metrics):
+        scale = max((abs(values[s][metric]) for s in series), default=1.0) or 1.0
+        x0 = left + m * group + 12
+        draw.text((x0, bottom + 6), metric, fill="black")
+        for k, name in enumerate(series):
+            value = values[name][metric]
+            y = bottom - (bottom - top - 14) * max(0.0, value) / scale
+            colour = _BAR_COLOURS[k % len(_BAR_COLOURS)]
+            draw.rectangle((x0 + 24 * k, y, x0 + 24 * k + 18, bottom), fill=colour)
+            draw.text((x0 + 24 * k - 2, y - 12), f"{value:.3g}", fill="black")
+    for k, name in enumerate(series):
+        legend_y = top + 16 * k
+        x = width - 110
+        draw.rectangle(
+            (x, legend_y, x + 10, legend_y + 10), fill=_BAR_COLOURS[k % len(_BAR_COLOURS)]
+        )
+        draw.text((x + 14, legend_y), name, fill="black")
+    return canvas

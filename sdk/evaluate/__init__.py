@@ -1,0 +1,56 @@
+"""``photoimmune.sdk.evaluate``: how well immunization works, the way the paper reports it.
+
+Submodules load on first use (they need torch and piq), so the CLI stays fast.
+
+Example:
+    >>> from photoimmune.sdk.evaluate import EvalSettings, evaluate
+    >>> report = evaluate(["photo.png"], EvalSettings(eps="8/255"))  # doctest: +SKIP
+    >>> row = report.rows[0]  # doctest: +SKIP
+    >>> row.method, row.processing, round(row.metrics["ssim"].mean, 3)  # doctest: +SKIP
+    ('noise', 'none', 0.97)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from .harness import METHODS, EvalReport, EvalRow, EvalSettings, Stat, evaluate, treat
+    from .metrics import PAIR_METRICS, SET_METRICS, ClipScorer, FeatureExtractor, pair_metrics
+    from .processing import PROCESSING
+
+_LAZY = {
+    "METHODS": "harness",
+    "EvalReport": "harness",
+    "EvalRow": "harness",
+    "EvalSettings": "harness",
+    "Stat": "harness",
+    "evaluate": "harness",
+    "treat": "harness",
+    "PAIR_METRICS": "metrics",
+    "SET_METRICS": "metrics",
+    "ClipScorer": "metrics",
+    "FeatureExtractor": "metrics",
+    "pair_metrics": "metrics",
+    "PROCESSING": "processing",
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+__all__ = [
+    "METHODS",
+    "PAIR_METRICS",
+    "PROCESSING",
+    "SET_METRICS",
+    "ClipScorer",
+    "EvalReport",
+    "EvalRow",
+    "EvalSettings",
+    "FeatureExtractor",
+    "Stat",
+    "evaluate",
+    "pair_metrics",
+    "treat",
+]

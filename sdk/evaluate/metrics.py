@@ -1,0 +1,129 @@
+"""The paper's metrics between edits, computed with piq (and local networks where needed).
+
+* per pair (edit of the clean photo vs edit of the treated photo): SSIM, PSNR,
+  VIFp, FSIM;
+* per set (all edits of clean photos vs all edits of treated ones): FID and
+  precision/recall on features of a local classifier's weights
+  (:class:`FeatureExtractor`; InceptionV3 is FID's usual choice);
+* image-prompt CLIP similarity, from a local CLIP folder (:class:`ClipScorer`).
+
+Nothing is downloaded: networks are built from torchvision/transformers configs
+and loaded from files the caller names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import piq
+import torch
+
+from ..errors import InputError
+from ..io import pixels_to_tensor
+
+PAIR_METRICS = ("ssim", "psnr", "vif_p", "fsim")
+SET_METRICS = ("fid", "precision", "recall")
+_IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def pair_metrics(reference: np.ndarray, edited: np.ndarray) -> dict[str, float]:
+    """SSIM, PSNR (dB), VIFp and FSIM between two uint8 images (piq, data range 1).
+
+    Example:
+        >>> pixels = np.full((64, 64, 3), 128, np.uint8)
+        >>> round(pair_metrics(pixels, pixels)["ssim"], 3)
+        1.0
+    """
+    x, y = pixels_to_tensor(reference), pixels_to_tensor(edited)
+    return {
+        "ssim": float(piq.ssim(x, y, data_range=1.0)),
+        "psnr": float(piq.psnr(x, y, data_range=1.0)),
+        "vif_p": float(piq.vif_p(x, y, data_range=1.0)),
+        "fsim": float(piq.fsim(x, y, data_range=1.0)),
+    }
+
+
+class FeatureExtractor:
+    """Pooled features of a torchvision classifier built from its config and local weights.
+
+    Example:
+        >>> features = FeatureExtractor("inception_v3_google.pth")  # doctest: +SKIP
+        >>> features(edits).shape  # doctest: +SKIP
+        torch.Size([4, 2048])
+    """
+
+    def __init__(self, weights: str | os.PathLike[str], arch: str = "inception_v3") -> None:
+        import torchvision
+
+        builder = getattr(torchvision.models, arch, None)
+        if builder is None:
+            raise InputError(f"unknown torchvision architecture {arch!r}; e.g. inception_v3")
+        extra = {"aux_logits": False, "init_weights": False} if arch == "inception_v3" else {}
+        model = builder(weights=None, **extra)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            # FID never uses InceptionV3's auxiliary classifier; its weights may come along.
+            state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, AttributeError) as exc:
+            raise InputError(
+                f"{weights}: not a state dict of torchvision's {arch} ({exc}); pass the "
+                "weights file of that architecture"
+            ) from None
+        model.fc = torch.nn.Identity()  # the pooled features, not the class scores
+        self.model = model.eval()
+        self.size = 299 if arch == "inception_v3" else 224
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        x = pixels_to_tensor(list(images))
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear")
+        return self.model((x - _IMAGENET_MEAN) / _IMAGENET_STD).flatten(1)
+
+
+def set_metrics(reference: torch.Tensor, treated: torch.Tensor) -> dict[str, float | None]:
+    """FID, precision and recall between two feature sets (None where too few samples)."""
+    n = min(len(reference), len(treated))
+    fid = float(piq.FID()(reference, treated)) if n >= 2 else math.nan
+    out: dict[str, float | None] = {"fid": fid if math.isfinite(fid) else None}
+    if n >= 3:
+        precision, recall = piq.PR(nearest_k=min(5, n - 2))(reference, treated)
+        out |= {"precision": float(precision), "recall": float(recall)}
+    else:
+        out |= {"precision": None, "recall": None}
+    return out
+
+
+class ClipScorer:
+    """Image-prompt similarity (cosine x 100) from a local CLIP folder (``save_pretrained``).
+
+    Example:
+        >>> ClipScorer("/models/clip-vit-base-patch32")(edit, "a cat in the snow")  # doctest: +SKIP
+        27.4
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+        try:
+            self.model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
+            self.tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+            self.processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise InputError(
+                f"{folder}: not a local CLIP folder ({exc}); pass the folder a CLIPModel, its "
+                "tokenizer and image processor were saved to"
+            ) from None
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, prompt: str) -> float:
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        tokens = self.tokenizer(prompt, return_tensors="pt", padding=True, truncation=True)
+        out = self.model(pixel_values=pixels, **tokens)
+        return 100 * float(
+            torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds)[0]
+        )
