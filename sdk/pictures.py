@@ -1,4 +1,4 @@
-"""Pictures for people: labelled comparison grids and loss curves (PIL only)."""
+"""Pictures for people: labelled comparison grids, loss curves and bar charts (PIL only)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -105,19 +106,43 @@ def test_full_table_with_robustness_fid_and_clip(feature_weights, clip_folder, t
     assert len(report.grids) == 2 and all(load_image(g).width > 0 for g in report.grids)
     assert load_image(report.chart).width > 0
     rows = list(csv.DictReader(io.StringIO(report.to_csv())))
-    assert len(rows) == len(report.rows) * len(RANGES)
+    assert len(rows) == 1 + len(report.rows) * len(RANGES)  # the clean edits' CLIP first
+    assert (rows[0]["method"], rows[0]["metric"]) == ("clean", "clip")
     assert EvalReport.model_validate_json(report.model_dump_json()) == report
 
 
-def test_without_local_networks_the_columns_say_why(tmp_path):
+def test_inpaint_without_local_networks_the_columns_say_why():
     settings = EvalSettings(
-        prompts=("a cat",), methods=("noise",), processing=("none", "jpeg50"), **QUICK
+        edit="inpaint",
+        prompts=("a cat",),
+        methods=("noise", "encoder"),
+        processing=("none", "jpeg50"),
+        **QUICK,
     )
     report = evaluate(PHOTOS[:1], settings)
     _check_numbers(report, {"ssim", "psnr", "vif_p", "fsim"})
     assert set(report.absent) == {"fid", "precision", "recall", "clip"}
     assert "--features" in report.absent["fid"] and "--clip" in report.absent["clip"]
     assert report.grids == [] and report.chart is None
+
+
+def test_treatments_stay_in_budget_and_in_the_kept_region():
+    from photoimmune.sdk.evaluate import treat
+
+    pixels = load_image(PHOTOS[0]).pixels[:64, :64]
+    keep = np.zeros((64, 64), np.uint8)
+    keep[16:48, 16:48] = 1
+    settings = EvalSettings(eps="0.03", steps=2, **{k: v for k, v in QUICK.items() if k != "steps"})
+    for method in ("noise", "encoder"):
+        (treated,) = treat(method, [pixels], settings, "tiny-ldm@1", keep)
+        delta = np.abs(treated.astype(int) - pixels.astype(int))
+        assert 0 < delta.max() <= 7  # 0.03 of 255 is 7.65: whole levels within the budget
+        assert delta[keep == 0].max() == 0
+
+
+def test_cli_refuses_unknown_settings_with_a_clear_message(capsys):
+    assert main(["eval", "--methods", "noise,difusion"]) == 2
+    assert "methods" in capsys.readouterr().err
 
 
 def test_processing_keeps_size_and_changes_pixels():

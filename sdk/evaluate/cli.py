@@ -54,7 +54,10 @@ def eval_command(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Edit clean and immunized photos; report SSIM, PSNR, VIFp, FSIM (FID, P/R, CLIP)."""
+    from pydantic import ValidationError
+
     from ..cli import quiet_libraries
+    from ..errors import InputError
     from ..io import atomic_write_bytes
     from ..models.train_tiny import VALIDATION_PHOTOS
     from ..samples import sample_path
@@ -63,23 +66,27 @@ def eval_command(
 
     quiet_libraries()
     sources = [p if Path(p).exists() else str(sample_path(p)) for p in photos or VALIDATION_PHOTOS]
-    settings = EvalSettings(
-        model=model,
-        edit=edit,  # type: ignore[arg-type]  (pydantic validates it)
-        prompts=tuple(prompt) if prompt else EvalSettings().prompts,
-        strength=strength,
-        edit_steps=edit_steps,
-        seed=seed,
-        size=size,
-        eps=eps,
-        steps=steps,
-        diffusion_steps=diffusion_steps,
-        methods=tuple(m.strip() for m in methods.split(",")),  # type: ignore[arg-type]
-        processing=tuple(PROCESSING) if robustness else ("none",),
-        features=str(features) if features else None,
-        features_arch=features_arch,
-        clip=str(clip) if clip else None,
-    )
+    try:
+        settings = EvalSettings(
+            model=model,
+            edit=edit,  # type: ignore[arg-type]  (pydantic validates it)
+            prompts=tuple(prompt) if prompt else EvalSettings().prompts,
+            strength=strength,
+            edit_steps=edit_steps,
+            seed=seed,
+            size=size,
+            eps=eps,
+            steps=steps,
+            diffusion_steps=diffusion_steps,
+            methods=tuple(m.strip() for m in methods.split(",")),  # type: ignore[arg-type]
+            processing=tuple(PROCESSING) if robustness else ("none",),
+            features=str(features) if features else None,
+            features_arch=features_arch,
+            clip=str(clip) if clip else None,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"eval settings: {problems}") from None
     stages = 1 + len(settings.methods) * (1 + len(settings.processing))
     with Progress(
         TextColumn("{task.description}"),

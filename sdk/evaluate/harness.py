@@ -11,6 +11,7 @@ deviation over photos and prompts, as in the paper.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from .metrics import (
     pair_metrics,
     set_metrics,
 )
-from .processing import PROCESSING
+from .processing import PROCESSING, ProcessingName
 
 Method = Literal["noise", "encoder", "diffusion"]
 METHODS: tuple[Method, ...] = ("noise", "encoder", "diffusion")
@@ -43,16 +44,20 @@ class EvalSettings(BaseModel):
 
     model: str = "tiny-ldm@1"
     edit: Literal["img2img", "inpaint"] = "img2img"
-    prompts: tuple[str, ...] = ("a photo of a cat in the snow", "an oil painting of a landscape")
+    prompts: tuple[str, ...] = Field(
+        default=("a photo of a cat in the snow", "an oil painting of a landscape"), min_length=1
+    )
     strength: float = Field(default=0.5, gt=0, le=1)
     edit_steps: int = Field(default=20, gt=0)
     seed: int = 0
-    size: int = Field(default=128, gt=0, description="photos are centre-cropped to this square")
+    size: int = Field(
+        default=128, ge=64, multiple_of=8, description="photos are centre-cropped to this square"
+    )
     eps: str = "8/255"
     steps: int = Field(default=100, ge=0, description="encoder attack iterations")
     diffusion_steps: int = Field(default=20, ge=0)
-    methods: tuple[Method, ...] = METHODS
-    processing: tuple[str, ...] = tuple(PROCESSING)
+    methods: tuple[Method, ...] = Field(default=METHODS, min_length=1)
+    processing: tuple[ProcessingName, ...] = Field(default=tuple(PROCESSING), min_length=1)
     features: str | None = Field(default=None, description="torchvision weights for FID/PR")
     features_arch: str = "inception_v3"
     clip: str | None = Field(default=None, description="local CLIP folder for CLIP similarity")
@@ -91,6 +96,9 @@ class EvalReport(BaseModel):
     def to_csv(self) -> str:
         """One line per method x processing x metric: mean and std."""
         lines = ["method,processing,metric,mean,std"]
+        if self.reference_clip is not None:
+            stat = self.reference_clip
+            lines.append(f"clean,none,clip,{stat.mean:.6g},{stat.std:.6g}")
         for row in self.rows:
             for name in self.columns:
                 stat = row.metrics.get(name)
@@ -104,27 +112,42 @@ def _stat(values: list[float]) -> Stat:
     return Stat(mean=statistics.fmean(values), std=statistics.pstdev(values))
 
 
-def treat(method: Method, pixels: np.ndarray, settings: EvalSettings, target) -> np.ndarray:
-    """The photo as ``method`` leaves it: 8-bit, within the budget."""
+def treat(
+    method: Method,
+    images: list[np.ndarray],
+    settings: EvalSettings,
+    target,
+    keep: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """The photos as ``method`` leaves them: 8-bit, within the budget.
+
+    ``keep`` (inpainting: nonzero where the edit keeps the photo) confines every
+    method to the pixels the edit keeps, as a publisher would.
+    """
     from ..immunization import immunize
 
     if method == "noise":
-        levels = round(float(parse_budget(settings.eps)) * 255)
+        levels = math.floor(float(parse_budget(settings.eps)) * 255)  # never over budget
         rng = np.random.default_rng(settings.seed)
-        noise = rng.integers(-levels, levels + 1, pixels.shape)
-        return np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8)
+        treated = []
+        for pixels in images:
+            noise = rng.integers(-levels, levels + 1, pixels.shape)
+            if keep is not None:
+                noise = noise * (keep[..., None] != 0)
+            treated.append(np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8))
+        return treated
     steps = settings.steps if method == "encoder" else settings.diffusion_steps
-    prompt = settings.prompts[0] if method == "diffusion" else ""
-    result = immunize(
-        pixels,
+    results = immunize(
+        list(images),
         target,
         method=method,
         eps=settings.eps,
         steps=steps,
         seed=settings.seed,
-        prompt=prompt,
+        mask=keep,
+        prompt=settings.prompts[0] if method == "diffusion" else "",
     )
-    return result.pixels
+    return [r.pixels for r in results]
 
 
 def evaluate(
@@ -153,6 +176,10 @@ def evaluate(
     names = [image.name for image in loaded]
     images = [square_resize(image.pixels, s.size) for image in loaded]
     mask = _repaint_mask(s.size) if s.edit == "inpaint" else None
+    keep = None if mask is None else (mask == 0).astype(np.uint8)
+    # Local networks load first, so a wrong path fails before minutes of editing.
+    features = FeatureExtractor(s.features, s.features_arch) if s.features else None
+    clip = ClipScorer(s.clip) if s.clip else None
 
     def edit(pixels: np.ndarray, prompt: str) -> np.ndarray:
         return edit_image(
@@ -161,14 +188,12 @@ def evaluate(
 
     say("editing the clean photos")
     reference = [[edit(px, p) for p in s.prompts] for px in images]
-    features = FeatureExtractor(s.features, s.features_arch) if s.features else None
-    clip = ClipScorer(s.clip) if s.clip else None
     flat_reference = [e for edits in reference for e in edits]
     reference_features = features(flat_reference) if features else None
     rows, treated_by, plain_edits = [], {}, {}
     for method in s.methods:
         say(f"{method}: treating {len(images)} photo(s)")
-        treated_by[method] = [treat(method, px, s, target) for px in images]
+        treated_by[method] = treat(method, images, s, target, keep)
         for name in s.processing:
             say(f"{method}, {name}: editing")
             edits = [[edit(PROCESSING[name](t), p) for p in s.prompts] for t in treated_by[method]]
@@ -186,7 +211,7 @@ def evaluate(
         )
         if clip
         else None,
-        absent=_absent(s),
+        absent=_absent(s, len(images) * len(s.prompts)),
     )
     if out_dir is None:
         return report
@@ -203,15 +228,17 @@ def evaluate(
         save_image(np.asarray(comparison_grid(panels, labels)), path, overwrite=True)
         grids.append(str(path))
     chart = out_dir / "metrics.png"
+    shown = s.processing[0]  # "none" unless the caller left it out
     plain = {
         r.method: {k: r.metrics[k].mean for k in PAIR_METRICS}
         for r in rows
-        if r.processing == "none"
+        if r.processing == shown
     }
     save_image(
         np.asarray(
             bar_chart(
-                plain, title=f"edits of treated vs clean photos, eps {s.eps} (lower = disrupted)"
+                plain,
+                title=f"edits of treated ({shown}) vs clean photos, eps {s.eps}, lower = disrupted",
             )
         ),
         chart,
@@ -240,11 +267,15 @@ def _row(
     return EvalRow(method=method, processing=processing, metrics=metrics)
 
 
-def _absent(s: EvalSettings) -> dict[str, str]:
+def _absent(s: EvalSettings, edits: int) -> dict[str, str]:
     absent = {}
     if s.features is None:
         reason = "no feature extractor weights given (--features inception_v3.pth)"
         absent |= dict.fromkeys(SET_METRICS, reason)
+    else:
+        few = f"too few edits per set ({edits}); add photos or prompts"
+        absent |= {"fid": few} if edits < 2 else {}
+        absent |= dict.fromkeys(("precision", "recall"), few) if edits < 3 else {}
     if s.clip is None:
         absent["clip"] = "no local CLIP folder given (--clip DIR)"
     return absent

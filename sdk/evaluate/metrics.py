@@ -13,8 +13,11 @@ and loaded from files the caller names.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
+import pickle
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +41,8 @@ def pair_metrics(reference: np.ndarray, edited: np.ndarray) -> dict[str, float]:
         >>> round(pair_metrics(pixels, pixels)["ssim"], 3)
         1.0
     """
-    x, y = pixels_to_tensor(reference), pixels_to_tensor(edited)
+    # piq's second argument is the reference (VIFp is asymmetric).
+    x, y = pixels_to_tensor(edited), pixels_to_tensor(reference)
     return {
         "ssim": float(piq.ssim(x, y, data_range=1.0)),
         "psnr": float(piq.psnr(x, y, data_range=1.0)),
@@ -62,14 +66,25 @@ class FeatureExtractor:
         builder = getattr(torchvision.models, arch, None)
         if builder is None:
             raise InputError(f"unknown torchvision architecture {arch!r}; e.g. inception_v3")
-        extra = {"aux_logits": False, "init_weights": False} if arch == "inception_v3" else {}
+        # torchvision's InceptionV3 weights expect its own input transform, which loading
+        # them through torchvision would switch on.
+        extra = (
+            {"aux_logits": False, "init_weights": False, "transform_input": True}
+            if arch == "inception_v3"
+            else {}
+        )
         model = builder(weights=None, **extra)
+        if not isinstance(getattr(model, "fc", None), torch.nn.Linear):
+            raise InputError(
+                f"{arch}: no final `fc` layer to take pooled features before; use an "
+                "architecture such as inception_v3 or resnet50"
+            )
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             # FID never uses InceptionV3's auxiliary classifier; its weights may come along.
             state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
             model.load_state_dict(state)
-        except (OSError, RuntimeError, AttributeError) as exc:
+        except (OSError, RuntimeError, AttributeError, pickle.UnpicklingError) as exc:
             raise InputError(
                 f"{weights}: not a state dict of torchvision's {arch} ({exc}); pass the "
                 "weights file of that architecture"
@@ -81,14 +96,19 @@ class FeatureExtractor:
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         x = pixels_to_tensor(list(images))
-        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear")
+        size = (self.size, self.size)
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True)
         return self.model((x - _IMAGENET_MEAN) / _IMAGENET_STD).flatten(1)
 
 
 def set_metrics(reference: torch.Tensor, treated: torch.Tensor) -> dict[str, float | None]:
-    """FID, precision and recall between two feature sets (None where too few samples)."""
+    """FID, precision and recall between two feature sets (None where too few samples).
+
+    With a handful of samples in hundreds of dimensions these are rough numbers.
+    """
     n = min(len(reference), len(treated))
-    fid = float(piq.FID()(reference, treated)) if n >= 2 else math.nan
+    with contextlib.redirect_stdout(io.StringIO()):  # piq prints warnings to stdout
+        fid = float(piq.FID()(reference, treated)) if n >= 2 else math.nan
     out: dict[str, float | None] = {"fid": fid if math.isfinite(fid) else None}
     if n >= 3:
         precision, recall = piq.PR(nearest_k=min(5, n - 2))(reference, treated)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -36,8 +37,10 @@ def _blur(pixels: np.ndarray, radius: float = 1.0) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(radius)))
 
 
+ProcessingName = Literal["none", "jpeg95", "jpeg75", "jpeg50", "resize0.5", "blur1"]
+
 #: name -> processing; ``"none"`` first.
-PROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+PROCESSING: dict[ProcessingName, Callable[[np.ndarray], np.ndarray]] = {
     "none": lambda pixels: pixels,
     "jpeg95": _jpeg(95),
     "jpeg75": _jpeg(75),
