@@ -34,13 +34,7 @@ import numpy as np
 from photoimmune.registry.client import RegistryClient, connect
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.errors import InputError, OutputExistsError
-from photoimmune.sdk.keys import (
-    KeyDir,
-    ManifestSigner,
-    SigningKeyError,
-    default_key_dir,
-    init_keys,
-)
+from photoimmune.sdk.keys import KeyDir, ManifestSigner, SigningKeyError, open_keys
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest, sign_pixels
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_fingerprints
@@ -222,10 +216,7 @@ class ImmunizationCheck:
         """Trusted, bound to these pixels, and made against this release's current target."""
         release = self.client.releases().get(self.ref)
         digest = release.digest if release is not None else self.client.get(self.ref).digest
-        protections = manifest.assertion.protections if manifest.assertion else ()
-        return manifest.ok and any(
-            p.target_ref == str(self.ref) and p.target_digest == digest for p in protections
-        )
+        return manifest.covers(str(self.ref), digest)
 
     def _check_image(self, image: EditedImage) -> tuple[ImageCheck, np.ndarray | None]:
         started = time.perf_counter()
@@ -354,9 +345,7 @@ class ImmunizationCheck:
                     "init` made, or a ManifestSigner"
                 )
         else:
-            keys = KeyDir(default_key_dir())
-            if not keys.exists():
-                keys = init_keys(keys.path)
+            keys, _ = open_keys()
         if self._signer is None:
             logger.warning(
                 "no signer given: signing re-immunized images with the development vendor key "

@@ -30,7 +30,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from photoimmune.sdk.io import DEFAULT_MAX_BYTES, LoadedImage, load_image
+from photoimmune.sdk.io import (
+    DEFAULT_MAX_BYTES,
+    LoadedImage,
+    PixelRange,
+    load_image,
+    pixels_to_tensor,
+    tensor_to_pixels,
+)
 
 #: Components that turn ``image`` into a condition rather than the picture being edited.
 _CONDITION_COMPONENTS = ("controlnet", "adapter")
@@ -190,19 +197,11 @@ def _tensor_pixels(
     tensor: torch.Tensor, signed: bool
 ) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
     """Pixels of a ``CHW`` tensor in [0, 1], or in [-1, 1] when ``signed``."""
-    unit = (tensor.detach().float().cpu() + 1) / 2 if signed else tensor.detach().float().cpu()
-    if unit.ndim != 3 or unit.shape[0] != 3:
-        from photoimmune.sdk.errors import InputError
-
-        raise InputError(
-            "expected an image tensor of shape (3, H, W) or (N, 3, H, W), "
-            f"not {tuple(tensor.shape)}"
-        )
-    pixels = np.round(unit.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    value_range: PixelRange = "signed" if signed else "unit"
+    pixels = tensor_to_pixels(tensor, value_range=value_range)
 
     def to_input(new: np.ndarray) -> torch.Tensor:
-        out = torch.from_numpy(np.array(new)).permute(2, 0, 1).float() / 255
-        out = out * 2 - 1 if signed else out
-        return out.to(device=tensor.device, dtype=tensor.dtype)
+        out = pixels_to_tensor(new, value_range=value_range, device=tensor.device)[0]
+        return out.to(dtype=tensor.dtype)
 
     return pixels, to_input

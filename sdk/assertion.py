@@ -59,9 +59,16 @@ class ImmunizationAssertion(BaseModel):
             software=software,
         )
 
-    def covers(self, target_ref: str) -> bool:
-        """Whether one of the protections was made against ``target_ref``."""
-        return any(p.target_ref == target_ref for p in self.protections)
+    def covers(self, target_ref: str, target_digest: str | None = None) -> bool:
+        """Whether one of the protections was made against ``target_ref``.
+
+        With ``target_digest``, only a protection against that exact target counts
+        (a release's target can be republished under the same ref).
+        """
+        return any(
+            p.target_ref == target_ref and target_digest in (None, p.target_digest)
+            for p in self.protections
+        )
 
     def binds(self, pixels: np.ndarray) -> bool:
         """Whether these are exactly the pixels the assertion was made for."""

@@ -261,15 +261,14 @@ def _targets(
 
 def _signer(key: Path | None, cert: Path | None, keys_dir: Path | None):
     from .errors import InputError
-    from .keys import KeyDir, ManifestSigner, default_key_dir, init_keys
+    from .keys import ManifestSigner, open_keys
 
     if (key is None) != (cert is None):
         raise InputError("pass --key and --cert together (or neither, to use the key folder)")
     if key is not None and cert is not None:
         return ManifestSigner.from_pem(key, cert)
-    keys = KeyDir(keys_dir or default_key_dir())
-    if not keys.exists():
-        keys = init_keys(keys.path)
+    keys, created = open_keys(keys_dir)
+    if created:
         err_console.print(
             f"created development signing keys in {keys.path}; verifiers trust them with "
             f"--trust {keys.ca_cert}"

@@ -28,7 +28,7 @@ import numpy as np
 from .attacks.pgd import ProgressFn
 from .immunization import ImmunizationResult, immunize
 from .io import atomic_write_bytes, save_image
-from .keys import KeyDir, init_keys
+from .keys import KeyDir, open_keys
 from .manifest import read_manifest, sign_pixels
 from .models.bundled import VENDOR
 from .models.pipelines import edit_image, load_pipeline
@@ -117,9 +117,7 @@ def run_demo(
     from photoimmune.registry.admin import local_registry
 
     s = settings or DemoSettings()
-    keys = KeyDir(out_dir / "keys")
-    if not keys.exists():
-        keys = init_keys(keys.path)
+    keys, _ = open_keys(out_dir / "keys")
     photo = sample_pixels(s.photo, s.size)
     # The vendor publishes the model's target; the publisher fetches it back, verified.
     client = local_registry(out_dir / "registry", [s.model])

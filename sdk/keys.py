@@ -197,6 +197,21 @@ class KeyDir:
         return _read_pem(self.ca_cert, "CA certificate")
 
 
+def open_keys(directory: str | os.PathLike[str] | None = None) -> tuple[KeyDir, bool]:
+    """The key folder at ``directory`` (default: :func:`default_key_dir`), given development
+    keys by :func:`init_keys` if it holds none; and whether they were just created.
+
+    Example:
+        >>> keys, created = open_keys("out/demo/keys")  # doctest: +SKIP
+        >>> keys.signer("vendor").alg  # doctest: +SKIP
+        'es256'
+    """
+    keys = KeyDir(Path(directory) if directory is not None else default_key_dir())
+    if keys.exists():
+        return keys, False
+    return init_keys(keys.path), True
+
+
 def init_keys(
     directory: str | os.PathLike[str] | None = None,
     *,

@@ -107,9 +107,14 @@ class ManifestReport(BaseModel):
         refs = (p.target_ref for a in self.history for p in a.protections)
         return tuple(dict.fromkeys(refs))
 
-    def covers(self, target_ref: str) -> bool:
-        """Whether a trusted manifest says these pixels are protected against ``target_ref``."""
-        return self.ok and self.assertion is not None and self.assertion.covers(target_ref)
+    def covers(self, target_ref: str, target_digest: str | None = None) -> bool:
+        """Whether a trusted manifest says these pixels are protected against ``target_ref``
+        (and, when given, against the target whose digest is ``target_digest``)."""
+        return (
+            self.ok
+            and self.assertion is not None
+            and self.assertion.covers(target_ref, target_digest)
+        )
 
 
 def sign_image(
