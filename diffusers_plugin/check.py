@@ -154,8 +154,9 @@ class ImmunizationCheck:
 
     def _other_versions(self) -> list[AttackTarget]:
         model = f"{self.ref.vendor}/{self.ref.model}"
-        others = (self.client.get(f"{model}@{v}") for v in self.client.versions(model))
-        return [t for t in others if t.ref != self.ref and t.has_weights]
+        versions = [v for v in self.client.versions(model) if v != self.ref.version]
+        others = (self.client.get(f"{model}@{v}") for v in versions)
+        return [t for t in others if t.has_weights]
 
     def _detect(self, pixels: np.ndarray) -> tuple[float, str]:
         """The lowest score over the detectors, and the release it came from."""

@@ -49,6 +49,11 @@ class DemoSettings:
     edit_steps: int = 20
     seed: int = 0
 
+    @property
+    def edit_options(self) -> dict:
+        """The keyword arguments of every edit the demo runs (``edit_image``)."""
+        return {"strength": self.strength, "steps": self.edit_steps, "seed": self.seed}
+
 
 @dataclass(frozen=True)
 class ForwardReport:
@@ -133,7 +138,7 @@ def run_demo(
     )
     seconds = time.perf_counter() - started
     pipe = load_pipeline(s.model)
-    edit = {"strength": s.strength, "steps": s.edit_steps, "seed": s.seed}
+    edit = s.edit_options
     edit_clean = edit_image(pipe, photo, s.prompt, **edit)
     edit_immunized = edit_image(pipe, result.pixels, s.prompt, **edit)
     ssim, psnr = edit_similarity(edit_clean, edit_immunized)
@@ -204,7 +209,7 @@ def run_forward_step(
         seed=s.seed,
         progress=progress(f"check re-immunizes for {s.new_model}") if progress else None,
     )
-    edit = {"strength": s.strength, "steps": s.edit_steps, "seed": s.seed}
+    edit = s.edit_options
     clean_edit = edit_image(plain, photo, s.prompt, **edit)
     started = time.perf_counter()
     hooked_edit = edit_image(checked, out_dir / "immunized.png", s.prompt, **edit)

@@ -202,15 +202,16 @@ def evaluate(
             rows.append(
                 _row(method, name, reference, edits, s.prompts, reference_features, features, clip)
             )
+    reference_clip = (
+        _stat([clip(e, p) for es in reference for e, p in zip(es, s.prompts, strict=True)])
+        if clip
+        else None
+    )
     report = EvalReport(
         settings=s,
         photos=names,
         rows=rows,
-        reference_clip=_stat(
-            [clip(e, p) for edits in reference for e, p in zip(edits, s.prompts, strict=True)]
-        )
-        if clip
-        else None,
+        reference_clip=reference_clip,
         absent=_absent(s, len(images) * len(s.prompts)),
     )
     if out_dir is None:
