@@ -26,15 +26,12 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    create_engine,
-    event,
     func,
     select,
-    text,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from photoimmune.sdk.database import migrate, open_engine, write_session
 from photoimmune.sdk.io import atomic_write_bytes
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -91,23 +88,6 @@ class BlobStore:
         return self.path(sha256).read_bytes()
 
 
-def _sqlite_locking(engine: Engine) -> None:
-    """Let SQLite writers queue instead of failing, and make write transactions exclusive."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:
-        immediate = connection.get_execution_options().get("sqlite_immediate", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
 class Store:
     """The registry database and blob store.
 
@@ -120,25 +100,12 @@ class Store:
     def __init__(self, url: str, blob_dir: Path) -> None:
         self.url = url
         self.blobs = BlobStore(blob_dir)
-        self.engine = create_engine(url, pool_pre_ping=True)
-        self.sqlite = self.engine.dialect.name == "sqlite"
-        if self.sqlite:
-            _sqlite_locking(self.engine)
+        self.engine = open_engine(url)
         self.migrate()
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest migration."""
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
-            if self.engine.dialect.name == "postgresql":
-                # Two servers starting on an empty database would both create the tables.
-                connection.execute(text("SELECT pg_advisory_xact_lock(74687)"))
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        migrate(self.engine, MIGRATIONS, version_table="alembic_version", lock_key=74687)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -148,8 +115,7 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that holds the repository lock until it commits."""
-        bind = self.engine.execution_options(sqlite_immediate=True) if self.sqlite else self.engine
-        with Session(bind) as session, session.begin():
+        with write_session(self.engine) as session:
             session.execute(select(RepositoryLock).where(RepositoryLock.id == 1).with_for_update())
             yield session
 

@@ -23,6 +23,7 @@ from photoimmune.registry.cli import registry_app, targets_app
 from . import __version__
 from .errors import PhotoimmuneError
 from .evaluate.cli import eval_command
+from .jobs.cli import catalog_app, reimmunize_command
 from .models.cli import model_app
 
 app = typer.Typer(
@@ -37,6 +38,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(registry_app, name="registry")
 app.add_typer(targets_app, name="targets")
 app.command("eval")(eval_command)
+app.add_typer(catalog_app, name="catalog")
+app.command("reimmunize")(reimmunize_command)
 keys_app = typer.Typer(help="Signing keys for immunization manifests.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()

@@ -4,7 +4,11 @@ from alembic import context
 
 from photoimmune.registry.storage import Base
 
-connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata)
+attributes = context.config.attributes
+context.configure(
+    connection=attributes["connection"],
+    target_metadata=Base.metadata,
+    version_table=attributes.get("version_table", "alembic_version"),
+)
 with context.begin_transaction():
     context.run_migrations()

@@ -1,0 +1,43 @@
+"""Publisher jobs: keep a whole catalog immunized as vendors ship new model versions.
+
+* :class:`Catalog`: originals and their immunized copies (SQLite file or PostgreSQL);
+* :func:`plan`: which originals lack the latest release of a subscribed model;
+* :func:`run`: re-immunize them from their originals, resumably, on this
+  machine or on Ray (:class:`JobSettings` says how).
+
+Example:
+    >>> from photoimmune.registry import connect
+    >>> from photoimmune.sdk.jobs import Catalog, run
+    >>> catalog = Catalog("photos.db")  # doctest: +SKIP
+    >>> catalog.add(["photos/"])  # doctest: +SKIP
+    >>> client = connect("registry/")  # doctest: +SKIP
+    >>> run(catalog, client, ["photoimmune/tiny-ldm"], out_dir="immunized")  # doctest: +SKIP
+"""
+
+from .catalog import AddReport, Catalog, CatalogError, CopyRecord, OriginalRecord
+from .engines import EngineError, LocalEngine, RayEngine
+from .planning import Plan, PlannedImage, TargetKey, plan
+from .queue import WorkQueue
+from .runner import JobSummary, output_name, run
+from .worker import Immunizer, JobSettings
+
+__all__ = [
+    "AddReport",
+    "Catalog",
+    "CatalogError",
+    "CopyRecord",
+    "EngineError",
+    "Immunizer",
+    "JobSettings",
+    "JobSummary",
+    "LocalEngine",
+    "OriginalRecord",
+    "Plan",
+    "PlannedImage",
+    "RayEngine",
+    "TargetKey",
+    "WorkQueue",
+    "output_name",
+    "plan",
+    "run",
+]

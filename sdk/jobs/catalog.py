@@ -1,0 +1,324 @@
+"""A publisher's catalog: originals, their immunized copies, and what each copy resists.
+
+The catalog is an SQL database (an SQLite file by default, PostgreSQL by URL)
+whose schema Alembic creates and upgrades (``sdk/jobs/migrations``, version
+table ``photoimmune_catalog_version``, so a catalog can share a database with
+other tables). Three tables:
+
+* ``originals``: one row per catalogued file: its absolute path, sha256, size
+  and pixel size, or why it could not be read;
+* ``immunized_copies``: one row per immunized file a job wrote, with the
+  original's sha256 it was made from and the :class:`Protection` records it
+  carries (the same ones its signed manifest lists);
+* ``work_items``: the queue re-immunization jobs share (see :mod:`.queue`).
+
+``Catalog.add`` is idempotent: adding a folder again records only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from ..database import database_url, migrate, open_engine, write_session
+from ..errors import ImageLoadError, InputError, PhotoimmuneError
+from ..protection import Protection
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "photoimmune_catalog_version"
+#: Leading bytes of the formats the image loader decodes; anything else is not an image.
+_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P6", b"P5")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm"}
+
+
+class CatalogError(PhotoimmuneError):
+    """The catalog database cannot be opened or used."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Original(Base):
+    __tablename__ = "originals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    location: Mapped[str] = mapped_column(String(2048), unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    readable: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ImmunizedCopy(Base):
+    __tablename__ = "immunized_copies"
+    __table_args__ = (UniqueConstraint("original_id", "original_sha256", "targets_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    original_id: Mapped[int] = mapped_column(ForeignKey("originals.id"), index=True)
+    original_sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(2048), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    targets_key: Mapped[str] = mapped_column(String(64))
+    protections: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class OriginalRecord(BaseModel):
+    """One catalogued original, as the API returns it."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: int
+    location: str
+    sha256: str | None
+    size: int | None
+    width: int | None
+    height: int | None
+    readable: bool
+    error: str | None
+
+
+class CopyRecord(BaseModel):
+    """One immunized copy: where it is and what it is protected against."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: int
+    original_id: int
+    original_sha256: str
+    path: str
+    sha256: str
+    targets_key: str
+    protections: tuple[Protection, ...]
+
+    @property
+    def protected_against(self) -> tuple[str, ...]:
+        return tuple(p.target_ref for p in self.protections)
+
+    def covers(self, target_ref: str, target_digest: str) -> bool:
+        return any(
+            (p.target_ref, p.target_digest) == (target_ref, target_digest) for p in self.protections
+        )
+
+
+class AddReport(BaseModel):
+    """What ``Catalog.add`` did, file by file."""
+
+    added: list[str] = []
+    updated: list[str] = []  # content changed since the last add
+    unchanged: int = 0
+    unreadable: dict[str, str] = {}  # path -> why
+    skipped: dict[str, str] = {}  # path -> why (not an image, an immunized copy)
+
+
+class Catalog:
+    """Open (and create or upgrade) the catalog at ``db``: a URL or an SQLite file path.
+
+    Example:
+        >>> catalog = Catalog("photos.db")  # doctest: +SKIP
+        >>> catalog.add(["photos/"]).added[:1]  # doctest: +SKIP
+        ['/srv/photos/cat.jpg']
+    """
+
+    def __init__(self, db: str | os.PathLike[str]) -> None:
+        self.url = database_url(os.fspath(db))
+        try:
+            self.engine = open_engine(self.url)
+            migrate(self.engine, MIGRATIONS, version_table=VERSION_TABLE, lock_key=74688)
+        except SQLAlchemyError as err:
+            raise CatalogError(
+                f"cannot open the catalog at {self.url}: {err.__class__.__name__}: "
+                f"{str(err).splitlines()[0]}; check the URL, that the server runs and that "
+                "the folder of an SQLite file exists"
+            ) from None
+        except ImportError as err:
+            raise CatalogError(
+                f"{self.url}: its database driver is missing ({err.name}); for PostgreSQL "
+                "`pip install photoimmune[postgres]` and use postgresql+psycopg://"
+            ) from None
+
+    def session(self) -> Session:
+        return Session(self.engine)
+
+    def write(self):
+        """A write transaction (see :func:`photoimmune.sdk.database.write_session`)."""
+        return write_session(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- originals -----------------------------------------------------------------------
+
+    def add(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        progress: Callable[[Path], None] | None = None,
+    ) -> AddReport:
+        """Catalogue the image files in ``paths`` (files or folders, walked recursively).
+
+        Non-images are skipped with a warning; images that cannot be decoded are
+        recorded as unreadable, with the reason, so a job reports rather than
+        forgets them. Files this catalog wrote as immunized copies are skipped.
+
+        Example:
+            >>> report = Catalog("photos.db").add(["photos/"])  # doctest: +SKIP
+            >>> len(report.added), report.unreadable  # doctest: +SKIP
+            (20, {})
+        """
+        from ..io import load_image
+
+        report = AddReport()
+        with self.session() as session:
+            copies = set(session.scalars(select(ImmunizedCopy.path)))
+        for path in _walk(paths):
+            if progress is not None:
+                progress(path)
+            location = str(path)
+            if location in copies:
+                report.skipped[location] = "an immunized copy this catalog wrote"
+                continue
+            kind = _sniff(path)
+            if kind == "other":
+                report.skipped[location] = "not an image"
+                continue
+            fields: dict = {"readable": False, "error": None}
+            try:
+                if kind == "unknown":
+                    raise ImageLoadError(f"{path}: has an image suffix but no image data")
+                image = load_image(path)
+                fields.update(readable=True, width=image.width, height=image.height)
+                data = image.data
+            except ImageLoadError as err:
+                fields["error"] = str(err)
+                data = _read_or_none(path)
+            if data is not None:
+                fields.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+            self._record(location, fields, report)
+        return report
+
+    def _record(self, location: str, fields: dict, report: AddReport) -> None:
+        with self.write() as session:
+            row = session.scalars(select(Original).where(Original.location == location)).first()
+            if row is None:
+                session.add(Original(location=location, added_at=_now(), **fields))
+                if fields["readable"]:
+                    report.added.append(location)
+            elif (row.sha256, row.readable, row.error) == (
+                fields.get("sha256"),
+                fields["readable"],
+                fields["error"],
+            ):
+                report.unchanged += 1
+            else:
+                for key in ("sha256", "size", "width", "height", "readable", "error"):
+                    setattr(row, key, fields.get(key))
+                if fields["readable"]:
+                    report.updated.append(location)
+        if not fields["readable"]:
+            report.unreadable[location] = fields["error"] or "unreadable"
+
+    def originals(self, *, readable: bool | None = None) -> list[OriginalRecord]:
+        """Catalogued originals, oldest first (``readable=True``: decodable ones only)."""
+        stmt = select(Original).order_by(Original.id)
+        if readable is not None:
+            stmt = stmt.where(Original.readable == readable)
+        with self.session() as session:
+            return [OriginalRecord.model_validate(r) for r in session.scalars(stmt)]
+
+    # -- copies --------------------------------------------------------------------------
+
+    def copies(self, original_id: int | None = None) -> list[CopyRecord]:
+        """Immunized copies, oldest first; only ``original_id``'s when given."""
+        stmt = select(ImmunizedCopy).order_by(ImmunizedCopy.id)
+        if original_id is not None:
+            stmt = stmt.where(ImmunizedCopy.original_id == original_id)
+        with self.session() as session:
+            return [CopyRecord.model_validate(r) for r in session.scalars(stmt)]
+
+    def current_copies(self) -> dict[int, CopyRecord]:
+        """original id -> its newest copy made from its current content."""
+        newest = (
+            select(func.max(ImmunizedCopy.id))
+            .join(Original, Original.id == ImmunizedCopy.original_id)
+            .where(ImmunizedCopy.original_sha256 == Original.sha256)
+            .group_by(ImmunizedCopy.original_id)
+        )
+        with self.session() as session:
+            rows = session.scalars(select(ImmunizedCopy).where(ImmunizedCopy.id.in_(newest)))
+            return {r.original_id: CopyRecord.model_validate(r) for r in rows}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _walk(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path]:
+    for given in paths:
+        path = _as_path(given)
+        if path.is_dir():
+            for folder, dirs, files in os.walk(path):
+                dirs.sort()
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        yield Path(folder) / name
+        elif path.is_file():
+            yield path
+        else:
+            raise InputError(f"{given}: no such file or folder; check the path")
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _as_path(given: str | os.PathLike[str]) -> Path:
+    text = os.fspath(given)
+    if "://" in text:
+        parsed = urlparse(text)
+        if parsed.scheme != "file":
+            raise InputError(
+                f"{text}: only local files (paths or file:// URIs) can be catalogued; copy "
+                "remote photos to a local or mounted folder first"
+            )
+        text = unquote(parsed.path)
+    return Path(text).expanduser().resolve()
+
+
+def _sniff(path: Path) -> str:
+    """``"image"`` (known image bytes), ``"unknown"`` (image suffix, other bytes) or ``"other"``."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return "unknown" if path.suffix.lower() in _IMAGE_SUFFIXES else "other"
+    if head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
+    return "unknown" if path.suffix.lower() in _IMAGE_SUFFIXES else "other"

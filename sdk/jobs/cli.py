@@ -1,0 +1,237 @@
+"""``photoimmune catalog ...`` and ``photoimmune reimmunize``: publisher jobs from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+catalog_app = typer.Typer(help="A publisher's catalog of originals and immunized copies.")
+_DB_HELP = "Catalog database: an SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...)."
+
+
+@catalog_app.command("add")
+def catalog_add(
+    paths: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
+    db: Annotated[str, typer.Option(help=_DB_HELP)] = "catalog.db",
+) -> None:
+    """Catalogue originals (idempotent: only new and changed files are recorded)."""
+    from .catalog import Catalog
+
+    catalog = Catalog(db)
+    with err_console.status("cataloguing") as status:
+        report = catalog.add(paths, progress=lambda p: status.update(f"cataloguing {p.name}"))
+    for path, why in report.skipped.items():
+        err_console.print(f"[yellow]skipped[/] {path}: {why}")
+    for path, why in report.unreadable.items():
+        err_console.print(f"[red]unreadable[/] {_reason(path, why)}")
+    console.print(
+        f"{len(report.added)} added, {len(report.updated)} changed, {report.unchanged} unchanged, "
+        f"{len(report.unreadable)} unreadable, {len(report.skipped)} skipped  ({catalog.url})"
+    )
+
+
+@catalog_app.command("list")
+def catalog_list(
+    db: Annotated[str, typer.Option(help=_DB_HELP)] = "catalog.db",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per original.")] = False,
+) -> None:
+    """Show each original and what its current immunized copy is protected against."""
+    from .catalog import Catalog
+
+    catalog = Catalog(db)
+    current = catalog.current_copies()
+    table = Table("original", "size", "protected against", "copy")
+    for original in catalog.originals():
+        copy = current.get(original.id)
+        record = {
+            "original": original.location,
+            "readable": original.readable,
+            "error": original.error,
+            "protected_against": list(copy.protected_against) if copy else [],
+            "copy": copy.path if copy else None,
+        }
+        if as_json:
+            typer.echo(json.dumps(record))
+            continue
+        size = f"{original.width}x{original.height}" if original.readable else "[red]unreadable"
+        covered = ", ".join(record["protected_against"]) or "-"
+        table.add_row(original.location, size, covered, record["copy"] or "-")
+    if not as_json:
+        console.print(table)
+
+
+def reimmunize_command(
+    db: Annotated[str, typer.Option(help=_DB_HELP)] = "catalog.db",
+    registry: Annotated[str, typer.Option(help="Registry: folder or server URL.")] = ...,
+    models: Annotated[
+        list[str],
+        typer.Option(help="Subscribed models, vendor/model[,vendor/model...]; repeatable."),
+    ] = ...,
+    root: Annotated[
+        Path | None, typer.Option(help="The registry's root.json (needed for a URL).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for immunized copies.")] = Path(
+        "immunized"
+    ),
+    engine: Annotated[str, typer.Option(help="local (this process) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Ray actors (engine ray).")] = 2,
+    dry_run: Annotated[bool, typer.Option(help="Show the plan; change nothing.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Finish at most N images, then stop.")] = None,
+    eps: Annotated[str, typer.Option(help="L-inf budget in [0, 1] pixel scale.")] = "8/255",
+    steps: Annotated[int, typer.Option(help="PGD iterations per image.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="PyTorch threads per worker; equal counts give equal bytes."),
+    ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(help="vendor/model=FOLDER: local weights of a release; repeatable."),
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Try failed images again.")] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: start a local one).")
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(help="GPUs per Ray actor (default: 1 if the cluster has any).")
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="PEM private key to sign with.")] = None,
+    cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for --key.")] = None,
+    trust: Annotated[
+        Path | None, typer.Option(help="CA certificate --cert chains to (needed with --key).")
+    ] = None,
+    keys_dir: Annotated[
+        Path | None, typer.Option("--keys", help="Key folder (default: development keys).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Re-immunize every catalogued image that lacks the latest release of a subscribed model."""
+    from photoimmune.registry.cli import open_client
+
+    from ..cli import _read_trust, _signer, quiet_libraries
+    from ..errors import InputError
+    from ..keys import KeyDir, default_key_dir
+    from .catalog import Catalog
+    from .planning import plan
+    from .runner import run
+    from .worker import JobSettings
+
+    quiet_libraries()
+    names = [name for value in models for name in value.split(",")]
+    bound = dict(_weight(w) for w in weights or [])
+    signer = trust_pem = None
+    if not dry_run:
+        signer = _signer(key, cert, keys_dir)
+        if trust is not None:
+            trust_pem = _read_trust(trust)
+        elif key is None:
+            trust_pem = KeyDir(keys_dir or default_key_dir()).trust_anchor_pem()
+        else:
+            raise InputError("--key needs --trust: the CA certificate that --cert chains to")
+    settings = JobSettings(eps=eps, steps=steps, seed=seed, threads=threads)
+    catalog = Catalog(db)
+    client = open_client(registry, root)
+    if dry_run:
+        _print_plan(plan(catalog, client, names), as_json)
+        return
+    with _job_progress() as bar:
+        task = bar.add_task("re-immunizing", total=None, current="")
+
+        def progress(done: int, total: int, location: str) -> None:
+            bar.update(task, completed=done, total=total, current=Path(location).name)
+
+        summary = run(
+            catalog,
+            client,
+            names,
+            out_dir=out,
+            signer=signer,
+            trust=trust_pem,
+            settings=settings,
+            engine=engine,
+            workers=workers,
+            limit=limit,
+            retry_failed=retry_failed,
+            weights=bound,
+            ray_address=ray_address,
+            gpus_per_worker=gpus_per_worker,
+            progress=progress,
+        )
+    if as_json:
+        typer.echo(summary.model_dump_json())
+    else:
+        _print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _weight(value: str) -> tuple[str, str]:
+    from ..errors import InputError
+
+    model, sep, folder = value.partition("=")
+    if not sep or "/" not in model or not folder:
+        raise InputError(f"--weights {value!r}: expected vendor/model=FOLDER")
+    return model, folder
+
+
+def _job_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=err_console,
+    )
+
+
+def _print_plan(job_plan, as_json: bool) -> None:
+    if as_json:
+        typer.echo(job_plan.model_dump_json())
+        return
+    table = Table("original", "protected against", "lacks")
+    for image in job_plan.images:
+        table.add_row(
+            image.location, ", ".join(image.protected_against) or "-", ", ".join(image.missing)
+        )
+    console.print(table)
+    console.print(
+        f"would re-immunize {len(job_plan.images)} image(s) against "
+        f"{', '.join(t.ref for t in job_plan.targets)}; {job_plan.up_to_date} up to date, "
+        f"{len(job_plan.unreadable)} unreadable"
+    )
+
+
+def _print_summary(summary) -> None:
+    console.print(
+        f"against {', '.join(summary.targets)} ({summary.engine}, {summary.workers} worker(s)): "
+        f"planned {summary.planned}, {summary.up_to_date} already up to date"
+    )
+    table = Table("done", "adopted", "failed", "retrying", "remaining", "seconds", "images/s")
+    table.add_row(
+        str(len(summary.done)),
+        str(len(summary.adopted)),
+        str(len(summary.failed)),
+        str(summary.retrying),
+        str(summary.remaining),
+        f"{summary.seconds:.1f}",
+        f"{summary.images_per_second:.2f}",
+    )
+    console.print(table)
+    for location, why in summary.failed.items():
+        console.print(f"[red]failed[/] {location}: {why}")
+    for location, why in summary.unreadable.items():
+        console.print(f"[yellow]unreadable[/] {_reason(location, why)}")
+
+
+def _reason(location: str, why: str) -> str:
+    """``location: why``, without naming the file twice (load errors start with it)."""
+    return why if why.startswith(location) else f"{location}: {why}"

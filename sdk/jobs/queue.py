@@ -1,0 +1,327 @@
+"""The work queue re-immunization jobs share: one row per (original, target set), with leases.
+
+Crash safety rests on three rules:
+
+* an item is worked on only by the job holding its lease; a job renews its
+  leases while it works (a heartbeat), so a lease lapses only when its job
+  stops: killed, or hung past ``lease_seconds``;
+* a lapsed lease, or one held by a process on this host that no longer exists
+  (``kill -9``), is taken over by the next job that claims work;
+* finishing an item (recording its copy, marking it done) is one transaction
+  that succeeds only while the job still holds the lease.
+
+Claims are ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent
+jobs take different items without waiting; SQLite serialises writers instead
+(each claim is a short ``BEGIN IMMEDIATE`` transaction).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .catalog import Base, Catalog, ImmunizedCopy, Original
+
+State = Literal["pending", "leased", "done", "failed", "superseded"]
+#: Seconds a lease lasts without renewal; a job renews at a third of it.
+DEFAULT_LEASE_SECONDS = 120
+
+
+class WorkItem(Base):
+    __tablename__ = "work_items"
+    __table_args__ = (UniqueConstraint("original_id", "original_sha256", "targets_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    original_id: Mapped[int] = mapped_column(ForeignKey("originals.id"), index=True)
+    original_sha256: Mapped[str] = mapped_column(String(64))
+    targets_key: Mapped[str] = mapped_column(String(64), index=True)
+    targets: Mapped[list] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    copy_id: Mapped[int | None] = mapped_column(ForeignKey("immunized_copies.id"))
+    finished_by: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Claim(BaseModel):
+    """A leased item: what to make, from which original."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: int
+    original_id: int
+    location: str
+    original_sha256: str
+    targets_key: str
+    targets: list[dict]  # [{"ref": ..., "digest": ...}]
+    attempts: int
+
+
+class NewCopy(BaseModel):
+    """What a finished item produced, to record in the catalog."""
+
+    path: str
+    sha256: str
+    protections: list[dict]
+
+
+def job_owner() -> str:
+    """This process's identity in leases: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_gone(owner: str | None) -> bool:
+    """Whether ``owner`` was a process on this host that has exited (its leases are void)."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, another user's
+        return False
+    return False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes for timezone-aware columns.
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class WorkQueue:
+    """Leases on a catalog's work items for one job (``owner``).
+
+    Example:
+        >>> queue = WorkQueue(Catalog("photos.db"))  # doctest: +SKIP
+        >>> claims = queue.claim(2, targets_key)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        max_attempts: int = 3,
+    ) -> None:
+        self.catalog = catalog
+        self.owner = owner or job_owner()
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+
+    def enqueue(
+        self, original_ids: Sequence[int], targets_key: str, targets: list[dict], *, retry=False
+    ) -> int:
+        """Make sure each original has an item for this target set; returns how many are new.
+
+        Pending items for other target sets of these originals are superseded (a
+        newer release was published since they were planned). ``retry`` puts failed
+        items back in the queue.
+        """
+        created = 0
+        with self.catalog.write() as session:
+            originals = {
+                o.id: o.sha256
+                for o in session.scalars(select(Original).where(Original.id.in_(original_ids)))
+            }
+            existing = {
+                (w.original_id, w.original_sha256): w
+                for w in session.scalars(
+                    select(WorkItem).where(
+                        WorkItem.original_id.in_(original_ids),
+                        WorkItem.targets_key == targets_key,
+                    )
+                )
+            }
+            for original_id in original_ids:
+                sha = originals[original_id]
+                item = existing.get((original_id, sha))
+                if item is None:
+                    session.add(
+                        WorkItem(
+                            original_id=original_id,
+                            original_sha256=sha,
+                            targets_key=targets_key,
+                            targets=targets,
+                            state="pending",
+                            attempts=0,
+                            updated_at=_now(),
+                        )
+                    )
+                    created += 1
+                elif retry and item.state == "failed":
+                    item.state, item.attempts, item.error = "pending", 0, None
+            session.execute(
+                update(WorkItem)
+                .where(
+                    WorkItem.original_id.in_(original_ids),
+                    WorkItem.targets_key != targets_key,
+                    WorkItem.state == "pending",
+                )
+                .values(state="superseded", updated_at=_now())
+            )
+        return created
+
+    def claim(self, n: int, targets_key: str) -> list[Claim]:
+        """Lease up to ``n`` items of this target set: pending ones, or ones whose job is gone."""
+        now = _now()
+        mine = WorkItem.targets_key == targets_key
+        with self.catalog.write() as session:
+            pending = (
+                select(WorkItem)
+                .where(mine, WorkItem.state == "pending")
+                .order_by(WorkItem.id)
+                .limit(n)
+                .with_for_update(skip_locked=True)
+            )
+            items = list(session.scalars(pending))
+            if len(items) < n:
+                # Lapsed leases, and leases of this host's processes (they may have exited).
+                leased = (
+                    select(WorkItem)
+                    .where(
+                        mine,
+                        WorkItem.state == "leased",
+                        or_(
+                            WorkItem.lease_expires <= now,
+                            WorkItem.owner.startswith(f"{socket.gethostname()}:"),
+                        ),
+                    )
+                    .order_by(WorkItem.id)
+                    .with_for_update(skip_locked=True)
+                )
+                lapsed = [i for i in session.scalars(leased) if self._lapsed(i, now)]
+                items += lapsed[: n - len(items)]
+            locations = dict(
+                session.execute(
+                    select(Original.id, Original.location).where(
+                        Original.id.in_([i.original_id for i in items])
+                    )
+                ).all()
+            )
+            for item in items:
+                item.state, item.owner = "leased", self.owner
+                item.lease_expires = now + self.lease
+                item.attempts += 1
+                item.updated_at = now
+            return [
+                Claim(
+                    item_id=item.id,
+                    original_id=item.original_id,
+                    location=locations[item.original_id],
+                    original_sha256=item.original_sha256,
+                    targets_key=item.targets_key,
+                    targets=item.targets,
+                    attempts=item.attempts,
+                )
+                for item in items
+            ]
+
+    @staticmethod
+    def _lapsed(item: WorkItem, now: datetime) -> bool:
+        expires = _aware(item.lease_expires)
+        return expires is None or expires <= now or _owner_is_gone(item.owner)
+
+    def renew(self, item_ids: Sequence[int]) -> None:
+        """Extend this job's leases on ``item_ids`` (the heartbeat)."""
+        if not item_ids:
+            return
+        with self.catalog.write() as session:
+            session.execute(
+                update(WorkItem)
+                .where(
+                    WorkItem.id.in_(item_ids),
+                    WorkItem.owner == self.owner,
+                    WorkItem.state == "leased",
+                )
+                .values(lease_expires=_now() + self.lease)
+            )
+
+    def complete(self, claim: Claim, copy: NewCopy) -> bool:
+        """Record the copy and mark the item done, if this job still holds it."""
+        with self.catalog.write() as session:
+            item = self._held(session, claim.item_id)
+            if item is None:
+                return False
+            row = ImmunizedCopy(
+                original_id=claim.original_id,
+                original_sha256=claim.original_sha256,
+                path=copy.path,
+                sha256=copy.sha256,
+                targets_key=claim.targets_key,
+                protections=copy.protections,
+                created_at=_now(),
+            )
+            session.add(row)
+            session.flush()
+            item.state, item.copy_id, item.error = "done", row.id, None
+            item.owner, item.lease_expires, item.finished_by = None, None, self.owner
+            item.updated_at = _now()
+            return True
+
+    def fail(self, claim: Claim, error: str, *, permanent: bool = False) -> str:
+        """Record a failure; the item is retried until ``max_attempts``. Returns its new state."""
+        with self.catalog.write() as session:
+            item = self._held(session, claim.item_id)
+            if item is None:
+                return "lost"
+            final = permanent or item.attempts >= self.max_attempts
+            item.state = "failed" if final else "pending"
+            item.error, item.owner, item.lease_expires = error, None, None
+            item.updated_at = _now()
+            return item.state
+
+    def release(self, item_ids: Sequence[int]) -> None:
+        """Give leases back untouched (a job stopping early, e.g. on Ctrl-C)."""
+        if not item_ids:
+            return
+        with self.catalog.write() as session:
+            session.execute(
+                update(WorkItem)
+                .where(WorkItem.id.in_(item_ids), WorkItem.owner == self.owner)
+                .values(state="pending", owner=None, lease_expires=None, updated_at=_now())
+            )
+
+    def _held(self, session, item_id: int) -> WorkItem | None:
+        item = session.get(WorkItem, item_id, with_for_update=True)
+        if item is None or item.state != "leased" or item.owner != self.owner:
+            return None
+        return item
+
+    def counts(self, targets_key: str) -> dict[str, int]:
+        """Items of this target set by state."""
+        with self.catalog.session() as session:
+            states = session.scalars(
+                select(WorkItem.state).where(WorkItem.targets_key == targets_key)
+            )
+            found: dict[str, int] = {}
+            for state in states:
+                found[state] = found.get(state, 0) + 1
+            return found

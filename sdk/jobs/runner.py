@@ -1,0 +1,357 @@
+"""``run()``: re-immunize a catalog against the latest releases of the subscribed models.
+
+One job, start to finish:
+
+1. :func:`~.planning.plan` lists the originals whose current copy lacks a
+   subscribed model's latest release; each gets a work item (shared with any
+   other job on the same catalog and target set);
+2. the job claims items with leases, reads each *original* (checking it is the
+   content that was catalogued) and has the engine immunize it against all the
+   latest targets at once, so one δ under one ε covers every model;
+3. it signs the pixels (the original is the manifest's parent ingredient),
+   writes the file atomically under a name fixed by (original, target set),
+   and records the copy and marks the item done in one transaction.
+
+A job killed at any point loses nothing: an item whose file was written but
+not recorded is *adopted* by the next job (the file is verified: its manifest
+is intact, bound to its pixels, lists every target, and its pixels are within
+ε of the original), not computed again; a half-written file never exists
+(see :func:`~photoimmune.sdk.io.atomic_write_bytes`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ..attacks.budget import parse_budget
+from ..errors import ImageLoadError, InputError, OutputExistsError
+from ..io import atomic_write_bytes, load_image
+from ..manifest import read_manifest, sign_pixels
+from ..protection import Protection
+from .catalog import Catalog
+from .engines import Engine, make_engine
+from .planning import Plan, plan
+from .queue import DEFAULT_LEASE_SECONDS, Claim, NewCopy, WorkQueue
+from .worker import JobSettings, WorkOrder, WorkOutput
+
+logger = logging.getLogger(__name__)
+#: progress(finished, total, location): after each item this job finishes.
+JobProgress = Callable[[int, int, str], None]
+
+
+class JobSummary(BaseModel):
+    """What one job did (:func:`plan` says what a job would do).
+
+    ``done`` were immunized by this job, ``adopted`` were finished files a
+    killed job had written, ``failed`` will not be retried without
+    ``retry_failed``; ``remaining`` items are still queued (``limit``, other jobs).
+    """
+
+    models: tuple[str, ...]
+    targets: tuple[str, ...]
+    engine: str
+    workers: int
+    planned: int
+    up_to_date: int
+    done: list[str] = Field(default_factory=list)  # output paths
+    adopted: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict)  # original -> why
+    retrying: int = 0
+    lost_leases: int = 0
+    remaining: int = 0
+    unreadable: dict[str, str] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.done) / self.seconds if self.seconds else 0.0
+
+
+def output_name(location: str, original_sha256: str, targets_key: str) -> str:
+    """The copy's file name: fixed by the original's content and the target set.
+
+    Example:
+        >>> output_name("/photos/cat.jpg", "ab" * 32, "cd" * 32)
+        'cat-abababababab-cdcdcdcd.png'
+    """
+    stem = Path(location).stem[:100] or "image"
+    return f"{stem}-{original_sha256[:12]}-{targets_key[:8]}.png"
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the leases of in-flight items until stopped."""
+
+    def __init__(self, queue: WorkQueue, in_flight: dict, interval: float) -> None:
+        super().__init__(name="photoimmune-lease-heartbeat", daemon=True)
+        self.queue, self.in_flight, self.interval = queue, in_flight, interval
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            try:
+                self.queue.renew(list(self.in_flight))  # list(): a snapshot of the keys
+            except Exception:  # a lapse is recovered by the lease checks; keep beating
+                logger.exception("jobs: renewing leases failed")
+
+
+def run(
+    catalog: Catalog,
+    registry,
+    models: Sequence[str],
+    *,
+    out_dir: str | os.PathLike[str],
+    signer=None,
+    trust=None,
+    settings: JobSettings | None = None,
+    engine: str = "local",
+    workers: int = 1,
+    limit: int | None = None,
+    retry_failed: bool = False,
+    weights: dict[str, str] | None = None,
+    ray_address: str | None = None,
+    gpus_per_worker: float | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    progress: JobProgress | None = None,
+) -> JobSummary:
+    """Re-immunize what ``catalog`` lacks against the latest releases of ``models``.
+
+    Args:
+        registry: a :class:`~photoimmune.registry.RegistryClient`.
+        out_dir: where immunized copies are written (never over an existing file).
+        signer: a :class:`~photoimmune.sdk.keys.ManifestSigner` (default: the
+            development publisher key).
+        trust: PEM trust anchors; a finished file a killed job left behind is
+            adopted only if its manifest verifies against them (default: the
+            signer's own key folder when it is the development key).
+        weights: ``{"vendor/model": folder}`` for releases without bundled weights.
+        limit: finish at most this many items, then stop (the rest stay queued).
+
+    Example:
+        >>> summary = run(Catalog("photos.db"), client, ["photoimmune/tiny-ldm"],
+        ...               out_dir="immunized")  # doctest: +SKIP
+        >>> len(summary.done), summary.failed  # doctest: +SKIP
+        (20, {})
+    """
+    started = time.perf_counter()
+    settings = settings or JobSettings()
+    job_plan = plan(catalog, registry, models)
+    summary = JobSummary(
+        models=job_plan.models,
+        targets=tuple(t.ref for t in job_plan.targets),
+        engine=engine,
+        workers=workers if engine != "local" else 1,
+        planned=len(job_plan.images),
+        up_to_date=job_plan.up_to_date,
+        unreadable=job_plan.unreadable,
+    )
+    queue = WorkQueue(catalog, lease_seconds=lease_seconds)
+    key = job_plan.targets_key
+    queue.enqueue(
+        [image.original_id for image in job_plan.images],
+        key,
+        [t.model_dump() for t in job_plan.targets],
+        retry=retry_failed,
+    )
+    signer, trust = _signing(signer, trust)
+    targets = _fetch_targets(registry, job_plan, weights or {})
+    out = Path(out_dir).expanduser().resolve()
+    job = _Job(queue, key, out, signer, trust, settings, summary, progress)
+    counts = queue.counts(key)
+    job.total = counts.get("pending", 0) + counts.get("leased", 0)
+    runner = make_engine(
+        engine,
+        targets,
+        settings,
+        workers=workers,
+        ray_address=ray_address,
+        gpus_per_worker=gpus_per_worker,
+    )
+    try:
+        job.drive(runner, limit)
+    finally:
+        runner.close()
+    summary.remaining = sum(queue.counts(key).get(s, 0) for s in ("pending", "leased"))
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _signing(signer, trust):
+    """The signer, and the trust anchors its finished files verify against."""
+    from ..keys import open_keys
+
+    if signer is not None:
+        if trust is None:
+            raise InputError(
+                "a job with its own signer needs trust= (--trust): the CA certificate the "
+                "signer's chain leads to, so files a killed job left behind can be verified"
+            )
+        return signer, trust
+    keys, created = open_keys()
+    if created:
+        logger.warning("jobs: created development signing keys in %s", keys.path)
+    return keys.signer("publisher"), trust or keys.trust_anchor_pem()
+
+
+def _fetch_targets(registry, job_plan: Plan, weights: dict[str, str]) -> list:
+    targets = []
+    for key in job_plan.targets:
+        target = registry.get(key.ref)
+        model = f"{target.ref.vendor}/{target.ref.model}"
+        if model in weights:
+            target.bind_model(weights[model])
+        if not target.has_weights:
+            raise InputError(
+                f"{key.ref}: no local weights for this release; pass --weights "
+                f"{model}=FOLDER (its diffusers folder) so its encoder can be attacked"
+            )
+        targets.append(target)
+    return targets
+
+
+class _Job:
+    """The driver loop of one :func:`run`: claim, hand to the engine, sign, write, record."""
+
+    def __init__(self, queue, key, out_dir, signer, trust, settings, summary, progress):
+        self.queue, self.key, self.out_dir = queue, key, out_dir
+        self.signer, self.trust = signer, trust
+        self.eps = float(parse_budget(settings.eps))
+        self.summary, self.progress = summary, progress
+        self.in_flight: dict[int, tuple[Claim, bytes]] = {}
+        self.finished = 0
+        self.total = 0
+
+    def drive(self, engine: Engine, limit: int | None) -> None:
+        heartbeat = _Heartbeat(self.queue, self.in_flight, self.queue.lease.total_seconds() / 3)
+        heartbeat.start()
+        claimed = 0
+        try:
+            while True:
+                while len(self.in_flight) < engine.slots and (limit is None or claimed < limit):
+                    claims = self.queue.claim(1, self.key)
+                    if not claims:
+                        break
+                    claimed += 1
+                    order = self._prepare(claims[0])
+                    if order is not None:
+                        engine.submit(order)
+                if not self.in_flight:
+                    break
+                self._finish(engine.next_done())
+        except BaseException:
+            # Ctrl-C or a crash in the driver: give the leases back so others go on now.
+            self.queue.release(list(self.in_flight))
+            raise
+        finally:
+            heartbeat.halt.set()
+            heartbeat.join()
+
+    def _prepare(self, claim: Claim) -> WorkOrder | None:
+        """The order for ``claim``, or None when it was settled here (adopted or failed)."""
+        try:
+            data = Path(claim.location).read_bytes()
+        except OSError as err:
+            return self._fail(claim, f"cannot read the original ({err.strerror or err})", True)
+        if hashlib.sha256(data).hexdigest() != claim.original_sha256:
+            return self._fail(
+                claim,
+                "the original changed since it was catalogued; run `photoimmune catalog add` "
+                "on it again",
+                True,
+            )
+        path = self._output(claim)
+        if path.exists():
+            self._adopt(claim, path, data)
+            return None
+        self.in_flight[claim.item_id] = (claim, data)
+        return WorkOrder(item_id=claim.item_id, name=Path(claim.location).name, data=data)
+
+    def _output(self, claim: Claim) -> Path:
+        name = output_name(claim.location, claim.original_sha256, claim.targets_key)
+        return self.out_dir / name
+
+    def _finish(self, output: WorkOutput) -> None:
+        claim, original = self.in_flight[output.item_id]
+        try:
+            if output.error is not None:
+                self._fail(claim, output.error, output.permanent)
+                return
+            assert output.pixels is not None
+            path = self._output(claim)
+            protections = [Protection.model_validate(p) for p in output.protections]
+            data = sign_pixels(
+                output.pixels, protections, self.signer, parent=original, title=path.name
+            )
+            try:
+                atomic_write_bytes(path, data)
+            except OutputExistsError:  # another job wrote it first: take theirs if sound
+                self._adopt(claim, path, original)
+                return
+            self._record(claim, path, data, output.protections, self.summary.done)
+        finally:
+            self.in_flight.pop(output.item_id, None)
+
+    def _adopt(self, claim: Claim, path: Path, original: bytes) -> None:
+        data = path.read_bytes()
+        problem = self._check_copy(claim, data, original)
+        if problem is not None:
+            self._fail(claim, f"{path} exists and {problem}; move it away and run again", True)
+            return
+        report = read_manifest(data, trust=self.trust)
+        assert report.assertion is not None
+        protections = [p.model_dump(mode="json") for p in report.assertion.protections]
+        self._record(claim, path, data, protections, self.summary.adopted)
+
+    def _check_copy(self, claim: Claim, data: bytes, original: bytes) -> str | None:
+        """Why ``data`` is not a finished copy of ``original`` for this target set (None: it is)."""
+        try:
+            pixels = load_image(data).pixels
+            report = read_manifest(data, trust=self.trust, pixels=pixels)
+        except ImageLoadError as err:
+            return f"is not a readable image ({err})"
+        if report.verdict != "trusted" or report.assertion is None:
+            return f"its manifest does not verify ({report.verdict})"
+        digests = {t["digest"] for t in claim.targets}
+        if not digests <= {p.target_digest for p in report.assertion.protections}:
+            return "its manifest does not list every target of this job"
+        before = load_image(original).pixels
+        if before.shape != pixels.shape:
+            return "is not the same size as the original"
+        delta = np.abs(pixels.astype(np.int16) - before.astype(np.int16)).max()
+        if delta > round(self.eps * 255):
+            return "differs from the original by more than ε"
+        return None
+
+    def _record(self, claim: Claim, path: Path, data: bytes, protections, bucket: list) -> None:
+        copy = NewCopy(
+            path=str(path), sha256=hashlib.sha256(data).hexdigest(), protections=protections
+        )
+        if self.queue.complete(claim, copy):
+            bucket.append(str(path))
+        else:  # our lease lapsed and another job took the item; it will adopt the file
+            self.summary.lost_leases += 1
+            logger.warning("jobs: lost the lease on %s; another job finishes it", claim.location)
+        self._advance(claim)
+
+    def _fail(self, claim: Claim, error: str, permanent: bool) -> None:
+        state = self.queue.fail(claim, error, permanent=permanent)
+        if state == "failed":
+            self.summary.failed[claim.location] = error
+        elif state == "pending":
+            self.summary.retrying += 1
+        logger.warning("jobs: %s: %s (%s)", claim.location, error, state)
+        self.in_flight.pop(claim.item_id, None)
+        self._advance(claim)
+
+    def _advance(self, claim: Claim) -> None:
+        self.finished += 1
+        if self.progress is not None:
+            self.progress(self.finished, max(self.total, self.finished), claim.location)

@@ -1,0 +1,130 @@
+"""What an engine's worker does: immunize one original against a job's target set.
+
+The worker is pure computation. It gets the original's bytes and returns 8-bit
+pixels and :class:`Protection` records; reading originals, signing, writing
+files and the catalog stay with the job that drives it, so workers need no
+signing keys, no database and no shared filesystem.
+
+Outputs are reproducible: the same original, targets, settings and seed give
+the same pixels, on any engine, as long as PyTorch runs with the same number of
+threads (``JobSettings.threads``): its CPU kernels split sums by thread, so
+a different count rounds differently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import PhotoimmuneError
+
+
+class JobSettings(BaseModel):
+    """How a job immunizes: the attack and its budget, and how each worker runs.
+
+    Example:
+        >>> JobSettings(eps="16/255", steps=200).eps
+        '16/255'
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["encoder", "diffusion"] = "encoder"
+    eps: str = "8/255"
+    steps: int = Field(default=100, gt=0)
+    seed: int = 0
+    eot: bool = False
+    threads: int | None = Field(
+        default=None, gt=0, description="PyTorch threads per worker (None: its default)"
+    )
+    device: str = Field(default="auto", description='"auto": CUDA when the worker has one')
+
+
+class WorkOrder(BaseModel):
+    """One original to immunize (its bytes travel with it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: int
+    name: str
+    data: bytes
+
+
+@dataclass
+class WorkOutput:
+    """A worker's answer: pixels and protections, or why it failed."""
+
+    item_id: int
+    pixels: np.ndarray | None = None
+    protections: list[dict] = field(default_factory=list)
+    error: str | None = None
+    permanent: bool = False  # retrying will not help (bad input)
+    seconds: float = 0.0
+    worker: str = ""
+
+
+class Immunizer:
+    """Immunizes originals against one target set; loads each model once.
+
+    Example:
+        >>> target = client.get("photoimmune/tiny-ldm@2")  # doctest: +SKIP
+        >>> immunizer = Immunizer([target], JobSettings())  # doctest: +SKIP
+        >>> out = immunizer(WorkOrder(item_id=1, name="cat.png", data=data))  # doctest: +SKIP
+        >>> out.protections[0]["target_ref"]  # doctest: +SKIP
+        'photoimmune/tiny-ldm@2'
+    """
+
+    def __init__(self, targets: Sequence, settings: JobSettings, *, name: str = "local") -> None:
+        import torch
+
+        self.targets = list(targets)
+        self.settings = settings
+        self.name = name
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = auto if settings.device == "auto" else settings.device
+        for target in self.targets:
+            target.vae_encoder()  # load now: the first image should not pay for it
+
+    def __call__(self, order: WorkOrder) -> WorkOutput:
+        from ..immunization import immunize
+
+        started = time.perf_counter()
+        s = self.settings
+        try:
+            result = immunize(
+                order.data,
+                self.targets,
+                method=s.method,
+                eps=s.eps,
+                steps=s.steps,
+                seed=s.seed,
+                eot=s.eot,
+                device=self.device,
+            )
+        except PhotoimmuneError as err:
+            return self._failed(order, str(err), permanent=True, started=started)
+        except (RuntimeError, MemoryError) as err:  # out of memory, a device error: retry
+            return self._failed(order, f"{type(err).__name__}: {err}", False, started)
+        return WorkOutput(
+            item_id=order.item_id,
+            pixels=result.pixels,
+            protections=[p.model_dump(mode="json") for p in result.protections],
+            seconds=time.perf_counter() - started,
+            worker=self.name,
+        )
+
+    def _failed(self, order: WorkOrder, error: str, permanent: bool, started: float) -> WorkOutput:
+        return WorkOutput(
+            item_id=order.item_id,
+            error=error,
+            permanent=permanent,
+            seconds=time.perf_counter() - started,
+            worker=self.name,
+        )
