@@ -36,8 +36,18 @@ from sqlalchemy.pool import NullPool
 
 ENV = "PHOTOIMMUNE_TEST_POSTGRES_URL"
 _DRIVER = "postgresql+psycopg"
-#: Registry tables, dropped between tests when the server won't let us create databases.
-_TABLES = ("metadata_files", "target_files", "repository_lock", "alembic_version")
+#: Registry and catalog tables, dropped between tests when the server won't let us create
+#: databases.
+_TABLES = (
+    "metadata_files",
+    "target_files",
+    "repository_lock",
+    "alembic_version",
+    "work_items",
+    "immunized_copies",
+    "originals",
+    "photoimmune_catalog_version",
+)
 
 
 def server_bin_dir() -> Path | None:

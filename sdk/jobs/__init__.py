@@ -14,12 +14,30 @@ Example:
     >>> run(catalog, client, ["photoimmune/tiny-ldm"], out_dir="immunized")  # doctest: +SKIP
 """
 
-from .catalog import AddReport, Catalog, CatalogError, CopyRecord, OriginalRecord
-from .engines import EngineError, LocalEngine, RayEngine
-from .planning import Plan, PlannedImage, TargetKey, plan
-from .queue import WorkQueue
-from .runner import JobSummary, output_name, run
-from .worker import Immunizer, JobSettings
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from .catalog import AddReport, Catalog, CatalogError, CopyRecord, OriginalRecord
+    from .engines import EngineError, LocalEngine, RayEngine
+    from .planning import Plan, PlannedImage, TargetKey, plan
+    from .queue import WorkQueue
+    from .runner import JobSummary, output_name, run
+    from .worker import Immunizer, JobSettings
+
+# Imported on first use: the CLI's catalog commands must not wait for torch.
+_LAZY = {
+    **dict.fromkeys(
+        ["AddReport", "Catalog", "CatalogError", "CopyRecord", "OriginalRecord"], "catalog"
+    ),
+    **dict.fromkeys(["EngineError", "LocalEngine", "RayEngine"], "engines"),
+    **dict.fromkeys(["Plan", "PlannedImage", "TargetKey", "plan"], "planning"),
+    "WorkQueue": "queue",
+    **dict.fromkeys(["JobSummary", "output_name", "run"], "runner"),
+    **dict.fromkeys(["Immunizer", "JobSettings"], "worker"),
+}
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "AddReport",

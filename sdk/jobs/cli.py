@@ -121,10 +121,7 @@ def reimmunize_command(
     from ..keys import KeyDir, default_key_dir
     from .catalog import Catalog
     from .planning import plan
-    from .runner import run
-    from .worker import JobSettings
 
-    quiet_libraries()
     names = [name for value in models for name in value.split(",")]
     bound = dict(_weight(w) for w in weights or [])
     signer = trust_pem = None
@@ -136,12 +133,16 @@ def reimmunize_command(
             trust_pem = KeyDir(keys_dir or default_key_dir()).trust_anchor_pem()
         else:
             raise InputError("--key needs --trust: the CA certificate that --cert chains to")
-    settings = JobSettings(eps=eps, steps=steps, seed=seed, threads=threads)
     catalog = Catalog(db)
     client = open_client(registry, root)
     if dry_run:
         _print_plan(plan(catalog, client, names), as_json)
         return
+    from .runner import run
+    from .worker import JobSettings
+
+    quiet_libraries()
+    settings = JobSettings(eps=eps, steps=steps, seed=seed, threads=threads)
     with _job_progress() as bar:
         task = bar.add_task("re-immunizing", total=None, current="")
 

@@ -132,8 +132,8 @@ class RayEngine:
             max_restarts=max_retries,
             max_task_retries=max_retries,
         )(_RayWorker)
-        shared = ray.put(list(targets))  # one copy in the object store for all actors
-        self._actors = [actor.remote(shared, settings) for _ in range(workers)]
+        # Passed by value: a restarted actor must not depend on an object-store copy.
+        self._actors = [actor.remote(list(targets), settings) for _ in range(workers)]
         self._idle = deque(self._actors)
         self._running: dict = {}  # object ref -> (actor, order)
         self.slots = workers

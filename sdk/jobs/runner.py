@@ -67,6 +67,7 @@ class JobSummary(BaseModel):
     failed: dict[str, str] = Field(default_factory=dict)  # original -> why
     retrying: int = 0
     lost_leases: int = 0
+    by_worker: dict[str, int] = Field(default_factory=dict)  # worker -> images it immunized
     remaining: int = 0
     unreadable: dict[str, str] = Field(default_factory=dict)
     seconds: float = 0.0
@@ -268,6 +269,9 @@ class _Job:
                 True,
             )
         path = self._output(claim)
+        # A writer killed mid-write leaves its hidden temporary file; we hold the lease now.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         if path.exists():
             self._adopt(claim, path, data)
             return None
@@ -296,6 +300,8 @@ class _Job:
                 self._adopt(claim, path, original)
                 return
             self._record(claim, path, data, output.protections, self.summary.done)
+            workers = self.summary.by_worker
+            workers[output.worker] = workers.get(output.worker, 0) + 1
         finally:
             self.in_flight.pop(output.item_id, None)
 
