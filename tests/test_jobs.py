@@ -511,3 +511,50 @@ def test_cli_catalog_add_list_and_a_dry_run(tmp_path):
     )
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(rows) == 3 and all(r["protected_against"] == [] for r in rows)
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrations_build_exactly_the_models_schema_beside_a_registry(backend, tmp_path, request):
+    """Alembic's tables equal the ORM's, and a catalog can share a registry's database."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from photoimmune.registry.storage import Store
+    from photoimmune.sdk.jobs.catalog import VERSION_TABLE, Base
+
+    url = (
+        f"sqlite:///{tmp_path / 'shared.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("fresh_postgres_url")
+    )
+    Store(url, tmp_path / "blobs")
+    catalog = Catalog(url)
+    with catalog.engine.connect() as connection:
+        ours = Base.metadata.tables  # the registry's tables in the same database are not ours
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "version_table": VERSION_TABLE,
+                "compare_type": True,
+                "include_name": lambda name, kind, _: kind != "table" or name in ours,
+            },
+        )
+        assert compare_metadata(context, Base.metadata) == []
+    Catalog(url).dispose()  # opening again is a no-op upgrade
+    catalog.dispose()
+
+
+def test_identical_originals_share_one_copy(tmp_path):
+    photo = make_photos(tmp_path / "a", 1)[0]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / photo.name).write_bytes(photo.read_bytes())
+    catalog = Catalog(tmp_path / "c.db")
+    assert len(catalog.add([tmp_path / "a", tmp_path / "b"]).added) == 2
+    client = local_registry(tmp_path / "registry", ["tiny-ldm@1"])
+    summary = run(catalog, client, [MODEL], out_dir=tmp_path / "out", settings=FAST)
+    assert len(summary.done) == 1 and summary.adopted == summary.done
+    assert len(list((tmp_path / "out").iterdir())) == 1
+    assert len(catalog.current_copies()) == 2

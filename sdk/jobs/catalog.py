@@ -79,7 +79,8 @@ class ImmunizedCopy(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     original_id: Mapped[int] = mapped_column(ForeignKey("originals.id"), index=True)
     original_sha256: Mapped[str] = mapped_column(String(64))
-    path: Mapped[str] = mapped_column(String(2048), unique=True)
+    # Not unique: originals with identical content share one copy file.
+    path: Mapped[str] = mapped_column(String(2048), index=True)
     sha256: Mapped[str] = mapped_column(String(64))
     targets_key: Mapped[str] = mapped_column(String(64))
     protections: Mapped[list] = mapped_column(JSON)

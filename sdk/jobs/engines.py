@@ -73,7 +73,8 @@ class _RayWorker:
 
         context = ray.get_runtime_context()
         gpus = ",".join(map(str, ray.get_gpu_ids())) or "-"
-        name = f"ray:{context.get_node_id()[:8]}:{context.get_actor_id()[-8:]}:gpu={gpus}"
+        # Actor ids end with the job's id; their head tells actors apart.
+        name = f"ray:{context.get_node_id()[:8]}:{context.get_actor_id()[:8]}:gpu={gpus}"
         self._immunizer = Immunizer(targets, settings, name=name)
 
     def immunize(self, order: WorkOrder) -> WorkOutput:

@@ -35,6 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -106,6 +107,11 @@ def _owner_is_gone(owner: str | None) -> bool:
     return False
 
 
+def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
+    """Bounded IN (...) lists: databases cap the parameters of one statement."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -147,46 +153,52 @@ class WorkQueue:
         """
         created = 0
         with self.catalog.write() as session:
-            originals = {
-                o.id: o.sha256
-                for o in session.scalars(select(Original).where(Original.id.in_(original_ids)))
-            }
-            existing = {
-                (w.original_id, w.original_sha256): w
-                for w in session.scalars(
-                    select(WorkItem).where(
-                        WorkItem.original_id.in_(original_ids),
-                        WorkItem.targets_key == targets_key,
-                    )
-                )
-            }
-            for original_id in original_ids:
-                sha = originals[original_id]
-                item = existing.get((original_id, sha))
-                if item is None:
-                    session.add(
-                        WorkItem(
-                            original_id=original_id,
-                            original_sha256=sha,
-                            targets_key=targets_key,
-                            targets=targets,
-                            state="pending",
-                            attempts=0,
-                            updated_at=_now(),
-                        )
-                    )
-                    created += 1
-                elif retry and item.state == "failed":
-                    item.state, item.attempts, item.error = "pending", 0, None
-            session.execute(
-                update(WorkItem)
-                .where(
-                    WorkItem.original_id.in_(original_ids),
-                    WorkItem.targets_key != targets_key,
-                    WorkItem.state == "pending",
-                )
-                .values(state="superseded", updated_at=_now())
+            if session.bind.dialect.name == "postgresql":
+                # Two jobs planning at once would both insert the same new items.
+                session.execute(text("SELECT pg_advisory_xact_lock(74689)"))
+            for chunk in _chunks(original_ids):
+                created += self._enqueue_chunk(session, chunk, targets_key, targets, retry)
+        return created
+
+    @staticmethod
+    def _enqueue_chunk(session, ids: Sequence[int], key: str, targets: list[dict], retry) -> int:
+        originals = dict(
+            session.execute(select(Original.id, Original.sha256).where(Original.id.in_(ids))).all()
+        )
+        existing = {
+            (w.original_id, w.original_sha256): w
+            for w in session.scalars(
+                select(WorkItem).where(WorkItem.original_id.in_(ids), WorkItem.targets_key == key)
             )
+        }
+        created = 0
+        for original_id in ids:
+            sha = originals[original_id]
+            item = existing.get((original_id, sha))
+            if item is None:
+                session.add(
+                    WorkItem(
+                        original_id=original_id,
+                        original_sha256=sha,
+                        targets_key=key,
+                        targets=targets,
+                        state="pending",
+                        attempts=0,
+                        updated_at=_now(),
+                    )
+                )
+                created += 1
+            elif retry and item.state == "failed":
+                item.state, item.attempts, item.error = "pending", 0, None
+        session.execute(
+            update(WorkItem)
+            .where(
+                WorkItem.original_id.in_(ids),
+                WorkItem.targets_key != key,
+                WorkItem.state == "pending",
+            )
+            .values(state="superseded", updated_at=_now())
+        )
         return created
 
     def claim(self, n: int, targets_key: str) -> list[Claim]:

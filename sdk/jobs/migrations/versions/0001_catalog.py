@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("original_id", sa.Integer, sa.ForeignKey("originals.id"), nullable=False),
         sa.Column("original_sha256", sa.String(64), nullable=False),
-        sa.Column("path", sa.String(2048), nullable=False, unique=True),
+        sa.Column("path", sa.String(2048), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("targets_key", sa.String(64), nullable=False),
         sa.Column("protections", sa.JSON, nullable=False),
@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("original_id", "original_sha256", "targets_key"),
     )
     op.create_index("ix_immunized_copies_original_id", "immunized_copies", ["original_id"])
+    op.create_index("ix_immunized_copies_path", "immunized_copies", ["path"])
     op.create_table(
         "work_items",
         sa.Column("id", sa.Integer, primary_key=True),
