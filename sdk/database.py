@@ -16,11 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+
+
+def utc_now() -> datetime:
+    """Timestamps photoimmune stores: timezone-aware UTC."""
+    return datetime.now(UTC)
 
 
 def database_url(value: str) -> str:
@@ -75,7 +81,9 @@ def migrate(engine: Engine, scripts: Path, *, version_table: str, lock_key: int)
 
     config = Config()
     config.set_main_option("script_location", str(scripts))
-    with engine.begin() as connection:
+    # SQLite: take the write lock up front, so a second process opening a new
+    # database waits (busy_timeout) instead of failing on a stale read snapshot.
+    with engine.execution_options(sqlite_immediate=True).begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
         config.attributes["connection"] = connection

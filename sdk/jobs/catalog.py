@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -38,10 +38,10 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from ..database import database_url, migrate, open_engine, write_session
+from ..database import database_url, migrate, open_engine, utc_now, write_session
 from ..errors import ImageLoadError, InputError, PhotoimmuneError
 from ..protection import Protection
 
@@ -208,8 +208,6 @@ class Catalog:
                 continue
             fields: dict = {"readable": False, "error": None}
             try:
-                if kind == "unknown":
-                    raise ImageLoadError(f"{path}: has an image suffix but no image data")
                 image = load_image(path)
                 fields.update(readable=True, width=image.width, height=image.height)
                 data = image.data
@@ -222,25 +220,34 @@ class Catalog:
         return report
 
     def _record(self, location: str, fields: dict, report: AddReport) -> None:
+        try:
+            outcome = self._upsert(location, fields)
+        except IntegrityError:  # another `catalog add` inserted it meanwhile (PostgreSQL)
+            outcome = self._upsert(location, fields)
+        if outcome == "added" and fields["readable"]:
+            report.added.append(location)
+        elif outcome == "updated" and fields["readable"]:
+            report.updated.append(location)
+        elif outcome == "unchanged":
+            report.unchanged += 1
+        if not fields["readable"]:
+            report.unreadable[location] = fields["error"] or "unreadable"
+
+    def _upsert(self, location: str, fields: dict) -> str:
         with self.write() as session:
             row = session.scalars(select(Original).where(Original.location == location)).first()
             if row is None:
-                session.add(Original(location=location, added_at=_now(), **fields))
-                if fields["readable"]:
-                    report.added.append(location)
-            elif (row.sha256, row.readable, row.error) == (
+                session.add(Original(location=location, added_at=utc_now(), **fields))
+                return "added"
+            if (row.sha256, row.readable, row.error) == (
                 fields.get("sha256"),
                 fields["readable"],
                 fields["error"],
             ):
-                report.unchanged += 1
-            else:
-                for key in ("sha256", "size", "width", "height", "readable", "error"):
-                    setattr(row, key, fields.get(key))
-                if fields["readable"]:
-                    report.updated.append(location)
-        if not fields["readable"]:
-            report.unreadable[location] = fields["error"] or "unreadable"
+                return "unchanged"
+            for key in ("sha256", "size", "width", "height", "readable", "error"):
+                setattr(row, key, fields.get(key))
+            return "updated"
 
     def originals(self, *, readable: bool | None = None) -> list[OriginalRecord]:
         """Catalogued originals, oldest first (``readable=True``: decodable ones only)."""
@@ -271,10 +278,6 @@ class Catalog:
         with self.session() as session:
             rows = session.scalars(select(ImmunizedCopy).where(ImmunizedCopy.id.in_(newest)))
             return {r.original_id: CopyRecord.model_validate(r) for r in rows}
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _walk(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path]:
@@ -314,12 +317,16 @@ def _as_path(given: str | os.PathLike[str]) -> Path:
 
 
 def _sniff(path: Path) -> str:
-    """``"image"`` (known image bytes), ``"unknown"`` (image suffix, other bytes) or ``"other"``."""
+    """``"other"`` for files that are not images: no image magic bytes and no image suffix.
+
+    Anything else (image bytes, an image suffix, an unreadable file) goes to the
+    loader, whose error then says what is wrong with it.
+    """
     try:
         with path.open("rb") as fh:
             head = fh.read(16)
     except OSError:
-        return "unknown" if path.suffix.lower() in _IMAGE_SUFFIXES else "other"
+        return "unknown"  # unreadable: recorded with the reason rather than skipped
     if head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
     return "unknown" if path.suffix.lower() in _IMAGE_SUFFIXES else "other"

@@ -82,7 +82,7 @@ def reimmunize_command(
         "immunized"
     ),
     engine: Annotated[str, typer.Option(help="local (this process) or ray.")] = "local",
-    workers: Annotated[int, typer.Option(help="Ray actors (engine ray).")] = 2,
+    workers: Annotated[int, typer.Option(help="Ray actors (--engine ray only).")] = 2,
     dry_run: Annotated[bool, typer.Option(help="Show the plan; change nothing.")] = False,
     limit: Annotated[int | None, typer.Option(help="Finish at most N images, then stop.")] = None,
     eps: Annotated[str, typer.Option(help="L-inf budget in [0, 1] pixel scale.")] = "8/255",
@@ -103,6 +103,7 @@ def reimmunize_command(
     gpus_per_worker: Annotated[
         float | None, typer.Option(help="GPUs per Ray actor (default: 1 if the cluster has any).")
     ] = None,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray actor.")] = 1,
     key: Annotated[Path | None, typer.Option(help="PEM private key to sign with.")] = None,
     cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for --key.")] = None,
     trust: Annotated[
@@ -164,6 +165,7 @@ def reimmunize_command(
             weights=bound,
             ray_address=ray_address,
             gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
             progress=progress,
         )
     if as_json:
@@ -216,19 +218,24 @@ def _print_summary(summary) -> None:
         f"against {', '.join(summary.targets)} ({summary.engine}, {summary.workers} worker(s)): "
         f"planned {summary.planned}, {summary.up_to_date} already up to date"
     )
-    table = Table("done", "adopted", "failed", "retrying", "remaining", "seconds", "images/s")
+    table = Table(
+        "done", "adopted", "failed", "retrying", "lost leases", "remaining", "seconds", "images/s"
+    )
     table.add_row(
         str(len(summary.done)),
         str(len(summary.adopted)),
         str(len(summary.failed)),
         str(summary.retrying),
+        str(summary.lost_leases),
         str(summary.remaining),
         f"{summary.seconds:.1f}",
         f"{summary.images_per_second:.2f}",
     )
     console.print(table)
     for location, why in summary.failed.items():
-        console.print(f"[red]failed[/] {location}: {why}")
+        console.print(f"[red]failed[/] {_reason(location, why)}")
+    if summary.failed:
+        console.print("fix the causes, then run again with --retry-failed")
     for location, why in summary.unreadable.items():
         console.print(f"[yellow]unreadable[/] {_reason(location, why)}")
 

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from .catalog import CatalogError
+from ..errors import PhotoimmuneError
 from .worker import Immunizer, JobSettings, WorkOrder, WorkOutput
 
 
@@ -33,8 +33,9 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-class EngineError(CatalogError):
-    """An engine cannot start (Ray missing or unreachable, bad worker count)."""
+class EngineError(PhotoimmuneError):
+    """An engine cannot start or lost all its workers (Ray missing or unreachable,
+    more workers than the cluster can place)."""
 
 
 class LocalEngine:
@@ -117,14 +118,30 @@ class RayEngine:
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                logging_level="warning",
-                log_to_driver=False,
-            )
+            try:
+                ray.init(
+                    address=address,
+                    include_dashboard=False,
+                    logging_level="warning",
+                    log_to_driver=False,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise EngineError(
+                    f"cannot start or join Ray at {address or 'a new local instance'} ({err}); "
+                    "check --ray-address and that the cluster runs, or use --engine local"
+                ) from None
+        cluster = ray.cluster_resources()
         if gpus_per_worker is None:
-            gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            gpus_per_worker = 1 if cluster.get("GPU", 0) >= 1 else 0
+        # Actors the cluster cannot place would wait forever, holding their images' leases.
+        for name, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
+            if workers * each > cluster.get(name, 0):
+                self.close()
+                raise EngineError(
+                    f"{workers} workers x {each:g} {name} each exceed the cluster's "
+                    f"{cluster.get(name, 0):g} {name}s; use fewer --workers or a smaller "
+                    f"--{name.lower()}s-per-worker (fractions share a {name})"
+                )
         if settings.threads is None:
             settings = settings.model_copy(update={"threads": max(1, int(cpus_per_worker))})
         actor = ray.remote(
@@ -147,14 +164,20 @@ class RayEngine:
         ray = self._ray
         (ready,), _ = ray.wait(list(self._running), num_returns=1)
         actor, order = self._running.pop(ready)
-        self._idle.append(actor)
         try:
-            return ray.get(ready)
-        except ray.exceptions.RayError as err:  # the actor died and Ray's retries ran out
-            return WorkOutput(item_id=order.item_id, error=f"Ray worker failed: {err}")
+            output = ray.get(ready)
+        except ray.exceptions.RayActorError as err:  # died, and Ray's restarts ran out
+            self.slots -= 1  # never hand it another order
+            if self.slots == 0:
+                raise EngineError(f"every Ray worker died; the last one: {err}") from None
+            return WorkOutput(item_id=order.item_id, error=f"Ray worker died: {err}")
+        except ray.exceptions.RayError as err:
+            output = WorkOutput(item_id=order.item_id, error=f"Ray task failed: {err}")
+        self._idle.append(actor)
+        return output
 
     def close(self) -> None:
-        for actor in self._actors:
+        for actor in getattr(self, "_actors", []):
             self._ray.kill(actor)
         if self._started:
             self._ray.shutdown()
@@ -168,6 +191,7 @@ def make_engine(
     workers: int = 1,
     ray_address: str | None = None,
     gpus_per_worker: float | None = None,
+    cpus_per_worker: float = 1,
 ) -> Engine:
     """The engine called ``name`` (``"local"`` or ``"ray"``)."""
     if name == "local":
@@ -179,5 +203,6 @@ def make_engine(
             workers=workers,
             address=ray_address,
             gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
         )
     raise EngineError(f"unknown engine {name!r}; use local or ray")

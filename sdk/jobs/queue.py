@@ -3,10 +3,13 @@
 Crash safety rests on three rules:
 
 * an item is worked on only by the job holding its lease; a job renews its
-  leases while it works (a heartbeat), so a lease lapses only when its job
-  stops: killed, or hung past ``lease_seconds``;
-* a lapsed lease, or one held by a process on this host that no longer exists
-  (``kill -9``), is taken over by the next job that claims work;
+  leases while it runs (a heartbeat thread), so a lease lapses
+  ``lease_seconds`` after its job stopped (killed, crashed, host lost);
+* a lapsed lease, or one held by a process that no longer exists on this host
+  and in this PID namespace (``kill -9``), is taken over by the next job that
+  claims work;
+* an item whose jobs died ``max_attempts`` times is failed instead of claimed
+  again, so one image that kills its worker cannot stall the catalog;
 * finishing an item (recording its copy, marking it done) is one transaction
   that succeeds only while the job still holds the lease.
 
@@ -22,7 +25,6 @@ import socket
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
@@ -40,9 +42,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..database import utc_now
 from .catalog import Base, Catalog, ImmunizedCopy, Original
 
-State = Literal["pending", "leased", "done", "failed", "superseded"]
 #: Seconds a lease lasts without renewal; a job renews at a third of it.
 DEFAULT_LEASE_SECONDS = 120
 
@@ -87,16 +89,27 @@ class NewCopy(BaseModel):
     protections: list[dict]
 
 
+def _local_prefix() -> str:
+    """``host:pid-namespace:``: processes that can see each other's PIDs share it."""
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:  # no procfs: PIDs are only comparable with the host name
+        namespace = "-"
+    return f"{socket.gethostname()}:{namespace}:"
+
+
 def job_owner() -> str:
-    """This process's identity in leases: ``host:pid:random``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This process's identity in leases: ``host:pid-namespace:pid:random``."""
+    return f"{_local_prefix()}{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _owner_is_gone(owner: str | None) -> bool:
-    """Whether ``owner`` was a process on this host that has exited (its leases are void)."""
-    host, _, rest = (owner or "").partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    """Whether ``owner`` was a process here (same host, same PID namespace) that has exited."""
+    prefix = _local_prefix()
+    if not (owner or "").startswith(prefix):
+        return False
+    pid = owner[len(prefix) :].partition(":")[0]
+    if not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -110,10 +123,6 @@ def _owner_is_gone(owner: str | None) -> bool:
 def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
     """Bounded IN (...) lists: databases cap the parameters of one statement."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -147,9 +156,8 @@ class WorkQueue:
     ) -> int:
         """Make sure each original has an item for this target set; returns how many are new.
 
-        Pending items for other target sets of these originals are superseded (a
-        newer release was published since they were planned). ``retry`` puts failed
-        items back in the queue.
+        ``retry`` puts failed items back in the queue. Items of other keys are left
+        alone: another job may be working on them.
         """
         created = 0
         with self.catalog.write() as session:
@@ -184,26 +192,17 @@ class WorkQueue:
                         targets=targets,
                         state="pending",
                         attempts=0,
-                        updated_at=_now(),
+                        updated_at=utc_now(),
                     )
                 )
                 created += 1
             elif retry and item.state == "failed":
                 item.state, item.attempts, item.error = "pending", 0, None
-        session.execute(
-            update(WorkItem)
-            .where(
-                WorkItem.original_id.in_(ids),
-                WorkItem.targets_key != key,
-                WorkItem.state == "pending",
-            )
-            .values(state="superseded", updated_at=_now())
-        )
         return created
 
     def claim(self, n: int, targets_key: str) -> list[Claim]:
         """Lease up to ``n`` items of this target set: pending ones, or ones whose job is gone."""
-        now = _now()
+        now = utc_now()
         mine = WorkItem.targets_key == targets_key
         with self.catalog.write() as session:
             pending = (
@@ -223,14 +222,26 @@ class WorkQueue:
                         WorkItem.state == "leased",
                         or_(
                             WorkItem.lease_expires <= now,
-                            WorkItem.owner.startswith(f"{socket.gethostname()}:"),
+                            WorkItem.owner.startswith(_local_prefix()),
                         ),
                     )
                     .order_by(WorkItem.id)
+                    .limit(max(4 * n, 64))
                     .with_for_update(skip_locked=True)
                 )
-                lapsed = [i for i in session.scalars(leased) if self._lapsed(i, now)]
-                items += lapsed[: n - len(items)]
+                for item in session.scalars(leased):
+                    if len(items) == n or not self._lapsed(item, now):
+                        continue
+                    if item.attempts >= self.max_attempts:
+                        item.state, item.owner, item.lease_expires = "failed", None, None
+                        item.error = (
+                            f"a job stopped {item.attempts} times while immunizing this image "
+                            "(killed, or crashed: out of memory?); fix the cause, then run "
+                            "with --retry-failed"
+                        )
+                        item.updated_at = now
+                        continue
+                    items.append(item)
             locations = dict(
                 session.execute(
                     select(Original.id, Original.location).where(
@@ -273,7 +284,7 @@ class WorkQueue:
                     WorkItem.owner == self.owner,
                     WorkItem.state == "leased",
                 )
-                .values(lease_expires=_now() + self.lease)
+                .values(lease_expires=utc_now() + self.lease)
             )
 
     def complete(self, claim: Claim, copy: NewCopy) -> bool:
@@ -289,13 +300,13 @@ class WorkQueue:
                 sha256=copy.sha256,
                 targets_key=claim.targets_key,
                 protections=copy.protections,
-                created_at=_now(),
+                created_at=utc_now(),
             )
             session.add(row)
             session.flush()
             item.state, item.copy_id, item.error = "done", row.id, None
             item.owner, item.lease_expires, item.finished_by = None, None, self.owner
-            item.updated_at = _now()
+            item.updated_at = utc_now()
             return True
 
     def fail(self, claim: Claim, error: str, *, permanent: bool = False) -> str:
@@ -307,7 +318,7 @@ class WorkQueue:
             final = permanent or item.attempts >= self.max_attempts
             item.state = "failed" if final else "pending"
             item.error, item.owner, item.lease_expires = error, None, None
-            item.updated_at = _now()
+            item.updated_at = utc_now()
             return item.state
 
     def release(self, item_ids: Sequence[int]) -> None:
@@ -318,7 +329,13 @@ class WorkQueue:
             session.execute(
                 update(WorkItem)
                 .where(WorkItem.id.in_(item_ids), WorkItem.owner == self.owner)
-                .values(state="pending", owner=None, lease_expires=None, updated_at=_now())
+                .values(
+                    state="pending",
+                    owner=None,
+                    lease_expires=None,
+                    attempts=WorkItem.attempts - 1,  # not tried: the attempt is given back
+                    updated_at=utc_now(),
+                )
             )
 
     def _held(self, session, item_id: int) -> WorkItem | None:
@@ -326,6 +343,16 @@ class WorkQueue:
         if item is None or item.state != "leased" or item.owner != self.owner:
             return None
         return item
+
+    def failures(self, targets_key: str) -> dict[str, str]:
+        """Failed items of this key: original location -> why."""
+        with self.catalog.session() as session:
+            rows = session.execute(
+                select(Original.location, WorkItem.error)
+                .join(Original, Original.id == WorkItem.original_id)
+                .where(WorkItem.targets_key == targets_key, WorkItem.state == "failed")
+            ).all()
+        return {location: error or "failed" for location, error in rows}
 
     def counts(self, targets_key: str) -> dict[str, int]:
         """Items of this target set by state."""

@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..attacks.budget import parse_budget
-from ..errors import ImageLoadError, InputError, OutputExistsError
+from ..errors import ImageLoadError, InputError, OutputExistsError, PhotoimmuneError
 from ..io import atomic_write_bytes, load_image
 from ..manifest import read_manifest, sign_pixels
 from ..protection import Protection
-from .catalog import Catalog
+from .catalog import Catalog, CatalogError
 from .engines import Engine, make_engine
 from .planning import Plan, plan
 from .queue import DEFAULT_LEASE_SECONDS, Claim, NewCopy, WorkQueue
@@ -120,6 +121,7 @@ def run(
     weights: dict[str, str] | None = None,
     ray_address: str | None = None,
     gpus_per_worker: float | None = None,
+    cpus_per_worker: float = 1,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     progress: JobProgress | None = None,
 ) -> JobSummary:
@@ -134,6 +136,8 @@ def run(
             adopted only if its manifest verifies against them (default: the
             signer's own key folder when it is the development key).
         weights: ``{"vendor/model": folder}`` for releases without bundled weights.
+        engine, workers, ray_address, gpus_per_worker, cpus_per_worker: where the
+            images are immunized (see :mod:`.engines`).
         limit: finish at most this many items, then stop (the rest stay queued).
 
     Example:
@@ -144,45 +148,65 @@ def run(
     """
     started = time.perf_counter()
     settings = settings or JobSettings()
-    job_plan = plan(catalog, registry, models)
-    summary = JobSummary(
-        models=job_plan.models,
-        targets=tuple(t.ref for t in job_plan.targets),
-        engine=engine,
-        workers=workers if engine != "local" else 1,
-        planned=len(job_plan.images),
-        up_to_date=job_plan.up_to_date,
-        unreadable=job_plan.unreadable,
-    )
-    queue = WorkQueue(catalog, lease_seconds=lease_seconds)
-    key = job_plan.targets_key
-    queue.enqueue(
-        [image.original_id for image in job_plan.images],
-        key,
-        [t.model_dump() for t in job_plan.targets],
-        retry=retry_failed,
-    )
-    signer, trust = _signing(signer, trust)
-    targets = _fetch_targets(registry, job_plan, weights or {})
-    out = Path(out_dir).expanduser().resolve()
-    job = _Job(queue, key, out, signer, trust, settings, summary, progress)
-    counts = queue.counts(key)
-    job.total = counts.get("pending", 0) + counts.get("leased", 0)
-    runner = make_engine(
-        engine,
-        targets,
-        settings,
-        workers=workers,
-        ray_address=ray_address,
-        gpus_per_worker=gpus_per_worker,
-    )
     try:
-        job.drive(runner, limit)
-    finally:
-        runner.close()
-    summary.remaining = sum(queue.counts(key).get(s, 0) for s in ("pending", "leased"))
+        job_plan = plan(catalog, registry, models)
+        summary = JobSummary(
+            models=job_plan.models,
+            targets=tuple(t.ref for t in job_plan.targets),
+            engine=engine,
+            workers=workers if engine != "local" else 1,
+            planned=len(job_plan.images),
+            up_to_date=job_plan.up_to_date,
+            unreadable=job_plan.unreadable,
+        )
+        queue = WorkQueue(catalog, lease_seconds=lease_seconds)
+        key = work_key(job_plan, settings)
+        queue.enqueue(
+            [image.original_id for image in job_plan.images],
+            key,
+            [t.model_dump() for t in job_plan.targets],
+            retry=retry_failed,
+        )
+        signer, trust = _signing(signer, trust)
+        targets = _fetch_targets(registry, job_plan, weights or {})
+        out = Path(out_dir).expanduser().resolve()
+        job = _Job(queue, key, out, signer, trust, settings, summary, progress)
+        counts = queue.counts(key)
+        job.total = counts.get("pending", 0) + counts.get("leased", 0)
+        runner = make_engine(
+            engine,
+            targets,
+            settings,
+            workers=workers,
+            ray_address=ray_address,
+            gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+        )
+        try:
+            job.drive(runner, limit)
+        finally:
+            runner.close()
+        counts = queue.counts(key)
+        summary.remaining = counts.get("pending", 0) + counts.get("leased", 0)
+        summary.failed = queue.failures(key)  # this job's, and earlier jobs' not yet retried
+    except SQLAlchemyError as err:
+        raise CatalogError(
+            f"the catalog database failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "check that it is reachable, then run the job again: it resumes where it stopped"
+        ) from None
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def work_key(job_plan: Plan, settings: JobSettings) -> str:
+    """The work queue's key: the target set and the settings that shape the pixels.
+
+    Jobs with the same key share items and output files; jobs with other
+    settings (another ε, more steps) do their own work.
+    """
+    shaping = settings.model_dump_json(include={"method", "eps", "steps", "seed", "eot"})
+    joined = f"{job_plan.targets_key}\n{shaping}"
+    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _signing(signer, trust):
@@ -291,13 +315,16 @@ class _Job:
             assert output.pixels is not None
             path = self._output(claim)
             protections = [Protection.model_validate(p) for p in output.protections]
-            data = sign_pixels(
-                output.pixels, protections, self.signer, parent=original, title=path.name
-            )
             try:
+                data = sign_pixels(
+                    output.pixels, protections, self.signer, parent=original, title=path.name
+                )
                 atomic_write_bytes(path, data)
             except OutputExistsError:  # another job wrote it first: take theirs if sound
                 self._adopt(claim, path, original)
+                return
+            except PhotoimmuneError as err:  # disk full, a signing service down: retry later
+                self._fail(claim, str(err), False)
                 return
             self._record(claim, path, data, output.protections, self.summary.done)
             workers = self.summary.by_worker
@@ -307,34 +334,33 @@ class _Job:
 
     def _adopt(self, claim: Claim, path: Path, original: bytes) -> None:
         data = path.read_bytes()
-        problem = self._check_copy(claim, data, original)
+        problem, protections = self._check_copy(claim, data, original)
         if problem is not None:
             self._fail(claim, f"{path} exists and {problem}; move it away and run again", True)
             return
-        report = read_manifest(data, trust=self.trust)
-        assert report.assertion is not None
-        protections = [p.model_dump(mode="json") for p in report.assertion.protections]
         self._record(claim, path, data, protections, self.summary.adopted)
 
-    def _check_copy(self, claim: Claim, data: bytes, original: bytes) -> str | None:
-        """Why ``data`` is not a finished copy of ``original`` for this target set (None: it is)."""
+    def _check_copy(self, claim: Claim, data: bytes, original: bytes) -> tuple[str | None, list]:
+        """Why ``data`` is not a finished copy of ``original`` for this item (None: it is),
+        and the protections its manifest lists."""
         try:
             pixels = load_image(data).pixels
             report = read_manifest(data, trust=self.trust, pixels=pixels)
         except ImageLoadError as err:
-            return f"is not a readable image ({err})"
+            return f"is not a readable image ({err})", []
         if report.verdict != "trusted" or report.assertion is None:
-            return f"its manifest does not verify ({report.verdict})"
+            return f"its manifest does not verify ({report.verdict})", []
+        protections = [p.model_dump(mode="json") for p in report.assertion.protections]
         digests = {t["digest"] for t in claim.targets}
         if not digests <= {p.target_digest for p in report.assertion.protections}:
-            return "its manifest does not list every target of this job"
+            return "its manifest does not list every target of this job", protections
         before = load_image(original).pixels
         if before.shape != pixels.shape:
-            return "is not the same size as the original"
+            return "is not the same size as the original", protections
         delta = np.abs(pixels.astype(np.int16) - before.astype(np.int16)).max()
         if delta > round(self.eps * 255):
-            return "differs from the original by more than ε"
-        return None
+            return "differs from the original by more than ε", protections
+        return None, protections
 
     def _record(self, claim: Claim, path: Path, data: bytes, protections, bucket: list) -> None:
         copy = NewCopy(

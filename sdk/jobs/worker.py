@@ -13,7 +13,6 @@ a different count rounds differently.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -64,7 +63,6 @@ class WorkOutput:
     protections: list[dict] = field(default_factory=list)
     error: str | None = None
     permanent: bool = False  # retrying will not help (bad input)
-    seconds: float = 0.0
     worker: str = ""
 
 
@@ -95,7 +93,6 @@ class Immunizer:
     def __call__(self, order: WorkOrder) -> WorkOutput:
         from ..immunization import immunize
 
-        started = time.perf_counter()
         s = self.settings
         try:
             result = immunize(
@@ -109,22 +106,15 @@ class Immunizer:
                 device=self.device,
             )
         except PhotoimmuneError as err:
-            return self._failed(order, str(err), permanent=True, started=started)
+            return self._failed(order, str(err), permanent=True)
         except (RuntimeError, MemoryError) as err:  # out of memory, a device error: retry
-            return self._failed(order, f"{type(err).__name__}: {err}", False, started)
+            return self._failed(order, f"{type(err).__name__}: {err}", permanent=False)
         return WorkOutput(
             item_id=order.item_id,
             pixels=result.pixels,
             protections=[p.model_dump(mode="json") for p in result.protections],
-            seconds=time.perf_counter() - started,
             worker=self.name,
         )
 
-    def _failed(self, order: WorkOrder, error: str, permanent: bool, started: float) -> WorkOutput:
-        return WorkOutput(
-            item_id=order.item_id,
-            error=error,
-            permanent=permanent,
-            seconds=time.perf_counter() - started,
-            worker=self.name,
-        )
+    def _failed(self, order: WorkOrder, error: str, *, permanent: bool) -> WorkOutput:
+        return WorkOutput(item_id=order.item_id, error=error, permanent=permanent, worker=self.name)
