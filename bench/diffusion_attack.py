@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from photoimmune.sdk.attacks import DiffusionAttack, PGDConfig, loss_and_grad
+from photoimmune.sdk.attacks.precision import bf16_is_native, fast_dtype
 from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.samples import sample_pixels
 
@@ -39,7 +40,10 @@ console = Console(width=160)
 
 
 def weights_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+    """fp16 on CUDA as published; on a CPU bf16 where it is native, else float32."""
+    if device.type == "cuda":
+        return torch.float16
+    return fast_dtype(device) or torch.float32
 
 
 def inputs(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +61,12 @@ def build(device: torch.device):
 def reference_step(pipe, x01, mask, device):
     dtype = weights_dtype(device)
     return lambda: reference.diffusion_attack(
-        pipe, x01 * 2 - 1, mask, iters=1, grad_reps=1, autocast=dtype
+        pipe,
+        x01 * 2 - 1,
+        mask,
+        iters=1,
+        grad_reps=1,
+        autocast=None if dtype == torch.float32 else dtype,
     )
 
 
@@ -67,8 +76,8 @@ def ours_step(pipe, x01, mask, device):
         edit_mask=mask,
         grad_reps=1,
         gradient_checkpointing=True,
-        channels_last=device.type == "cpu",
-        config=PGDConfig(eps=16 / 255, steps=1, autocast=weights_dtype(device)),
+        channels_last=device.type == "cpu" and bf16_is_native(device),
+        config=PGDConfig(eps=16 / 255, steps=1, autocast=fast_dtype(device)),
     )
     gen = torch.Generator().manual_seed(0)
     attack.prepare(x01, gen)

@@ -165,3 +165,27 @@ def test_loss_split_into_terms_gives_the_same_loss_and_gradient():
     whole = loss_and_grad(lambda v: [_to_white(v) + v.mean((1, 2, 3))], x, delta, cfg, gen)
     split = loss_and_grad(lambda v: [_to_white(v), v.mean((1, 2, 3))], x, delta, cfg, gen)
     assert torch.allclose(whole[0], split[0]) and torch.allclose(whole[1], split[1])
+
+
+def test_bf16_where_it_is_emulated_warns_and_fast_dtype_avoids_it():
+    """On CPUs without AVX-512-BF16/AMX bf16 is 10-300x slower: asking for it warns."""
+    import warnings
+
+    from photoimmune.sdk.attacks import PrecisionWarning, bf16_is_native, fast_dtype
+
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.full((1, 3, 8, 8), 0.5)
+
+    def loss(v):
+        return conv(v).pow(2).flatten(1).mean(1)
+
+    native = bf16_is_native("cpu")
+    assert fast_dtype("cpu") == (torch.bfloat16 if native else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_pgd(loss, x, PGDConfig(steps=2, autocast=torch.bfloat16))
+        run_pgd(loss, x, PGDConfig(steps=2, autocast=fast_dtype("cpu")))
+    emulated = [w for w in caught if issubclass(w.category, PrecisionWarning)]
+    assert len(emulated) == (0 if native else 1)
+    if emulated:
+        assert "fast_dtype" in str(emulated[0].message)

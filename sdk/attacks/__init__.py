@@ -13,6 +13,7 @@ from .diffusion import DiffusionAttack
 from .encoder import EncoderAttack, VAEEncoder, gray_target
 from .ensemble import Ensemble
 from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
+from .precision import PrecisionWarning, bf16_is_native, fast_dtype
 from .sizing import working_size
 from .transforms import JpegApprox, RandomBlur, RandomChoice, RandomResize, default_eot
 
@@ -24,12 +25,15 @@ __all__ = [
     "JpegApprox",
     "PGDConfig",
     "PGDResult",
+    "PrecisionWarning",
     "RandomBlur",
     "RandomChoice",
     "RandomResize",
     "VAEEncoder",
+    "bf16_is_native",
     "budget_levels",
     "default_eot",
+    "fast_dtype",
     "format_budget",
     "gray_target",
     "loss_and_grad",

@@ -18,13 +18,15 @@ from diffusers import AutoencoderKL
 
 from .base import Attack
 from .pgd import PGDConfig
+from .precision import warn_if_emulated
 from .sizing import fill_like, to_working, working_size
 
 
 class VAEEncoder(torch.nn.Module):
     """The encoder half of an ``AutoencoderKL``: pixels in [0, 1] -> scaled latent mean.
 
-    Two speed switches, both off by default because they pay only on some hardware:
+    Two speed switches, both off by default because they pay only on some hardware
+    (``dtype=fast_dtype(device)`` picks bf16 only where it is native):
     ``channels_last`` (NHWC convolutions: faster with bf16 on recent CPUs and on
     GPUs) and ``dtype`` (e.g. ``torch.bfloat16`` weights, which saves the cast
     autocast makes on every call; the encoder is copied first, so the VAE passed
@@ -47,6 +49,7 @@ class VAEEncoder(torch.nn.Module):
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self.resolution = int(vae.config.sample_size)
         self.channels_last = channels_last
+        self._precision_checked = False
         self.requires_grad_(False).eval()
         if dtype is not None:
             self.to(dtype)
@@ -66,6 +69,9 @@ class VAEEncoder(torch.nn.Module):
         return cls(vae)  # the decoder goes out of scope with `vae`
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        if not self._precision_checked:  # once: the first call shows the device
+            warn_if_emulated(self.weight_dtype, x01.device)
+            self._precision_checked = True
         x = (x01 * 2 - 1).to(self.weight_dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -27,6 +27,7 @@ from typing import Literal
 
 import torch
 
+from .precision import warn_if_emulated
 from .transforms import Transform
 
 Norm = Literal["linf", "l2"]
@@ -58,7 +59,7 @@ class PGDConfig:
     eot_samples: int = 1
     quantize: bool = True
     quant_steps: int | None = None  # None: steps // 10, at least 1 (L∞ only)
-    autocast: torch.dtype | None = None  # e.g. torch.bfloat16 on CPUs/GPUs that have it
+    autocast: torch.dtype | None = None  # e.g. fast_dtype(device): bf16 where it is native
 
     @property
     def first_step(self) -> float:
@@ -194,6 +195,7 @@ def run_pgd(
         >>> bool(res.loss_after < res.loss_before), round(float((res.x_adv - x).abs().max() * 255))
         (True, 8)
     """
+    warn_if_emulated(cfg.autocast, x.device)
     gen = generator or torch.Generator().manual_seed(0)
     terms_fn: TermsFn = terms or (lambda v: (loss_fn(v),))
     x = x.detach()
