@@ -39,7 +39,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 
 from ..database import database_url, migrate, open_engine, utc_now, write_session
 from ..errors import ImageLoadError, InputError, PhotoimmuneError
@@ -73,16 +73,24 @@ class Original(Base):
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class ImmunizedCopy(Base):
-    __tablename__ = "immunized_copies"
+class OfAnOriginal:
+    """Columns of rows about one original's content under one work key (copies, work items)."""
+
     __table_args__ = (UniqueConstraint("original_id", "original_sha256", "targets_key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    original_id: Mapped[int] = mapped_column(ForeignKey("originals.id"), index=True)
     original_sha256: Mapped[str] = mapped_column(String(64))
+    targets_key: Mapped[str] = mapped_column(String(64), index=True)
+
+    @declared_attr
+    def original_id(cls) -> Mapped[int]:  # noqa: N805 (a declared_attr takes the class)
+        return mapped_column(ForeignKey("originals.id"), index=True)
+
+
+class ImmunizedCopy(OfAnOriginal, Base):
+    __tablename__ = "immunized_copies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Not unique: originals with identical content share one copy file.
     path: Mapped[str] = mapped_column(String(2048), index=True)
     sha256: Mapped[str] = mapped_column(String(64))
-    targets_key: Mapped[str] = mapped_column(String(64))
     protections: Mapped[list] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

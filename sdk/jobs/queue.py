@@ -34,7 +34,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     or_,
     select,
     text,
@@ -43,19 +42,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..database import utc_now
-from .catalog import Base, Catalog, ImmunizedCopy, Original
+from .catalog import Base, Catalog, ImmunizedCopy, OfAnOriginal, Original
 
 #: Seconds a lease lasts without renewal; a job renews at a third of it.
 DEFAULT_LEASE_SECONDS = 120
 
 
-class WorkItem(Base):
+class WorkItem(OfAnOriginal, Base):
     __tablename__ = "work_items"
-    __table_args__ = (UniqueConstraint("original_id", "original_sha256", "targets_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    original_id: Mapped[int] = mapped_column(ForeignKey("originals.id"), index=True)
-    original_sha256: Mapped[str] = mapped_column(String(64))
-    targets_key: Mapped[str] = mapped_column(String(64), index=True)
     targets: Mapped[list] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), index=True)
     owner: Mapped[str | None] = mapped_column(String(255))

@@ -38,6 +38,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_immunized_copies_original_id", "immunized_copies", ["original_id"])
     op.create_index("ix_immunized_copies_path", "immunized_copies", ["path"])
+    op.create_index("ix_immunized_copies_targets_key", "immunized_copies", ["targets_key"])
     op.create_table(
         "work_items",
         sa.Column("id", sa.Integer, primary_key=True),
