@@ -178,7 +178,7 @@ def immunize_command(
 
     from .errors import InputError
     from .immunization import immunize
-    from .io import atomic_write_bytes, encode_image, load_image
+    from .io import atomic_write_bytes, encode_image, load_image, max_abs_delta
     from .manifest import sign_image
 
     quiet_libraries()
@@ -217,13 +217,12 @@ def immunize_command(
                     data, result.protections, signer, parent=image.data, title=dst.name
                 )
             atomic_write_bytes(dst, data, overwrite=overwrite)
-            saved = load_image(dst).pixels.astype(int)
             record = {
                 "input": str(src),
                 "output": str(dst),
                 "signed": signer is not None,
                 "eps": result.protections[0].eps,
-                "max_abs_delta": f"{int(abs(saved - image.pixels.astype(int)).max())}/255",
+                "max_abs_delta": f"{max_abs_delta(load_image(dst).pixels, image.pixels)}/255",
                 "loss_before": [p.loss_before for p in result.protections],
                 "loss_after": [p.loss_after for p in result.protections],
                 "protections": [p.model_dump() for p in result.protections],

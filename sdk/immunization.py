@@ -30,7 +30,14 @@ from .attacks.budget import format_budget, parse_budget
 from .attacks.ensemble import Ensemble
 from .attacks.pgd import PGDConfig
 from .attacks.transforms import default_eot
-from .io import ImageSource, LoadedImage, load_image, pixels_to_tensor, tensor_to_pixels
+from .io import (
+    ImageSource,
+    LoadedImage,
+    load_image,
+    max_abs_delta,
+    pixels_to_tensor,
+    tensor_to_pixels,
+)
 from .protection import Protection, format_loss
 from .targets import AttackTarget, Recipe, build_target
 
@@ -61,7 +68,7 @@ class ImmunizationResult:
     @property
     def max_abs_delta(self) -> int:
         """Largest per-pixel change, in 8-bit levels (the budget's unit)."""
-        return int(np.abs(self.pixels.astype(np.int16) - self.original.astype(np.int16)).max())
+        return max_abs_delta(self.pixels, self.original)
 
     def to_pil(self) -> Image.Image:
         return Image.fromarray(self.pixels)

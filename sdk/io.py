@@ -436,6 +436,16 @@ def _as_rgb(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+def max_abs_delta(a: np.ndarray, b: np.ndarray) -> int:
+    """Largest per-pixel difference between two uint8 images, in 8-bit levels.
+
+    Example:
+        >>> max_abs_delta(np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 8, np.uint8))
+        8
+    """
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
 # --------------------------------------------------------------------------- tensors
 
 PixelRange = Literal["unit", "signed"]

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    func,
     or_,
     select,
     text,
@@ -349,13 +350,12 @@ class WorkQueue:
             ).all()
         return {location: error or "failed" for location, error in rows}
 
-    def counts(self, targets_key: str) -> dict[str, int]:
-        """Items of this target set by state."""
+    def unfinished(self, targets_key: str) -> int:
+        """Items of this key still pending or leased (by this job or another)."""
         with self.catalog.session() as session:
-            states = session.scalars(
-                select(WorkItem.state).where(WorkItem.targets_key == targets_key)
+            return session.scalar(
+                select(func.count()).where(
+                    WorkItem.targets_key == targets_key,
+                    WorkItem.state.in_(("pending", "leased")),
+                )
             )
-            found: dict[str, int] = {}
-            for state in states:
-                found[state] = found.get(state, 0) + 1
-            return found

@@ -29,13 +29,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..attacks.budget import parse_budget
+from ..attacks.budget import budget_levels, parse_budget
 from ..errors import ImageLoadError, InputError, OutputExistsError, PhotoimmuneError
-from ..io import atomic_write_bytes, load_image
+from ..io import atomic_write_bytes, load_image, max_abs_delta
 from ..manifest import read_manifest, sign_pixels
 from ..protection import Protection
 from .catalog import Catalog, CatalogError
@@ -171,8 +170,7 @@ def run(
         targets = _fetch_targets(registry, job_plan, weights or {})
         out = Path(out_dir).expanduser().resolve()
         job = _Job(queue, key, out, signer, trust, settings, summary, progress)
-        counts = queue.counts(key)
-        job.total = counts.get("pending", 0) + counts.get("leased", 0)
+        job.total = queue.unfinished(key)
         runner = make_engine(
             engine,
             targets,
@@ -186,8 +184,7 @@ def run(
             job.drive(runner, limit)
         finally:
             runner.close()
-        counts = queue.counts(key)
-        summary.remaining = counts.get("pending", 0) + counts.get("leased", 0)
+        summary.remaining = queue.unfinished(key)
         summary.failed = queue.failures(key)  # this job's, and earlier jobs' not yet retried
     except SQLAlchemyError as err:
         raise CatalogError(
@@ -248,7 +245,7 @@ class _Job:
     def __init__(self, queue, key, out_dir, signer, trust, settings, summary, progress):
         self.queue, self.key, self.out_dir = queue, key, out_dir
         self.signer, self.trust = signer, trust
-        self.eps = float(parse_budget(settings.eps))
+        self.levels = budget_levels(parse_budget(settings.eps))  # what a saved copy may move
         self.summary, self.progress = summary, progress
         self.in_flight: dict[int, tuple[Claim, bytes]] = {}
         self.finished = 0
@@ -300,7 +297,7 @@ class _Job:
             self._adopt(claim, path, data)
             return None
         self.in_flight[claim.item_id] = (claim, data)
-        return WorkOrder(item_id=claim.item_id, name=Path(claim.location).name, data=data)
+        return WorkOrder(item_id=claim.item_id, data=data)
 
     def _output(self, claim: Claim) -> Path:
         name = output_name(claim.location, claim.original_sha256, claim.targets_key)
@@ -314,10 +311,9 @@ class _Job:
                 return
             assert output.pixels is not None
             path = self._output(claim)
-            protections = [Protection.model_validate(p) for p in output.protections]
             try:
                 data = sign_pixels(
-                    output.pixels, protections, self.signer, parent=original, title=path.name
+                    output.pixels, output.protections, self.signer, parent=original, title=path.name
                 )
                 atomic_write_bytes(path, data)
             except OutputExistsError:  # another job wrote it first: take theirs if sound
@@ -340,7 +336,9 @@ class _Job:
             return
         self._record(claim, path, data, protections, self.summary.adopted)
 
-    def _check_copy(self, claim: Claim, data: bytes, original: bytes) -> tuple[str | None, list]:
+    def _check_copy(
+        self, claim: Claim, data: bytes, original: bytes
+    ) -> tuple[str | None, Sequence[Protection]]:
         """Why ``data`` is not a finished copy of ``original`` for this item (None: it is),
         and the protections its manifest lists."""
         try:
@@ -350,21 +348,24 @@ class _Job:
             return f"is not a readable image ({err})", []
         if report.verdict != "trusted" or report.assertion is None:
             return f"its manifest does not verify ({report.verdict})", []
-        protections = [p.model_dump(mode="json") for p in report.assertion.protections]
+        protections = report.assertion.protections
         digests = {t["digest"] for t in claim.targets}
-        if not digests <= {p.target_digest for p in report.assertion.protections}:
+        if not digests <= {p.target_digest for p in protections}:
             return "its manifest does not list every target of this job", protections
         before = load_image(original).pixels
         if before.shape != pixels.shape:
             return "is not the same size as the original", protections
-        delta = np.abs(pixels.astype(np.int16) - before.astype(np.int16)).max()
-        if delta > round(self.eps * 255):
+        if max_abs_delta(pixels, before) > self.levels:
             return "differs from the original by more than ε", protections
         return None, protections
 
-    def _record(self, claim: Claim, path: Path, data: bytes, protections, bucket: list) -> None:
+    def _record(
+        self, claim: Claim, path: Path, data: bytes, protections: Sequence[Protection], bucket: list
+    ) -> None:
         copy = NewCopy(
-            path=str(path), sha256=hashlib.sha256(data).hexdigest(), protections=protections
+            path=str(path),
+            sha256=hashlib.sha256(data).hexdigest(),
+            protections=[p.model_dump(mode="json") for p in protections],
         )
         if self.queue.complete(claim, copy):
             bucket.append(str(path))

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import PhotoimmuneError
+from ..protection import Protection
 
 
 class JobSettings(BaseModel):
@@ -50,7 +51,6 @@ class WorkOrder(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     item_id: int
-    name: str
     data: bytes
 
 
@@ -60,7 +60,7 @@ class WorkOutput:
 
     item_id: int
     pixels: np.ndarray | None = None
-    protections: list[dict] = field(default_factory=list)
+    protections: list[Protection] = field(default_factory=list)
     error: str | None = None
     permanent: bool = False  # retrying will not help (bad input)
     worker: str = ""
@@ -72,8 +72,8 @@ class Immunizer:
     Example:
         >>> target = client.get("photoimmune/tiny-ldm@2")  # doctest: +SKIP
         >>> immunizer = Immunizer([target], JobSettings())  # doctest: +SKIP
-        >>> out = immunizer(WorkOrder(item_id=1, name="cat.png", data=data))  # doctest: +SKIP
-        >>> out.protections[0]["target_ref"]  # doctest: +SKIP
+        >>> out = immunizer(WorkOrder(item_id=1, data=data))  # doctest: +SKIP
+        >>> out.protections[0].target_ref  # doctest: +SKIP
         'photoimmune/tiny-ldm@2'
     """
 
@@ -112,7 +112,7 @@ class Immunizer:
         return WorkOutput(
             item_id=order.item_id,
             pixels=result.pixels,
-            protections=[p.model_dump(mode="json") for p in result.protections],
+            protections=result.protections,
             worker=self.name,
         )
 
