@@ -189,3 +189,33 @@ def test_bf16_where_it_is_emulated_warns_and_fast_dtype_avoids_it():
     assert len(emulated) == (0 if native else 1)
     if emulated:
         assert "fast_dtype" in str(emulated[0].message)
+
+
+def test_apgd_checkpoints_follow_croce_and_hein():
+    from photoimmune.sdk.attacks.pgd import _APGDControl
+
+    assert _APGDControl._checkpoints(100) == {22, 41, 57, 70, 80, 87, 93, 99}
+    assert PGDConfig(eps=0.1, schedule="apgd").first_step == pytest.approx(0.2)
+
+
+def test_apgd_halves_its_step_into_an_interior_optimum():
+    """Sign steps of a fixed size orbit an interior optimum; halving closes in on it."""
+    x = _image(shape=(3, 3, 16, 16))
+    eps = 16 / 255
+    gen = torch.Generator().manual_seed(3)
+    # Each image's optimum lies strictly inside the ball, off any step lattice.
+    centre = x + (torch.rand(x.shape, generator=gen) * 1.4 - 0.7) * eps
+    centre = centre.clamp(0, 1)
+
+    def loss(v):
+        return (v - centre).pow(2).flatten(1).mean(1)
+
+    def run(schedule):
+        cfg = PGDConfig(eps=eps, steps=100, schedule=schedule, quantize=False)
+        return run_pgd(loss, x, cfg, generator=torch.Generator().manual_seed(0))
+
+    apgd, constant = run("apgd"), run("constant")
+    assert float((apgd.x_adv - x).abs().max()) <= eps + 1e-6
+    # A constant step can get no closer than about its own size; APGD halves past it.
+    assert bool((apgd.loss_after < constant.loss_after / 10).all())
+    assert bool((apgd.loss_after < apgd.loss_before * 1e-3).all())

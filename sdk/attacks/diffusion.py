@@ -18,9 +18,12 @@ Noise is drawn once per batch (``fixed_noise=True``) or afresh per loss call,
 averaged over ``grad_reps`` draws either way; each draw is back-propagated on
 its own, so memory holds one draw's graph whatever ``grad_reps`` is.
 
-Memory and speed switches: ``gradient_checkpointing`` (``True``, ``"unet"`` or
-``"vae"``) recomputes those activations in the backward pass instead of keeping
-them (the big saving at 512 px); ``channels_last`` runs the convolutions in
+Memory and speed switches: ``gradient_checkpointing`` recomputes activations in
+the backward pass instead of keeping them (the big saving at 512 px):
+``"unet"`` or ``"vae"`` block by block (diffusers' own), ``True`` both, and
+``"steps"`` each denoising step's whole UNet call as one unit (only the step's
+inputs are kept; one UNet's activations live at a time) with the VAE block by
+block, which avoids per-block bookkeeping; ``channels_last`` runs the convolutions in
 NHWC (faster with bf16 on some CPUs and GPUs). A 9-channel inpainting UNet never needs the latent of
 the whole image, so that encoder pass is skipped.
 """
@@ -33,6 +36,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from diffusers import DDIMScheduler
+from torch.utils.checkpoint import checkpoint
 
 from .base import Attack
 from .encoder import VAEEncoder, gray_target
@@ -72,7 +76,7 @@ class DiffusionAttack(Attack):
         edit_mask: torch.Tensor | None = None,
         grad_reps: int = 1,
         fixed_noise: bool = True,
-        gradient_checkpointing: bool | Literal["unet", "vae"] = False,
+        gradient_checkpointing: bool | Literal["unet", "vae", "steps"] = False,
         channels_last: bool = False,
         resolution: int | None = None,
         config: PGDConfig | None = None,
@@ -84,11 +88,12 @@ class DiffusionAttack(Attack):
             module.requires_grad_(False).eval()
         if gradient_checkpointing in (True, "unet"):
             pipe.unet.enable_gradient_checkpointing()
-        if gradient_checkpointing in (True, "vae"):
+        if gradient_checkpointing in (True, "vae", "steps"):
             pipe.vae.enable_gradient_checkpointing()
         if channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
+        self.checkpoint_steps = gradient_checkpointing == "steps"
         self.encoder = VAEEncoder(pipe.vae, channels_last=channels_last)
         self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         self.target = (gray_target() if target is None else target).float()
@@ -160,13 +165,10 @@ class DiffusionAttack(Attack):
                 extra = torch.cat([small_mask, masked_latents], dim=1)
                 model_in = torch.cat([model_in, torch.cat([extra] * 2)], dim=1)
             embeds = self._embeds.repeat_interleave(x.shape[0], dim=0)  # [uncond]*N + [cond]*N
-            dtype = self.pipe.unet.dtype
-            eps_uncond, eps_cond = (
-                self.pipe.unet(model_in.to(dtype), t, encoder_hidden_states=embeds.to(dtype))
-                .sample.float()
-                .chunk(2)
-            )
-            eps = eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
+            if self.checkpoint_steps and torch.is_grad_enabled():
+                eps = checkpoint(self._guided_eps, model_in, t, embeds, use_reentrant=False)
+            else:
+                eps = self._guided_eps(model_in, t, embeds)
             latents = self.scheduler.step(
                 eps, t, latents, eta=self.eta, variance_noise=step_noise[i]
             ).prev_sample
@@ -181,6 +183,13 @@ class DiffusionAttack(Attack):
         latents = (latents / sf + self.encoder.shift_factor).to(self.encoder.weight_dtype)
         image = self.pipe.vae.decode(latents).sample
         return (image.float() + 1) / 2
+
+    def _guided_eps(self, model_in: torch.Tensor, t, embeds: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction with classifier-free guidance."""
+        dtype = self.pipe.unet.dtype
+        out = self.pipe.unet(model_in.to(dtype), t, encoder_hidden_states=embeds.to(dtype))
+        eps_uncond, eps_cond = out.sample.float().chunk(2)
+        return eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         return sum(self.loss_terms(x))
