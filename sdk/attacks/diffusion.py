@@ -23,7 +23,8 @@ the backward pass instead of keeping them (the big saving at 512 px):
 ``"unet"`` or ``"vae"`` block by block (diffusers' own), ``True`` both, and
 ``"steps"`` each denoising step's whole UNet call as one unit (only the step's
 inputs are kept; one UNet's activations live at a time) with the VAE block by
-block, which avoids per-block bookkeeping; ``channels_last`` runs the convolutions in
+block (on a 2-core CPU at 256 px it cost 2.2x the time against 1.3x for
+blocks; see docs/performance.md); ``channels_last`` runs the convolutions in
 NHWC (faster with bf16 on some CPUs and GPUs). A 9-channel inpainting UNet never needs the latent of
 the whole image, so that encoder pass is skipped.
 """

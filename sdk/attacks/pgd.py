@@ -281,6 +281,7 @@ def run_pgd(
     best_delta, best_loss = delta.clone(), torch.full_like(loss_before, math.inf)
     velocity = torch.zeros_like(x)
     apgd = _APGDControl(cfg, loss_before) if cfg.schedule == "apgd" else None
+    project = lambda d: _project(d, x, cfg, mask)  # noqa: E731
     history: list[float] = []
     steps_run = 0
     for i in range(cfg.steps):
@@ -301,7 +302,6 @@ def run_pgd(
             grad = velocity
         step = grad.sign() if cfg.norm == "linf" else grad / _l2(grad)
         if apgd is not None:
-            project = lambda d: _project(d, x, cfg, mask)  # noqa: E731
             delta = apgd.step(i, delta, loss, step, best_delta, best_loss, project)
         else:
             delta = _project(delta - cfg.step_at(i) * step, x, cfg, mask)
