@@ -6,8 +6,9 @@ steps, guidance 7.5, VAE encode, 9-channel UNet, VAE decode) with one noise
 draw; both loops scale linearly in ``grad_reps`` (PhotoGuard's 10), and ours
 back-propagates each draw before the next, so its memory does not.
 
-Weights are bf16 on a CPU and fp16 on CUDA (PhotoGuard's published setting),
-the same pipeline for both loops. Ours skips the whole-image encode a
+Weights are fp16 on CUDA (PhotoGuard's published setting) and, on a CPU, bf16
+where it is native and float32 where it would be emulated; every loop gets a
+freshly built pipeline of the same architecture and dtype. Ours skips the whole-image encode a
 9-channel UNet never uses, runs channels_last where bf16 is native on a CPU (on
 an H100 it cost time), and is measured with two kinds of gradient
 checkpointing: diffusers' per block in UNet and VAE (``True``), and each
