@@ -11,14 +11,17 @@ where it is native and float32 where it would be emulated; every loop gets a
 freshly built pipeline of the same architecture and dtype. Ours skips the whole-image encode a
 9-channel UNet never uses, runs channels_last where bf16 is native on a CPU (on
 an H100 it cost time), and is measured with two kinds of gradient
-checkpointing: diffusers' per block in UNet and VAE (``True``), and each
-denoising step's UNet call as one unit with the VAE per block (``"steps"``).
+checkpointing: diffusers' per block in the VAE only (``"vae"``), in UNet and
+VAE (``True``), and each denoising step's UNet call as one unit with the VAE
+per block (``"steps"``).
 
 Seconds are measured in this process (median of ``--iters`` after a warm-up);
 peak memory is the CUDA allocator's peak, or on a CPU the peak RSS of a fresh
-process that runs only that loop (weights included).
+process while it runs one iteration of that loop (weights resident; building
+them is not counted, see bench/memory.py).
 
     .venv/bin/python bench/diffusion_attack.py [--quick] [--device cpu|cuda]
+        [--sizes 512] [--variants vae,blocks,steps]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 import reference  # bench/ is on sys.path when this script runs
 import torch
 from architectures import sd15_inpaint_pipeline
-from memory import fresh_process_peak_rss
+from memory import step_peak_rss
 from rich.console import Console
 from rich.table import Table
 
@@ -74,7 +77,15 @@ def reference_step(pipe, x01, mask, device):
 
 
 #: Our variants: name -> gradient_checkpointing.
-VARIANTS = {"ours, blocks": True, "ours, steps": "steps"}
+VARIANTS = {"ours, vae": "vae", "ours, blocks": True, "ours, steps": "steps"}
+
+
+def variant(short: str) -> str:
+    """``"vae"`` -> ``"ours, vae"``, for ``--variants``."""
+    name = f"ours, {short}"
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {short!r}: choose from vae, blocks, steps")
+    return name
 
 
 def ours_step(pipe, x01, mask, device, checkpointing=True):
@@ -115,20 +126,20 @@ def make_step(which: str, pipe, x01, mask, device):
     return ours_step(pipe, x01, mask, device, VARIANTS[which])
 
 
-def _cpu_step(which: str, size: int) -> None:
+def _cpu_step(which: str, size: int):
     device = torch.device("cpu")
     x01, mask = inputs(size, device)
-    make_step(which, build(device), x01, mask, device)()
+    return make_step(which, build(device), x01, mask, device)
 
 
 def peak_memory(which: str, size: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        x01, mask = inputs(size, device)
-        step = make_step(which, build(device), x01, mask, device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        return float(torch.cuda.max_memory_allocated(device))
-    return fresh_process_peak_rss(_cpu_step, which, size)
+    if device.type != "cuda":
+        return step_peak_rss(_cpu_step, which, size)
+    x01, mask = inputs(size, device)
+    step = make_step(which, build(device), x01, mask, device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    return float(torch.cuda.max_memory_allocated(device))
 
 
 def main() -> None:
@@ -136,15 +147,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=None)
+    parser.add_argument("--sizes", help="comma-separated, e.g. 512 (default: 256,512; quick 256)")
+    parser.add_argument("--variants", help="comma-separated subset of vae,blocks,steps")
     args = parser.parse_args()
     device = torch.device(args.device)
-    sizes = [256] if args.quick else [256, 512]
+    sizes = (
+        [int(v) for v in args.sizes.split(",")]
+        if args.sizes
+        else [256]
+        if args.quick
+        else [256, 512]
+    )
+    chosen = [variant(v) for v in args.variants.split(",")] if args.variants else list(VARIANTS)
     iters = args.iters or (1 if device.type == "cpu" else 5)
     console.print(
         f"device {device}, weights {weights_dtype(device)}, threads {torch.get_num_threads()}"
     )
 
-    loops = ["reference", *VARIANTS]
+    loops = ["reference", *chosen]
     table = Table(
         title="diffusion attack, SD 1.5 inpainting architecture, one gradient per iteration"
     )

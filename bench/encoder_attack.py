@@ -10,13 +10,24 @@
     loss ‖E(x')‖ on the latent mean), then the iterations and seconds ours
     needs to reach that same loss at the same ε (early stop at the target), with
     PhotoGuard's linearly decaying step and with APGD's adaptive one; "reached"
-    allows a relative 1e-6, float32's rounding of the loss, no more;
+    is judged in float32 on the returned image and allows a relative 1e-6,
+    float32's rounding of the loss, no more. Where ours runs in bf16 its early
+    stop waits for a bf16 loss 2e-3 below the target (bf16 and float32 losses
+    of one image disagree by up to 1e-3 here), so it never stops short of it;
+    ``--published-sample K`` times the reference as published over K
+    iterations and scales to 1000 (its loop costs the same every iteration),
+    for CPUs where 1000 float32 iterations take an hour or more;
 (c) achieved FLOP/s of one of our iterations (``torch.utils.flop_counter``)
-    against this machine's bf16 matrix-product rate, measured in the same run;
+    against this machine's bf16 matrix-product rate, measured in the same run,
+    eager and ``torch.compile``'d (``VAEEncoder(compile=True)``, its compile time
+    printed apart);
 (d) peak memory: on CUDA the allocator's peak, on a CPU the peak RSS of a
-    fresh process that runs only that attack.
+    fresh process while it runs only that attack (weights resident; building
+    them is not counted, see bench/memory.py).
 
     .venv/bin/python bench/encoder_attack.py [--quick] [--device cpu|cuda]
+        [--parts abd] [--sizes 512] [--cases tiny-ldm@1:512,sd15:256] [--budgets apgd:50,apgd:100]
+        [--published-sample K]
 
 ``--quick`` (under 3 minutes on 2 cores) shrinks (b) to the bundled VAE at
 128 px and a 200-iteration reference, and prints the headline ratios last.
@@ -25,6 +36,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +44,7 @@ from dataclasses import dataclass
 import reference  # bench/ is on sys.path when this script runs
 import torch
 from architectures import sd15_vae
-from memory import fresh_process_peak_rss
+from memory import step_peak_rss
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
@@ -48,6 +60,10 @@ REF_EPS, REF_STEP, REF_ITERS = 0.06, 0.02, 1000
 # and vae.encode disagree by about this much on the same image (measured: ours
 # stopped at the target while vae.encode put that image 6e-7 above it).
 SAME_LOSS = 1e-6
+# bf16 and float32 losses of the same image disagree by up to 1e-3 relative
+# (measured on the bundled VAE at 256 and 512 and on the SD 1.5 architecture at
+# 256); a bf16 early stop twice that far below the target cannot fire short of it.
+BF16_STOP_MARGIN = 2e-3
 
 
 def load_vae(name: str):
@@ -66,12 +82,14 @@ def photo(size: int, device: torch.device) -> torch.Tensor:
     return pixels_to_tensor(sample_pixels("coffee.png", size)).to(device)
 
 
-def ours_encoder(vae, device: torch.device) -> VAEEncoder:
+def ours_encoder(vae, device: torch.device, compile: bool = False) -> VAEEncoder:
     """Our encoder-only module: bf16 weights where bf16 is native (float32 elsewhere: emulated
-    bf16 is 10-300x slower); channels_last with bf16 on a CPU (on an H100 it cost ~10%)."""
+    bf16 is 10-300x slower); channels_last with bf16 on a CPU (on an H100 it cost ~10%);
+    ``compile``: torch.compile'd (its compiling is timed apart, in (a)'s warm-up)."""
     dtype = fast_dtype(device)
     channels_last = device.type == "cpu" and dtype is not None
-    return VAEEncoder(vae, channels_last=channels_last, dtype=dtype).to(device)
+    encoder = VAEEncoder(vae, channels_last=channels_last, dtype=dtype, compile=compile)
+    return encoder.to(device)
 
 
 def ours_loss(encoder: VAEEncoder) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -133,13 +151,22 @@ class IterationCosts:
     ref_published: float
     ref_bf16: float
     ours: float
+    ours_compiled: float
+    compile_seconds: float
     ours_flops: float
+    matmul_rate: float
+
+    def share_of_matmul_rate(self, seconds: float) -> float:
+        return self.ours_flops / seconds / self.matmul_rate
 
 
-def iteration_costs(size: int, iters: int, device: torch.device, rounds: int = 2) -> IterationCosts:
+def iteration_costs(
+    size: int, iters: int, device: torch.device, rate: float, compiled: bool, rounds: int = 2
+) -> IterationCosts:
     """Each loop timed ``rounds`` times, in turn, keeping its best: on a shared machine
     speed drifts over minutes, and timing one loop after the other biases the comparison
-    (measured here: a sequential run showed ours 20 % slower, interleaved runs did not)."""
+    (measured here: a sequential run showed ours 20 % slower, interleaved runs did not).
+    ``compiled``: also time ours torch.compile'd (not in --quick: compiling takes ~45 s)."""
     vae = sd15_vae().to(device)
     x01 = photo(size, device)
     encoder = ours_encoder(vae, device)
@@ -148,7 +175,16 @@ def iteration_costs(size: int, iters: int, device: torch.device, rounds: int = 2
         "best": ref_runner(vae, x01, device, True),
         "ours": ours_runner(encoder, x01),
     }
-    best = dict.fromkeys(runners, float("inf"))
+    compile_seconds = math.nan
+    if compiled:
+        runners["compiled"] = ours_runner(ours_encoder(vae, device, compile=True), x01)
+        sync(device)
+        start = time.perf_counter()
+        runners["compiled"](1)  # compiles its graphs (no-grad and grad) for this shape
+        sync(device)
+        compile_seconds = time.perf_counter() - start
+    best = dict.fromkeys(runners, math.inf)
+    best.setdefault("compiled", math.nan)
     for _ in range(rounds):
         for name, run in runners.items():
             best[name] = min(best[name], seconds_per_iteration(run, iters, device))
@@ -157,7 +193,16 @@ def iteration_costs(size: int, iters: int, device: torch.device, rounds: int = 2
     with FlopCounterMode(display=False) as counter:
         loss(x01 + delta).sum().backward()
     flops = counter.get_total_flops()
-    return IterationCosts(size, best["published"], best["best"], best["ours"], flops)
+    return IterationCosts(
+        size,
+        best["published"],
+        best["best"],
+        best["ours"],
+        best["compiled"],
+        compile_seconds,
+        flops,
+        rate,
+    )
 
 
 def matmul_rate(device: torch.device, n: int = 4096, reps: int = 10) -> float:
@@ -200,9 +245,18 @@ class TimeToQuality:
 
 
 def time_to_quality(
-    model: str, size: int, ref_iters: int, budgets: list[tuple[str, int]], device: torch.device
+    model: str,
+    size: int,
+    ref_iters: int,
+    budgets: list[tuple[str, int]],
+    device: torch.device,
+    published_sample: int | None = None,
 ) -> list[TimeToQuality]:
-    """One row per (schedule, iteration budget) of ours, each stopping early at the target."""
+    """One row per (schedule, iteration budget) of ours, each stopping early at the target.
+
+    ``published_sample``: time the reference as published over that many
+    iterations and scale to ``ref_iters`` instead of running all of them.
+    """
     vae = load_vae(model).to(device)
     x01 = photo(size, device)
 
@@ -210,8 +264,7 @@ def time_to_quality(
         with torch.no_grad():
             return float(vae.encode(x_m11).latent_dist.mean.float().norm())
 
-    timings = {}
-    for bf16 in (True, False):
+    def ref_seconds(bf16: bool, iters: int) -> tuple[float, torch.Tensor]:
         sync(device)
         start = time.perf_counter()
         x_ref = reference.encoder_attack(
@@ -219,24 +272,37 @@ def time_to_quality(
             x01 * 2 - 1,
             eps=REF_EPS,
             step=REF_STEP,
-            iters=ref_iters,
+            iters=iters,
             autocast=ref_autocast(device, bf16),
         )
         sync(device)
-        timings[bf16] = time.perf_counter() - start
-        if bf16:
-            ref_loss = ref_metric(x_ref)
+        return time.perf_counter() - start, x_ref
+
+    seconds_bf16, x_ref = ref_seconds(True, ref_iters)
+    ref_loss = ref_metric(x_ref)
+    if ref_autocast(device, True) == ref_autocast(device, False):
+        seconds_published = seconds_bf16  # one loop: no bf16 on this machine
+    elif published_sample:
+        sampled, _ = ref_seconds(False, published_sample)
+        seconds_published = sampled * ref_iters / published_sample
+    else:
+        seconds_published, _ = ref_seconds(False, ref_iters)
+    timings = {True: seconds_bf16, False: seconds_published}
     clean_loss = ref_metric(x01 * 2 - 1)
     # Our loss is scale² ‖m‖² / numel (m the latent mean): the same target, restated.
     encoder = ours_encoder(vae, device)
     numel = encoder(x01).numel()
     target = encoder.scaling_factor**2 * ref_loss**2 / numel
+    if encoder.weight_dtype != torch.float32:
+        target *= 1 - BF16_STOP_MARGIN
     rows = []
     for schedule, budget in budgets:
+        name, _, momentum = schedule.partition("+m")  # "linear+m0.75": with momentum 0.75
         cfg = PGDConfig(
             eps=REF_EPS / 2,
             steps=budget,
-            schedule=schedule,
+            schedule=name,
+            momentum=float(momentum or 0),
             quantize=False,
             random_start=False,
             loss_target=target,
@@ -272,31 +338,31 @@ def time_to_quality(
 # --------------------------------------------------------------------------- (d)
 
 
-def _cpu_attack(which: str, size: int) -> None:
-    vae = sd15_vae()
-    x01 = photo(size, torch.device("cpu"))
+def _attack(which: str, size: int, device: torch.device) -> Callable[[], object]:
+    """Two iterations of one loop at ``size``, ready to run (its model built)."""
+    vae = sd15_vae().to(device)
+    x01 = photo(size, device)
     run = (
-        ref_runner(vae, x01, torch.device("cpu"), True)
+        ref_runner(vae, x01, device, True)
         if which == "reference"
-        else ours_runner(ours_encoder(vae, torch.device("cpu")), x01)
+        else ours_runner(ours_encoder(vae, device), x01)
     )
-    run(2)
+    return lambda: run(2)
+
+
+def _cpu_attack(which: str, size: int) -> Callable[[], object]:
+    return _attack(which, size, torch.device("cpu"))
 
 
 def peak_memory(which: str, size: int, device: torch.device) -> float:
-    """Peak bytes of one attack at ``size``: CUDA allocator peak, or a fresh process's RSS."""
-    if device.type == "cuda":
-        vae = sd15_vae().to(device)
-        x01 = photo(size, device)
-        run = (
-            ref_runner(vae, x01, device, True)
-            if which == "reference"
-            else ours_runner(ours_encoder(vae, device), x01)
-        )
-        torch.cuda.reset_peak_memory_stats(device)
-        run(2)
-        return float(torch.cuda.max_memory_allocated(device))
-    return fresh_process_peak_rss(_cpu_attack, which, size)
+    """Peak bytes of one attack at ``size``: CUDA allocator peak, or a fresh process's RSS
+    (weights resident, building them not counted)."""
+    if device.type != "cuda":
+        return step_peak_rss(_cpu_attack, which, size)
+    step = _attack(which, size, device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    return float(torch.cuda.max_memory_allocated(device))
 
 
 # --------------------------------------------------------------------------- report
@@ -327,15 +393,70 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=None, help="iterations timed in (a)")
+    parser.add_argument("--parts", default="abd", help="which of (a)+(c), (b), (d) to run")
+    parser.add_argument("--sizes", help="(a) and (d): comma-separated (default 256,512; quick 256)")
+    parser.add_argument("--cases", type=_pairs, help="(b)'s MODEL:SIZE list, e.g. sd15:256")
+    parser.add_argument(
+        "--budgets",
+        type=_pairs,
+        help="(b)'s SCHEDULE:ITERS list of ours; SCHEDULE+mM adds momentum M (linear+m0.75:95)",
+    )
+    parser.add_argument("--ref-iters", type=int, default=REF_ITERS, help="(b) with --cases")
+    parser.add_argument(
+        "--published-sample",
+        type=int,
+        default=None,
+        help="(b): time the reference as published over this many iterations, scaled to 1000",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    sizes = [256] if args.quick else [256, 512]
+    sizes = (
+        [int(v) for v in args.sizes.split(",")]
+        if args.sizes
+        else [256]
+        if args.quick
+        else [256, 512]
+    )
     iters = args.iters or (2 if args.quick else (20 if device.type == "cuda" else 3))
     console.print(
         f"device {device}, torch threads {torch.get_num_threads()}, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, bf16 native: {bf16_is_native(device)}"
     )
 
+    costs = per_iteration_report(sizes, iters, device, not args.quick) if "a" in args.parts else []
+    quality = []
+    if "b" in args.parts:
+        cases = (
+            [(m, s, args.ref_iters) for m, s in args.cases]
+            if args.cases
+            else [("tiny-ldm@1", 128, 200)]
+            if args.quick
+            else [
+                ("tiny-ldm@1", 256, REF_ITERS),
+                ("tiny-ldm@1", 512, REF_ITERS),
+                ("sd15", 256, REF_ITERS),
+            ]
+        )
+        budgets = args.budgets or (
+            [("linear", 20), ("apgd", 20)]
+            if args.quick
+            else [(schedule, n) for schedule in ("linear", "apgd") for n in (50, 100, 200)]
+        )
+        quality = quality_report(cases, budgets, device, args.published_sample)
+    if "d" in args.parts:
+        memory_report(sizes, device)
+    headline(costs, quality)
+
+
+def _pairs(text: str) -> list[tuple[str, int]]:
+    """``"a:1,b:2"`` -> ``[("a", 1), ("b", 2)]``."""
+    pairs = [item.rsplit(":", 1) for item in text.split(",")]
+    return [(name, int(number)) for name, number in pairs]
+
+
+def per_iteration_report(
+    sizes: list[int], iters: int, device: torch.device, compiled: bool
+) -> list[IterationCosts]:
     rate = matmul_rate(device)
     table_a = Table(title="(a) seconds per iteration, SD 1.5 VAE architecture")
     for col in (
@@ -343,38 +464,50 @@ def main() -> None:
         "ref as published",
         "ref + bf16",
         "ours",
-        "ours vs ref+bf16",
+        "ours + compile",
+        "best ours vs ref+bf16",
         "ours FLOP/s",
         "of matmul rate",
+        "+ compile: FLOP/s",
+        "of matmul rate",
+        "compiling (s)",
     ):
         table_a.add_column(col)
     costs = []
     for size in sizes:
-        c = iteration_costs(size, iters, device)
+        c = iteration_costs(size, iters, device, rate, compiled)
         costs.append(c)
-        achieved = c.ours_flops / c.ours
         table_a.add_row(
             str(size),
             f"{c.ref_published:.3f}",
             f"{c.ref_bf16:.3f}",
             f"{c.ours:.3f}",
-            f"{c.ref_bf16 / c.ours:.2f}x",
-            f"{achieved / 1e9:.0f} G",
-            f"{achieved / rate:.0%}",
+            _maybe(c.ours_compiled, "{:.3f}"),
+            f"{c.ref_bf16 / min(c.ours, c.ours_compiled):.2f}x",
+            f"{c.ours_flops / c.ours / 1e9:.0f} G",
+            f"{c.share_of_matmul_rate(c.ours):.0%}",
+            _maybe(c.ours_flops / c.ours_compiled / 1e9, "{:.0f} G"),
+            _maybe(c.share_of_matmul_rate(c.ours_compiled), "{:.0%}"),
+            _maybe(c.compile_seconds, "{:.0f}"),
         )
     console.print(table_a)
     matmul_dtype = str(fast_dtype(device) or torch.float32).removeprefix("torch.")
     console.print(f"(c) {matmul_dtype} 4096² matrix product: {rate / 1e9:.0f} GFLOP/s on {device}")
+    return costs
 
-    cases = (
-        [("tiny-ldm@1", 128, 200)]
-        if args.quick
-        else [
-            ("tiny-ldm@1", 256, REF_ITERS),
-            ("tiny-ldm@1", 512, REF_ITERS),
-            ("sd15", 256, REF_ITERS),
-        ]
-    )
+
+def _maybe(value: float, fmt: str) -> str:
+    """``fmt`` of a value, or "-" for one not measured (NaN)."""
+    return "-" if math.isnan(value) else fmt.format(value)
+
+
+def quality_report(
+    cases: list[tuple[str, int, int]],
+    budgets: list[tuple[str, int]],
+    device: torch.device,
+    published_sample: int | None,
+) -> list[TimeToQuality]:
+    """Table (b); returns each case's headline row: the fastest that reached, else the closest."""
     table_b = Table(title="(b) time to the reference's final loss (same ε, zero-latent target)")
     for col in (
         "model",
@@ -394,14 +527,8 @@ def main() -> None:
     ):
         table_b.add_column(col)
     quality = []
-    budgets = (
-        [("linear", 20), ("apgd", 20)]
-        if args.quick
-        else [(schedule, n) for schedule in ("linear", "apgd") for n in (50, 100, 200)]
-    )
     for model, size, ref_iters in cases:
-        rows = time_to_quality(model, size, ref_iters, budgets, device)
-        # The headline takes the fastest run that reached the target, else the closest.
+        rows = time_to_quality(model, size, ref_iters, budgets, device, published_sample)
         reached = [q for q in rows if q.ours_iters]
         quality.append(
             min(reached, key=lambda q: q.ours_seconds)
@@ -410,8 +537,16 @@ def main() -> None:
         )
         for q in rows:
             add_quality_row(table_b, q)
-    console.print(table_b)
+        console.print(table_b)  # after each case: a long run shows what it has so far
+    if published_sample:
+        console.print(
+            f"(b) 'ref s (published)': {published_sample} iterations timed, scaled to the "
+            "reference's iteration count"
+        )
+    return quality
 
+
+def memory_report(sizes: list[int], device: torch.device) -> None:
     table_d = Table(title="(d) peak memory, SD 1.5 VAE architecture (GB)")
     for col in ("size", "reference (its best here)", "ours"):
         table_d.add_column(col)
@@ -421,12 +556,20 @@ def main() -> None:
         table_d.add_row(str(size), f"{ref_peak / 1e9:.2f}", f"{ours_peak / 1e9:.2f}")
     console.print(table_d)
 
+
+def headline(costs: list[IterationCosts], quality: list[TimeToQuality]) -> None:
     console.print("[bold]headline[/]")
     for c in costs:
         console.print(
             f"  per iteration at {c.size}: ours {c.ref_bf16 / c.ours:.2f}x faster than ref+bf16, "
             f"{c.ref_published / c.ours:.2f}x than ref as published; "
-            f"{c.ours_flops / c.ours / rate:.0%} of the matmul rate"
+            f"{c.share_of_matmul_rate(c.ours):.0%} of the matmul rate"
+            + (
+                f"; compiled {c.share_of_matmul_rate(c.ours_compiled):.0%} "
+                f"({c.ref_bf16 / c.ours_compiled:.2f}x ref+bf16)"
+                if not math.isnan(c.ours_compiled)
+                else ""
+            )
         )
     for q in quality:
         if q.ours_iters:
