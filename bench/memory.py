@@ -12,9 +12,11 @@ alone set an 11.8 GB peak).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import multiprocessing
+import queue as queue_module
 import resource
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +34,18 @@ def _high_water_mark() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def _reset_high_water_mark() -> bool:
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc keeps them otherwise): a process
+    that ran a big step holds its RSS, and a fresh process measured beside it can run the
+    machine out of memory."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to hand back
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _reset_high_water_mark() -> bool:
+    release_freed_memory()
+    try:
         CLEAR_REFS.write_text("5")  # 5: reset the peak RSS to the current RSS
     except OSError:
         return False
@@ -59,7 +69,16 @@ def step_peak_rss(prepare: Callable[..., Callable[[], object]], *args: object) -
     queue = ctx.Queue()
     proc = ctx.Process(target=_run_and_report, args=(prepare, args, queue))
     proc.start()
-    peak, reset = queue.get()
+    while True:
+        try:
+            peak, reset = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(
+                    f"the measuring process died (exit code {proc.exitcode}): out of memory? "
+                    "free some, or measure a smaller size"
+                ) from None
     proc.join()
     if not reset:
         print("peak RSS could not be reset after setup: it includes building the model")

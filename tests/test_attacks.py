@@ -156,6 +156,26 @@ def test_bf16_encoder_copy_leaves_the_vae_alone(photo, tiny_models):
     assert float((z_fast - z_exact).abs().max()) < 0.05 * float(z_exact.abs().max())
 
 
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_eager_gradient(photo, tiny_models):
+    """torch.compile fuses ops, it must not change the loss or its gradient, nor the VAE given."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tiny_models[0] / "vae")
+    eager, compiled = VAEEncoder(vae), VAEEncoder(vae, compile=True)
+    x = pixels_to_tensor(photo)
+    results = []
+    for encoder in (eager, compiled):
+        delta = torch.zeros_like(x, requires_grad=True)
+        loss = encoder(x + delta).pow(2).mean()
+        results.append((loss.detach(), torch.autograd.grad(loss, delta)[0]))
+    (loss0, grad0), (loss1, grad1) = results
+    assert torch.allclose(loss0, loss1, rtol=1e-4)
+    assert float((grad1 - grad0).norm() / grad0.norm()) < 1e-3
+    assert vae.encoder._compiled_call_impl is None  # the caller's VAE still runs eagerly
+    assert compiled.encoder._compiled_call_impl is not None
+
+
 def test_targets_have_stable_digests_and_recipes_differ(tiny_models):
     a, b = build_target(tiny_models[0]), build_target(tiny_models[0])
     assert a.digest == b.digest

@@ -25,12 +25,20 @@ from .sizing import fill_like, to_working, working_size
 class VAEEncoder(torch.nn.Module):
     """The encoder half of an ``AutoencoderKL``: pixels in [0, 1] -> scaled latent mean.
 
-    Two speed switches, both off by default because they pay only on some hardware
-    (``dtype=fast_dtype(device)`` picks bf16 only where it is native):
+    Three speed switches, all off by default because they pay only on some hardware
+    or workloads (``dtype=fast_dtype(device)`` picks bf16 only where it is native):
     ``channels_last`` (NHWC convolutions: faster with bf16 on recent CPUs and on
-    GPUs) and ``dtype`` (e.g. ``torch.bfloat16`` weights, which saves the cast
-    autocast makes on every call; the encoder is copied first, so the VAE passed
-    in keeps its weights). The latent always comes out as float32.
+    GPUs), ``dtype`` (e.g. ``torch.bfloat16`` weights, which saves the cast
+    autocast makes on every call) and ``compile`` (``torch.compile`` of the
+    encoder, which fuses its group norms, activations and residual adds:
+    measured 9% faster per iteration on the SD 1.5 VAE at 512 px with bf16 on a
+    2-core AVX-512 CPU, none at 256, after about 45 s of compiling per input
+    shape and grad mode, so it pays for long jobs at one working size). With
+    ``dtype`` or ``compile`` the encoder is copied first, so the VAE passed in
+    is left as it was. The latent always comes out as float32.
+
+    Example:
+        >>> fast = VAEEncoder(vae, dtype=fast_dtype("cpu"), compile=True)  # doctest: +SKIP
     """
 
     def __init__(
@@ -39,12 +47,13 @@ class VAEEncoder(torch.nn.Module):
         *,
         channels_last: bool = False,
         dtype: torch.dtype | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
-        convert = dtype is not None and dtype != vae.dtype
-        self.encoder = copy.deepcopy(vae.encoder) if convert else vae.encoder
+        copied = compile or (dtype is not None and dtype != vae.dtype)
+        self.encoder = copy.deepcopy(vae.encoder) if copied else vae.encoder
         # None when the VAE was built without one
-        self.quant_conv = copy.deepcopy(vae.quant_conv) if convert else vae.quant_conv
+        self.quant_conv = copy.deepcopy(vae.quant_conv) if copied else vae.quant_conv
         self.scaling_factor = float(vae.config.scaling_factor)
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self.resolution = int(vae.config.sample_size)
@@ -55,6 +64,10 @@ class VAEEncoder(torch.nn.Module):
             self.to(dtype)
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        if compile:
+            # Fixed shapes: a working size is fixed per job, and dynamic shapes
+            # cost the convolutions their best kernels.
+            self.encoder.compile(dynamic=False)
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike[str]) -> VAEEncoder:
