@@ -147,17 +147,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=None)
-    parser.add_argument("--sizes", help="comma-separated, e.g. 512 (default: 256,512; quick 256)")
+    parser.add_argument(
+        "--sizes",
+        type=lambda t: [int(v) for v in t.split(",")],
+        help="comma-separated, e.g. 512 (default: 256,512; quick 256)",
+    )
     parser.add_argument("--variants", help="comma-separated subset of vae,blocks,steps")
     args = parser.parse_args()
     device = torch.device(args.device)
-    sizes = (
-        [int(v) for v in args.sizes.split(",")]
-        if args.sizes
-        else [256]
-        if args.quick
-        else [256, 512]
-    )
+    sizes = args.sizes or ([256] if args.quick else [256, 512])
     chosen = [variant(v) for v in args.variants.split(",")] if args.variants else list(VARIANTS)
     iters = args.iters or (1 if device.type == "cpu" else 5)
     console.print(

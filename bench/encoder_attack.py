@@ -394,7 +394,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=None, help="iterations timed in (a)")
     parser.add_argument("--parts", default="abd", help="which of (a)+(c), (b), (d) to run")
-    parser.add_argument("--sizes", help="(a) and (d): comma-separated (default 256,512; quick 256)")
+    parser.add_argument(
+        "--sizes",
+        type=lambda t: [int(v) for v in t.split(",")],
+        help="(a) and (d): comma-separated (default 256,512; quick 256)",
+    )
     parser.add_argument("--cases", type=_pairs, help="(b)'s MODEL:SIZE list, e.g. sd15:256")
     parser.add_argument(
         "--budgets",
@@ -410,13 +414,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = torch.device(args.device)
-    sizes = (
-        [int(v) for v in args.sizes.split(",")]
-        if args.sizes
-        else [256]
-        if args.quick
-        else [256, 512]
-    )
+    sizes = args.sizes or ([256] if args.quick else [256, 512])
     iters = args.iters or (2 if args.quick else (20 if device.type == "cuda" else 3))
     console.print(
         f"device {device}, torch threads {torch.get_num_threads()}, CPU capability "
