@@ -31,8 +31,8 @@ class VAEEncoder(torch.nn.Module):
     GPUs), ``dtype`` (e.g. ``torch.bfloat16`` weights, which saves the cast
     autocast makes on every call) and ``compile`` (``torch.compile`` of the
     encoder, which fuses its group norms, activations and residual adds:
-    measured 9% faster per iteration on the SD 1.5 VAE at 512 px with bf16 on a
-    2-core AVX-512 CPU, none at 256, after about 45 s of compiling per input
+    measured 3-9% faster per iteration on the SD 1.5 VAE at 512 px with bf16 on
+    a 2-core AVX-512 CPU, none at 256, after about 45 s of compiling per input
     shape and grad mode, so it pays for long jobs at one working size). With
     ``dtype`` or ``compile`` the encoder is copied first, so the VAE passed in
     is left as it was. The latent always comes out as float32.
