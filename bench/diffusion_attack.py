@@ -13,7 +13,9 @@ freshly built pipeline of the same architecture and dtype. Ours skips the whole-
 an H100 it cost time), and is measured with two kinds of gradient
 checkpointing: diffusers' per block in the VAE only (``"vae"``), in UNet and
 VAE (``True``), and each denoising step's UNet call as one unit with the VAE
-per block (``"steps"``).
+per block (``"steps"``). Both loops attack with PhotoGuard's empty prompt,
+which makes guidance's unconditional half a copy of the conditional one: ours
+skips it; the ``+cfg`` variants keep it, which is what ours costs with a prompt.
 
 Seconds are measured in this process (median of ``--iters`` after a warm-up);
 peak memory is the CUDA allocator's peak, or on a CPU the peak RSS of a fresh
@@ -21,7 +23,7 @@ process while it runs one iteration of that loop (weights resident; building
 them is not counted, see bench/memory.py).
 
     .venv/bin/python bench/diffusion_attack.py [--quick] [--device cpu|cuda]
-        [--sizes 512] [--variants vae,blocks,steps]
+        [--sizes 512] [--variants vae,blocks,steps,vae+cfg,steps+cfg]
 """
 
 from __future__ import annotations
@@ -76,24 +78,32 @@ def reference_step(pipe, x01, mask, device):
     )
 
 
-#: Our variants: name -> gradient_checkpointing.
-VARIANTS = {"ours, vae": "vae", "ours, blocks": True, "ours, steps": "steps"}
+#: Our variants: name -> DiffusionAttack switches. The "+cfg" ones keep guidance's
+#: unconditional half, which an empty prompt makes redundant: what any prompt costs.
+VARIANTS = {
+    "ours, vae": {"gradient_checkpointing": "vae"},
+    "ours, blocks": {"gradient_checkpointing": True},
+    "ours, steps": {"gradient_checkpointing": "steps"},
+    "ours, vae+cfg": {"gradient_checkpointing": "vae", "skip_redundant_guidance": False},
+    "ours, steps+cfg": {"gradient_checkpointing": "steps", "skip_redundant_guidance": False},
+}
+SHORT_NAMES = [name.removeprefix("ours, ") for name in VARIANTS]
 
 
 def variant(short: str) -> str:
     """``"vae"`` -> ``"ours, vae"``, for ``--variants``."""
     name = f"ours, {short}"
     if name not in VARIANTS:
-        raise SystemExit(f"unknown variant {short!r}: choose from vae, blocks, steps")
+        raise SystemExit(f"unknown variant {short!r}: choose from {', '.join(SHORT_NAMES)}")
     return name
 
 
-def ours_step(pipe, x01, mask, device, checkpointing=True):
+def ours_step(pipe, x01, mask, device, switches):
     attack = DiffusionAttack(
         pipe,
         edit_mask=mask,
         grad_reps=1,
-        gradient_checkpointing=checkpointing,
+        **switches,
         channels_last=device.type == "cpu" and bf16_is_native(device),
         config=PGDConfig(eps=16 / 255, steps=1, autocast=fast_dtype(device)),
     )
@@ -152,7 +162,7 @@ def main() -> None:
         type=lambda t: [int(v) for v in t.split(",")],
         help="comma-separated, e.g. 512 (default: 256,512; quick 256)",
     )
-    parser.add_argument("--variants", help="comma-separated subset of vae,blocks,steps")
+    parser.add_argument("--variants", help=f"comma-separated subset of {','.join(SHORT_NAMES)}")
     args = parser.parse_args()
     device = torch.device(args.device)
     sizes = args.sizes or ([256] if args.quick else [256, 512])
