@@ -3,8 +3,8 @@
 (a) seconds per PGD iteration on the SD 1.5 VAE architecture (random weights,
     same cost as real ones), the reference run as published (its
     ``autocast('cuda')``: fp16 on CUDA, plain fp32 on a CPU) and given bf16
-    autocast (its best case on a CPU), against ours (bf16 weights, encoder
-    only, channels_last on a CPU);
+    autocast (its best case on a CPU), against ours (the SDK's bf16 autocast,
+    encoder only, channels_last on a CPU);
 (b) time to quality: the loss the reference reaches with its published schedule
     (ε 0.06 and step 0.02 in [-1, 1] scale, 1000 iterations, zero-latent target;
     loss ‖E(x')‖ on the latent mean), then the iterations and seconds ours
@@ -12,8 +12,11 @@
     PhotoGuard's linearly decaying step and with APGD's adaptive one; "reached"
     is judged in float32 on the returned image and allows a relative 1e-6,
     float32's rounding of the loss, no more. Where ours runs in bf16 its early
-    stop waits for a bf16 loss 2e-3 below the target (bf16 and float32 losses
-    of one image disagree by up to 1e-3 here), so it never stops short of it;
+    stop waits for a loss 2e-3 below the target (bf16 and float32 losses
+    of one image disagree by up to 1e-3 here), so it never stops short of it.
+    A budget is SCHEDULE[+mMOMENTUM][+xEXACT]:ITERATIONS, e.g.
+    ``linear+m0.75+x8:85``: PhotoGuard's decaying step squeezed into 85
+    iterations, momentum 0.75, the last 8 in float32 (``exact_steps``);
     ``--published-sample K`` times the reference as published over K
     iterations and scales to 1000 (its loop costs the same every iteration),
     for CPUs where 1000 float32 iterations take an hour or more;
@@ -39,7 +42,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import reference  # bench/ is on sys.path when this script runs
 import torch
@@ -83,13 +86,36 @@ def photo(size: int, device: torch.device) -> torch.Tensor:
 
 
 def ours_encoder(vae, device: torch.device, compile: bool = False) -> VAEEncoder:
-    """Our encoder-only module: bf16 weights where bf16 is native (float32 elsewhere: emulated
-    bf16 is 10-300x slower); channels_last with bf16 on a CPU (on an H100 it cost ~10%);
-    ``compile``: torch.compile'd (its compiling is timed apart, in (a)'s warm-up)."""
-    dtype = fast_dtype(device)
-    channels_last = device.type == "cpu" and dtype is not None
-    encoder = VAEEncoder(vae, channels_last=channels_last, dtype=dtype, compile=compile)
+    """Our encoder-only module: float32 weights for :func:`ours_config`'s autocast, the
+    first convolution outside it (``float32_input``, a copy: the reference's VAE stays
+    as built); channels_last with bf16 on a CPU (on an H100 it cost ~10%); ``compile``:
+    torch.compile'd (its compiling is timed apart, in (a)'s warm-up)."""
+    bf16 = fast_dtype(device) is not None
+    channels_last = device.type == "cpu" and bf16
+    encoder = VAEEncoder(vae, channels_last=channels_last, compile=compile, float32_input=bf16)
     return encoder.to(device)
+
+
+def ours_config(device: torch.device, spec: str = "linear", steps: int = 1, **fields) -> PGDConfig:
+    """Our PGD settings at the reference's ε: bf16 autocast where native (float32 elsewhere:
+    emulated bf16 is 10-300x slower), no random start, no 8-bit rounding (the reference
+    returns unrounded images). ``spec`` is a schedule with options: ``linear+m0.75``
+    adds momentum 0.75, ``+x8`` runs the last 8 iterations in float32 (``exact_steps``)."""
+    name, *options = spec.split("+")
+    for option in options:
+        key = {"m": "momentum", "x": "exact_steps"}.get(option[:1])
+        if key is None:
+            raise SystemExit(f"unknown option {option!r} in {spec!r}: use +mMOMENTUM or +xSTEPS")
+        fields[key] = float(option[1:]) if key == "momentum" else int(option[1:])
+    return PGDConfig(
+        eps=REF_EPS / 2,
+        steps=steps,
+        schedule=name,
+        quantize=False,
+        random_start=False,
+        autocast=fast_dtype(device),
+        **fields,
+    )
 
 
 def ours_loss(encoder: VAEEncoder) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -135,11 +161,9 @@ def ref_runner(vae, x01, device, bf16: bool):
     )
 
 
-def ours_runner(encoder, x01):
+def ours_runner(encoder, x01, device):
     loss = ours_loss(encoder)
-    return lambda n: run_pgd(
-        loss, x01, PGDConfig(eps=REF_EPS / 2, steps=n, quantize=False, random_start=False)
-    )
+    return lambda n: run_pgd(loss, x01, ours_config(device, steps=n))
 
 
 # --------------------------------------------------------------------------- (a), (c)
@@ -173,11 +197,12 @@ def iteration_costs(
     runners = {
         "published": ref_runner(vae, x01, device, False),
         "best": ref_runner(vae, x01, device, True),
-        "ours": ours_runner(encoder, x01),
+        "ours": ours_runner(encoder, x01, device),
     }
     compile_seconds = math.nan
     if compiled:
-        runners["compiled"] = ours_runner(ours_encoder(vae, device, compile=True), x01)
+        compiled_encoder = ours_encoder(vae, device, compile=True)
+        runners["compiled"] = ours_runner(compiled_encoder, x01, device)
         sync(device)
         start = time.perf_counter()
         runners["compiled"](1)  # compiles its graphs (no-grad and grad) for this shape
@@ -292,20 +317,13 @@ def time_to_quality(
     encoder = ours_encoder(vae, device)
     numel = encoder(x01).numel()
     target = encoder.scaling_factor**2 * ref_loss**2 / numel
-    if encoder.weight_dtype != torch.float32:
-        target *= 1 - BF16_STOP_MARGIN
     rows = []
     for schedule, budget in budgets:
-        name, _, momentum = schedule.partition("+m")  # "linear+m0.75": with momentum 0.75
-        cfg = PGDConfig(
-            eps=REF_EPS / 2,
-            steps=budget,
-            schedule=name,
-            momentum=float(momentum or 0),
-            quantize=False,
-            random_start=False,
-            loss_target=target,
-        )
+        cfg = ours_config(device, schedule, budget)
+        # An exact finish stops on float32 losses only (run_pgd); a bf16 loss must
+        # be far enough below the target that rounding cannot have put it there.
+        inexact = cfg.autocast is not None and cfg.exact_steps == 0
+        cfg = replace(cfg, loss_target=target * (1 - BF16_STOP_MARGIN) if inexact else target)
         sync(device)
         start = time.perf_counter()
         result = run_pgd(ours_loss(encoder), x01, cfg)
@@ -344,7 +362,7 @@ def _attack(which: str, size: int, device: torch.device) -> Callable[[], object]
     run = (
         ref_runner(vae, x01, device, True)
         if which == "reference"
-        else ours_runner(ours_encoder(vae, device), x01)
+        else ours_runner(ours_encoder(vae, device), x01, device)
     )
     return lambda: run(2)
 
@@ -373,14 +391,14 @@ def add_quality_row(table: Table, q: TimeToQuality) -> None:
         q.model,
         str(q.size),
         str(q.ref_iters),
-        f"{q.ref_loss:.3f}",
+        f"{q.ref_loss:.4f}",
         f"{q.ref_seconds_bf16:.1f}",
         f"{q.ref_seconds_published:.1f}",
         q.ours_schedule,
         str(q.ours_budget),
         str(q.ours_iters) if reached else "not reached",
         f"{q.ours_seconds:.1f}",
-        f"{q.ours_loss:.3f}",
+        f"{q.ours_loss:.4f}",
         f"{q.share_of_reference_gain:.2%}",
         f"{q.ref_seconds_bf16 / q.ours_seconds:.1f}x" if reached else "-",
         f"{q.ref_seconds_published / q.ours_seconds:.1f}x" if reached else "-",
@@ -402,7 +420,8 @@ def main() -> None:
     parser.add_argument(
         "--budgets",
         type=_pairs,
-        help="(b)'s SCHEDULE:ITERS list of ours; SCHEDULE+mM adds momentum M (linear+m0.75:95)",
+        help="(b)'s SCHEDULE:ITERS list of ours; +mM adds momentum M, +xK ends with K float32 "
+        "iterations (linear+m0.75+x8:85)",
     )
     parser.add_argument("--ref-iters", type=int, default=REF_ITERS, help="(b) with --cases")
     parser.add_argument(

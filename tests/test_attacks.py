@@ -118,7 +118,8 @@ def test_diffusion_attack_inpainting_mask(photo, tiny_models):
 
 
 def test_speed_switches_keep_the_gradient(photo, tiny_models):
-    """Checkpointing, channels_last and skipping the unused encode change cost, not the math."""
+    """Checkpointing, channels_last and skipping the unused encode or the redundant
+    half of guidance's batch (the prompt is empty) change cost, not the math."""
     edit_mask = torch.zeros(1, 1, SIZE, SIZE)
     edit_mask[..., 16:48, 16:48] = 1
     x, gen_seed = pixels_to_tensor(photo), 3
@@ -127,10 +128,12 @@ def test_speed_switches_keep_the_gradient(photo, tiny_models):
         {},
         {"gradient_checkpointing": True, "channels_last": True, "grad_reps": 2},
         {"gradient_checkpointing": "steps"},
+        {"skip_redundant_guidance": False},
     ):
         pipe = load_pipeline(tiny_models[0], "inpaint")
         attack = DiffusionAttack(pipe, edit_mask=edit_mask, denoise_steps=2, **switches)
         attack.prepare(x, torch.Generator().manual_seed(gen_seed))
+        assert attack.guidance_batch == (switches.get("skip_redundant_guidance") is False)
         if "grad_reps" in switches:
             attack._noise = attack._noise[:1] * 2  # the same draw twice: the mean is unchanged
         delta = torch.full_like(x, 2 / 255)
@@ -139,6 +142,20 @@ def test_speed_switches_keep_the_gradient(photo, tiny_models):
         assert torch.allclose(grads[0][0], loss, rtol=1e-4)
         assert torch.allclose(grads[0][1], grad, rtol=1e-3, atol=1e-7)
     assert float(grads[0][1].abs().max()) > 0
+
+
+def test_a_prompt_keeps_the_guidance_batch(photo, tiny_models):
+    pipe = load_pipeline(tiny_models[0], "img2img")
+    x = pixels_to_tensor(photo)
+    losses = {}
+    for prompt in ("", "a watercolor painting"):
+        attack = DiffusionAttack(pipe, prompt=prompt, denoise_steps=2)
+        attack.prepare(x, torch.Generator().manual_seed(0))
+        assert attack.guidance_batch == bool(prompt)
+        with torch.no_grad():
+            losses[prompt] = float(attack.loss(x))
+    # The same noise: only guidance towards the prompt can move the edit.
+    assert abs(losses[""] - losses["a watercolor painting"]) > 1e-6 * losses[""]
 
 
 # On CPUs that emulate bf16 the copy warns that it will be slow; that is not what is tested.
@@ -154,6 +171,25 @@ def test_bf16_encoder_copy_leaves_the_vae_alone(photo, tiny_models):
     z_fast, z_exact = fast(x), exact(x)
     assert z_fast.dtype == torch.float32
     assert float((z_fast - z_exact).abs().max()) < 0.05 * float(z_exact.abs().max())
+
+
+@pytest.mark.filterwarnings("ignore::photoimmune.sdk.attacks.PrecisionWarning")
+def test_float32_input_sees_the_perturbation_unrounded(photo, tiny_models):
+    """Under bf16 (autocast or weights) the first convolution still runs on x + δ in float32."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tiny_models[0] / "vae")
+    conv = vae.encoder.conv_in
+    x = pixels_to_tensor(photo) * 2 - 1 + 1e-3  # off bf16's grid
+    with torch.no_grad():
+        exact = conv(x).to(torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = conv(x)
+            under_autocast = VAEEncoder(vae, float32_input=True).encoder.conv_in(x)
+        with_bf16_weights = VAEEncoder(vae, dtype=torch.bfloat16).encoder.conv_in(x)
+    assert torch.equal(under_autocast, exact) and torch.equal(with_bf16_weights, exact)
+    assert not torch.equal(rounded, exact)
+    assert vae.encoder.conv_in is conv and conv.weight.dtype == torch.float32
 
 
 @pytest.mark.slow

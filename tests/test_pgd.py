@@ -219,3 +219,31 @@ def test_apgd_halves_its_step_into_an_interior_optimum():
     # A constant step can get no closer than about its own size; APGD halves past it.
     assert bool((apgd.loss_after < constant.loss_after / 10).all())
     assert bool((apgd.loss_after < apgd.loss_before * 1e-3).all())
+
+
+@pytest.mark.filterwarnings("ignore::photoimmune.sdk.attacks.PrecisionWarning")
+def test_exact_steps_finish_in_float32_and_report_exact_losses():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1).requires_grad_(False)
+    x = _image(2, shape=(1, 3, 16, 16))
+    under_autocast = []
+
+    def loss(v):
+        if v.requires_grad:  # the PGD iterations, not the scoring passes
+            under_autocast.append(torch.is_autocast_enabled("cpu"))
+        return conv(v).pow(2).flatten(1).mean(1)
+
+    cfg = PGDConfig(steps=6, exact_steps=2, autocast=torch.bfloat16, quant_steps=1)
+    res = run_pgd(loss, x, cfg)
+    # Six iterations, then one lattice refinement, which runs as exactly as the end.
+    assert under_autocast == [True] * 4 + [False] * 3
+    with torch.no_grad():
+        exact = loss(res.x_adv)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = loss(res.x_adv).float()
+    assert torch.equal(res.loss_after, exact) and not torch.equal(exact, rounded)
+    # A target every loss meets: the early stop waits for the first float32 iteration.
+    for exact_steps, stops_after in ((0, 1), (2, 5)):
+        cfg = PGDConfig(steps=6, exact_steps=exact_steps, autocast=torch.bfloat16, loss_target=1e9)
+        assert run_pgd(loss, x, cfg).steps_run == stops_after
+    with pytest.raises(InputError, match="exact_steps"):
+        PGDConfig(steps=3, exact_steps=4)

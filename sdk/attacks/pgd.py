@@ -13,6 +13,9 @@ with ``x + δ`` in [0, 1] and ``‖δ‖ ≤ ε`` (L∞ or L2), and returns the 
   the fine optimum PhotoGuard's decaying schedule needs ~1000 for;
 * momentum (MI-FGSM style, gradients normalised per image before averaging);
 * early stop once every image's loss is at or below ``loss_target``;
+* an exact finish: under bf16 ``autocast`` the last ``exact_steps`` iterations
+  (and the quantised finish) run in float32, because bf16's rounding moves
+  the loss by about 1e-3 of itself, more than late, small steps change it;
 * a per-pixel ``mask`` (1 = may change, 0 = must stay), e.g. for inpainting
   where only the kept region should carry the perturbation;
 * EOT: the gradient is averaged over ``eot_samples`` random transforms;
@@ -26,11 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 
+from ..errors import InputError
 from .precision import warn_if_emulated
 from .transforms import Transform
 
@@ -65,6 +69,19 @@ class PGDConfig:
     quantize: bool = True
     quant_steps: int | None = None  # None: steps // 10, at least 1 (L∞ only)
     autocast: torch.dtype | None = None  # e.g. fast_dtype(device): bf16 where it is native
+    exact_steps: int = 0  # the last iterations run in float32 (no autocast); see run_pgd
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.exact_steps <= self.steps:
+            raise InputError(
+                f"exact_steps={self.exact_steps} must lie between 0 and steps={self.steps}: "
+                "it is how many of the last iterations run in float32"
+            )
+
+    @property
+    def exact(self) -> PGDConfig:
+        """These settings without autocast: what the exact finish runs with."""
+        return replace(self, autocast=None)
 
     @property
     def first_step(self) -> float:
@@ -263,6 +280,11 @@ def run_pgd(
     given, splits the loss into a sum of terms whose gradients are taken one by
     one (see :func:`loss_and_grad`); by default the loss is one term.
 
+    With ``exact_steps``, the last iterations drop ``autocast``: the best
+    iterate so far is re-scored in float32 when they start, so the one returned
+    is the best by exact losses, the reported losses are exact as well, and the
+    early stop at ``loss_target`` waits for an exact loss.
+
     Example:
         >>> x = torch.full((1, 3, 8, 8), 0.5)
         >>> res = run_pgd(lambda v: (v - 1).pow(2).flatten(1).mean(1), x, PGDConfig(steps=20))
@@ -274,8 +296,9 @@ def run_pgd(
     terms_fn: TermsFn = terms or (lambda v: (loss_fn(v),))
     x = x.detach()
     mask = torch.ones_like(x[:, :1]) if mask is None else mask.to(x).expand_as(x[:, :1])
+    last_cfg = cfg.exact if cfg.exact_steps else cfg  # what the finish and the report use
     with torch.no_grad():
-        loss_before = _evaluate(loss_fn, x, cfg, None)
+        loss_before = _evaluate(loss_fn, x, last_cfg, None)
     delta = _random_start(x, cfg, gen) if cfg.random_start else torch.zeros_like(x)
     delta = _project(delta, x, cfg, mask)
     best_delta, best_loss = delta.clone(), torch.full_like(loss_before, math.inf)
@@ -285,7 +308,13 @@ def run_pgd(
     history: list[float] = []
     steps_run = 0
     for i in range(cfg.steps):
-        loss, grad = loss_and_grad(terms_fn, x, delta, cfg, gen)
+        step_cfg = cfg
+        if i >= cfg.steps - cfg.exact_steps:
+            step_cfg = cfg.exact
+            if i == cfg.steps - cfg.exact_steps and i > 0:
+                with torch.no_grad():  # bf16 and float32 losses are not comparable
+                    best_loss = _evaluate(loss_fn, x + best_delta, step_cfg, None)
+        loss, grad = loss_and_grad(terms_fn, x, delta, step_cfg, gen)
         steps_run = i + 1
         history.append(float(loss.mean()))
         improved = loss < best_loss
@@ -293,7 +322,9 @@ def run_pgd(
         best_delta[improved] = delta[improved]
         if progress is not None:
             progress(steps_run, cfg.steps, history[-1])
-        if cfg.loss_target is not None and bool((loss <= cfg.loss_target).all()):
+        # With an exact finish, only float32 losses are trusted to have reached the target.
+        trusted = cfg.exact_steps == 0 or step_cfg.autocast is None
+        if cfg.loss_target is not None and trusted and bool((loss <= cfg.loss_target).all()):
             break
         grad = grad * mask
         if cfg.momentum > 0:
@@ -310,9 +341,9 @@ def run_pgd(
     if not cfg.quantize:
         x_adv = (x + best_delta).clamp(0, 1)
     else:
-        x_adv = _quantized_finish(loss_fn, terms_fn, x, best_delta, cfg, mask, gen, progress)
+        x_adv = _quantized_finish(loss_fn, terms_fn, x, best_delta, last_cfg, mask, gen, progress)
     with torch.no_grad():
-        loss_after = _evaluate(loss_fn, x_adv, cfg, None)
+        loss_after = _evaluate(loss_fn, x_adv, last_cfg, None)
     return PGDResult(x_adv.detach(), loss_before.detach(), loss_after.detach(), history, steps_run)
 
 
