@@ -23,11 +23,12 @@ the backward pass instead of keeping them (the big saving at 512 px):
 ``"unet"`` or ``"vae"`` block by block (diffusers' own), ``True`` both, and
 ``"steps"`` each denoising step's whole UNet call as one unit (only the step's
 inputs are kept; one UNet's activations live at a time) with the VAE block by
-block (SD 1.5 inpainting at 512 px, bf16, 2-core AVX-512 CPU: 0.35x the
-reference's peak memory, 5.7 GB, for 1.09x its time; ``"vae"`` 0.73x and 0.97x;
-see docs/performance.md); ``channels_last`` runs the convolutions in
-NHWC (faster with bf16 on some CPUs and GPUs). Work that cannot change the
-result is skipped: a 9-channel inpainting UNet never needs the latent of the
+block (SD 1.5 inpainting at 512 px, bf16, 2-core AVX-512 CPU, empty prompt:
+0.33x the reference's peak memory, 5.3 GB, in 0.79x its time; with a prompt,
+which keeps both halves of guidance's batch, 0.35x in 1.09x; see
+docs/performance.md); ``channels_last`` runs the convolutions in NHWC
+(faster with bf16 on some CPUs and GPUs). Work that cannot change the result
+is skipped: a 9-channel inpainting UNet never needs the latent of the
 whole image, and with an empty prompt (PhotoGuard's setting and ours by default)
 guidance's unconditional half equals the conditional one, so the UNet runs
 one batch instead of two (``skip_redundant_guidance``).
