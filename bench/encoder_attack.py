@@ -88,11 +88,18 @@ def photo(size: int, device: torch.device) -> torch.Tensor:
 def ours_encoder(vae, device: torch.device, compile: bool = False) -> VAEEncoder:
     """Our encoder-only module: float32 weights for :func:`ours_config`'s autocast, the
     first convolution outside it (``float32_input``, a copy: the reference's VAE stays
-    as built); channels_last with bf16 on a CPU (on an H100 it cost ~10%); ``compile``:
+    as built), attention as explicit products (``matmul_attention``, CPU only);
+    channels_last with bf16 on a CPU (on an H100 it cost ~10%); ``compile``:
     torch.compile'd (its compiling is timed apart, in (a)'s warm-up)."""
     bf16 = fast_dtype(device) is not None
     channels_last = device.type == "cpu" and bf16
-    encoder = VAEEncoder(vae, channels_last=channels_last, compile=compile, float32_input=bf16)
+    encoder = VAEEncoder(
+        vae,
+        channels_last=channels_last,
+        compile=compile,
+        float32_input=bf16,
+        matmul_attention=bf16,
+    )
     return encoder.to(device)
 
 

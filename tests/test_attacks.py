@@ -192,6 +192,42 @@ def test_float32_input_sees_the_perturbation_unrounded(photo, tiny_models):
     assert vae.encoder.conv_in is conv and conv.weight.dtype == torch.float32
 
 
+def test_matmul_attention_keeps_the_loss_and_gradient(photo, tiny_models):
+    """Explicit attention products under bf16 agree with the fused kernel to bf16 accuracy;
+    in float32 the fused kernel runs, bit for bit; the VAE passed in keeps its processors."""
+    from diffusers import AutoencoderKL
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from photoimmune.sdk.attacks.attention import MatmulAttnProcessor, prefers_matmul
+
+    vae = AutoencoderKL.from_pretrained(tiny_models[0] / "vae")
+    fused, explicit = VAEEncoder(vae), VAEEncoder(vae, matmul_attention=True)
+    layer = explicit.encoder.mid_block.attentions[0]
+    assert isinstance(layer.processor, MatmulAttnProcessor)
+    assert isinstance(vae.encoder.mid_block.attentions[0].processor, AttnProcessor2_0)
+    x = pixels_to_tensor(photo)
+
+    def loss_grad(encoder, autocast: bool):
+        delta = torch.zeros_like(x, requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = encoder(x + delta).pow(2).mean()
+        return loss.detach(), torch.autograd.grad(loss, delta)[0]
+
+    for autocast in (False, True):
+        loss_f, grad_f = loss_grad(fused, autocast)
+        loss_e, grad_e = loss_grad(explicit, autocast)
+        if not autocast:
+            assert torch.equal(loss_f, loss_e) and torch.equal(grad_f, grad_e)
+        else:
+            assert torch.allclose(loss_e, loss_f, rtol=0.02)
+            assert torch.cosine_similarity(grad_e.flatten(), grad_f.flatten(), dim=0) > 0.98
+    states = torch.zeros(1, 4, 8, 8, dtype=torch.bfloat16)
+    assert prefers_matmul(states) and not prefers_matmul(states.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert prefers_matmul(states.float())
+    assert not prefers_matmul(torch.zeros(1, 4, 256, 256, dtype=torch.bfloat16))  # 8 GiB scores
+
+
 @pytest.mark.slow
 def test_compiled_encoder_gives_the_eager_gradient(photo, tiny_models):
     """torch.compile fuses ops, it must not change the loss or its gradient, nor the VAE given."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL
 
+from .attention import use_matmul_attention
 from .base import Attack
 from .pgd import PGDConfig
 from .precision import warn_if_emulated
@@ -41,13 +42,19 @@ class VAEEncoder(torch.nn.Module):
     than PGD's late steps, and a bf16 attack then stalls short of where a
     float32 one gets (measured on the SD 1.5 VAE at 256 px: 85 iterations, the
     last 8 in float32, ended 0.0006 lower in ‖E(x')‖ with it). Its cost is
-    that of one 3-channel convolution. With ``dtype``, ``compile`` or
-    ``float32_input`` the encoder is copied first, so the VAE passed in is
-    left as it was. The latent always comes out as float32.
+    that of one 3-channel convolution.
+
+    ``matmul_attention`` (same default) runs the mid block's attention as
+    explicit matrix products on a CPU in bf16, where PyTorch's fused kernel is
+    slower (see :mod:`.attention`); float32 and GPUs keep the fused kernel.
+
+    With ``dtype``, ``compile``, ``float32_input`` or ``matmul_attention`` the
+    encoder is copied first, so the VAE passed in is left as it was. The latent
+    always comes out as float32.
 
     Example:
         >>> fast = VAEEncoder(vae, dtype=fast_dtype("cpu"), compile=True)  # doctest: +SKIP
-        >>> for_autocast = VAEEncoder(vae, float32_input=True)  # doctest: +SKIP
+        >>> VAEEncoder(vae, float32_input=True, matmul_attention=True)  # doctest: +SKIP
     """
 
     def __init__(
@@ -58,11 +65,13 @@ class VAEEncoder(torch.nn.Module):
         dtype: torch.dtype | None = None,
         compile: bool = False,
         float32_input: bool | None = None,
+        matmul_attention: bool | None = None,
     ) -> None:
         super().__init__()
-        if float32_input is None:
-            float32_input = dtype is not None and dtype != torch.float32
-        copied = compile or float32_input or (dtype is not None and dtype != vae.dtype)
+        reduced = dtype is not None and dtype != torch.float32
+        float32_input = reduced if float32_input is None else float32_input
+        matmul_attention = reduced if matmul_attention is None else matmul_attention
+        copied = compile or float32_input or matmul_attention or (dtype not in (None, vae.dtype))
         self.encoder = copy.deepcopy(vae.encoder) if copied else vae.encoder
         # None when the VAE was built without one
         self.quant_conv = copy.deepcopy(vae.quant_conv) if copied else vae.quant_conv
@@ -72,6 +81,8 @@ class VAEEncoder(torch.nn.Module):
         self.channels_last = channels_last
         self._precision_checked = False
         self.requires_grad_(False).eval()
+        if matmul_attention:
+            use_matmul_attention(self.encoder)
         # Taken before the cast: bf16 weights cast back would not be the float32 ones.
         first = copy.deepcopy(self.encoder.conv_in).float() if float32_input else None
         if dtype is not None:
@@ -95,7 +106,9 @@ class VAEEncoder(torch.nn.Module):
         from ..models import resolve_model
 
         vae = AutoencoderKL.from_pretrained(resolve_model(model) / "vae", local_files_only=True)
-        return cls(vae)  # the decoder goes out of scope with `vae`
+        # Both precision switches: a loaded encoder may serve an autocast job (in
+        # float32 they change nothing). The decoder goes out of scope with `vae`.
+        return cls(vae, float32_input=True, matmul_attention=True)
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         if not self._precision_checked:  # once: the first call shows the device
@@ -167,8 +180,10 @@ class EncoderAttack(Attack):
     ) -> None:
         super().__init__(config, **overrides)
         if not isinstance(encoder, VAEEncoder):
-            # Under autocast, let the first convolution see x + δ unrounded.
-            encoder = VAEEncoder(encoder, float32_input=self.config.autocast is not None)
+            # Under autocast: the first convolution sees x + δ unrounded, and the
+            # attention runs where the CPU is fastest at it.
+            reduced = self.config.autocast is not None
+            encoder = VAEEncoder(encoder, float32_input=reduced, matmul_attention=reduced)
         self.encoder = encoder
         self.target = (gray_target() if target is None else target).float()
         if self.target.ndim == 3:
