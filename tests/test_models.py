@@ -119,6 +119,25 @@ def test_a_release_with_a_base_starts_from_the_bundled_weights():
     assert fingerprint_module(_base_component(v2, "unet", UNet2DConditionModel)) == start.denoiser
 
 
+def test_a_fresh_encoder_is_new_and_learns_the_base_decoders_latents():
+    from dataclasses import replace
+
+    from diffusers import AutoencoderKL
+
+    from photoimmune.sdk.models.train_tiny import _base_component, load_photos, train_vae
+    from photoimmune.sdk.targets import fingerprint_module
+
+    cfg = replace(RELEASES[2], vae_steps=2, vae_batch=2, vae_crop=16)
+    assert cfg.fresh_encoder
+    base = _base_component(cfg, "vae", AutoencoderKL)
+    vae = train_vae(cfg, load_photos(["astronaut.png"]), lambda *_: None)
+    # The decoder is the base's, untouched; the encoder is not the base's at all.
+    assert fingerprint_module(vae.decoder) == fingerprint_module(base.decoder)
+    assert fingerprint_module(vae.post_quant_conv) == fingerprint_module(base.post_quant_conv)
+    assert fingerprint_module(vae.encoder) != fingerprint_module(base.encoder)
+    assert not torch.equal(vae.encoder.conv_in.weight, base.encoder.conv_in.weight)
+
+
 def test_quality_check_reports_finite_numbers(tiny_models):
     report = check_model(tiny_models[0], resolution=64, photos=("coffee.png",))
     assert set(report.vae_psnr_db) == {"coffee.png"}
