@@ -62,3 +62,20 @@ def test_plain_diffusers_loads_the_printed_folder(capfd):
     )
     out = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_immunizing_against_v1_protects_v2_less_than_against_v2():
+    """The gap that makes re-immunization at a release necessary (issue 3)."""
+    from photoimmune.sdk import immunize
+    from photoimmune.sdk.samples import sample_pixels
+    from photoimmune.sdk.targets import build_target
+
+    v2 = build_target("tiny-ldm@2")
+    for name in ("chelsea.png", "coffee.png"):  # the validation photos
+        photo = sample_pixels(name, 64)
+        loss_on_v2 = {}
+        for against in ("tiny-ldm@1", "tiny-ldm@2"):
+            treated = immunize(photo, build_target(against), eps="16/255", steps=20, seed=0).pixels
+            check = immunize(treated, v2, eps="1/255", steps=0)  # v2's loss, nothing changed
+            loss_on_v2[against] = float(check.protections[0].loss_before)
+        assert loss_on_v2["tiny-ldm@2"] < 0.95 * loss_on_v2["tiny-ldm@1"], (name, loss_on_v2)
