@@ -5,7 +5,7 @@ The result is a complete Stable-Diffusion-shaped model in diffusers layout
 ``CLIPTokenizer`` + DDIM scheduler) that loads with
 ``StableDiffusionImg2ImgPipeline.from_pretrained(folder)`` exactly like a real
 checkpoint. It stands in for Stable Diffusion in the demo, tests and benchmarks;
-it is small enough to train on two CPU cores in under half an hour.
+it is small enough to train on two CPU cores in about half an hour.
 
 Recipe, in four stages:
 
