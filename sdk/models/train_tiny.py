@@ -126,7 +126,7 @@ class TrainConfig:
 #: from random weights (seed 2) against v1's frozen decoder, so it speaks v1's
 #: latent language, v1's UNet carries over, and the quality v1's decoder earned
 #: is kept, yet its gradients are its own, so perturbations crafted against v1
-#: do not carry over to it. Its decoder and UNet are then fine-tuned on top.
+#: carry over to it only in part. Its decoder and UNet are then fine-tuned on top.
 #: (Two other v2s were tried: v1 trained further with a new seed, whose
 #: encoder stayed so close to v1's that v1's immunization protected v2 just
 #: as well; and a retrain of everything from scratch, which reached only
