@@ -226,9 +226,10 @@ def train_vae(cfg: TrainConfig, photos: list[torch.Tensor], progress: Progress) 
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    fresh = build_vae(cfg)
-    vae = _base_component(cfg, "vae", AutoencoderKL) or fresh
-    if cfg.fresh_encoder and vae is not fresh:
+    base = _base_component(cfg, "vae", AutoencoderKL)
+    vae = base or build_vae(cfg)
+    if base is not None and cfg.fresh_encoder:
+        fresh = build_vae(cfg)  # loading `base` drew no random numbers: seed-determined
         vae.encoder, vae.quant_conv = fresh.encoder, fresh.quant_conv
         vae.decoder.requires_grad_(False)
         vae.post_quant_conv.requires_grad_(False)
