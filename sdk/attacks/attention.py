@@ -66,19 +66,17 @@ class MatmulAttnProcessor:
         return use(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
-def use_matmul_attention(module: torch.nn.Module) -> int:
-    """Give every diffusers ``Attention`` in ``module`` a :class:`MatmulAttnProcessor`;
-    returns how many there were. Their softmax then runs in the compute dtype
+def use_matmul_attention(module: torch.nn.Module) -> None:
+    """Give every diffusers ``Attention`` in ``module`` a :class:`MatmulAttnProcessor`.
+    Their softmax then runs in the compute dtype
     (``upcast_softmax`` is turned off: a float32 softmax of the scores costs more
     than the products): its rounding moves an attack's gradient by 1-2%, far less
     than a PGD step's sign throws away. Changes ``module``: give it a copy.
 
     Example:
         >>> use_matmul_attention(encoder)  # doctest: +SKIP
-        1
     """
-    layers = [m for m in module.modules() if isinstance(m, Attention)]
-    for layer in layers:
-        layer.set_processor(MatmulAttnProcessor())
-        layer.upcast_softmax = False  # read by the explicit path only
-    return len(layers)
+    for layer in module.modules():
+        if isinstance(layer, Attention):
+            layer.set_processor(MatmulAttnProcessor())
+            layer.upcast_softmax = False  # read by the explicit path only
