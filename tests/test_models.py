@@ -135,7 +135,10 @@ def test_a_fresh_encoder_is_new_and_learns_the_base_decoders_latents():
     assert fingerprint_module(vae.decoder) == fingerprint_module(base.decoder)
     assert fingerprint_module(vae.post_quant_conv) == fingerprint_module(base.post_quant_conv)
     assert fingerprint_module(vae.encoder) != fingerprint_module(base.encoder)
-    assert not torch.equal(vae.encoder.conv_in.weight, base.encoder.conv_in.weight)
+    # Two training steps move a fine-tuned encoder's weights by ~2e-4 of their norm;
+    # a freshly initialised one is as far from the base's as the weights are large.
+    moved = vae.encoder.conv_in.weight.detach() - base.encoder.conv_in.weight
+    assert moved.norm() > 0.5 * base.encoder.conv_in.weight.norm()
 
 
 def test_quality_check_reports_finite_numbers(tiny_models):
