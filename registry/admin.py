@@ -157,8 +157,8 @@ def init_registry(
     if database_url is not None:  # every later command on this folder uses it
         from photoimmune.sdk.io import atomic_write_bytes
 
-        atomic_write_bytes(folder / "database.url", database_url.encode())
-        os.chmod(folder / "database.url", 0o600)  # the URL may carry a password
+        # 0600 from the first byte: the URL may carry the database password.
+        atomic_write_bytes(folder / "database.url", database_url.encode(), mode=0o600)
     service = RegistryService.open(folder)
     service.bootstrap(root, tm.sign(tm.new_targets(), [targets]))
     from photoimmune.sdk.io import atomic_write_bytes

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -45,8 +44,7 @@ def write_key(path: Path, signer: CryptoSigner | None = None) -> CryptoSigner:
             f"{path}: a key is already there; keys are never replaced, pick a new path"
         )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write_bytes(path, signer.private_bytes)
-    os.chmod(path, 0o600)
+    atomic_write_bytes(path, signer.private_bytes, mode=0o600)
     atomic_write_bytes(public_path(path), public_pem(signer.public_key), overwrite=True)
     return signer
 

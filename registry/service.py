@@ -17,12 +17,16 @@ from pathlib import Path
 
 from securesystemslib.signer import Signer
 from sqlalchemy.orm import Session
-from tuf.api.metadata import Metadata, Root, Targets
+from tuf.api.metadata import DelegatedRole, Metadata, Root, Targets
 
 from . import metadata as tm
 from .errors import ReleaseRejectedError, UnknownReleaseError
 from .keys import load_signer
 from .storage import Store
+
+#: Largest version number a metadata file can have: the database column is a 32-bit
+#: integer (on PostgreSQL), so a larger number names nothing and is not looked up.
+MAX_VERSION = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -99,9 +103,10 @@ class RegistryService:
                 return self._fresh_timestamp(session)
             version, _, rest = filename.partition(".")
             role = rest.removesuffix(".json")
+            number = _version_number(version)
             data = None
-            if version.isdigit() and rest.endswith(".json"):
-                data = self.store.metadata(session, role, int(version))
+            if number is not None and rest.endswith(".json"):
+                data = self.store.metadata(session, role, number)
             if data is None:
                 raise UnknownReleaseError(f"no metadata file {filename!r}")
             return data
@@ -115,6 +120,12 @@ class RegistryService:
         if data is None:
             raise UnknownReleaseError(f"no target file {path!r}")
         return data
+
+    def check_vendor(self, vendor: str) -> None:
+        """Refuse a name the top-level targets does not delegate to (before reading an upload)."""
+        with self.store.read() as session:
+            top = Metadata[Targets].from_bytes(self.store.latest(session, "targets").data)
+        _delegation(top.signed, vendor)
 
     def current(self, role: str) -> bytes:
         """The newest version of ``role``'s metadata."""
@@ -162,13 +173,7 @@ class RegistryService:
         signed: Targets = new.signed
         with self.store.write() as session:
             top = Metadata[Targets].from_bytes(self.store.latest(session, "targets").data)
-            delegations = top.signed.delegations
-            if delegations is None or vendor not in (delegations.roles or {}):
-                raise ReleaseRejectedError(
-                    f"{vendor!r} is not a vendor of this registry; ask its admin to run "
-                    f"`photoimmune registry vendor add {vendor} --key PUBLIC_KEY`"
-                )
-            role = delegations.roles[vendor]
+            role = _delegation(top.signed, vendor)
             current = self.store.latest(session, vendor)
             self._expect_next(new, 0 if current is None else current.version, vendor)
             if signed.expires - datetime.now(UTC) < tm.LIFETIMES["snapshot"]:
@@ -293,3 +298,26 @@ class RegistryService:
         (folder / "metadata").mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / "metadata" / "timestamp.json", timestamp, overwrite=True)
         return count + 1
+
+
+def _delegation(top: Targets, vendor: str) -> DelegatedRole:
+    """``vendor``'s delegated role in the top-level targets, or a refusal naming the fix."""
+    roles = top.delegations.roles if top.delegations is not None else None
+    if not roles or vendor not in roles:
+        raise ReleaseRejectedError(
+            f"{vendor!r} is not a vendor of this registry; ask its admin to run "
+            f"`photoimmune registry vendor add {vendor} --key PUBLIC_KEY`"
+        )
+    return roles[vendor]
+
+
+def _version_number(text: str) -> int | None:
+    """The version in a ``<version>.<role>.json`` name, or None when it can name no file.
+
+    ASCII digits only (``str.isdigit`` also accepts "²", which ``int`` refuses) and at
+    most :data:`MAX_VERSION`, which the database can compare against.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_VERSION)):
+        return None
+    number = int(text)
+    return number if number <= MAX_VERSION else None

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
 
@@ -39,6 +40,32 @@ def database_url(value: str) -> str:
         'postgresql+psycopg://db/photos'
     """
     return value if "://" in value else f"sqlite:///{value}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may appear in messages and logs: its password replaced by ``***``.
+
+    Example:
+        >>> redact_url("postgresql+psycopg://alice:S3cret@db/photos")
+        'postgresql+psycopg://alice:***@db/photos'
+        >>> redact_url("catalog.db")
+        'catalog.db'
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        # Not a URL SQLAlchemy understands: a file path, or a typo that may still
+        # hold a password, so keep only what cannot be one.
+        return url if "@" not in url else "<unparsable database URL>"
+
+
+def redact_error(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with ``url``'s password blanked out."""
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 def open_engine(url: str) -> Engine:

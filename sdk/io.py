@@ -307,7 +307,7 @@ def _freeze(pixels: np.ndarray) -> np.ndarray:
 
 
 def atomic_write_bytes(
-    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False, mode: int = 0o644
 ) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
@@ -316,9 +316,15 @@ def atomic_write_bytes(
     replaced, even by a concurrent writer (the final step is a hard link, which
     fails if the name exists).
 
+    ``mode`` is the file's permissions (the umask does not apply). The temporary
+    file is created 0600 and only widened to ``mode`` once written, so a secret
+    written with ``mode=0o600`` is never readable by others, not even for an instant.
+
     Example:
         >>> atomic_write_bytes("out/report.json", b"{}")  # doctest: +SKIP
         PosixPath('out/report.json')
+        >>> atomic_write_bytes("keys/db.url", b"postgresql://...", mode=0o600)  # doctest: +SKIP
+        PosixPath('keys/db.url')
     """
     dest = Path(path)
     if dest.is_dir():
@@ -329,6 +335,7 @@ def atomic_write_bytes(
         )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp creates the file 0600 (O_CREAT|O_EXCL), whatever the umask.
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     except OSError as err:
         raise ImageWriteError(f"{dest}: cannot write here ({err.strerror or err})") from err
@@ -338,7 +345,8 @@ def atomic_write_bytes(
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+            # On the descriptor, not the name: nobody can swap the file in between.
+            os.fchmod(fh.fileno(), mode)
         if overwrite:
             os.replace(tmp, dest)
         else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import InputError, OutputExistsError
+from .io import atomic_write_bytes
 
 SigningAlg = Literal["es256", "es384", "ed25519"]
 Role = Literal["publisher", "vendor"]
@@ -77,6 +78,8 @@ class ManifestSigner:
     cert_chain_pem: bytes
     private_key_pem: bytes | None = None
     callback: Callable[[bytes], bytes] | None = None
+    #: Where the key came from (its file), for messages; never the key itself.
+    source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.private_key_pem is None) == (self.callback is None):
@@ -86,6 +89,16 @@ class ManifestSigner:
                 f"signing algorithm {self.alg!r} is not supported; use one of "
                 f"{', '.join(get_args(SigningAlg))}"
             )
+
+    def __repr__(self) -> str:
+        # Reprs end up in logs and tracebacks: name the key, never show it.
+        key = self.source or ("a callback" if self.callback is not None else "in memory")
+        return (
+            f"ManifestSigner(alg={self.alg!r}, key={key!r}, "
+            f"certificate={_describe_leaf(self.cert_chain_pem)!r})"
+        )
+
+    __str__ = __repr__
 
     @classmethod
     def from_pem(cls, key: str | os.PathLike[str], cert: str | os.PathLike[str]) -> ManifestSigner:
@@ -110,7 +123,12 @@ class ManifestSigner:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ):
             raise SigningKeyError(f"{key} does not belong to the first certificate in {cert}")
-        return cls(alg=_alg_of(private_key, key), cert_chain_pem=chain_pem, private_key_pem=key_pem)
+        return cls(
+            alg=_alg_of(private_key, key),
+            cert_chain_pem=chain_pem,
+            private_key_pem=key_pem,
+            source=os.fspath(key),
+        )
 
     @classmethod
     def from_callback(
@@ -401,13 +419,19 @@ def _load_chain(pem: bytes, where: object) -> list[x509.Certificate]:
     return chain
 
 
+def _describe_leaf(chain_pem: bytes) -> str:
+    """``CN=..., sha256:<fingerprint prefix>`` of the chain's first certificate."""
+    try:
+        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+    except ValueError:
+        return "unreadable"
+    return f"{leaf.subject.rfc4514_string()}, sha256:{leaf.fingerprint(hashes.SHA256()).hex()[:16]}"
+
+
 def _write_private(path: Path, key: PrivateKey) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_key_pem(key))
+    # Atomic, and 0600 from the first byte; never replaces a key (losing one is final).
+    atomic_write_bytes(path, private_key_pem(key), mode=0o600)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    atomic_write_bytes(path, data, mode=0o644)

@@ -41,7 +41,15 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 
-from ..database import database_url, migrate, open_engine, utc_now, write_session
+from ..database import (
+    database_url,
+    migrate,
+    open_engine,
+    redact_error,
+    redact_url,
+    utc_now,
+    write_session,
+)
 from ..errors import ImageLoadError, InputError, PhotoimmuneError
 from ..protection import Protection
 
@@ -158,15 +166,17 @@ class Catalog:
             self.engine = open_engine(self.url)
             migrate(self.engine, MIGRATIONS, version_table=VERSION_TABLE, lock_key=74688)
         except SQLAlchemyError as err:
+            # Messages reach terminals and logs: never the password, not even the driver's.
+            reason = redact_error(str(err).splitlines()[0], self.url)
             raise CatalogError(
-                f"cannot open the catalog at {self.url}: {err.__class__.__name__}: "
-                f"{str(err).splitlines()[0]}; check the URL, that the server runs and that "
+                f"cannot open the catalog at {redact_url(self.url)}: {err.__class__.__name__}: "
+                f"{reason}; check the URL, that the server runs and that "
                 "the folder of an SQLite file exists"
             ) from None
         except ImportError as err:
             raise CatalogError(
-                f"{self.url}: its database driver is missing ({err.name}); for PostgreSQL "
-                "`pip install photoimmune[postgres]` and use postgresql+psycopg://"
+                f"{redact_url(self.url)}: its database driver is missing ({err.name}); for "
+                "PostgreSQL `pip install photoimmune[postgres]` and use postgresql+psycopg://"
             ) from None
 
     def session(self) -> Session:

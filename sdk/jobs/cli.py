@@ -23,6 +23,7 @@ def catalog_add(
     db: Annotated[str, typer.Option(help=_DB_HELP)] = "catalog.db",
 ) -> None:
     """Catalogue originals (idempotent: only new and changed files are recorded)."""
+    from ..database import redact_url
     from .catalog import Catalog
 
     catalog = Catalog(db)
@@ -34,7 +35,8 @@ def catalog_add(
         err_console.print(f"[red]unreadable[/] {_reason(path, why)}")
     console.print(
         f"{len(report.added)} added, {len(report.updated)} changed, {report.unchanged} unchanged, "
-        f"{len(report.unreadable)} unreadable, {len(report.skipped)} skipped  ({catalog.url})"
+        f"{len(report.unreadable)} unreadable, {len(report.skipped)} skipped  "
+        f"({redact_url(catalog.url)})"
     )
 
 

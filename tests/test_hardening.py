@@ -1,0 +1,320 @@
+"""Regression tests for issue 30's defects: each reproduces the attack, on loopback or in a
+scratch folder, and checks it is refused.
+
+None of them needs a model. Waits have generous timeouts and nothing asserts on
+wall-clock time, so they hold on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from photoimmune.registry.admin import add_vendor, init_registry, open_registry
+from photoimmune.registry.keys import load_signer, write_key
+from photoimmune.registry.server import create_app
+from photoimmune.sdk.cli import main
+from photoimmune.sdk.jobs.catalog import Catalog, CatalogError
+from photoimmune.sdk.keys import KeyDir, init_keys
+
+WAIT_S = 120.0  # how long a test waits for the server before it gives up (never asserted)
+
+
+# -- shared set-up ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A registry folder with one vendor, ``acme``; no releases (none needs a model)."""
+    paths = init_registry(tmp_path / "reg", root_keys=1, root_threshold=1)
+    registry = open_registry(paths.root)
+    acme = write_key(tmp_path / "acme.pem")
+    add_vendor(registry, "acme", [acme.public_key], 1, [load_signer(paths.keys / "targets.pem")])
+    return registry
+
+
+class BodyCounter:
+    """ASGI wrapper counting the request-body bytes the app actually pulled in."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.received = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        async def counted():
+            message = await receive()
+            self.received += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+@contextmanager
+def serving(app) -> Iterator[int]:
+    """``app`` under a real uvicorn server on a free loopback port; yields the port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    give_up = time.monotonic() + WAIT_S
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < give_up, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_S)
+        sock.close()
+
+
+def chunked_upload(port: int, vendor: str, total: int, headers: str = "") -> tuple[int, bytes]:
+    """POST ``total`` bytes of multipart body in 64 KiB chunks; the server's (status, body).
+
+    Sending stops as soon as the server answers or closes, as a real client's would.
+    """
+    boundary = "photoimmuneboundary"
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as conn:
+        conn.sendall(
+            (
+                f"POST /vendors/{vendor}/releases HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Transfer-Encoding: chunked\r\n{headers}\r\n"
+            ).encode()
+        )
+        preamble = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=metadata; "
+            'filename="m.json"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        chunk = b"A" * 65536
+        sent = 0
+        try:
+            for body in [preamble] + [chunk] * (total // len(chunk)):
+                if select.select([conn], [], [], 0)[0]:
+                    break  # the server has answered (or hung up): stop, as a client would
+                conn.sendall(b"%x\r\n%s\r\n" % (len(body), body))
+                sent += len(body)
+            else:
+                conn.sendall(f"\r\n--{boundary}--\r\n".encode())
+                conn.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed on us; its answer is still in our receive buffer
+        return _read_response(conn)
+
+
+def _read_response(conn: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < _length(data):
+            more = conn.recv(65536)
+            if not more:
+                break
+            data += more
+    except ConnectionResetError:
+        pass
+    assert data.startswith(b"HTTP/1.1 "), f"no HTTP answer: {data[:200]!r}"
+    return int(data.split()[1]), data.partition(b"\r\n\r\n")[2]
+
+
+def _length(response: bytes) -> int:
+    for line in response.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 1 << 62  # no length: read until the server closes
+
+
+# -- 1. upload limit bypass (high) -------------------------------------------------------
+
+LIMIT = 1024 * 1024  # the test's upload limit: 1 MiB, so it sends a few MB, not 256 MiB
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ["Content-Length: 100\r\n", ""],
+    ids=["chunked-with-a-lying-content-length", "chunked-without-content-length"],
+)
+def test_a_chunked_upload_is_cut_off_at_the_limit_whatever_the_headers(registry, headers):
+    app = BodyCounter(create_app(registry.service, max_upload_bytes=LIMIT))
+    with serving(app) as port:
+        status, body = chunked_upload(port, "acme", 8 * LIMIT, headers)
+    assert status == 413, body
+    assert b"exceeds" in body and body.startswith(b"{")  # a JSON error, not a 500
+    # The server stopped reading soon after the limit (one socket read past it at most),
+    # instead of taking in all 8 MiB.
+    assert app.received <= 2 * LIMIT
+
+
+def test_an_unknown_vendor_is_refused_before_the_body_is_read(registry):
+    app = BodyCounter(create_app(registry.service, max_upload_bytes=LIMIT))
+    with serving(app) as port:
+        status, body = chunked_upload(port, "nobody", LIMIT // 2, "Content-Length: 100\r\n")
+    assert status == 409 and b"not a vendor of this registry" in body
+    assert app.received == 0
+
+
+def test_an_upload_that_stalls_is_dropped_at_the_deadline(registry):
+    """A sender dripping bytes can't hold a write slot forever: its body has a deadline."""
+    app = create_app(registry.service, body_deadline_s=0.5)
+    with serving(app) as port, socket.create_connection(("127.0.0.1", port), WAIT_S) as conn:
+        conn.sendall(
+            b"POST /vendors/acme/releases HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n3\r\n--b\r\n"
+        )  # ... and nothing more
+        status, body = _read_response(conn)
+    assert status == 408 and b"longer than" in body
+
+
+def test_writes_beyond_the_concurrency_cap_get_a_503(registry):
+    """With every write slot taken, the next upload is told to come back, unread."""
+    app = create_app(registry.service, max_concurrent_writes=0)
+    http = TestClient(app, raise_server_exceptions=False)
+    response = http.post("/vendors/acme/releases", files={"metadata": ("m.json", b"{}")})
+    assert response.status_code == 503 and "retry" in response.json()["detail"]
+    assert response.headers["retry-after"]
+    assert http.post("/admin/targets", content=b"{}").status_code == 503
+
+
+def test_release_verification_runs_off_the_event_loop(registry, monkeypatch):
+    """TUF parsing and signature checks run in worker threads, so reads don't stall."""
+    on_loop = {}
+
+    def watch(name):
+        real = getattr(registry.service, name)
+
+        def spy(*args):
+            try:
+                asyncio.get_running_loop()
+                on_loop[name] = True
+            except RuntimeError:  # no event loop in this thread: a worker thread
+                on_loop[name] = False
+            return real(*args)
+
+        monkeypatch.setattr(registry.service, name, spy)
+
+    for name in ("check_vendor", "publish", "update_targets"):
+        watch(name)
+    http = TestClient(create_app(registry.service), raise_server_exceptions=False)
+    assert http.post("/vendors/acme/releases", files={"metadata": ("m", b"x")}).status_code == 409
+    assert http.post("/admin/targets", content=b"x").status_code == 409
+    assert on_loop == {"check_vendor": False, "publish": False, "update_targets": False}
+
+
+# -- 2. secrets briefly readable by everyone (high) ---------------------------------------
+
+
+@pytest.fixture
+def watched_modes(monkeypatch) -> dict[str, list[int]]:
+    """Mode of every file as it is created and as it is moved into place, by final name.
+
+    Run with umask 0, so a file that relies on the umask for its privacy shows up.
+    """
+    seen: dict[str, list[int]] = {}
+    real_open = os.open
+
+    def open_(path, flags, mode=0o777, *args, **kwargs):
+        fd = real_open(path, flags, mode, *args, **kwargs)
+        if flags & os.O_CREAT:
+            name = Path(path).name.removeprefix(".").split(".tmp")[0]
+            seen.setdefault(name, []).append(stat.S_IMODE(os.fstat(fd).st_mode))
+        return fd
+
+    def moving(real):
+        def move(src, dst, *args, **kwargs):
+            seen.setdefault(Path(dst).name, []).append(stat.S_IMODE(os.stat(src).st_mode))
+            return real(src, dst, *args, **kwargs)
+
+        return move
+
+    monkeypatch.setattr(os, "open", open_)
+    for name in ("link", "replace", "rename"):
+        monkeypatch.setattr(os, name, moving(getattr(os, name)))
+    old_umask = os.umask(0)
+    yield seen
+    os.umask(old_umask)
+
+
+def _modes_of(seen: dict[str, list[int]], name: str) -> set[int]:
+    """Modes seen for ``name`` itself and for its temporary files (``.NAME.xxxx``)."""
+    return {mode for key, modes in seen.items() if key.startswith(name) for mode in modes}
+
+
+def test_registry_keys_and_database_url_are_0600_from_their_first_byte(tmp_path, watched_modes):
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    paths = init_registry(tmp_path / "reg", root_keys=2, root_threshold=1, database_url=url)
+    write_key(tmp_path / "vendor" / "acme.pem")
+    secrets = [paths.root / "database.url", tmp_path / "vendor" / "acme.pem"]
+    secrets += [paths.keys / f"{r}.pem" for r in ("root-1", "root-2", "targets", "timestamp")]
+    for secret in secrets:
+        assert _modes_of(watched_modes, secret.name) == {0o600}, secret
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+    # Public halves and the trust anchor stay readable by everyone.
+    assert stat.S_IMODE((paths.keys / "targets.pub.pem").stat().st_mode) == 0o644
+    assert stat.S_IMODE(paths.trusted_root.stat().st_mode) == 0o644
+
+
+def test_manifest_keys_are_0600_from_their_first_byte(tmp_path, watched_modes):
+    keys = init_keys(tmp_path / "keys")
+    for name in ("ca.key", "publisher.key", "vendor.key"):
+        assert _modes_of(watched_modes, name) == {0o600}, name
+        assert stat.S_IMODE((keys.path / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(keys.ca_cert.stat().st_mode) == 0o644
+
+
+# -- 10. private keys in reprs and logs ----------------------------------------------------
+
+
+def test_a_signer_is_named_in_reprs_and_logs_but_its_key_never_shown(tmp_path, caplog):
+    keys = init_keys(tmp_path / "keys")
+    signer = KeyDir(keys.path).signer("publisher")
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("photoimmune.test").warning("signing with %s / %r", signer, signer)
+    for text in (repr(signer), str(signer), f"{signer}", caplog.text, repr([signer])):
+        assert "PRIVATE KEY" not in text
+        assert "publisher.key" in text  # which key it is, so logs stay useful
+
+
+# -- 11. database passwords in error messages ----------------------------------------------
+
+SECRET_URL = "postgresql+psycopg://alice:S3cretPW@127.0.0.1:1/x"  # nothing listens on port 1
+
+
+def test_an_unreachable_catalog_database_is_reported_without_its_password():
+    with pytest.raises(CatalogError) as caught:
+        Catalog(SECRET_URL)
+    assert "S3cretPW" not in str(caught.value)
+    assert "alice:***@127.0.0.1" in str(caught.value)  # still says which database
+
+
+def test_catalog_add_prints_no_password(tmp_path, capsys):
+    assert main(["catalog", "add", str(tmp_path), "--db", SECRET_URL]) != 0
+    out = capsys.readouterr()
+    assert "S3cretPW" not in out.out + out.err
+    assert "127.0.0.1" in out.err
+
+
+# -- 15. huge version numbers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["99999999999999999999", str(2**31), "²"])
+def test_an_absurd_metadata_version_is_a_404_not_a_500(registry, version):
+    http = TestClient(create_app(registry.service), raise_server_exceptions=False)
+    response = http.get(f"/metadata/{version}.root.json")
+    assert response.status_code == 404
+    assert "no metadata file" in response.json()["detail"]
+    assert http.get("/metadata/1.root.json").status_code == 200
