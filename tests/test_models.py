@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 from photoimmune.sdk import InputError
 from photoimmune.sdk.errors import UnknownModelError
@@ -95,15 +96,29 @@ def test_trained_tokenizer_handles_any_text(tiny_models):
     assert pipe.tokenizer.unk_token_id not in ids[1:-1]  # byte fallback, nothing unknown
 
 
+@pytest.fixture
+def one_thread():
+    """Pin PyTorch to one thread: CPU kernels may split reductions differently for another
+    thread count (a test earlier in the session may change it), which is all that changed
+    byte 87282 of a retrain on a loaded machine; with the count fixed the bytes must agree."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_training_is_deterministic_under_a_seed(tmp_path, tiny_models):
-    train_tiny(quick_config(RELEASES[1]), tmp_path / "again")
+@pytest.mark.usefixtures("one_thread")
+def test_training_is_deterministic_under_a_seed(tmp_path):
+    cfg = quick_config(RELEASES[1])
+    for run in ("a", "b"):
+        train_tiny(cfg, tmp_path / run)
+    train_tiny(replace(cfg, seed=cfg.seed + 1), tmp_path / "other-seed")
     for part in ("vae", "unet", "text_encoder"):
-        (weights,) = (tmp_path / "again" / part).glob("*.safetensors")
-        assert weights.read_bytes() == (tiny_models[0] / part / weights.name).read_bytes()
-    other = load_file(tiny_models[1] / "vae" / "diffusion_pytorch_model.safetensors")
-    mine = load_file(tmp_path / "again" / "vae" / "diffusion_pytorch_model.safetensors")
-    assert not torch.equal(other["encoder.conv_in.weight"], mine["encoder.conv_in.weight"])
+        (name,) = (p.name for p in (tmp_path / "a" / part).glob("*.safetensors"))
+        first = (tmp_path / "a" / part / name).read_bytes()
+        assert first == (tmp_path / "b" / part / name).read_bytes(), part
+        assert first != (tmp_path / "other-seed" / part / name).read_bytes(), part
 
 
 def test_a_release_with_a_base_starts_from_the_bundled_weights():
@@ -149,7 +164,7 @@ def test_quality_check_reports_finite_numbers(tiny_models):
 
 
 def test_cli_path_and_its_errors(capfd, tiny_models):
-    from photoimmune.sdk.cli import main
+    from photoimmune.cli import main
 
     assert main(["model", "list"]) == 0
     assert main(["model", "path", str(tiny_models[0])]) == 0
