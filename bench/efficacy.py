@@ -28,7 +28,7 @@ import reference  # bench/ is on sys.path when this script runs
 import torch
 
 from photoimmune.sdk import immunize
-from photoimmune.sdk.demo import edit_similarity
+from photoimmune.sdk.evaluate.metrics import edit_similarity
 from photoimmune.sdk.io import pixels_to_tensor, tensor_to_pixels
 from photoimmune.sdk.models import load_pipeline, resolve_model
 from photoimmune.sdk.models.pipelines import edit_image

@@ -27,7 +27,7 @@ from efficacy import PROMPTS  # bench/ is on sys.path when this script runs
 import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
 from photoimmune.registry.admin import local_registry
 from photoimmune.sdk import immunize, sign_pixels
-from photoimmune.sdk.demo import edit_similarity
+from photoimmune.sdk.evaluate.metrics import edit_similarity
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.models.bundled import VENDOR

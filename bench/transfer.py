@@ -23,7 +23,7 @@ import statistics
 from efficacy import PROMPTS  # bench/ is on sys.path when this script runs
 
 from photoimmune.sdk import immunize
-from photoimmune.sdk.demo import edit_similarity
+from photoimmune.sdk.evaluate.metrics import edit_similarity
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.models.pipelines import edit_image
 from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -39,7 +39,10 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 KEY_DIR_ENV = "PHOTOIMMUNE_KEY_DIR"
 ROLES: tuple[Role, ...] = get_args(Role)
 
-_CURVES = {"es256": (ec.SECP256R1, hashes.SHA256, 32), "es384": (ec.SECP384R1, hashes.SHA384, 48)}
+_CURVES: dict[str, tuple[type[ec.EllipticCurve], type[hashes.SHA256 | hashes.SHA384], int]] = {
+    "es256": (ec.SECP256R1, hashes.SHA256, 32),
+    "es384": (ec.SECP384R1, hashes.SHA384, 48),
+}
 # id-kp-documentSigning (RFC 9336); C2PA lists it beside emailProtection.
 _DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
@@ -230,6 +233,84 @@ def open_keys(directory: str | os.PathLike[str] | None = None) -> tuple[KeyDir, 
     return init_keys(keys.path), True
 
 
+def resolve_signer(
+    key: str | os.PathLike[str] | None = None,
+    cert: str | os.PathLike[str] | None = None,
+    keys_dir: str | os.PathLike[str] | None = None,
+    *,
+    role: Role = "publisher",
+    on_created: Callable[[KeyDir], None] | None = None,
+) -> ManifestSigner:
+    """The one fallback to the development key: a signer for ``key`` + ``cert`` when given,
+    else ``role``'s key in ``keys_dir`` (created by :func:`open_keys` if the folder holds none).
+
+    Args:
+        key: PEM private key file; must come with ``cert``. Default: none (the key folder).
+        cert: PEM certificate chain of ``key``, leaf first. Default: none.
+        keys_dir: key folder to fall back on. Default: :func:`default_key_dir`.
+        role: which of the folder's keys signs, ``"publisher"`` or ``"vendor"``.
+            Default: ``"publisher"``.
+        on_created: called with the folder when its development keys were just created
+            (to tell the user how verifiers trust them). Default: none.
+
+    Example:
+        >>> resolve_signer("publisher.key", "publisher.pem").alg  # doctest: +SKIP
+        'es256'
+    """
+    if (key is None) != (cert is None):
+        raise SigningKeyError(
+            "pass a private key and its certificate together (--key and --cert), or neither "
+            "to use the key folder"
+        )
+    if key is not None and cert is not None:
+        return ManifestSigner.from_pem(key, cert)
+    keys, created = open_keys(keys_dir)
+    if created and on_created is not None:
+        on_created(keys)
+    return keys.signer(role)
+
+
+def read_trust_anchors(
+    trust: bytes | str | os.PathLike[str] | Sequence[bytes | str | os.PathLike[str]] | None,
+) -> list[bytes] | None:
+    """PEM trust anchors (CA certificates) from PEM bytes or text, a file, or a list of them.
+
+    Args:
+        trust: one anchor or a sequence of anchors; each is PEM (bytes, or text that
+            holds ``-----BEGIN``) or the path of a PEM file. ``None`` stays ``None``.
+
+    Example:
+        >>> read_trust_anchors(b"-----BEGIN CERTIFICATE-----...")
+        [b'-----BEGIN CERTIFICATE-----...']
+    """
+    if trust is None:
+        return None
+    items = [trust] if isinstance(trust, bytes | str | os.PathLike) else list(trust)
+    anchors = []
+    for item in items:
+        if isinstance(item, bytes):
+            anchors.append(item)
+        elif isinstance(item, str) and "-----BEGIN" in item:
+            anchors.append(item.encode())
+        else:
+            anchors.append(_read_pem(item, "trust anchor (a CA certificate PEM)"))
+    return anchors
+
+
+def default_trust_anchors(keys_dir: str | os.PathLike[str] | None = None) -> list[bytes]:
+    """The key folder's own CA as the only trust anchor, or none when it has no CA.
+
+    Args:
+        keys_dir: the key folder. Default: :func:`default_key_dir`.
+
+    Example:
+        >>> default_trust_anchors("/nonexistent")
+        []
+    """
+    keys = KeyDir(Path(keys_dir) if keys_dir is not None else default_key_dir())
+    return [keys.trust_anchor_pem()] if keys.ca_cert.is_file() else []
+
+
 def init_keys(
     directory: str | os.PathLike[str] | None = None,
     *,
@@ -377,7 +458,7 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
     )
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else _CURVES[_alg_of(key, "")][1]()
 
 

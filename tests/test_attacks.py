@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from photoimmune.cli import main
 from photoimmune.sdk import InputError, immunize, load_image, save_image
 from photoimmune.sdk.attacks import (
     DiffusionAttack,
@@ -17,7 +18,6 @@ from photoimmune.sdk.attacks import (
     VAEEncoder,
     loss_and_grad,
 )
-from photoimmune.sdk.cli import main
 from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.samples import sample_pixels

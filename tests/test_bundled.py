@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from photoimmune.sdk.cli import main
+from photoimmune.cli import main
 from photoimmune.sdk.models import bundled_models, check_model, resolve_model
 
 

@@ -8,15 +8,15 @@ import sys
 import numpy as np
 from PIL import Image
 
+from photoimmune.cli import main
 from photoimmune.sdk import __version__
-from photoimmune.sdk.cli import main
 
 
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
     exe = [
         sys.executable,
         "-c",
-        "import sys; from photoimmune.sdk.cli import main; sys.exit(main())",
+        "import sys; from photoimmune.cli import main; sys.exit(main())",
     ]
     return subprocess.run([*exe, *args], capture_output=True, text=True, cwd=cwd, check=False)
 
@@ -66,5 +66,5 @@ def test_console_script_is_installed():
 
 def test_reading_images_does_not_import_torch():
     # The CLI's quick commands stay quick: torch costs seconds to import.
-    code = "import sys, photoimmune.sdk.io, photoimmune.sdk.cli; sys.exit('torch' in sys.modules)"
+    code = "import sys, photoimmune.sdk.io, photoimmune.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from photoimmune.cli import main
+from photoimmune.cli.demo import DemoSettings, run_demo
 from photoimmune.sdk import load_image, read_manifest
-from photoimmune.sdk.cli import main
-from photoimmune.sdk.demo import DemoSettings, edit_similarity, run_demo
+from photoimmune.sdk.evaluate.metrics import edit_similarity
 from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve
 
 

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from photoimmune.sdk.cli import main
+from photoimmune.cli import main
 from photoimmune.sdk.evaluate import PROCESSING, EvalReport, EvalSettings, evaluate
 from photoimmune.sdk.io import load_image
 from photoimmune.sdk.models import resolve_model

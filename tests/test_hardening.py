@@ -23,10 +23,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from photoimmune.cli import main
 from photoimmune.registry.admin import add_vendor, init_registry, open_registry
 from photoimmune.registry.keys import load_signer, write_key
 from photoimmune.registry.server import create_app
-from photoimmune.sdk.cli import main
 from photoimmune.sdk.jobs.catalog import Catalog, CatalogError
 from photoimmune.sdk.keys import KeyDir, init_keys
 

@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from PIL import Image
 
+from photoimmune.cli import main
 from photoimmune.sdk import ImageLoadError, OutputExistsError
-from photoimmune.sdk.cli import main
 from photoimmune.sdk.io import encode_image, load_image, save_image
 from photoimmune.sdk.keys import (
     KeyDir,

@@ -13,14 +13,14 @@ import pytest
 import photoimmune.sdk
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERIC = ("sdk", "registry", "diffusers_plugin")
+GENERIC = ("sdk", "registry", "diffusers_plugin", "cli")
 
 # Checks that run in a clean interpreter: -S skips site-packages' .pth hooks (the
 # editable finder), so only the paths we put first can supply `photoimmune`.
 PROBE = """
 import importlib.util, sys
 sys.path[:0] = sys.argv[1:]
-import photoimmune.sdk, photoimmune.registry, photoimmune.diffusers_plugin
+import photoimmune.sdk, photoimmune.registry, photoimmune.diffusers_plugin, photoimmune.cli
 print(photoimmune.sdk.__file__)
 for name in {generic!r}:
     assert importlib.util.find_spec(name) is None, name
@@ -98,6 +98,10 @@ def test_wheel_installs_only_under_photoimmune(tmp_path):
     deps = sysconfig.get_paths()["purelib"]  # torch, pydantic... but no .pth hooks under -S
     located = _probe([str(target), deps], cwd=tmp_path)
     assert located.startswith(str(target))
+    # The console script points at the moved CLI.
+    (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "photoimmune = photoimmune.cli:main" in scripts
 
 
 def test_editable_install_maps_the_repo_folders(tmp_path):

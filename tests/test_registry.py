@@ -420,7 +420,7 @@ def test_root_rotation_is_followed_and_old_root_keys_lose_power(repo):
 
 
 def test_cli_vendor_workflow_end_to_end(tmp_path, tiny_models, capsys):
-    from photoimmune.sdk.cli import main
+    from photoimmune.cli import main
 
     reg = tmp_path / "reg"
     assert main(["registry", "init", str(reg), "--root-keys", "1", "--root-threshold", "1"]) == 0

@@ -18,7 +18,14 @@ from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .harness import METHODS, EvalReport, EvalRow, EvalSettings, Stat, evaluate, treat
-    from .metrics import PAIR_METRICS, SET_METRICS, ClipScorer, FeatureExtractor, pair_metrics
+    from .metrics import (
+        PAIR_METRICS,
+        SET_METRICS,
+        ClipScorer,
+        FeatureExtractor,
+        edit_similarity,
+        pair_metrics,
+    )
     from .processing import PROCESSING
 
 _LAZY = {
@@ -33,6 +40,7 @@ _LAZY = {
     "SET_METRICS": "metrics",
     "ClipScorer": "metrics",
     "FeatureExtractor": "metrics",
+    "edit_similarity": "metrics",
     "pair_metrics": "metrics",
     "PROCESSING": "processing",
 }
@@ -50,6 +58,7 @@ __all__ = [
     "EvalSettings",
     "FeatureExtractor",
     "Stat",
+    "edit_similarity",
     "evaluate",
     "pair_metrics",
     "treat",

@@ -16,7 +16,7 @@ from .bundled import BundledModel, bundled_models, model_index, resolve_model
 
 if TYPE_CHECKING:
     from .pipelines import PipelineKind, load_pipeline
-    from .quality import QualityReport, check_model, psnr
+    from .quality import QualityReport, check_model
 
 # Imported on first use: these pull in torch and diffusers.
 _LAZY = {
@@ -24,7 +24,6 @@ _LAZY = {
     "load_pipeline": "pipelines",
     "QualityReport": "quality",
     "check_model": "quality",
-    "psnr": "quality",
 }
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
@@ -38,6 +37,5 @@ __all__ = [
     "check_model",
     "load_pipeline",
     "model_index",
-    "psnr",
     "resolve_model",
 ]

@@ -7,7 +7,6 @@ its input (a model that scrambles photos at strength 0.3 is not a useful stand-i
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -15,21 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..evaluate.metrics import pair_metrics
 from ..io import pixels_to_tensor, tensor_to_pixels
 from ..samples import sample_pixels
 from .pipelines import edit_image, load_pipeline
 from .train_tiny import VALIDATION_PHOTOS
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images of the same shape.
-
-    Example:
-        >>> round(psnr(np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 255, np.uint8)), 1)
-        0.0
-    """
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 @dataclass(frozen=True)
@@ -70,7 +59,8 @@ def check_model(
         pixels = sample_pixels(name, resolution)
         x = pixels_to_tensor(pixels, value_range="signed")
         recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
-        vae_scores[name] = round(psnr(pixels, tensor_to_pixels(recon, value_range="signed")[0]), 2)
+        recon_pixels = tensor_to_pixels(recon, value_range="signed")[0]
+        vae_scores[name] = round(pair_metrics(pixels, recon_pixels, ("psnr",))["psnr"], 2)
         tick = time.perf_counter()
         edit_pixels = edit_image(
             pipe,
@@ -82,7 +72,7 @@ def check_model(
             seed=seed,
         )
         edit_seconds.append(time.perf_counter() - tick)
-        edit_scores[name] = round(psnr(pixels, edit_pixels), 2)
+        edit_scores[name] = round(pair_metrics(pixels, edit_pixels, ("psnr",))["psnr"], 2)
     return QualityReport(
         model=os.fspath(model),
         resolution=resolution,

@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import TaskID
 from rich.table import Table
 
-from ..errors import OutputExistsError
-from .bundled import bundled_models, model_index, resolve_model
+from photoimmune.sdk.errors import OutputExistsError
+from photoimmune.sdk.models.bundled import bundled_models, model_index, resolve_model
+
+from .common import console, progress_bar
 
 model_app = typer.Typer(
     help="The bundled tiny models and local diffusers folders.", no_args_is_help=True
 )
-console = Console()
 
 
 @model_app.command("list")
@@ -55,7 +55,7 @@ def check(
     """Measure VAE PSNR and img2img fidelity on the held-out validation photos."""
     from dataclasses import asdict
 
-    from .quality import check_model
+    from photoimmune.sdk.models.quality import check_model
 
     report = check_model(model, resolution=resolution, strength=strength)
     if as_json:
@@ -77,17 +77,14 @@ def train_tiny_command(
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
 ) -> None:
     """Train a bundled tiny model release (deterministic; v1 from scratch, v2 from v1)."""
-    from .train_tiny import RELEASES, train_tiny
+    from photoimmune.sdk.models.train_tiny import RELEASES, train_tiny
 
     if version not in RELEASES:
         raise typer.BadParameter(f"choose one of {sorted(RELEASES)}", param_hint="--version")
     if out.exists():
         raise OutputExistsError(f"{out}: already exists; choose a new folder")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(
-        *columns, TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()
-    ) as bar:
-        tasks: dict[str, int] = {}
+    with progress_bar("loss {task.fields[loss]:.4f}", remaining=True) as bar:
+        tasks: dict[str, TaskID] = {}
 
         def report(stage: str, step: int, total: int, loss: float) -> None:
             if stage not in tasks:

@@ -3,6 +3,10 @@
 Commands import their heavy dependencies (torch, diffusers) inside the command
 body so that ``photoimmune --help`` and ``--version`` answer instantly.
 
+Each command group lives in its own module of this package; this one holds the app,
+the single-image commands (``info``, ``immunize``, ``verify``, ``keys init``) and
+``demo``'s table.
+
 Errors: a :class:`~photoimmune.sdk.errors.PhotoimmuneError` is printed as one red
 line (no traceback) and the process exits with the error's ``exit_code``
 (2 for bad input). ``--verbose`` shows the traceback as well.
@@ -11,20 +15,27 @@ line (no traceback) and the process exits with the error's ``exit_code``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 from rich.table import Table
 
-from photoimmune.registry.cli import registry_app, targets_app
+from photoimmune.sdk import __version__
+from photoimmune.sdk.errors import PhotoimmuneError
 
-from . import __version__
-from .errors import PhotoimmuneError
-from .evaluate.cli import eval_command
-from .jobs.cli import catalog_app, reimmunize_command
-from .models.cli import model_app
+from .catalog import catalog_app, reimmunize_command
+from .common import (
+    KEY_DIR_HELP,
+    console,
+    err_console,
+    progress_bar,
+    quiet_libraries,
+    signer_from_options,
+)
+from .evaluate import eval_command
+from .model import model_app
+from .registry import registry_app, targets_app
 
 app = typer.Typer(
     name="photoimmune",
@@ -42,9 +53,6 @@ app.add_typer(catalog_app, name="catalog")
 app.command("reimmunize")(reimmunize_command)
 keys_app = typer.Typer(help="Signing keys for immunization manifests.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-console = Console()
-err_console = Console(stderr=True)
-_KEY_DIR_HELP = "$PHOTOIMMUNE_KEY_DIR or ~/.photoimmune/keys"
 
 
 class _Options:
@@ -78,7 +86,7 @@ def info(
     images: Annotated[list[Path], typer.Argument(help="Image files to inspect.")],
 ) -> None:
     """Show how photoimmune reads each image: format, original mode and size."""
-    from .io import load_image
+    from photoimmune.sdk.io import load_image
 
     table = Table("image", "format", "mode", "width", "height")
     for path in images:
@@ -87,28 +95,6 @@ def info(
             str(path), img.format or "-", img.original_mode, str(img.width), str(img.height)
         )
     console.print(table)
-
-
-def quiet_libraries() -> None:
-    """Our own progress bars replace diffusers'/transformers' loading bars and chatter."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-
-
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-    )
 
 
 @app.command("immunize")
@@ -167,7 +153,7 @@ def immunize_command(
     ] = None,
     keys_dir: Annotated[
         Path | None,
-        typer.Option("--keys", help=f"Key folder (default: {_KEY_DIR_HELP})."),
+        typer.Option("--keys", help=f"Key folder (default: {KEY_DIR_HELP})."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per image.")
@@ -176,13 +162,13 @@ def immunize_command(
     """Immunize images against AI editing and write them, signed, as PNG to --out."""
     import json
 
-    from .errors import InputError
-    from .immunization import immunize
-    from .io import atomic_write_bytes, encode_image, load_image, max_abs_delta
-    from .manifest import sign_image
+    from photoimmune.sdk.errors import InputError
+    from photoimmune.sdk.immunization import immunize
+    from photoimmune.sdk.io import atomic_write_bytes, encode_image, load_image, max_abs_delta
+    from photoimmune.sdk.manifest import sign_image
 
     quiet_libraries()
-    signer = _signer(key, cert, keys_dir) if sign else None
+    signer = signer_from_options(key, cert, keys_dir) if sign else None
     loaded = [load_image(p) for p in inputs]  # fail on a bad file before any compute
     outputs = [out / f"{p.stem}.png" for p in inputs]
     if len(set(outputs)) != len(outputs):
@@ -193,23 +179,24 @@ def immunize_command(
         if dst.exists() and not overwrite:
             raise InputError(f"{dst}: already exists; pass --overwrite or choose another --out")
     targets = _targets(model, target, registry, root, recipe)
-    with _progress_bar() as bar:
+    with progress_bar("loss {task.fields[loss]}") as bar:
         for src, image, dst in zip(inputs, loaded, outputs, strict=True):
             task = bar.add_task(src.name, total=None, loss="-")
 
-            def report(step: int, total: int, loss: float, task: int = task) -> None:
+            def report(step: int, total: int, loss: float, task: TaskID = task) -> None:
                 bar.update(task, completed=step, total=total, loss=f"{loss:.4g}")
 
             result = immunize(
                 image.pixels,
                 targets,
-                method=method,
+                method=method,  # type: ignore[arg-type]  # immunize() refuses unknown methods
                 eps=eps,
                 steps=steps,
                 seed=seed,
                 eot=eot,
                 progress=report,
             )
+            assert not isinstance(result, list)  # one image in, one result out
             data = encode_image(result.pixels, "PNG")
             if signer is not None:
                 # The input is the parent ingredient: its own manifest, if any, stays readable.
@@ -217,7 +204,7 @@ def immunize_command(
                     data, result.protections, signer, parent=image.data, title=dst.name
                 )
             atomic_write_bytes(dst, data, overwrite=overwrite)
-            record = {
+            record: dict[str, Any] = {
                 "input": str(src),
                 "output": str(dst),
                 "signed": signer is not None,
@@ -244,16 +231,15 @@ def _targets(
     recipe: str,
 ):
     """Targets built from local models, or fetched from a registry and bound to local weights."""
-    from .errors import InputError
-    from .targets import build_target
+    from photoimmune.registry.client import connect
+    from photoimmune.sdk.errors import InputError
+    from photoimmune.sdk.targets import build_target
 
     if not refs:
         return [build_target(m, recipe=recipe) for m in models or ["tiny-ldm@1"]]  # type: ignore[arg-type]
     if registry is None:
         raise InputError("--target needs --registry (a registry folder or server URL)")
-    from photoimmune.registry.cli import open_client
-
-    client = open_client(registry, root)
+    client = connect(registry, root)
     fetched = [client.get(ref if "@" in ref else str(client.latest(ref))) for ref in refs]
     for i, found in enumerate(fetched):
         if models:
@@ -261,28 +247,11 @@ def _targets(
     return fetched
 
 
-def _signer(key: Path | None, cert: Path | None, keys_dir: Path | None):
-    from .errors import InputError
-    from .keys import ManifestSigner, open_keys
-
-    if (key is None) != (cert is None):
-        raise InputError("pass --key and --cert together (or neither, to use the key folder)")
-    if key is not None and cert is not None:
-        return ManifestSigner.from_pem(key, cert)
-    keys, created = open_keys(keys_dir)
-    if created:
-        err_console.print(
-            f"created development signing keys in {keys.path}; verifiers trust them with "
-            f"--trust {keys.ca_cert}"
-        )
-    return keys.signer("publisher")
-
-
 @keys_app.command("init")
 def keys_init(
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help=f"Folder to create (default: {_KEY_DIR_HELP})."),
+        typer.Option("--dir", help=f"Folder to create (default: {KEY_DIR_HELP})."),
     ] = None,
     alg: Annotated[str, typer.Option(help="es256, es384 or ed25519.")] = "es256",
     organization: Annotated[
@@ -290,7 +259,7 @@ def keys_init(
     ] = "photoimmune development",
 ) -> None:
     """Create a development CA with publisher and vendor signing certificates."""
-    from .keys import SigningAlg, SigningKeyError, init_keys
+    from photoimmune.sdk.keys import SigningAlg, SigningKeyError, init_keys
 
     if alg not in ("es256", "es384", "ed25519"):
         raise SigningKeyError(f"unknown algorithm {alg!r}; use es256, es384 or ed25519")
@@ -320,15 +289,11 @@ def verify(
     """
     import json
 
-    from .errors import ImageLoadError
-    from .io import load_image
-    from .keys import KeyDir, default_key_dir
+    from photoimmune.sdk.errors import ImageLoadError
+    from photoimmune.sdk.io import load_image
+    from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
 
-    if trust:
-        anchors = [_read_trust(p) for p in trust]
-    else:
-        default = KeyDir(default_key_dir())
-        anchors = [default.trust_anchor_pem()] if default.ca_cert.is_file() else []
+    anchors = read_trust_anchors(trust) if trust else default_trust_anchors()
     table = Table("image", "verdict", "state", "pixels", "protected against", "chain")
     status = 0
     for path in images:
@@ -364,16 +329,6 @@ def verify(
         raise typer.Exit(status)
 
 
-def _read_trust(path: Path) -> bytes:
-    from .keys import SigningKeyError
-
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        reason = err.strerror or err
-        raise SigningKeyError(f"{path}: cannot read the trust anchor ({reason})") from None
-
-
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the pictures.")] = Path(
@@ -397,7 +352,7 @@ def demo(
         f"[bold]photoimmune demo[/]: {settings.photo} at {settings.size}px, model {settings.model} "
         "(the bundled tiny model stands in for Stable Diffusion; its numbers are not SD's)"
     )
-    with _progress_bar() as bar:
+    with progress_bar("loss {task.fields[loss]}") as bar:
 
         def phase(label: str):
             task = bar.add_task(label, total=None, loss="-")

@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+from .common import console, print_wide, progress_bar, quiet_libraries
 
 
 def eval_command(
@@ -56,20 +54,19 @@ def eval_command(
     """Edit clean and immunized photos; report SSIM, PSNR, VIFp, FSIM (FID, P/R, CLIP)."""
     from pydantic import ValidationError
 
-    from ..cli import quiet_libraries
-    from ..errors import InputError
-    from ..io import atomic_write_bytes
-    from ..models.train_tiny import VALIDATION_PHOTOS
-    from ..samples import sample_path
-    from .harness import EvalSettings, evaluate
-    from .processing import PROCESSING
+    from photoimmune.sdk.errors import InputError
+    from photoimmune.sdk.evaluate.harness import EvalSettings, evaluate
+    from photoimmune.sdk.evaluate.processing import PROCESSING
+    from photoimmune.sdk.io import atomic_write_bytes
+    from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS
+    from photoimmune.sdk.samples import sample_path
 
     quiet_libraries()
     sources = [p if Path(p).exists() else str(sample_path(p)) for p in photos or VALIDATION_PHOTOS]
     try:
         settings = EvalSettings(
             model=model,
-            edit=edit,  # type: ignore[arg-type]  (pydantic validates it)
+            edit=edit,  # type: ignore[arg-type]  # pydantic validates it
             prompts=tuple(prompt) if prompt else EvalSettings().prompts,
             strength=strength,
             edit_steps=edit_steps,
@@ -78,7 +75,7 @@ def eval_command(
             eps=eps,
             steps=steps,
             diffusion_steps=diffusion_steps,
-            methods=tuple(m.strip() for m in methods.split(",")),  # type: ignore[arg-type]
+            methods=tuple(m.strip() for m in methods.split(",")),  # type: ignore[misc]  # ditto
             processing=tuple(PROCESSING) if robustness else ("none",),
             features=str(features) if features else None,
             features_arch=features_arch,
@@ -88,13 +85,7 @@ def eval_command(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InputError(f"eval settings: {problems}") from None
     stages = 1 + len(settings.methods) * (1 + len(settings.processing))
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("evaluating", total=stages)
 
         def say(message: str) -> None:
@@ -126,7 +117,7 @@ def eval_command(
             else:
                 cells.append(f"{stat.mean:.3f}±{stat.std:.3f}")
         table.add_row(row.method, row.processing, *cells)
-    Console(width=max(console.width, 150)).print(table)  # up to ten columns: never squeeze them
+    print_wide(table)  # up to ten columns: never squeeze them
     for column, reason in report.absent.items():
         console.print(f"[dim]{column}: {reason}[/]")
     if report.reference_clip is not None:

@@ -25,15 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .attacks.pgd import ProgressFn
-from .immunization import ImmunizationResult, immunize
-from .io import atomic_write_bytes, save_image
-from .keys import KeyDir, open_keys
-from .manifest import read_manifest, sign_pixels
-from .models.bundled import VENDOR
-from .models.pipelines import edit_image, load_pipeline
-from .pictures import amplify_delta, comparison_grid, loss_curve
-from .samples import sample_pixels
+from photoimmune.registry.admin import local_registry
+from photoimmune.sdk.attacks.pgd import ProgressFn
+from photoimmune.sdk.evaluate.metrics import edit_similarity
+from photoimmune.sdk.immunization import ImmunizationResult, immunize
+from photoimmune.sdk.io import atomic_write_bytes, save_image
+from photoimmune.sdk.keys import KeyDir, open_keys
+from photoimmune.sdk.manifest import read_manifest, sign_pixels
+from photoimmune.sdk.models.bundled import VENDOR
+from photoimmune.sdk.models.pipelines import edit_image, load_pipeline
+from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve
+from photoimmune.sdk.samples import sample_pixels
 
 
 @dataclass(frozen=True)
@@ -85,25 +87,6 @@ class DemoReport:
     forward: ForwardReport | None = None
 
 
-def edit_similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """SSIM and PSNR (dB) between two uint8 images, computed with piq.
-
-    Example:
-        >>> edit_similarity(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8))[0]
-        1.0
-    """
-    import piq
-    import torch
-
-    from .io import pixels_to_tensor
-
-    x, y = pixels_to_tensor(a), pixels_to_tensor(b)
-    ssim = float(piq.ssim(x, y, data_range=1.0))
-    mse = float(torch.mean((x - y) ** 2))
-    psnr = float("inf") if mse == 0 else float(piq.psnr(x, y, data_range=1.0))
-    return round(ssim, 4), round(psnr, 2)
-
-
 def run_demo(
     out_dir: Path,
     settings: DemoSettings | None = None,
@@ -119,8 +102,6 @@ def run_demo(
         >>> report.ssim < 0.9  # doctest: +SKIP
         True
     """
-    from photoimmune.registry.admin import local_registry
-
     s = settings or DemoSettings()
     keys, _ = open_keys(out_dir / "keys")
     photo = sample_pixels(s.photo, s.size)
@@ -136,6 +117,7 @@ def run_demo(
         seed=s.seed,
         progress=progress(f"immunizing vs {s.model}") if progress else None,
     )
+    assert not isinstance(result, list)  # one image in, one result out
     seconds = time.perf_counter() - started
     pipe = load_pipeline(s.model)
     edit = s.edit_options
@@ -194,7 +176,6 @@ def run_forward_step(
         ('reimmunized', ('photoimmune/tiny-ldm@1', 'photoimmune/tiny-ldm@2'))
     """
     import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
-    from photoimmune.registry.admin import local_registry
 
     assert s.new_model is not None
     client = local_registry(out_dir / "registry", [s.model, s.new_model])  # the vendor ships v2
@@ -223,6 +204,7 @@ def run_forward_step(
         seed=s.seed,
         progress=progress(f"immunizing vs {s.new_model}") if progress else None,
     )
+    assert not isinstance(native, list)
     edits = {
         f"{s.model} only, no check": edit_image(plain, old.pixels, s.prompt, **edit),
         f"{s.model} + re-immunized by the check": hooked_edit,

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from .common import console
 
 registry_app = typer.Typer(
     help="A registry of signed attack targets (TUF): create, onboard, publish, serve.",
@@ -26,7 +27,6 @@ registry_app = typer.Typer(
 vendor_app = typer.Typer(help="Vendors of a registry.", no_args_is_help=True)
 registry_app.add_typer(vendor_app, name="vendor")
 targets_app = typer.Typer(help="Attack targets for a model release.", no_args_is_help=True)
-console = Console()
 
 RegistryOpt = Annotated[
     str, typer.Option("--registry", "-r", help="Registry folder (registry init) or server URL.")
@@ -37,13 +37,6 @@ RootOpt = Annotated[
 ]
 
 
-def open_client(registry: str, root: Path | None):
-    """A verifying client for a registry folder, an exported folder, or a URL."""
-    from .client import connect
-
-    return connect(registry, root)
-
-
 @registry_app.command("init")
 def init(
     folder: Annotated[Path, typer.Argument(help="New folder for the registry.")],
@@ -52,7 +45,7 @@ def init(
     db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite file).")] = None,
 ) -> None:
     """Create a registry: keys, root and targets metadata, database, blob store."""
-    from .admin import init_registry
+    from photoimmune.registry.admin import init_registry
 
     paths = init_registry(
         folder, root_keys=root_keys, root_threshold=root_threshold, database_url=db
@@ -68,7 +61,7 @@ def keygen(
     path: Annotated[Path, typer.Argument(help="Private key file to create (.pem).")],
 ) -> None:
     """Create an ed25519 signing key (and PATH.pub.pem to hand to the registry admin)."""
-    from .keys import public_path, write_key
+    from photoimmune.registry.keys import public_path, write_key
 
     signer = write_key(path)
     console.print(f"key {signer.public_key.keyid[:16]}…; public half: {public_path(path)}")
@@ -86,8 +79,8 @@ def vendor_add(
     root: RootOpt = None,
 ) -> None:
     """Onboard a vendor (or replace its keys): delegate VENDOR/* to its keys."""
-    from .admin import add_vendor, open_registry
-    from .keys import load_public_key, load_signer
+    from photoimmune.registry.admin import add_vendor, open_registry
+    from photoimmune.registry.keys import load_public_key, load_signer
 
     signers = [load_signer(p) for p in targets_key or [Path(registry) / "keys" / "targets.pem"]]
     handle = open_registry(registry, trusted_root=root)
@@ -103,10 +96,9 @@ def publish_command(
     root: RootOpt = None,
 ) -> None:
     """Sign the vendor's metadata with the release added, and upload it."""
+    from photoimmune.registry.admin import open_registry, publish
+    from photoimmune.registry.keys import load_signer
     from photoimmune.sdk.targets import load_target
-
-    from .admin import open_registry, publish
-    from .keys import load_signer
 
     target = load_target(target_dir)
     handle = open_registry(registry, trusted_root=root)
@@ -119,7 +111,9 @@ def publish_command(
 @registry_app.command("list")
 def list_command(registry: RegistryOpt, root: RootOpt = None) -> None:
     """List every release, verified against the trusted root."""
-    client = open_client(registry, root)
+    from photoimmune.registry.client import connect
+
+    client = connect(registry, root)
     table = Table("release", "recipe", "resolution", "pipelines", "digest")
     for ref, target in sorted(client.releases().items(), key=lambda kv: str(kv[0])):
         table.add_row(
@@ -139,7 +133,9 @@ def show(
     root: RootOpt = None,
 ) -> None:
     """Print one release's descriptor (downloaded and verified, tensors included)."""
-    client = open_client(registry, root)
+    from photoimmune.registry.client import connect
+
+    client = connect(registry, root)
     ref = ref if "@" in ref else str(client.latest(ref))
     target = client.get(ref)
     console.print_json(json.dumps({"digest": target.digest, **target.model_dump(mode="json")}))
@@ -157,8 +153,8 @@ def serve(
     """Serve the registry over HTTP (FastAPI + uvicorn)."""
     import uvicorn
 
-    from .server import create_app
-    from .service import RegistryService
+    from photoimmune.registry.server import create_app
+    from photoimmune.registry.service import RegistryService
 
     uvicorn.run(create_app(RegistryService.open(folder, db)), host=host, port=port)
 
@@ -172,7 +168,7 @@ def export(
     ] = None,
 ) -> None:
     """Write the whole repository as static files for any web server or CDN."""
-    from .service import RegistryService
+    from photoimmune.registry.service import RegistryService
 
     count = RegistryService.open(folder, db).export(out)
     console.print(f"wrote {count} files to {out}; serve it as-is (e.g. python -m http.server)")

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from .common import (
+    DB_HELP,
+    console,
+    err_console,
+    progress_bar,
+    quiet_libraries,
+    signer_from_options,
+)
+
 catalog_app = typer.Typer(help="A publisher's catalog of originals and immunized copies.")
-_DB_HELP = "Catalog database: an SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...)."
 
 
 @catalog_app.command("add")
 def catalog_add(
     paths: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
-    db: Annotated[str, typer.Option(help=_DB_HELP)] = "catalog.db",
+    db: Annotated[str, typer.Option(help=DB_HELP)] = "catalog.db",
 ) -> None:
     """Catalogue originals (idempotent: only new and changed files are recorded)."""
-    from ..database import redact_url
-    from .catalog import Catalog
+    from photoimmune.sdk.database import redact_url
+    from photoimmune.sdk.jobs.catalog import Catalog
 
     catalog = Catalog(db)
     with err_console.status("cataloguing") as status:
@@ -42,18 +46,18 @@ def catalog_add(
 
 @catalog_app.command("list")
 def catalog_list(
-    db: Annotated[str, typer.Option(help=_DB_HELP)] = "catalog.db",
+    db: Annotated[str, typer.Option(help=DB_HELP)] = "catalog.db",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per original.")] = False,
 ) -> None:
     """Show each original and what its current immunized copy is protected against."""
-    from .catalog import Catalog
+    from photoimmune.sdk.jobs.catalog import Catalog
 
     catalog = Catalog(db)
     current = catalog.current_copies()
     table = Table("original", "size", "protected against", "copy")
     for original in catalog.originals():
         copy = current.get(original.id)
-        record = {
+        record: dict[str, Any] = {
             "original": original.location,
             "readable": original.readable,
             "error": original.error,
@@ -71,12 +75,12 @@ def catalog_list(
 
 
 def reimmunize_command(
-    db: Annotated[str, typer.Option(help=_DB_HELP)] = "catalog.db",
-    registry: Annotated[str, typer.Option(help="Registry: folder or server URL.")] = ...,
+    registry: Annotated[str, typer.Option(help="Registry: folder or server URL.")],
     models: Annotated[
         list[str],
         typer.Option(help="Subscribed models, vendor/model[,vendor/model...]; repeatable."),
-    ] = ...,
+    ],
+    db: Annotated[str, typer.Option(help=DB_HELP)] = "catalog.db",
     root: Annotated[
         Path | None, typer.Option(help="The registry's root.json (needed for a URL).")
     ] = None,
@@ -117,36 +121,34 @@ def reimmunize_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Re-immunize every catalogued image that lacks the latest release of a subscribed model."""
-    from photoimmune.registry.cli import open_client
-
-    from ..cli import _read_trust, _signer, quiet_libraries
-    from ..errors import InputError
-    from ..keys import KeyDir, default_key_dir
-    from .catalog import Catalog
-    from .planning import plan
+    from photoimmune.registry.client import connect
+    from photoimmune.sdk.errors import InputError
+    from photoimmune.sdk.jobs.catalog import Catalog
+    from photoimmune.sdk.jobs.planning import plan
+    from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
 
     names = [name for value in models for name in value.split(",")]
     bound = dict(_weight(w) for w in weights or [])
     signer = trust_pem = None
     if not dry_run:
-        signer = _signer(key, cert, keys_dir)
+        signer = signer_from_options(key, cert, keys_dir)
         if trust is not None:
-            trust_pem = _read_trust(trust)
+            trust_pem = read_trust_anchors(trust)
         elif key is None:
-            trust_pem = KeyDir(keys_dir or default_key_dir()).trust_anchor_pem()
+            trust_pem = default_trust_anchors(keys_dir)
         else:
             raise InputError("--key needs --trust: the CA certificate that --cert chains to")
     catalog = Catalog(db)
-    client = open_client(registry, root)
+    client = connect(registry, root)
     if dry_run:
         _print_plan(plan(catalog, client, names), as_json)
         return
-    from .runner import run
-    from .worker import JobSettings
+    from photoimmune.sdk.jobs.runner import run
+    from photoimmune.sdk.jobs.worker import JobSettings
 
     quiet_libraries()
     settings = JobSettings(eps=eps, steps=steps, seed=seed, threads=threads)
-    with _job_progress() as bar:
+    with progress_bar("{task.fields[current]}") as bar:
         task = bar.add_task("re-immunizing", total=None, current="")
 
         def progress(done: int, total: int, location: str) -> None:
@@ -179,23 +181,12 @@ def reimmunize_command(
 
 
 def _weight(value: str) -> tuple[str, str]:
-    from ..errors import InputError
+    from photoimmune.sdk.errors import InputError
 
     model, sep, folder = value.partition("=")
     if not sep or "/" not in model or not folder:
         raise InputError(f"--weights {value!r}: expected vendor/model=FOLDER")
     return model, folder
-
-
-def _job_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=err_console,
-    )
 
 
 def _print_plan(job_plan, as_json: bool) -> None:

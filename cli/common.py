@@ -1,0 +1,68 @@
+"""What every command group shares: the consoles, the progress bar, quiet libraries, keys.
+
+Nothing here imports torch: ``photoimmune --help`` loads this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+#: Results go to stdout; progress, warnings and errors to stderr.
+console = Console()
+err_console = Console(stderr=True)
+
+KEY_DIR_HELP = "$PHOTOIMMUNE_KEY_DIR or ~/.photoimmune/keys"
+DB_HELP = "Catalog database: an SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...)."
+
+
+def progress_bar(*fields: str, remaining: bool = False) -> Progress:
+    """A progress bar on stderr: description, bar, done/total, then one column per entry of
+    ``fields`` (rich format strings over the task, e.g. ``"loss {task.fields[loss]}"``),
+    then the time elapsed (or, with ``remaining``, the time left)."""
+    columns: list[ProgressColumn] = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+    ]
+    columns += [TextColumn(field) for field in fields]
+    columns.append(TimeRemainingColumn() if remaining else TimeElapsedColumn())
+    return Progress(*columns, console=err_console)
+
+
+def print_wide(renderable: RenderableType, width: int = 150) -> None:
+    """Print to stdout at least ``width`` columns wide, so a table is never squeezed."""
+    Console(width=max(console.width, width)).print(renderable)
+
+
+def quiet_libraries() -> None:
+    """Our own progress bars replace diffusers'/transformers' loading bars and chatter."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+
+
+def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | None):
+    """The signer for --key/--cert, else the --keys folder's publisher key (say so if new)."""
+    from photoimmune.sdk.keys import KeyDir, resolve_signer
+
+    def created(keys: KeyDir) -> None:
+        err_console.print(
+            f"created development signing keys in {keys.path}; verifiers trust them with "
+            f"--trust {keys.ca_cert}"
+        )
+
+    return resolve_signer(key, cert, keys_dir, on_created=created)
