@@ -64,7 +64,8 @@ class LatentDetector:
         """Scores of same-sized uint8 images (lower: more likely immunized)."""
         device = next(self.encoder.parameters()).device
         x = pixels_to_tensor(pixels, device=device)
-        size = working_size(*x.shape[-2:], self.target.resolution)
+        height, width = x.shape[-2:]
+        size = working_size(height, width, self.target.resolution)
         x = to_working(x, size)
         z_target = self.encoder(fill_like(self._x_target.to(device), size))
         s = self.shift

@@ -27,7 +27,7 @@ _BASE = "_photoimmune_base"
 _CHECK_ATTRIBUTES = ("_immunization_check", "immunization_report")
 
 
-def _restore(cls: type, state: dict):
+def _restore(cls: Any, state: dict):  # a pipeline class (diffusers is untyped to us)
     pipe = cls.__new__(cls)
     pipe.__dict__.update(state)
     return pipe

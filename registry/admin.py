@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -78,7 +79,7 @@ class RemoteRegistry:
     def current(self, role: str) -> Metadata | None:
         with tempfile.TemporaryDirectory(prefix="photoimmune-registry-") as cache:
             client = RegistryClient(
-                self.url, trusted_root=self.trusted_root, cache_dir=cache, http=self.http
+                self.url, trusted_root=self.trusted_root, cache_dir=Path(cache), http=self.http
             )
             if role == "root":
                 client.refresh()
@@ -168,7 +169,7 @@ def init_registry(
 
 
 def add_vendor(
-    registry: Registry, vendor: str, keys: list[Key], threshold: int, signers: list[Signer]
+    registry: Registry, vendor: str, keys: list[Key], threshold: int, signers: Sequence[Signer]
 ) -> int:
     """Delegate ``vendor/*`` to ``keys`` (or replace the vendor's keys); signed by ``signers``
     (the targets role's keys). Returns the new targets version."""
@@ -181,7 +182,7 @@ def add_vendor(
     return registry.update_targets(tm.sign(md, signers))
 
 
-def publish(registry: Registry, vendor: str, target_dir: Path, signers: list[Signer]) -> int:
+def publish(registry: Registry, vendor: str, target_dir: Path, signers: Sequence[Signer]) -> int:
     """Add the target in ``target_dir`` (from ``targets build``) to ``vendor``'s role, sign, upload.
 
     Returns the vendor role's new version.

@@ -16,6 +16,7 @@ transactions and signing with online keys live in :mod:`.service`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from securesystemslib.signer import Key, Signer
@@ -224,7 +225,7 @@ def new_timestamp(version: int, snapshot_version: int) -> Metadata[Timestamp]:
     return Metadata(timestamp)
 
 
-def sign(md: Metadata, signers: list[Signer]) -> bytes:
+def sign(md: Metadata, signers: Sequence[Signer]) -> bytes:
     """Sign with every signer (replacing old signatures) and serialise."""
     md.signatures.clear()
     for signer in signers:

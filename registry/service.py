@@ -124,7 +124,7 @@ class RegistryService:
     def check_vendor(self, vendor: str) -> None:
         """Refuse a name the top-level targets does not delegate to (before reading an upload)."""
         with self.store.read() as session:
-            top = Metadata[Targets].from_bytes(self.store.latest(session, "targets").data)
+            top = Metadata[Targets].from_bytes(self.store.top_level(session, "targets").data)
         _delegation(top.signed, vendor)
 
     def current(self, role: str) -> bytes:
@@ -141,7 +141,7 @@ class RegistryService:
         """Accept root N+1: signed by the threshold of root N *and* of its own root keys."""
         new = tm.parse(data, "root")
         with self.store.write() as session:
-            old = Metadata[Root].from_bytes(self.store.latest(session, "root").data)
+            old = Metadata[Root].from_bytes(self.store.top_level(session, "root").data)
             self._expect_next(new, old.signed.version, "root")
             tm.check_signed_by(old.signed, "root", new)
             tm.check_signed_by(new.signed, "root", new)
@@ -152,8 +152,8 @@ class RegistryService:
         """Accept top-level targets N+1 (onboarding a vendor, rotating a vendor's keys)."""
         new = tm.parse(data, "targets")
         with self.store.write() as session:
-            root = Metadata[Root].from_bytes(self.store.latest(session, "root").data)
-            current = self.store.latest(session, "targets")
+            root = Metadata[Root].from_bytes(self.store.top_level(session, "root").data)
+            current = self.store.top_level(session, "targets")
             self._expect_next(new, current.version, "targets")
             tm.check_signed_by(root.signed, "targets", new)
             if new.signed.targets:
@@ -172,7 +172,7 @@ class RegistryService:
         new = tm.parse(data, "targets")
         signed: Targets = new.signed
         with self.store.write() as session:
-            top = Metadata[Targets].from_bytes(self.store.latest(session, "targets").data)
+            top = Metadata[Targets].from_bytes(self.store.top_level(session, "targets").data)
             role = _delegation(top.signed, vendor)
             current = self.store.latest(session, vendor)
             self._expect_next(new, 0 if current is None else current.version, vendor)
@@ -256,15 +256,15 @@ class RegistryService:
         if current.expires - datetime.now(UTC) > tm.LIFETIMES["timestamp"] / 2:
             return row.data
         with self.store.write() as writer:
-            row = self.store.latest(writer, "timestamp")
+            row = self.store.top_level(writer, "timestamp")
             current = Metadata.from_bytes(row.data).signed
             if current.expires - datetime.now(UTC) > tm.LIFETIMES["timestamp"] / 2:
                 return row.data  # another request re-signed it meanwhile
-            snapshot = self.store.latest(writer, "snapshot")
+            snapshot = self.store.top_level(writer, "snapshot")
             expires = Metadata.from_bytes(snapshot.data).signed.expires
             if expires - datetime.now(UTC) <= tm.LIFETIMES["snapshot"] / 2:
                 self._resign(writer)
-                return self.store.latest(writer, "timestamp").data
+                return self.store.top_level(writer, "timestamp").data
             return self._sign_timestamp(writer, current.version + 1, snapshot.version)
 
     # -- export ------------------------------------------------------------------------

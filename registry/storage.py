@@ -34,6 +34,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from photoimmune.sdk.database import migrate, open_engine, write_session
 from photoimmune.sdk.io import atomic_write_bytes
 
+from .errors import UnknownReleaseError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -127,6 +129,17 @@ class Store:
             .limit(1)
         )
         return session.scalars(stmt).first()
+
+    def top_level(self, session: Session, role: str) -> MetadataFile:
+        """The newest version of ``role``, one that every initialised registry has (root,
+        targets, snapshot, timestamp)."""
+        row = self.latest(session, role)
+        if row is None:
+            raise UnknownReleaseError(
+                f"registry has no {role!r} metadata: it is not initialised; run "
+                "`photoimmune registry init`"
+            )
+        return row
 
     def metadata(self, session: Session, role: str, version: int) -> bytes | None:
         row = session.get(MetadataFile, (role, version))

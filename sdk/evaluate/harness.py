@@ -97,8 +97,8 @@ class EvalReport(BaseModel):
         """One line per method x processing x metric: mean and std."""
         lines = ["method,processing,metric,mean,std"]
         if self.reference_clip is not None:
-            stat = self.reference_clip
-            lines.append(f"clean,none,clip,{stat.mean:.6g},{stat.std:.6g}")
+            clip = self.reference_clip
+            lines.append(f"clean,none,clip,{clip.mean:.6g},{clip.std:.6g}")
         for row in self.rows:
             for name in self.columns:
                 stat = row.metrics.get(name)
@@ -147,6 +147,7 @@ def treat(
         mask=keep,
         prompt=settings.prompts[0] if method == "diffusion" else "",
     )
+    assert isinstance(results, list)  # a list of images gives a list of results
     return [r.pixels for r in results]
 
 
@@ -218,20 +219,20 @@ def evaluate(
         return report
     out_dir.mkdir(parents=True, exist_ok=True)
     grids = []
-    for i, (name, px) in enumerate(zip(names, images, strict=True)):
+    for i, (photo, px) in enumerate(zip(names, images, strict=True)):
         panels, labels = [px, reference[i][0]], ["original", "edit of original"]
         for method in s.methods:
             treated = treated_by[method][i]
             edited = plain_edits[method][i][0] if method in plain_edits else None
             panels += [treated, edited if edited is not None else edit(treated, s.prompts[0])]
             labels += [method, f"edit of {method}"]
-        path = out_dir / f"grid-{i}-{Path(name).stem}.png"
+        path = out_dir / f"grid-{i}-{Path(photo).stem}.png"
         save_image(np.asarray(comparison_grid(panels, labels)), path, overwrite=True)
         grids.append(str(path))
     chart = out_dir / "metrics.png"
     shown = s.processing[0]  # "none" unless the caller left it out
     plain = {
-        r.method: {k: r.metrics[k].mean for k in PAIR_METRICS}
+        r.method: {k: stat.mean for k in PAIR_METRICS if (stat := r.metrics[k]) is not None}
         for r in rows
         if r.processing == shown
     }
@@ -269,7 +270,7 @@ def _row(
 
 
 def _absent(s: EvalSettings, edits: int) -> dict[str, str]:
-    absent = {}
+    absent: dict[str, str] = {}
     if s.features is None:
         reason = "no feature extractor weights given (--features inception_v3.pth)"
         absent |= dict.fromkeys(SET_METRICS, reason)

@@ -102,7 +102,7 @@ def job_owner() -> str:
 def _owner_is_gone(owner: str | None) -> bool:
     """Whether ``owner`` was a process here (same host, same PID namespace) that has exited."""
     prefix = _local_prefix()
-    if not (owner or "").startswith(prefix):
+    if owner is None or not owner.startswith(prefix):
         return False
     pid = owner[len(prefix) :].partition(":")[0]
     if not pid.isdigit():
@@ -353,9 +353,10 @@ class WorkQueue:
     def unfinished(self, targets_key: str) -> int:
         """Items of this key still pending or leased (by this job or another)."""
         with self.catalog.session() as session:
-            return session.scalar(
+            count = session.scalar(
                 select(func.count()).where(
                     WorkItem.targets_key == targets_key,
                     WorkItem.state.in_(("pending", "leased")),
                 )
             )
+            return count or 0

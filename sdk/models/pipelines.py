@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ def edit_image(
         >>> pipe = load_pipeline("tiny-ldm@1")  # doctest: +SKIP
         >>> edited = edit_image(pipe, pixels, "a cat in snow")  # doctest: +SKIP
     """
-    kwargs = (
+    kwargs: dict[str, Any] = (
         {} if mask is None else {"mask_image": Image.fromarray((mask != 0).astype(np.uint8) * 255)}
     )
     if mask is None or isinstance(pipe, StableDiffusionImg2ImgPipeline):
