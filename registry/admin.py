@@ -173,6 +173,7 @@ def add_vendor(
 ) -> int:
     """Delegate ``vendor/*`` to ``keys`` (or replace the vendor's keys); signed by ``signers``
     (the targets role's keys). Returns the new targets version."""
+    tm.check_vendor_name(vendor)  # before anything is fetched or signed
     current = registry.current("targets")
     assert current is not None  # every registry starts with targets v1
     md = Metadata(current.signed)

@@ -11,6 +11,15 @@ export, e.g. on a mounted volume). Downloads are cached; ``offline=True``
 answers from the cache alone, and still refuses once the cached timestamp
 has expired.
 
+A client refreshes itself: every query first re-checks the registry when
+``refresh_interval`` seconds have passed since its last refresh, or as soon as the
+metadata it trusts has expired, so a long-lived client (the diffusers plugin, a job
+worker) sees new and replaced releases without calling :meth:`RegistryClient.refresh`.
+A refresh that fails keeps the last verified state while that state is unexpired,
+and is retried on the next query; no failure is ever remembered as "no releases".
+One refresh (or download) ends within ``refresh_deadline`` seconds, however slowly
+a server drips its answer.
+
 Example:
     >>> client = RegistryClient("http://127.0.0.1:8470", trusted_root=Path("root.json"))
     >>> str(client.latest("photoimmune/tiny-ldm"))
@@ -20,19 +29,25 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import math
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import httpx
 from pydantic import ValidationError
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, Targets
+from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from photoimmune.sdk.refs import ModelRef
@@ -48,28 +63,119 @@ from . import errors
 from .metadata import MAX_METADATA_BYTES, descriptor_of, release_dir
 
 _CHUNK = 64 * 1024
+#: Seconds between a client's automatic refreshes (it also refreshes once its metadata expires).
+REFRESH_INTERVAL_S = 300.0
+#: Seconds one refresh, or one download, may take in all, over however many reads.
+REFRESH_DEADLINE_S = 60.0
 logger = logging.getLogger(__name__)
 
 
-class HttpFetcher(FetcherInterface):
+class DeadlineFetcher(FetcherInterface):
+    """A fetcher whose reads all stop at one deadline (a ``time.monotonic()`` instant).
+
+    Per-read timeouts alone do not bound a download: a server that drips one byte
+    per read never trips them, and the size limits allow hours of dripping. The
+    client sets :attr:`deadline` for the span of one refresh or download.
+    """
+
+    deadline: float | None = None
+
+    def _remaining(self, url: str) -> float | None:
+        """Seconds left before the deadline (None: no deadline); raises once it has passed."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise tuf_errors.DownloadError(
+                f"{url}: no complete answer within the refresh deadline; the server is too "
+                "slow or is dripping its answer"
+            )
+        return left
+
+
+class HttpFetcher(DeadlineFetcher):
     """Fetch over HTTP with httpx (any ``httpx.Client``, e.g. FastAPI's TestClient)."""
 
     def __init__(self, client: httpx.Client | None = None) -> None:
-        self.client = client or httpx.Client(timeout=30.0, follow_redirects=False)
+        self.client = client or httpx.Client(
+            timeout=30.0,
+            follow_redirects=False,
+            # A new connection per file, so the deadline's watchdog sees each socket open.
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def _fetch(self, url: str) -> Iterator[bytes]:
+        left = self._remaining(url)
         try:
-            with self.client.stream("GET", url) as response:
+            with (
+                _Watchdog(left) as watchdog,
+                self.client.stream(
+                    "GET", url, timeout=self._timeout(left), extensions={"trace": watchdog.trace}
+                ) as response,
+            ):
                 if response.status_code != 200:
                     raise tuf_errors.DownloadHTTPError(
                         f"{url}: HTTP {response.status_code}", response.status_code
                     )
-                yield from response.iter_bytes(_CHUNK)
+                # Chunks as they arrive (not 64 KiB batches), so a drip meets the deadline.
+                for chunk in response.iter_bytes():
+                    self._remaining(url)
+                    yield chunk
         except httpx.HTTPError as exc:
+            self._remaining(url)  # cut off by the watchdog: name the deadline, not the reset
             raise tuf_errors.DownloadError(f"{url}: {exc}") from exc
 
+    def _timeout(self, left: float | None) -> httpx.Timeout:
+        """The client's own timeouts, none longer than what is left before the deadline."""
+        own = self.client.timeout
+        if left is None:
+            return own
+        cap = functools.partial(_at_most, left)
+        return httpx.Timeout(
+            connect=cap(own.connect), read=cap(own.read), write=cap(own.write), pool=cap(own.pool)
+        )
 
-class DirectoryFetcher(FetcherInterface):
+
+def _at_most(limit: float, value: float | None) -> float:
+    return limit if value is None else min(limit, value)
+
+
+class _Watchdog:
+    """Shuts down, at the deadline, the sockets one request opened.
+
+    httpx bounds each read, not a response: a server dripping its *headers* is read
+    byte by byte with no chunk to check the deadline between. Shutting the socket
+    down wakes the blocked read. It sees connections opened for this request (httpcore's
+    trace), which is every one with the fetcher's own client (no keep-alive).
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self._sockets: list[socket.socket] = []
+        self._timer = None if seconds is None else threading.Timer(seconds, self._fire)
+
+    def __enter__(self) -> _Watchdog:
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def trace(self, event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.complete":
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self._sockets.append(sock)
+
+    def _fire(self) -> None:
+        for sock in self._sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class DirectoryFetcher(DeadlineFetcher):
     """Fetch ``file://`` URLs: a registry exported with ``photoimmune registry export``."""
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -80,10 +186,11 @@ class DirectoryFetcher(FetcherInterface):
             raise tuf_errors.DownloadHTTPError(f"{path}: not found", 404) from None
         with handle:
             while chunk := handle.read(_CHUNK):
+                self._remaining(url)  # a mounted volume can be slow too
                 yield chunk
 
 
-class ServiceFetcher(FetcherInterface):
+class ServiceFetcher(DeadlineFetcher):
     """Fetch straight from a registry folder's database, by the server's URL paths."""
 
     def __init__(self, folder: Path) -> None:
@@ -131,6 +238,27 @@ def default_cache_dir(source: str, trusted_root: bytes) -> Path:
     return base / "registry" / key
 
 
+def _query(method: Callable) -> Callable:
+    """A public query: refreshes first when due, once per outermost call.
+
+    Nested queries (``latest`` calls ``versions`` calls ``releases``) answer from the
+    same verified state, so one answer never mixes two versions of the registry.
+    """
+
+    @functools.wraps(method)
+    def query(self: RegistryClient, *args, **kwargs):
+        if self._in_query:
+            return method(self, *args, **kwargs)
+        self._in_query = True
+        try:
+            self._ensure_fresh()
+            return method(self, *args, **kwargs)
+        finally:
+            self._in_query = False
+
+    return query
+
+
 class RegistryClient:
     """Verified reads from a registry.
 
@@ -139,10 +267,14 @@ class RegistryClient:
             (``registry init``) or a static export (``registry export``).
         trusted_root: root metadata the client trusts first (the ``root.json``
             the registry's admin distributes); later roots are followed from it.
+            It always wins over the cache: cached roots count only if they chain from it.
         cache_dir: where verified metadata and targets are kept (default
             ``~/.cache/photoimmune/registry/<hash of source>``).
         offline: answer from the cache only.
         http: an ``httpx.Client`` to use for HTTP (timeouts, proxies, tests).
+        refresh_interval: seconds after which a query refreshes first (``math.inf``:
+            only when the trusted metadata expires, or on :meth:`refresh`).
+        refresh_deadline: seconds one refresh, or one download, may take in all.
     """
 
     def __init__(
@@ -154,12 +286,14 @@ class RegistryClient:
         offline: bool = False,
         http: httpx.Client | None = None,
         config: UpdaterConfig | None = None,
+        refresh_interval: float = REFRESH_INTERVAL_S,
+        refresh_deadline: float = REFRESH_DEADLINE_S,
     ) -> None:
         text = os.fspath(source)
         self.remote = text.startswith(("http://", "https://"))
         if self.remote:
             base = text.rstrip("/")
-            self._fetcher: FetcherInterface = HttpFetcher(http)
+            self._fetcher: DeadlineFetcher = HttpFetcher(http)
         else:
             folder = Path(text).expanduser().resolve()
             base = folder.as_uri()
@@ -188,39 +322,53 @@ class RegistryClient:
             targets_max_length=MAX_METADATA_BYTES,
             snapshot_max_length=MAX_METADATA_BYTES,
         )
+        self.refresh_interval = refresh_interval
+        self.refresh_deadline = refresh_deadline
+        # The last verified state; a failed refresh leaves all of it as it was.
         self._updater: Updater | None = None
+        self._top: Targets | None = None
+        self._expires: datetime | None = None
+        self._refreshed_at = -math.inf
         self._releases: dict[ModelRef, AttackTarget] | None = None
+        self._in_query = False
 
     # -- public API --------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Fetch and verify the newest top-level metadata (done once automatically)."""
+        """Fetch and verify the newest top-level metadata now.
+
+        Queries do this themselves when due (see ``refresh_interval``). Raises on
+        failure and then keeps the state of the last refresh that succeeded.
+        """
         fetcher = OfflineFetcher(self.metadata_dir) if self.offline else self._fetcher
-        self._releases = None
-        cached_root = self.metadata_dir / "root.json"
-        with _translated():
-            self._updater = Updater(
+        with self._network():
+            updater = Updater(
                 metadata_dir=str(self.metadata_dir),
                 metadata_base_url=self.metadata_url,
                 target_dir=str(self.targets_dir),
                 target_base_url=self.targets_url,
                 fetcher=fetcher,
                 config=self.config,
-                # After the first run the cache holds the newest verified root.
-                bootstrap=None if cached_root.is_file() else self._root,
+                # Always from the given root: ngclient then follows the cached newer roots
+                # only where each is signed by its predecessor, and replaces the rest, so a
+                # planted cache (another registry's root.json) never becomes the anchor.
+                bootstrap=self._root,
             )
-            self._updater.refresh()
+            updater.refresh()
+        self._adopt(updater)
 
+    @_query
     def vendors(self) -> list[str]:
         """Vendors the registry delegates to."""
         top = self.top_level()
         roles = top.delegations.roles if top.delegations else None
         return sorted(roles or {})
 
+    @_query
     def releases(self) -> dict[ModelRef, AttackTarget]:
         """Every release's descriptor, from verified metadata (tensors not downloaded).
 
-        Computed once per :meth:`refresh`: the answer is that refresh's consistent snapshot.
+        Computed once per refresh: the answer is that refresh's consistent snapshot.
         """
         if self._releases is None:
             self._releases = self._collect_releases()
@@ -241,14 +389,18 @@ class RegistryClient:
                         and info.path == f"{release_dir(descriptor.ref)}/{DESCRIPTOR_NAME}"
                     ):
                         found[descriptor.ref] = descriptor
+            except errors.RegistryUnavailableError:
+                raise  # an outage says nothing about the vendor: never an empty answer
             except (errors.RegistryError, ValidationError) as exc:
                 logger.warning("registry: skipping vendor %s: %s", vendor, exc)
         return found
 
+    @_query
     def models(self) -> list[str]:
         """``vendor/model`` names with at least one release."""
         return sorted({f"{ref.vendor}/{ref.model}" for ref in self.releases()})
 
+    @_query
     def versions(self, model: str) -> list[str]:
         """Versions of ``vendor/model``, oldest first."""
         vendor, _, name = model.partition("/")
@@ -259,6 +411,7 @@ class RegistryClient:
             )
         return sorted(found, key=_version_key)
 
+    @_query
     def latest(self, model: str) -> ModelRef:
         """The newest version of ``vendor/model``.
 
@@ -269,6 +422,7 @@ class RegistryClient:
         vendor, _, name = model.partition("/")
         return ModelRef(vendor=vendor, model=name, version=self.versions(model)[-1])
 
+    @_query
     def get(self, ref: ModelRef | str) -> AttackTarget:
         """Download (or take from the cache) and verify one release's target and tensors."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
@@ -292,6 +446,7 @@ class RegistryClient:
         attach_bundled(result)
         return result
 
+    @_query
     def identify(self, fingerprints: WeightFingerprints) -> ModelRef | None:
         """Which release these weights are, by fingerprint (None if no release matches).
 
@@ -308,11 +463,14 @@ class RegistryClient:
             )
         return max(matches, key=lambda r: _version_key(r.version), default=None)
 
+    @_query
     def top_level(self) -> Targets:
         """The verified top-level targets role (who the vendors are, and their keys)."""
-        self._ensure()
-        return Metadata[Targets].from_file(str(self.metadata_dir / "targets.json")).signed
+        self._current()
+        assert self._top is not None  # set with every adopted refresh
+        return self._top
 
+    @_query
     def vendor_role(self, vendor: str) -> Targets | None:
         """The vendor's verified role (None while it has published nothing)."""
         top = self.top_level()
@@ -327,22 +485,77 @@ class RegistryClient:
         top.verify_delegate(vendor, md.signed_bytes, md.signatures)
         return md.signed
 
+    # -- refreshing --------------------------------------------------------------------
+
+    def _adopt(self, updater: Updater) -> None:
+        """Make a refreshed updater the client's verified state."""
+        self._updater = updater
+        self._top = _trusted(self.metadata_dir, Targets).signed
+        self._expires = min(
+            _trusted(self.metadata_dir, role).signed.expires
+            for role in (Root, Timestamp, Snapshot, Targets)
+        )
+        self._refreshed_at = time.monotonic()
+        self._releases = None
+
+    def _due(self) -> bool:
+        """Whether a query must refresh first: never done, interval over, or state expired."""
+        return (
+            self._updater is None
+            or time.monotonic() - self._refreshed_at >= self.refresh_interval
+            or self._expired()
+        )
+
+    def _expired(self) -> bool:
+        return self._expires is not None and datetime.now(UTC) >= self._expires
+
+    def _ensure_fresh(self) -> None:
+        """Refresh when due. On failure keep the last verified state while it is unexpired;
+        otherwise raise. Either way the next query tries again."""
+        if not self._due():
+            return
+        try:
+            self.refresh()
+        except errors.RegistryError as exc:
+            if self._updater is None or self._expired():
+                raise
+            logger.warning(
+                "registry: refresh failed, answering from metadata verified %.0f s ago "
+                "(valid until %s): %s",
+                time.monotonic() - self._refreshed_at,
+                self._expires,
+                exc,
+            )
+
+    @contextmanager
+    def _network(self) -> Iterator[None]:
+        """One deadline over every read inside, and our errors for python-tuf's."""
+        previous = self._fetcher.deadline
+        own = time.monotonic() + self.refresh_deadline
+        self._fetcher.deadline = own if previous is None else min(previous, own)
+        try:
+            with _translated():
+                yield
+        finally:
+            self._fetcher.deadline = previous
+
     # -- helpers -----------------------------------------------------------------------
 
-    def _ensure(self) -> Updater:
+    def _current(self) -> Updater:
+        """The verified state (refreshing first only if there is none yet)."""
         if self._updater is None:
             self.refresh()
         assert self._updater is not None
         return self._updater
 
     def _targetinfo(self, path: str):
-        updater = self._ensure()
-        with _translated():
+        updater = self._current()
+        with self._network():
             return updater.get_targetinfo(path)
 
     def _download(self, info) -> bytes:
-        updater = self._ensure()
-        with _translated():
+        updater = self._current()
+        with self._network():
             path = updater.find_cached_target(info)
             if path is None:
                 if self.offline:
@@ -352,6 +565,11 @@ class RegistryClient:
                     )
                 path = updater.download_target(info)
         return Path(path).read_bytes()
+
+
+def _trusted(metadata_dir: Path, role: type) -> Metadata:
+    """A top-level role as the last successful refresh verified and cached it."""
+    return Metadata.from_file(str(metadata_dir / f"{role.type}.json"))
 
 
 #: ngclient's wording when a file's version differs from the one its lister names

@@ -7,7 +7,7 @@ needs to know: the mirror or the network is misbehaving, not the local setup.
 
 from __future__ import annotations
 
-from photoimmune.sdk.errors import PhotoimmuneError
+from photoimmune.sdk.errors import InputError, PhotoimmuneError
 
 
 class RegistryError(PhotoimmuneError):
@@ -28,6 +28,12 @@ class UnknownReleaseError(RegistryError):
 
 class ReleaseRejectedError(RegistryError):
     """The server refused an upload (bad signatures, wrong namespace, stale version...)."""
+
+
+class InvalidNameError(ReleaseRejectedError, InputError):
+    """A name the registry cannot use: a vendor name that is no namespace, or TUF's own."""
+
+    exit_code = 2
 
 
 class MetadataRollbackError(RegistryError):

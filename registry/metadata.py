@@ -16,6 +16,7 @@ transactions and signing with online keys live in :mod:`.service`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -41,7 +42,7 @@ from photoimmune.sdk.targets import (
     parse_target,
 )
 
-from .errors import ReleaseRejectedError
+from .errors import InvalidNameError, ReleaseRejectedError
 
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
 #: How long each role's signature stays valid. Timestamp is short so a frozen
@@ -55,6 +56,9 @@ LIFETIMES = {
 }
 #: Largest metadata file the server accepts and a client downloads (endless-data guard).
 MAX_METADATA_BYTES = 1_000_000
+#: One part of a target path: characters that mean the same in a URL as in the signed
+#: path, so whatever a vendor signs, clients can request (``%2e%2e`` would arrive as ``..``).
+_PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 def expiry(lifetime: timedelta, now: datetime | None = None) -> datetime:
@@ -99,12 +103,28 @@ def new_targets() -> Metadata[Targets]:
     )
 
 
+def check_vendor_name(vendor: str) -> None:
+    """Refuse a vendor name that is not a model namespace, or that TUF keeps for itself."""
+    if vendor in TOP_LEVEL:
+        raise InvalidNameError(
+            f"{vendor!r} is reserved for TUF's own roles ({', '.join(TOP_LEVEL)}); choose "
+            "another vendor name"
+        )
+    try:
+        ModelRef(vendor=vendor, model="x", version="1")  # the namespace part of a model ref
+    except ValueError:
+        raise InvalidNameError(
+            f"{vendor!r} is not a vendor name: use 1-64 lowercase letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit (e.g. acme or acme-labs)"
+        ) from None
+
+
 def delegate_vendor(targets: Targets, vendor: str, keys: list[Key], threshold: int) -> None:
     """Add (or replace the keys of) ``vendor``'s role; the caller bumps the version and signs.
 
     Replacing keys is also how a compromised vendor key is revoked.
     """
-    ModelRef(vendor=vendor, model="x", version="1")  # validates the vendor name
+    check_vendor_name(vendor)
     if not 1 <= threshold <= len(keys):
         raise ReleaseRejectedError(f"threshold {threshold} needs between 1 and {len(keys)} keys")
     delegations = targets.delegations
@@ -156,11 +176,18 @@ def descriptor_of(info: TargetFile) -> AttackTarget | None:
 
 
 def check_target_path(role: DelegatedRole, vendor: str, path: str, info: TargetFile) -> None:
-    """A target path the vendor may sign: in its namespace, no ``.``/``..``, sha256-hashed."""
+    """A target path the vendor may sign: in its namespace, no ``.``/``..``, parts that need
+    no URL encoding, sha256-hashed."""
     parts = path.split("/")
     if not role.is_delegated_path(path) or any(p in ("", ".", "..") for p in parts):
         raise ReleaseRejectedError(
             f"{path!r} is outside {vendor}'s namespace ({', '.join(role.paths or [])})"
+        )
+    if not all(_PATH_PART.fullmatch(part) for part in parts):
+        # Served paths are URL-decoded, so a signed "%2e%2e" or "a%20b" could never be fetched.
+        raise ReleaseRejectedError(
+            f"{path!r}: each part of a target path must be letters, digits, '.', '_', '+' or "
+            "'-', starting with a letter or digit (no percent-encoding, spaces or URL syntax)"
         )
     if list(info.hashes) != ["sha256"]:
         raise ReleaseRejectedError(f"{path}: list exactly one hash, sha256")
