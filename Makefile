@@ -38,3 +38,26 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Long fuzzing (docs/security.md): the fuzz tests with FUZZ_EXAMPLES random examples each
+# (failures are kept in FUZZ_DIR and replayed first next time), then every target of
+# tests/test_fuzz.py coverage-guided under atheris for FUZZ_SECONDS (crashes in FUZZ_DIR).
+FUZZ_EXAMPLES ?= 5000
+FUZZ_SECONDS ?= 120
+FUZZ_DIR := .pytest_cache/photoimmune-fuzz
+FUZZ_ENV := PHOTOIMMUNE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HF_HUB_OFFLINE=1
+
+.PHONY: fuzz
+fuzz: venv
+	$(FUZZ_ENV) $(PY) -m pytest tests/test_fuzz.py tests/test_registry_api_fuzz.py \
+		--hypothesis-show-statistics $(PYTEST_ARGS)
+	@if ! $(PY) -c 'import atheris' 2>/dev/null; then \
+		echo "atheris is not installed here: skipping the coverage-guided runs"; exit 0; fi; \
+	for target in $$($(PY) tests/test_fuzz.py --list); do \
+		echo "== $$target: $(FUZZ_SECONDS) s under atheris"; \
+		mkdir -p $(FUZZ_DIR)/corpus/$$target || exit 1; \
+		$(FUZZ_ENV) $(PY) tests/test_fuzz.py $$target -max_total_time=$(FUZZ_SECONDS) \
+			-max_len=8192 -timeout=120 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/crash-$$target- $(FUZZ_DIR)/corpus/$$target \
+			|| exit 1; \
+	done
