@@ -43,6 +43,20 @@ class OutputExistsError(ImageWriteError, InputError):
     exit_code = 2
 
 
+class OutputPathError(ImageWriteError, InputError):
+    """The destination can never be written: a name too long for its file system.
+
+    Raised before any work is spent on the content, so nothing is computed in vain.
+    """
+
+    exit_code = 2
+
+
+class AttackSizeError(InputError):
+    """An image's shape is unsafe to attack: too elongated, or too large at the
+    model's working size. The message says how to crop or downscale it."""
+
+
 class UnknownModelError(InputError):
     """A model name or path does not resolve to a diffusers model folder."""
 

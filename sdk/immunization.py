@@ -29,6 +29,7 @@ from .attacks.base import Attack
 from .attacks.budget import format_budget, parse_budget
 from .attacks.ensemble import Ensemble
 from .attacks.pgd import PGDConfig
+from .attacks.sizing import check_attack_size
 from .attacks.transforms import default_eot
 from .io import (
     ImageSource,
@@ -143,6 +144,9 @@ def immunize(
     resolved = [
         t if isinstance(t, AttackTarget) else build_target(t, recipe=recipe) for t in target_list
     ]
+    for image in loaded:  # refuse a shape no attack can afford before any model is loaded
+        for target in resolved:
+            check_attack_size(image.height, image.width, target.resolution, name=image.name)
     budget = parse_budget(eps, upper=None if norm == "l2" else Fraction(1))
     n_steps = DEFAULT_STEPS[method] if steps is None else steps
     config = PGDConfig(

@@ -16,20 +16,30 @@ everything that leaves as a file goes through :func:`save_image` or
   Animated files (GIF, APNG, WebP) contribute their first frame.
 * **Limits**: files above ``max_bytes`` and images above ``max_pixels`` are refused
   *before* decoding, which stops decompression bombs. Only well-understood raster
-  formats are decoded (PNG, JPEG, WebP, GIF, BMP, TIFF, PPM).
+  formats are decoded (PNG, JPEG, WebP, GIF, BMP, TIFF, PPM), and whatever a
+  decoder raises on a crafted file becomes :class:`ImageLoadError` (exit status 2).
+* **Files** are read only by :func:`read_image_bytes`: regular files only (FIFOs
+  and devices are refused, never waited on), bounded by the bytes actually read.
 * **Output** is atomic (temporary file, fsync, rename) and never replaces an
   existing file unless ``overwrite=True`` is passed, so an original can't be lost.
+  A name too long for the file system is refused by :func:`check_output_path`
+  before anything is computed.
 * **Tensors**: :func:`pixels_to_tensor` and :func:`tensor_to_pixels` are the one
   place where 8-bit pixels meet ``[0, 1]`` or ``[-1, 1]`` float tensors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import hashlib
 import io
 import os
+import stat
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -37,7 +47,14 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError, ImageWriteError, InputError, OutputExistsError
+from .errors import (
+    ImageLoadError,
+    ImageWriteError,
+    InputError,
+    OutputExistsError,
+    OutputPathError,
+    PhotoimmuneError,
+)
 
 if TYPE_CHECKING:  # torch is imported lazily: reading a file should not cost its 3 s import
     import torch
@@ -134,7 +151,8 @@ def _load(source: ImageSource, *, max_pixels: int, max_bytes: int) -> LoadedImag
     if isinstance(source, Image.Image):
         name = "<PIL image>"
         _check_pixel_count(source.size, name, max_pixels)
-        pixels = _to_rgb_array(source, name)
+        with _decoder_errors(name):  # a lazily opened PIL image decodes only now
+            pixels = _to_rgb_array(source, name)
         return LoadedImage(_freeze(pixels), name, source.format, source.mode)
     if isinstance(source, bytes | bytearray | memoryview):
         name, data = "<bytes>", bytes(source)
@@ -144,7 +162,7 @@ def _load(source: ImageSource, *, max_pixels: int, max_bytes: int) -> LoadedImag
                 "pass a smaller file or raise max_bytes"
             )
     elif isinstance(source, str | os.PathLike):
-        name, data = os.fspath(source), _read_file(Path(source), max_bytes)
+        name, data = os.fspath(source), read_image_bytes(source, max_bytes=max_bytes)
     else:
         raise ImageLoadError(
             f"cannot load an image from a {type(source).__name__}; "
@@ -153,29 +171,141 @@ def _load(source: ImageSource, *, max_pixels: int, max_bytes: int) -> LoadedImag
     return _decode(data, name, max_pixels)
 
 
-def _read_file(path: Path, max_bytes: int) -> bytes:
-    name = str(path)
+def read_image_bytes(
+    path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES, head: int | None = None
+) -> bytes:
+    """Read an image file's bytes: the one way photoimmune reads a file it is given.
+
+    Only regular files are read (a symbolic link counts as the file it points
+    to): a FIFO would block forever and a device such as ``/dev/zero`` never
+    ends, so both are refused before a byte is read. The file is opened
+    non-blocking and checked again on the open descriptor, so a file swapped for
+    a FIFO in between is refused too. The size limit is enforced on the bytes
+    actually read, never on the size the file system reports (``/proc`` files
+    report 0 and a growing file outgrows its size). With ``head`` only the first
+    ``head`` bytes are returned, whatever the file's size.
+
+    Raises :class:`ImageLoadError` (exit status 2) with what to do.
+
+    Example:
+        >>> read_image_bytes("photo.jpg")[:3]  # doctest: +SKIP
+        b'\\xff\\xd8\\xff'
+        >>> read_image_bytes("/dev/zero")  # doctest: +SKIP
+        Traceback (most recent call last):
+        ImageLoadError: /dev/zero: is a character device, not a regular file; pass an image file
+    """
+    name = os.fspath(path)
+    with _open_regular(name) as fd:
+        if head is not None:
+            return _read_up_to(fd, name, head)
+        size = os.fstat(fd).st_size
+        if size > max_bytes:  # a quick, clear refusal; the real bound is what read() returns
+            raise _too_big(name, size, max_bytes)
+        data = _read_up_to(fd, name, max_bytes + 1)
+    if len(data) > max_bytes:
+        raise _too_big(name, len(data), max_bytes, at_least=True)
+    return data
+
+
+# Windows has neither flag (nor FIFOs that block an open).
+_NONBLOCKING = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+@contextlib.contextmanager
+def _open_regular(name: str) -> Iterator[int]:
+    """A read-only descriptor of the regular file ``name``, closed afterwards."""
     try:
-        size = path.stat().st_size
-        if path.is_dir():
-            raise ImageLoadError(f"{name}: is a directory, not an image file")
-        if size > max_bytes:
-            raise ImageLoadError(
-                f"{name}: {size} bytes is over the {max_bytes}-byte limit; "
-                "downscale the image or raise max_bytes"
-            )
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageLoadError(f"{name}: no such file; check the path") from None
-    except PermissionError:
-        raise ImageLoadError(f"{name}: permission denied; check the file's permissions") from None
+        # Checked before opening too: opening a device can act (a tape rewinds, a modem dials).
+        _require_regular(os.stat(name).st_mode, name)
+        # O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever.
+        fd = os.open(name, os.O_RDONLY | _NONBLOCKING)
     except OSError as err:
-        raise ImageLoadError(f"{name}: cannot read the file ({err.strerror or err})") from err
+        raise _open_error(name, err) from None
+    try:
+        _require_regular(os.fstat(fd).st_mode, name)  # the file we hold, whatever was swapped in
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read_up_to(fd: int, name: str, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while total < limit:
+            chunk = os.read(fd, min(1 << 20, limit - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as err:
+        raise ImageLoadError(f"{name}: cannot read the file ({err.strerror or err})") from None
+    return b"".join(chunks)
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _require_regular(mode: int, name: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((what for test, what in _SPECIAL_KINDS if test(mode)), "a special file")
+    raise ImageLoadError(f"{name}: is {kind}, not a regular file; pass an image file")
+
+
+def _open_error(name: str, err: OSError) -> ImageLoadError:
+    if isinstance(err, FileNotFoundError):
+        if os.path.islink(name):
+            return ImageLoadError(f"{name}: a symbolic link to a missing file; check the link")
+        return ImageLoadError(f"{name}: no such file; check the path")
+    if isinstance(err, PermissionError):
+        return ImageLoadError(f"{name}: permission denied; check the file's permissions")
+    if err.errno == errno.ELOOP:
+        return ImageLoadError(f"{name}: a loop of symbolic links; check the link")
+    return ImageLoadError(f"{name}: cannot read the file ({err.strerror or err})")
+
+
+def _too_big(name: str, size: int, max_bytes: int, *, at_least: bool = False) -> ImageLoadError:
+    # at_least: the file reported a size within the limit but kept on giving bytes.
+    amount = f"more than {max_bytes} bytes were read" if at_least else f"{size} bytes"
+    return ImageLoadError(
+        f"{name}: {amount}, over the {max_bytes}-byte limit; downscale the image or raise max_bytes"
+    )
 
 
 def _decode(data: bytes, name: str, max_pixels: int) -> LoadedImage:
     if not data:
         raise ImageLoadError(f"{name}: file is empty (0 bytes); re-export or re-download it")
+    with _decoder_errors(name):
+        return _decode_checked(data, name, max_pixels)
+
+
+@contextlib.contextmanager
+def _decoder_errors(name: str) -> Iterator[None]:
+    """Turn whatever else a decoder raises into :class:`ImageLoadError` (exit status 2).
+
+    Pillow's decoders raise more than OSError on crafted input (a TIFF frame
+    without dimensions gives TypeError, found by fuzzing); a bad file is bad
+    input, never a traceback, and a folder of photos must not stop at one.
+    """
+    try:
+        yield
+    except PhotoimmuneError:
+        raise
+    except Exception as err:
+        raise ImageLoadError(
+            f"{name}: cannot decode the file ({type(err).__name__}: {err}); "
+            "re-export or re-download it"
+        ) from None
+
+
+def _decode_checked(data: bytes, name: str, max_pixels: int) -> LoadedImage:
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below is the one that decides.
@@ -320,23 +450,24 @@ def atomic_write_bytes(
     file is created 0600 and only widened to ``mode`` once written, so a secret
     written with ``mode=0o600`` is never readable by others, not even for an instant.
 
+    The path is checked first (:func:`check_output_path`); the temporary name is
+    short whatever the final one, so a name that passes never fails for its length.
+
     Example:
         >>> atomic_write_bytes("out/report.json", b"{}")  # doctest: +SKIP
         PosixPath('out/report.json')
         >>> atomic_write_bytes("keys/db.url", b"postgresql://...", mode=0o600)  # doctest: +SKIP
         PosixPath('keys/db.url')
     """
-    dest = Path(path)
-    if dest.is_dir():
-        raise OutputExistsError(f"{dest}: is a directory; give a file name")
-    if not overwrite and dest.exists():
+    dest = check_output_path(path)
+    if not overwrite and os.path.lexists(dest):  # lexists: a dangling link is in the way too
         raise OutputExistsError(
             f"{dest}: already exists; choose another output path or pass overwrite=True"
         )
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         # mkstemp creates the file 0600 (O_CREAT|O_EXCL), whatever the umask.
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=_temp_prefix(dest), suffix=".tmp")
     except OSError as err:
         raise ImageWriteError(f"{dest}: cannot write here ({err.strerror or err})") from err
     tmp = Path(tmp_name)
@@ -363,6 +494,97 @@ def atomic_write_bytes(
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse an output path that can never be written; call it before computing the content.
+
+    A name longer than its file system allows (``NAME_MAX``, usually 255 bytes)
+    or a directory in the way would otherwise fail only at write time, after the
+    expensive part. :func:`atomic_write_bytes` checks this itself, and its
+    temporary names are short, so a name that passes here never fails for its
+    length later.
+
+    Example:
+        >>> check_output_path("out/cat.png")
+        PosixPath('out/cat.png')
+        >>> check_output_path("out/" + "x" * 300 + ".png")  # doctest: +SKIP
+        Traceback (most recent call last):
+        OutputPathError: out/xxx…: the name is 304 bytes, over this file system's limit of 255 …
+    """
+    dest = Path(path)
+    # Lengths first: asking the file system about a name that is too long fails itself.
+    limit = _name_max(dest.parent)
+    for part in _parts_to_create(dest):
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise OutputPathError(
+                f"{_abbreviated(str(dest))}: the name {_abbreviated(part)!r} is {size} bytes, "
+                f"over this file system's limit of {limit}; choose a shorter name"
+            )
+    if dest.is_dir():
+        raise OutputExistsError(f"{dest}: is a directory; give a file name")
+    return dest
+
+
+def _name_max(folder: Path) -> int:
+    """NAME_MAX of the file system ``folder`` (or its nearest existing parent) is on."""
+    for candidate in (folder, *folder.parents):
+        with contextlib.suppress(OSError, ValueError):
+            return os.pathconf(candidate, "PC_NAME_MAX")
+    return 255  # POSIX systems all but universally
+
+
+def _parts_to_create(dest: Path) -> list[str]:
+    """The names of ``dest`` and of its parents that do not exist yet (existing ones fit)."""
+    parts = [dest.name]
+    for parent in dest.parents:
+        if parent.name in ("", "..") or os.path.lexists(parent):
+            break
+        parts.append(parent.name)
+    return parts
+
+
+def _abbreviated(name: str) -> str:
+    """``name`` short enough for a message, with its start and its end."""
+    return name if len(name) <= 60 else f"{name[:40]}…{name[-16:]}"
+
+
+def _temp_prefix(dest: Path) -> str:
+    """The start of :func:`atomic_write_bytes`' temporary names for ``dest``.
+
+    Short whatever the final name (at most 16 characters of it, so any name that
+    fits the file system can be written), yet tied to it: the digest of the
+    whole name tells apart files whose names begin alike.
+    """
+    digest = hashlib.sha256(os.fsencode(dest.name)).hexdigest()[:8]
+    return f".{dest.name[:16]}.{digest}."
+
+
+def stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files a killed :func:`atomic_write_bytes` to ``path`` left behind.
+
+    Names are compared as strings, never as glob patterns: a photo may be
+    called ``**.png`` or ``[1].png``. Only remove them while nobody else can
+    be writing ``path``.
+
+    Example:
+        >>> for stale in stale_temp_files("out/cat.png"):  # doctest: +SKIP
+        ...     stale.unlink(missing_ok=True)
+    """
+    dest = Path(path)
+    ours = _temp_prefix(dest)
+    legacy = f".{dest.name}."  # what earlier versions named them
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return []
+    return [
+        dest.parent / name
+        for name in names
+        if name.endswith(".tmp")
+        and (name.startswith(legacy) or (name.startswith(ours) and len(name) == len(ours) + 12))
+    ]
 
 
 def _link_no_clobber(tmp: Path, dest: Path) -> None:

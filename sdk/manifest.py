@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .assertion import ASSERTION_LABEL, ImmunizationAssertion
@@ -56,6 +56,8 @@ MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # Failure codes that concern the asset's bytes or the certificate, not the manifest's integrity.
 _ASSET_CODES = {"assertion.dataHash.mismatch", "assertion.boxesHash.mismatch"}
 _TRUST_CODES = {"signingCredential.untrusted", "signingCredential.expired"}
+# Formats c2pa reads manifests from (a never-signed BMP or PPM is "missing", not "invalid").
+_C2PA_CONTAINERS = {"PNG", "JPEG", "WEBP", "GIF", "TIFF"}
 _EXPLANATIONS: dict[Verdict, str] = {
     "missing": "no C2PA manifest; the image was never signed, or a re-save stripped it",
     "not_immunized": "a C2PA manifest without an immunization assertion; not protected by us",
@@ -206,6 +208,8 @@ def read_manifest(
         pixels = load_image(data).pixels
     try:
         reader = c2pa.Reader.try_create(io.BytesIO(data), context=_context(trust))
+    except c2pa.C2paError.NotSupported as err:
+        return _unsupported_container(data, err)
     except c2pa.C2paError as err:
         return _report("invalid", f"the manifest cannot be parsed ({err})")
     if reader is None:
@@ -241,6 +245,19 @@ def read_manifest(
     else:
         verdict = "trusted"
     return _report(verdict, pixel_bound=bound, assertion=assertion, history=history, **common)
+
+
+def _unsupported_container(data: bytes, err: Exception) -> ManifestReport:
+    """c2pa's NotSupported: ``missing`` for a format that cannot carry a manifest at all.
+
+    BMP and PPM have nowhere to put one, so such a file was never signed; calling it
+    tampered ("invalid") would accuse every plain bitmap. In a format c2pa does
+    read, NotSupported means the manifest inside is one it cannot judge: ``invalid``.
+    """
+    fmt = _container_format(data)
+    if fmt not in _C2PA_CONTAINERS:
+        return missing_report(f"{fmt or 'this'} files cannot carry a C2PA manifest")
+    return _report("invalid", f"the manifest cannot be parsed ({err})")
 
 
 def missing_report(detail: str | None = None) -> ManifestReport:
@@ -315,10 +332,15 @@ def _ingredient_mime(parent: bytes | None) -> str | None:
     """
     if parent is None:
         return None
+    return MIME_TYPES.get(_container_format(parent) or "")
+
+
+def _container_format(data: bytes) -> str | None:
+    """Pillow's name for the format of ``data`` (``"PNG"``, ``"BMP"``...), from its header only."""
     try:
-        with Image.open(io.BytesIO(parent)) as img:
-            return MIME_TYPES.get(img.format or "")
-    except (OSError, UnidentifiedImageError):
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format
+    except Exception:  # crafted headers raise more than OSError; "unknown" is the answer
         return None
 
 

@@ -6,12 +6,32 @@ the perturbation lives at the photo's full size and the loss sees
 ``resize(x + δ)`` at the working size, with gradients flowing back through the
 (antialiased, bilinear) resize. A photo at or below the model's resolution is
 attacked as it is, apart from rounding its sides to a multiple of 8.
+
+Two limits keep that affordable, checked by :func:`working_size` so that every
+caller (``immunize``, jobs, the plugin's detection) gets them, and by
+``immunize`` before any model is loaded:
+
+* **aspect ratio** at most :data:`MAX_ASPECT_RATIO` (16:1). Only the short side
+  is scaled down, so a 16x100 000 strip would reach the model at full length
+  (1.6 million pixels, minutes and gigabytes per step). Wide panoramas are
+  about 4:1 and web banners reach 8:1; 16:1 leaves room for both.
+* **working area** at most :data:`MAX_WORKING_PIXELS`: the pixels the model sees
+  after the resize. 2^22 is SD 1.x's 512 px at the full 16:1, SDXL's 1024 px at
+  4:1, a 2048x2048 square; it binds only for models that work above 512 px (or
+  a target that claims an absurd resolution), and such images can be downscaled.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
+
+from ..errors import AttackSizeError
+
+#: Longest side over shortest side that an attack accepts.
+MAX_ASPECT_RATIO = 16
+#: Most pixels an attacked image may have at the model's working size.
+MAX_WORKING_PIXELS = 1 << 22
 
 
 def working_size(height: int, width: int, resolution: int, multiple: int = 8) -> tuple[int, int]:
@@ -20,13 +40,55 @@ def working_size(height: int, width: int, resolution: int, multiple: int = 8) ->
     Example:
         >>> working_size(1000, 1500, 512)
         (512, 768)
-        >>> working_size(100, 130, 512)
-        (104, 128)
+        >>> working_size(100, 130, 512)  # round() halves to even: 12.5 -> 12
+        (96, 128)
     """
+    check_attack_size(height, width, resolution)
+    return _scaled(height, width, resolution, multiple)
+
+
+def _scaled(height: int, width: int, resolution: int, multiple: int) -> tuple[int, int]:
     scale = min(1.0, resolution / min(height, width))
     return tuple(
         max(multiple, round(side * scale / multiple) * multiple) for side in (height, width)
     )
+
+
+def check_attack_size(height: int, width: int, resolution: int, *, name: str = "image") -> None:
+    """Raise :class:`AttackSizeError` unless a ``height`` x ``width`` image is safe to attack
+    at ``resolution`` (see the limits above); the message says how to fix the image.
+
+    Example:
+        >>> check_attack_size(1000, 1500, 512)  # a photo: fine
+        >>> check_attack_size(16, 100_000, 512)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        photoimmune.sdk.errors.AttackSizeError: image: 100000x16 is 6250:1, ...
+    """
+    short, long = sorted((height, width))
+    if short <= 0:
+        raise AttackSizeError(f"{name}: {width}x{height} has no pixels; nothing to protect")
+    if long > MAX_ASPECT_RATIO * short:
+        ratio = f"{long / short:.1f}".removesuffix(".0")
+        raise AttackSizeError(
+            f"{name}: {width}x{height} is {ratio}:1, more elongated than the "
+            f"{MAX_ASPECT_RATIO}:1 an attack accepts; crop it into pieces of at most "
+            f"{MAX_ASPECT_RATIO}:1 and protect each, or pad it towards a square"
+        )
+    work_h, work_w = _scaled(height, width, resolution, 8)
+    if work_h * work_w > MAX_WORKING_PIXELS:
+        raise AttackSizeError(
+            f"{name}: {width}x{height} would reach the model as {work_w}x{work_h} = "
+            f"{work_h * work_w} pixels, over the limit of {MAX_WORKING_PIXELS}; "
+            f"{_how_to_shrink(height, width)}"
+        )
+
+
+def _how_to_shrink(height: int, width: int) -> str:
+    # Scaled to this area the short side falls below the model's resolution, so the
+    # model sees the image as it is: about MAX_WORKING_PIXELS, whatever the model.
+    factor = (MAX_WORKING_PIXELS / (height * width)) ** 0.5 * 0.98  # room for rounding to 8
+    return f"downscale it to about {int(width * factor)}x{int(height * factor)} or crop it"
 
 
 def to_working(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -308,16 +308,21 @@ def _walk(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path]:
                 for name in sorted(files):
                     if not name.startswith("."):
                         yield Path(folder) / name
-        elif path.is_file():
+        elif os.path.lexists(path):
+            # Any other kind of file (a FIFO, a device) goes to the loader, which refuses it
+            # with the reason, recorded like any unreadable image.
             yield path
         else:
             raise InputError(f"{given}: no such file or folder; check the path")
 
 
 def _read_or_none(path: Path) -> bytes | None:
+    """The bytes of an image the loader refused, to fingerprint it; None for a special file."""
+    from ..io import read_image_bytes
+
     try:
-        return path.read_bytes()
-    except OSError:
+        return read_image_bytes(path)
+    except ImageLoadError:
         return None
 
 
@@ -340,11 +345,13 @@ def _sniff(path: Path) -> str:
     Anything else (image bytes, an image suffix, an unreadable file) goes to the
     loader, whose error then says what is wrong with it.
     """
+    from ..io import read_image_bytes
+
     try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return "unknown"  # unreadable: recorded with the reason rather than skipped
+        # The safe reader: a plain open() of a FIFO would wait for a writer forever.
+        head = read_image_bytes(path, head=16)
+    except ImageLoadError:
+        return "unknown"  # unreadable or special: recorded with the reason rather than skipped
     if head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
     return "unknown" if path.suffix.lower() in _IMAGE_SUFFIXES else "other"

@@ -24,17 +24,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..attacks.budget import budget_levels, parse_budget
-from ..errors import ImageLoadError, InputError, OutputExistsError, PhotoimmuneError
-from ..io import atomic_write_bytes, load_image, max_abs_delta
+from ..errors import (
+    ImageLoadError,
+    InputError,
+    OutputExistsError,
+    OutputPathError,
+    PhotoimmuneError,
+)
+from ..io import (
+    atomic_write_bytes,
+    check_output_path,
+    load_image,
+    max_abs_delta,
+    read_image_bytes,
+    stale_temp_files,
+)
 from ..manifest import read_manifest, sign_pixels
 from ..protection import Protection
 from .catalog import Catalog, CatalogError
@@ -46,6 +61,8 @@ from .worker import JobSettings, WorkOrder, WorkOutput
 logger = logging.getLogger(__name__)
 #: progress(finished, total, location): after each item this job finishes.
 JobProgress = Callable[[int, int, str], None]
+#: Longest output name :func:`output_name` makes, in bytes (NAME_MAX on nearly every system).
+_NAME_BYTES = 255
 
 
 class JobSummary(BaseModel):
@@ -85,7 +102,12 @@ def output_name(location: str, original_sha256: str, targets_key: str) -> str:
         'cat-abababababab-cdcdcdcd.png'
     """
     stem = Path(location).stem[:100] or "image"
-    return f"{stem}-{original_sha256[:12]}-{targets_key[:8]}.png"
+    suffix = f"-{original_sha256[:12]}-{targets_key[:8]}.png"
+    # 100 characters can be 400 bytes; trim until the name fits the usual NAME_MAX
+    # (names that always fitted keep their spelling: finished files are found by it).
+    while len(os.fsencode(stem + suffix)) > _NAME_BYTES and len(stem) > 1:
+        stem = stem[:-1]
+    return stem + suffix
 
 
 class _Heartbeat(threading.Thread):
@@ -229,7 +251,7 @@ def _fetch_targets(registry, job_plan: Plan, weights: dict[str, str]) -> list:
         target = registry.get(key.ref)
         model = f"{target.ref.vendor}/{target.ref.model}"
         if model in weights:
-            target.bind_model(weights[model])
+            target = target.bind_model(weights[model])  # a new, bound target
         if not target.has_weights:
             raise InputError(
                 f"{key.ref}: no local weights for this release; pass --weights "
@@ -262,12 +284,13 @@ class _Job:
                     if not claims:
                         break
                     claimed += 1
-                    order = self._prepare(claims[0])
+                    order = self._guard_item(claims[0], self._prepare, claims[0])
                     if order is not None:
                         engine.submit(order)
                 if not self.in_flight:
                     break
-                self._finish(engine.next_done())
+                output = engine.next_done()
+                self._guard_item(self.in_flight[output.item_id][0], self._finish, output)
         except BaseException:
             # Ctrl-C or a crash in the driver: give the leases back so others go on now.
             self.queue.release(list(self.in_flight))
@@ -276,12 +299,27 @@ class _Job:
             heartbeat.halt.set()
             heartbeat.join()
 
+    def _guard_item(self, claim: Claim, step: Callable[[Any], Any], arg: Any) -> Any:
+        """``step(arg)``; an unexpected error fails this one item, never the whole job.
+
+        Database errors still stop the job: :func:`run` reports them, and the next
+        job resumes.
+        """
+        try:
+            return step(arg)
+        except SQLAlchemyError:
+            raise
+        except Exception as err:
+            logger.exception("jobs: %s: unexpected error", claim.location)
+            self._fail(claim, f"unexpected {type(err).__name__}: {err}", True)
+            return None
+
     def _prepare(self, claim: Claim) -> WorkOrder | None:
         """The order for ``claim``, or None when it was settled here (adopted or failed)."""
         try:
-            data = Path(claim.location).read_bytes()
-        except OSError as err:
-            return self._fail(claim, f"cannot read the original ({err.strerror or err})", True)
+            data = read_image_bytes(claim.location)  # regular files only, bounded: never hangs
+        except ImageLoadError as err:
+            return self._fail(claim, f"cannot read the original: {err}", True)
         if hashlib.sha256(data).hexdigest() != claim.original_sha256:
             return self._fail(
                 claim,
@@ -290,8 +328,11 @@ class _Job:
                 True,
             )
         path = self._output(claim)
+        problem = _output_problem(path)  # before the compute, not after it
+        if problem is not None:
+            return self._fail(claim, problem, True)
         # A writer killed mid-write leaves its hidden temporary file; we hold the lease now.
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        for stale in stale_temp_files(path):
             stale.unlink(missing_ok=True)
         if path.exists():
             self._adopt(claim, path, data)
@@ -329,7 +370,11 @@ class _Job:
             self.in_flight.pop(output.item_id, None)
 
     def _adopt(self, claim: Claim, path: Path, original: bytes) -> None:
-        data = path.read_bytes()
+        try:
+            data = read_image_bytes(path)
+        except ImageLoadError as err:  # replaced by a directory or a FIFO meanwhile
+            self._fail(claim, f"{err}; move it away and run again", True)
+            return
         problem, protections = self._check_copy(claim, data, original)
         if problem is not None:
             self._fail(claim, f"{path} exists and {problem}; move it away and run again", True)
@@ -388,3 +433,30 @@ class _Job:
         self.finished += 1
         if self.progress is not None:
             self.progress(self.finished, max(self.total, self.finished), claim.location)
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why nothing can be written at ``path`` (None: it is free, or a file to adopt)."""
+    try:
+        check_output_path(path)  # a name too long for the file system
+    except OutputPathError as err:
+        return str(err)
+    except OutputExistsError:
+        pass  # a directory: said below, with what to do
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"{path}: cannot check the output path ({err.strerror or err})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((what for test, what in _IN_THE_WAY if test(mode)), "a special file")
+    return f"{path} exists and is {kind}, not a copy a job wrote; move it away and run again"
+
+
+_IN_THE_WAY = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+)
