@@ -17,8 +17,11 @@ Example:
 from __future__ import annotations
 
 import os
+import random
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -67,14 +70,33 @@ class LocalRegistry:
 
 class RemoteRegistry:
     """A registry server. Current metadata is read through a verifying :class:`RegistryClient`,
-    so nobody signs on top of metadata a compromised server made up."""
+    so nobody signs on top of metadata a compromised server made up.
+
+    A publish the server refuses with 503 (every upload slot busy) is sent again up
+    to ``retries`` times, after the server's ``Retry-After`` or an exponential
+    backoff from ``backoff_s``, whichever is longer (each wait at most
+    ``max_wait_s``, with a little jitter); after that it is a
+    :class:`RegistryUnavailableError`. ``sleep`` is how it waits (tests pass their own).
+    """
 
     def __init__(
-        self, url: str, trusted_root: bytes | os.PathLike[str], http: httpx.Client | None = None
+        self,
+        url: str,
+        trusted_root: bytes | os.PathLike[str],
+        http: httpx.Client | None = None,
+        *,
+        retries: int = 4,
+        backoff_s: float = 1.0,
+        max_wait_s: float = 60.0,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.url = url.rstrip("/")
         self.trusted_root = trusted_root
         self.http = http or httpx.Client(timeout=120.0)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.sleep = sleep
 
     def current(self, role: str) -> Metadata | None:
         with tempfile.TemporaryDirectory(prefix="photoimmune-registry-") as cache:
@@ -89,16 +111,32 @@ class RemoteRegistry:
             signed = client.vendor_role(role)
             return None if signed is None else Metadata(signed)
 
-    def _post(self, path: str, **kwargs) -> int:
-        try:
-            response = self.http.post(f"{self.url}{path}", **kwargs)
-        except httpx.HTTPError as exc:
-            raise RegistryUnavailableError(f"{self.url}: {exc}") from exc
-        if response.status_code in (409, 413, 422):
-            raise ReleaseRejectedError(f"registry refused: {response.json().get('detail')}")
+    def _post(self, path: str, *, retries: int = 0, **kwargs) -> int:
+        for attempt in range(retries + 1):
+            try:
+                response = self.http.post(f"{self.url}{path}", **kwargs)
+            except httpx.HTTPError as exc:
+                raise RegistryUnavailableError(f"{self.url}: {exc}") from exc
+            if response.status_code != 503 or attempt == retries:
+                break
+            self.sleep(self._wait(attempt, response.headers.get("retry-after")))
+        if response.status_code in (409, 413, 415, 422):
+            raise ReleaseRejectedError(f"registry refused: {_detail(response)}")
+        if response.status_code == 503:
+            attempts = f"{retries + 1} attempts" if retries else "1 attempt"
+            raise RegistryUnavailableError(
+                f"{self.url}{path}: the registry is busy (HTTP 503: {_detail(response)}), "
+                f"still after {attempts}; try again later"
+            )
         if response.status_code != 200:
             raise RegistryUnavailableError(f"{self.url}{path}: HTTP {response.status_code}")
         return int(response.json()["version"])
+
+    def _wait(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds before attempt ``attempt + 1``: Retry-After or the backoff, the longer."""
+        backoff = self.backoff_s * 2**attempt
+        wait = max(backoff, _retry_after_s(retry_after))
+        return min(self.max_wait_s, wait) * random.uniform(1.0, 1.25)
 
     def update_root(self, data: bytes) -> int:
         return self._post("/admin/root", content=data)
@@ -109,7 +147,28 @@ class RemoteRegistry:
     def publish(self, vendor: str, data: bytes, files: dict[str, bytes]) -> int:
         parts = [("metadata", ("metadata.json", data))]
         parts += [(path, (path.rpartition("/")[2], blob)) for path, blob in files.items()]
-        return self._post(f"/vendors/{vendor}/releases", files=parts)
+        return self._post(f"/vendors/{vendor}/releases", retries=self.retries, files=parts)
+
+
+def _retry_after_s(value: str | None) -> float:
+    """A ``Retry-After`` header (seconds or an HTTP date) in seconds; 0 if absent or odd."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value[:9])  # ample, and never an absurd int
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+
+
+def _detail(response: httpx.Response) -> str:
+    """The ``detail`` of the server's JSON error, or the start of whatever it sent."""
+    try:
+        return str(response.json().get("detail"))
+    except (ValueError, AttributeError):
+        return response.text[:200]
 
 
 def open_registry(

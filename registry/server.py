@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
@@ -33,11 +34,21 @@ from .service import RegistryService
 
 #: Largest upload accepted for one release (metadata plus tensors).
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
-#: Writes handled at once. Each may hold a whole upload in memory while it is
-#: verified, so this times MAX_UPLOAD_BYTES bounds the server's memory for writes.
+#: Vendor uploads handled at once. Each may hold a whole upload in memory while it is
+#: verified, so this times MAX_UPLOAD_BYTES bounds the server's memory for uploads.
+#: One vendor name gets at most half of them (rounded up), so a flood at one vendor's
+#: upload URL leaves room for the others.
 MAX_CONCURRENT_WRITES = 4
+#: Posts to ``/admin/*`` handled at once: their own capacity, because anyone can send
+#: them (only the offline keys make one succeed), and they must never take a slot a
+#: vendor's upload needs. Each holds at most MAX_METADATA_BYTES.
+MAX_CONCURRENT_ADMIN_WRITES = 2
 #: Seconds a write's body may take to arrive, so slow senders can't hold every slot.
 BODY_DEADLINE_S = 600.0
+#: The same for ``/admin/*`` bodies, which are metadata only (at most MAX_METADATA_BYTES).
+METADATA_DEADLINE_S = 60.0
+#: Seconds a write refused with 503 is told to wait (``Retry-After``).
+RETRY_AFTER_S = 5
 _JSON = "application/json"
 
 
@@ -46,19 +57,25 @@ def create_app(
     *,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_concurrent_writes: int = MAX_CONCURRENT_WRITES,
+    max_concurrent_admin_writes: int = MAX_CONCURRENT_ADMIN_WRITES,
     body_deadline_s: float = BODY_DEADLINE_S,
+    metadata_deadline_s: float = METADATA_DEADLINE_S,
 ) -> FastAPI:
     """The ASGI app serving ``service``.
 
     Request bodies are limited by the bytes that actually arrive, whatever the
-    headers say; at most ``max_concurrent_writes`` writes run at once (others get
-    503); signature checks run in worker threads, so reads never wait for them.
+    headers say. Whatever can be refused from the headers is refused before a write
+    slot is taken. At most ``max_concurrent_writes`` vendor uploads (half of them
+    for one vendor) and, separately, ``max_concurrent_admin_writes`` posts to
+    ``/admin/*`` run at once; others get 503 with ``Retry-After``. Signature checks
+    run in worker threads, so reads never wait for them.
 
     Example:
         >>> app = create_app(RegistryService.open(Path("my-registry")))  # doctest: +SKIP
     """
     app = FastAPI(title="photoimmune registry", version="1")
-    slots = _WriteSlots(max_concurrent_writes)
+    uploads = _WriteSlots("vendor uploads", max_concurrent_writes, per_key=True)
+    admin = _WriteSlots("admin writes", max_concurrent_admin_writes)
 
     @app.exception_handler(UnknownReleaseError)
     async def _not_found(_request: Request, exc: UnknownReleaseError) -> JSONResponse:
@@ -78,22 +95,25 @@ def create_app(
 
     @app.post("/admin/root")
     async def update_root(request: Request) -> dict:
-        with slots.take():
-            data = await _body(request, MAX_METADATA_BYTES, body_deadline_s)
+        _check_metadata_post(request)
+        with admin.take():
+            data = await _body(request, MAX_METADATA_BYTES, metadata_deadline_s)
             return {"version": await run_in_threadpool(service.update_root, data)}
 
     @app.post("/admin/targets")
     async def update_targets(request: Request) -> dict:
-        with slots.take():
-            data = await _body(request, MAX_METADATA_BYTES, body_deadline_s)
+        _check_metadata_post(request)
+        with admin.take():
+            data = await _body(request, MAX_METADATA_BYTES, metadata_deadline_s)
             return {"version": await run_in_threadpool(service.update_targets, data)}
 
     @app.post("/vendors/{vendor}/releases")
     async def publish(vendor: str, request: Request) -> dict:
         # Everything that can refuse without the body does so before reading it.
         _check_length(request, max_upload_bytes)
+        _check_multipart(request)
         await run_in_threadpool(service.check_vendor, vendor)
-        with slots.take():
+        with uploads.take(vendor):
             meta, files = await _release_parts(request, max_upload_bytes, body_deadline_s)
             version = await run_in_threadpool(service.publish, vendor, meta, files)
         return {"vendor": vendor, "version": version}
@@ -102,29 +122,43 @@ def create_app(
 
 
 class _WriteSlots:
-    """A cap on concurrent writes that refuses (503) rather than queues when full.
+    """A cap on concurrent writes of one kind that refuses (503) rather than queues.
 
     Queued uploads would still be held in memory or in sockets; refusing tells the
-    client to come back. Only the event loop's thread touches the counter.
+    client to come back. With ``per_key``, one key (a vendor name) holds at most half
+    of the slots, rounded up. Only the event loop's thread touches the counters.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, kind: str, limit: int, *, per_key: bool = False) -> None:
+        self.kind = kind
         self.limit = limit
+        self.key_limit = (limit + 1) // 2 if per_key else limit
         self.used = 0
+        self.by_key: dict[str, int] = {}
 
     @contextmanager
-    def take(self) -> Iterator[None]:
+    def take(self, key: str = "") -> Iterator[None]:
         if self.used >= self.limit:
-            raise HTTPException(
-                503,
-                f"the registry is handling {self.limit} uploads already; retry in a minute",
-                headers={"Retry-After": "60"},
-            )
+            self._refuse(f"the registry is handling {self.limit} {self.kind} already")
+        if self.by_key.get(key, 0) >= self.key_limit:
+            self._refuse(f"the registry is handling {self.key_limit} {self.kind} for {key} already")
         self.used += 1
+        self.by_key[key] = self.by_key.get(key, 0) + 1
         try:
             yield
         finally:
             self.used -= 1
+            self.by_key[key] -= 1
+            if not self.by_key[key]:
+                del self.by_key[key]
+
+    @staticmethod
+    def _refuse(why: str) -> NoReturn:
+        raise HTTPException(
+            503,
+            f"{why}; retry in {RETRY_AFTER_S} s or later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
 
 async def _release_parts(
@@ -178,6 +212,31 @@ def _deadline(seconds: float) -> Iterator[None]:
         ) from None
 
 
+def _check_metadata_post(request: Request) -> None:
+    """Refuse, from the headers alone, a post to ``/admin/*`` that can't be metadata."""
+    _check_length(request, MAX_METADATA_BYTES)
+    if _media_type(request).startswith("multipart/"):
+        raise HTTPException(
+            415,
+            "send the signed metadata itself as the request body (JSON), not a form; "
+            "releases go to /vendors/<vendor>/releases",
+        )
+
+
+def _check_multipart(request: Request) -> None:
+    """Refuse, from the headers alone, an upload that isn't a multipart form."""
+    if _media_type(request) != "multipart/form-data":
+        raise HTTPException(
+            415,
+            "a release is a multipart/form-data upload: part 'metadata' (the signed vendor "
+            "role) and one part per new target file",
+        )
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
 def _check_length(request: Request, limit: int) -> None:
     """An early 413 for a body declared too long (the byte count still applies)."""
     length = request.headers.get("content-length")
@@ -186,6 +245,5 @@ def _check_length(request: Request, limit: int) -> None:
 
 
 async def _body(request: Request, limit: int, deadline_s: float) -> bytes:
-    _check_length(request, limit)
     with _deadline(deadline_s):
         return await _limited(request, limit).body()

@@ -18,6 +18,7 @@ from pathlib import Path
 from securesystemslib.signer import Signer
 from sqlalchemy.orm import Session
 from tuf.api.metadata import DelegatedRole, Metadata, Root, Targets
+from tuf.api.serialization import SerializationError
 
 from . import metadata as tm
 from .errors import ReleaseRejectedError, UnknownReleaseError
@@ -84,8 +85,8 @@ class RegistryService:
 
     def bootstrap(self, root: bytes, targets: bytes) -> None:
         """Store signed root v1 and targets v1, then sign the first snapshot and timestamp."""
-        root_md = tm.parse(root, "root")
-        targets_md = tm.parse(targets, "targets")
+        root_md = parse_upload(root, "root")
+        targets_md = parse_upload(targets, "targets")
         tm.check_signed_by(root_md.signed, "root", root_md)
         tm.check_signed_by(root_md.signed, "targets", targets_md)
         with self.store.write() as session:
@@ -139,7 +140,7 @@ class RegistryService:
 
     def update_root(self, data: bytes) -> int:
         """Accept root N+1: signed by the threshold of root N *and* of its own root keys."""
-        new = tm.parse(data, "root")
+        new = parse_upload(data, "root")
         with self.store.write() as session:
             old = Metadata[Root].from_bytes(self.store.top_level(session, "root").data)
             self._expect_next(new, old.signed.version, "root")
@@ -150,7 +151,7 @@ class RegistryService:
 
     def update_targets(self, data: bytes) -> int:
         """Accept top-level targets N+1 (onboarding a vendor, rotating a vendor's keys)."""
-        new = tm.parse(data, "targets")
+        new = parse_upload(data, "targets")
         with self.store.write() as session:
             root = Metadata[Root].from_bytes(self.store.top_level(session, "root").data)
             current = self.store.top_level(session, "targets")
@@ -169,7 +170,7 @@ class RegistryService:
         in the vendor's namespace; every uploaded file matches its length and
         hash; every listed file is either uploaded now or already stored.
         """
-        new = tm.parse(data, "targets")
+        new = parse_upload(data, "targets")
         signed: Targets = new.signed
         with self.store.write() as session:
             top = Metadata[Targets].from_bytes(self.store.top_level(session, "targets").data)
@@ -298,6 +299,54 @@ class RegistryService:
         (folder / "metadata").mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(folder / "metadata" / "timestamp.json", timestamp, overwrite=True)
         return count + 1
+
+
+def parse_upload(data: bytes, role_type: str) -> Metadata:
+    """Uploaded metadata of ``role_type`` that has a canonical form, else a refusal (409).
+
+    Signatures cover the canonical JSON of ``signed``, which has integers and strings
+    but no floats. JSON with ``0.5``, ``NaN`` or ``1e999`` in it parses, yet has no
+    canonical form, so no signature can cover it and python-tuf's signature check
+    raises ``SerializationError`` on it: it is refused here, before any check runs.
+    """
+    md = tm.parse(data, role_type)
+    try:
+        md.signed_bytes  # noqa: B018 (computed for its refusal; the checks compute it again)
+    except (SerializationError, ValueError):
+        try:
+            found = _first_float(md.signed.to_dict())
+        except Exception:  # the refusal matters, not where
+            found = ""
+        raise ReleaseRejectedError(
+            f"{role_type} metadata must be canonical-JSON-serialisable: integers and strings "
+            f"(valid Unicode) only, no floats, NaN or Infinity{found}; use an integer or a "
+            "string instead"
+        ) from None
+    return md
+
+
+def _first_float(document: object) -> str:
+    """Where ``document`` holds its first float, as " (found 0.5 at signed.a.b)", or ""."""
+    # Iterative, with each path a (parent, label) chain built only for the answer:
+    # uploaded JSON may nest as deep as the parser allows, under keys of any length.
+    pending: list[tuple[tuple | None, object]] = [(None, document)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, float):
+            labels = []
+            while path is not None:
+                path, label = path
+                labels.append(label if len(label) <= 40 else f"{label[:37]}...")
+            where = "".join(reversed(labels))
+            return f" (found {value!r} at signed{where[:200]})"
+        if isinstance(value, dict):
+            items = [(f".{key}", item) for key, item in value.items()]
+        elif isinstance(value, list):
+            items = [(f"[{i}]", item) for i, item in enumerate(value)]
+        else:
+            continue
+        pending.extend(((path, label), item) for label, item in reversed(items))
+    return ""
 
 
 def _delegation(top: Targets, vendor: str) -> DelegatedRole:

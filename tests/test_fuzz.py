@@ -5,7 +5,7 @@
 * the manifest reader, :func:`photoimmune.sdk.manifest.read_manifest`, on mutated
   signed files, the mutations aimed mostly at the embedded C2PA store;
 * the registry's parse and verify path for uploaded TUF metadata
-  (:func:`photoimmune.registry.metadata.parse` and the
+  (:func:`photoimmune.registry.service.parse_upload` and the
   :class:`~photoimmune.registry.service.RegistryService` writes), on byte-level and
   JSON-structure mutations, re-signed with the right key so that mutations reach
   the checks behind the signatures.
@@ -849,21 +849,6 @@ def _key(name: str) -> Callable[[], object]:
     return lambda: fuzz_registry().keys[name]
 
 
-def unfixed_defect(err: BaseException) -> str | None:
-    """The known, still unfixed defect ``err`` shows, or None for anything new.
-
-    An example that hits a known defect is counted (``--hypothesis-show-statistics``)
-    but passes, so the fuzzer goes on looking for new ones; the defect's own xfail
-    test (:func:`test_metadata_that_cannot_be_canonicalised_is_refused`) says when it
-    is fixed. Keep this list short and the matches narrow.
-    """
-    from tuf.api.serialization import SerializationError
-
-    if isinstance(err, SerializationError):
-        return "non-canonical metadata (a float, NaN or Infinity) crashes signature checks"
-    return None
-
-
 _REASONS = (
     "not TUF metadata",
     "expected",
@@ -879,6 +864,7 @@ _REASONS = (
     "descriptor differs",
     "does not live at this path",
     "lists no files",
+    "canonical-JSON-serialisable",
 )
 
 
@@ -894,12 +880,6 @@ def check_rejected_or_accepted(call: Callable[[], object]) -> bool:
             call()
         except PhotoimmuneError as err:
             event(f"refused: {_reason(str(err))}")
-            return False
-        except Exception as err:
-            defect = unfixed_defect(err)
-            if defect is None:
-                raise
-            event(f"known defect: {defect}")
             return False
     event("accepted")
     return True
@@ -938,46 +918,38 @@ ROLE_TYPES = {
 )
 def test_tuf_parse_on_mutated_metadata(role: str, data) -> None:
     """The upload parser returns metadata of the expected type or a ReleaseRejectedError."""
-    from photoimmune.registry import metadata as tm
     from photoimmune.registry.errors import ReleaseRejectedError
+    from photoimmune.registry.service import parse_upload
 
     document = data.draw(mutated_metadata(_role_seed(role), None), label="document")
     expected = ROLE_TYPES.get(role, "targets")
     with watchdog():
         try:
-            md = tm.parse(document, expected)
-        except ReleaseRejectedError:
-            event("refused")
+            md = parse_upload(document, expected)
+        except ReleaseRejectedError as err:
+            event(f"refused: {_reason(str(err))}")
             return
     event("parsed")
     assert md.signed.type == expected
     # Every later check verifies signatures over the canonical form: it must exist.
-    try:
-        assert md.signed_bytes
-    except Exception as err:
-        if unfixed_defect(err) is None:
-            raise
-        event(f"known defect: {unfixed_defect(err)}")
+    assert md.signed_bytes
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="new defect found by this fuzzer (not in issue 30's list): metadata.parse accepts "
-    "JSON that has no canonical form (0.5, NaN, 1e999), and the signature check that follows "
-    "raises SerializationError: a 500 for any anonymous POST to /admin/*",
-)
-@pytest.mark.parametrize("token", ["0.5", "NaN", "1e999"])
+@pytest.mark.parametrize("token", ["0.5", "NaN", "-Infinity", "1e999", '"\\ud800"'])
 def test_metadata_that_cannot_be_canonicalised_is_refused(token: str) -> None:
+    """Found by the fuzzers: JSON that parses but has no canonical form, so no signature
+    can cover it, was a SerializationError (a 500 for anyone posting it), not a refusal."""
     from photoimmune.registry.errors import ReleaseRejectedError
 
     registry = fuzz_registry()
     for seed, write in (
+        (_next_version_seed("root"), registry.service.update_root),
         (_next_version_seed("targets"), registry.service.update_targets),
         (_next_release_seed, lambda data: registry.service.publish("acme", data, {})),
     ):
         document = json.loads(seed())
         document["signed"]["x-extra"] = _RAW
-        with pytest.raises(ReleaseRejectedError):
+        with pytest.raises(ReleaseRejectedError, match="canonical-JSON-serialisable"):
             write(_dump(document, token))
 
 

@@ -8,6 +8,7 @@ wall-clock time, so they hold on a loaded machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import select
@@ -19,14 +20,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from photoimmune.cli import main
-from photoimmune.registry.admin import add_vendor, init_registry, open_registry
+from photoimmune.registry.admin import (
+    RemoteRegistry,
+    add_vendor,
+    init_registry,
+    open_registry,
+    publish,
+)
+from photoimmune.registry.errors import RegistryUnavailableError
 from photoimmune.registry.keys import load_signer, write_key
 from photoimmune.registry.server import create_app
+from photoimmune.registry.service import RegistryPaths
 from photoimmune.sdk.jobs.catalog import Catalog, CatalogError
 from photoimmune.sdk.keys import KeyDir, init_keys
 
@@ -182,7 +193,7 @@ def test_an_upload_that_stalls_is_dropped_at_the_deadline(registry):
 
 def test_writes_beyond_the_concurrency_cap_get_a_503(registry):
     """With every write slot taken, the next upload is told to come back, unread."""
-    app = create_app(registry.service, max_concurrent_writes=0)
+    app = create_app(registry.service, max_concurrent_writes=0, max_concurrent_admin_writes=0)
     http = TestClient(app, raise_server_exceptions=False)
     response = http.post("/vendors/acme/releases", files={"metadata": ("m.json", b"{}")})
     assert response.status_code == 503 and "retry" in response.json()["detail"]
@@ -318,3 +329,206 @@ def test_an_absurd_metadata_version_is_a_404_not_a_500(registry, version):
     assert response.status_code == 404
     assert "no metadata file" in response.json()["detail"]
     assert http.get("/metadata/1.root.json").status_code == 200
+
+
+# -- found by bench/registry_load.py: anonymous senders taking the upload slots -----------
+#
+# With 4 hostile senders beside 2 honest writers, honest publishes got 503s: posts to
+# /admin/* (anyone can send them) and to a vendor's upload URL took the same write slots.
+
+HELD = 3600.0  # body deadline for these tests: the stalled senders hold their slots
+
+
+def release_folder(ref: str, folder: Path, seed: int = 0) -> Path:
+    """A small, valid release folder (what `targets build` writes) without any model."""
+    import hashlib
+    import json
+
+    import torch
+    from safetensors.torch import save as save_safetensors
+
+    from photoimmune.sdk.refs import ModelRef
+    from photoimmune.sdk.targets import AttackTarget, EncoderSpec, TensorFile, WeightFingerprints
+
+    data = save_safetensors(
+        {"x_target": torch.full((1, 3, 8, 8), seed / 10.0), "z_target": torch.zeros(1, 4, 1, 1)}
+    )
+    target = AttackTarget(
+        ref=ModelRef.parse(ref),
+        fingerprints=WeightFingerprints(vae="a" * 64, denoiser=f"{seed:064x}"),
+        encoder=EncoderSpec(resolution=8, latent_scaling="0.18215"),
+        tensors=TensorFile(sha256=hashlib.sha256(data).hexdigest(), length=len(data)),
+    )
+    folder.mkdir(parents=True)
+    (folder / "tensors.safetensors").write_bytes(data)
+    (folder / "target.json").write_text(json.dumps(target.model_dump(mode="json")))
+    return folder
+
+
+class StalledPost:
+    """A POST whose body stops half-way, holding whatever slot the server gave it."""
+
+    def __init__(self, port: int, path: str, body: bytes, content_type: str = "") -> None:
+        self.conn = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        half = len(body) // 2
+        self.rest = body[half:]
+        headers = f"Host: x\r\nContent-Length: {len(body)}\r\n"
+        headers += f"Content-Type: {content_type}\r\n" if content_type else ""
+        self.conn.sendall(f"POST {path} HTTP/1.1\r\n{headers}\r\n".encode() + body[:half])
+
+    def answered(self) -> bool:
+        return bool(select.select([self.conn], [], [], 0)[0])
+
+    def finish(self) -> int:
+        """Send the rest of the body; the server's status."""
+        # One refused before its body was read may be closed: its answer is waiting.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.conn.sendall(self.rest)
+        with self.conn:
+            return _read_response(self.conn)[0]
+
+
+@contextmanager
+def stalled_posts(app: BodyCounter, port: int, count: int, *args) -> Iterator[list[StalledPost]]:
+    """``count`` stalled posts, sent one at a time, each settled before the next: the
+    server has either started reading its body (it holds a slot) or answered it. So
+    exactly the first ones hold slots, whatever the timing; closed on the way out."""
+    posts: list[StalledPost] = []
+    try:
+        for _ in range(count):
+            before = app.received
+            posts.append(post := StalledPost(port, *args))
+            give_up = time.monotonic() + WAIT_S
+            while app.received == before and not post.answered():
+                assert time.monotonic() < give_up, "the server neither read nor answered a post"
+                time.sleep(0.01)
+        yield posts
+    finally:
+        for post in posts:
+            post.conn.close()
+
+
+def honest_remote(tmp_path: Path, port: int) -> RemoteRegistry:
+    """The registry over HTTP as a vendor's tools see it, with no retries allowed."""
+    return RemoteRegistry(
+        f"http://127.0.0.1:{port}", RegistryPaths(tmp_path / "reg").trusted_root, retries=0
+    )
+
+
+def test_anonymous_admin_posts_never_take_the_slots_vendors_upload_with(registry, tmp_path):
+    """4 anonymous senders holding /admin/* bodies open fill the admin slots only: an
+    honest vendor publishes at its first attempt, and the flood is refused as what it is."""
+    app = BodyCounter(create_app(registry.service, metadata_deadline_s=HELD))
+    garbage = b'{"signed": ' + b" " * 4096
+    with (
+        serving(app) as port,
+        stalled_posts(app, port, 2, "/admin/targets", garbage) as targets,
+        stalled_posts(app, port, 2, "/admin/root", garbage) as root,
+    ):
+        hostile = targets + root
+        folder = release_folder("acme/quick@1", tmp_path / "release")
+        assert publish(honest_remote(tmp_path, port), "acme", folder, [acme_key(tmp_path)]) == 1
+        busy = httpx.post(f"http://127.0.0.1:{port}/admin/targets", content=b"{}")
+        assert busy.status_code == 503 and "admin writes" in busy.json()["detail"]
+        assert busy.headers["retry-after"]
+        statuses = [post.finish() for post in hostile]
+    # The first two held the admin slots and were refused for their body once it came;
+    # the other two were told to come back.
+    assert statuses == [409, 409, 503, 503]
+
+
+def test_a_flood_at_one_vendors_upload_url_leaves_room_for_the_others(registry, tmp_path):
+    """Anyone can post to a real vendor's upload URL; one vendor name gets at most half the
+    upload slots, so another vendor still publishes at its first attempt."""
+    beta = write_key(tmp_path / "beta.pem")
+    targets_key = load_signer(tmp_path / "reg" / "keys" / "targets.pem")
+    add_vendor(registry, "beta", [beta.public_key], 1, [targets_key])
+    app = BodyCounter(create_app(registry.service, body_deadline_s=HELD))
+    junk = b'--b\r\nContent-Disposition: form-data; name=metadata; filename="m"\r\n\r\n'
+    junk += b"x" * 4096 + b"\r\n--b--\r\n"
+    form = "multipart/form-data; boundary=b"
+    with (
+        serving(app) as port,
+        stalled_posts(app, port, 4, "/vendors/acme/releases", junk, form) as hostile,
+    ):
+        folder = release_folder("beta/quick@1", tmp_path / "release")
+        assert publish(honest_remote(tmp_path, port), "beta", folder, [beta]) == 1
+        url = f"http://127.0.0.1:{port}/vendors/acme/releases"
+        busy = httpx.post(url, files={"metadata": ("m.json", b"{}")})
+        assert busy.status_code == 503 and "for acme" in busy.json()["detail"]
+        refused = hostile[2].finish()
+        statuses = [post.finish() for post in hostile[:2]]
+    assert statuses == [409, 409] and refused == 503
+
+
+def test_admin_posts_and_uploads_that_cant_be_what_the_route_takes_are_refused_unread(
+    registry,
+):
+    """What the headers already give away is refused before a write slot is taken."""
+    app = BodyCounter(
+        create_app(registry.service, max_concurrent_writes=0, max_concurrent_admin_writes=0)
+    )
+    http = TestClient(app, raise_server_exceptions=False)
+    form = http.post("/admin/targets", files={"metadata": ("m.json", b"{}")})
+    assert form.status_code == 415 and "not a form" in form.json()["detail"]
+    big = http.post("/admin/root", content=b"x", headers={"Content-Length": str(10**7)})
+    assert big.status_code == 413
+    not_a_form = http.post("/vendors/acme/releases", content=b"{}")
+    assert not_a_form.status_code == 415 and "multipart" in not_a_form.json()["detail"]
+    assert app.received == 0
+
+
+class Busy:
+    """ASGI wrapper answering the first ``refusals`` uploads with 503 and Retry-After."""
+
+    def __init__(self, app, refusals: int, retry_after: str = "7") -> None:
+        self.app, self.refusals, self.retry_after = app, refusals, retry_after
+        self.uploads = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/releases"):
+            self.uploads += 1
+            if self.uploads <= self.refusals:
+                headers = {"Retry-After": self.retry_after}
+                response = JSONResponse({"detail": "busy; retry"}, 503, headers=headers)
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def acme_key(tmp_path: Path):
+    """The vendor's key, as the ``registry`` fixture wrote it."""
+    return load_signer(tmp_path / "acme.pem")
+
+
+def test_a_remote_publish_retries_a_503_after_retry_after_then_succeeds(registry, tmp_path):
+    app = Busy(create_app(registry.service), refusals=2)
+    waits: list[float] = []
+    remote = RemoteRegistry(
+        "http://testserver",
+        RegistryPaths(tmp_path / "reg").trusted_root,
+        TestClient(app),
+        sleep=waits.append,
+    )
+    folder = release_folder("acme/quick@1", tmp_path / "release")
+    assert publish(remote, "acme", folder, [acme_key(tmp_path)]) == 1
+    assert app.uploads == 3
+    assert len(waits) == 2 and all(7 <= wait <= 7 * 1.25 for wait in waits)  # Retry-After: 7
+
+
+def test_a_remote_publish_gives_up_after_a_few_retries_with_backoff(registry, tmp_path):
+    app = Busy(create_app(registry.service), refusals=10**6, retry_after="0")
+    waits: list[float] = []
+    remote = RemoteRegistry(
+        "http://testserver",
+        RegistryPaths(tmp_path / "reg").trusted_root,
+        TestClient(app),
+        retries=3,
+        backoff_s=2.0,
+        sleep=waits.append,
+    )
+    folder = release_folder("acme/quick@1", tmp_path / "release")
+    with pytest.raises(RegistryUnavailableError, match=r"busy.*after 4 attempts"):
+        publish(remote, "acme", folder, [acme_key(tmp_path)])
+    assert app.uploads == 4
+    # Retry-After: 0, so the backoff decides: 2, 4, 8 s (and up to a quarter more, jitter)
+    assert all(base <= wait <= base * 1.25 for wait, base in zip(waits, [2, 4, 8], strict=True))
