@@ -241,10 +241,13 @@ def _targets(
         raise InputError("--target needs --registry (a registry folder or server URL)")
     client = connect(registry, root)
     fetched = [client.get(ref if "@" in ref else str(client.latest(ref))) for ref in refs]
-    for i, found in enumerate(fetched):
-        if models:
-            found.bind_model(models[i] if len(models) == len(fetched) else models[0])
-    return fetched
+    if not models:
+        return fetched
+    # Binding returns a new target bound to the local weights (checked by fingerprint).
+    return [
+        found.bind_model(models[i] if len(models) == len(fetched) else models[0])
+        for i, found in enumerate(fetched)
+    ]
 
 
 @keys_app.command("init")

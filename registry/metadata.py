@@ -35,11 +35,12 @@ from tuf.api.metadata import (
 )
 
 from photoimmune.sdk.refs import ModelRef
-from photoimmune.sdk.targets import (
+# The descriptor side only: the registry never loads tensors, so it never imports torch.
+from photoimmune.sdk.descriptor import (
     DESCRIPTOR_NAME,
     AttackTarget,
     TargetIntegrityError,
-    parse_target,
+    parse_descriptor,
 )
 
 from .errors import InvalidNameError, ReleaseRejectedError
@@ -152,7 +153,7 @@ def vendor_release(
         >>> md = vendor_release(None, descriptor, tensors, LIFETIMES["vendor"])  # doctest: +SKIP
         >>> md.sign(vendor_signer)  # doctest: +SKIP
     """
-    target = parse_target(target_json, tensors)
+    target = parse_descriptor(target_json, tensors)
     base = release_dir(target.ref)
     md = Metadata(Targets(expires=expiry(lifetime))) if current is None else current
     signed = md.signed
@@ -206,7 +207,7 @@ def check_descriptor(vendor: str, info: TargetFile, contents: dict[str, bytes]) 
         if carried is None:
             raise ReleaseRejectedError(f"{info.path}: its custom descriptor differs from the file")
         tensors = f"{info.path.rpartition('/')[0]}/{carried.tensors.path}"
-        uploaded = parse_target(contents[info.path], contents[tensors])
+        uploaded = parse_descriptor(contents[info.path], contents[tensors])
     except (ValueError, KeyError, TargetIntegrityError) as exc:
         raise ReleaseRejectedError(f"{info.path}: not a valid attack target ({exc})") from None
     if carried.canonical_json() != uploaded.canonical_json():

@@ -26,6 +26,7 @@ from .lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .assertion import ImmunizationAssertion
+    from .descriptor import AttackTarget
     from .immunization import ImmunizationResult, immunize
     from .io import (
         LoadedImage,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .manifest import ManifestReport, read_manifest, sign_image, sign_pixels
     from .protection import Protection
     from .refs import ModelRef
-    from .targets import AttackTarget, build_target, load_target, save_target
+    from .targets import build_target, load_target, save_target
 
 try:
     __version__ = version("photoimmune")
@@ -49,7 +50,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 # public name -> submodule that defines it
 _LAZY = {
-    "AttackTarget": "targets",
+    "AttackTarget": "descriptor",
     "ImmunizationAssertion": "assertion",
     "ImmunizationResult": "immunization",
     "KeyDir": "keys",

@@ -1,18 +1,11 @@
-"""``AttackTarget``: what immunization must attack for one model version.
+"""Attack targets, the weights side: fingerprints, binding to weights, tensors, building.
 
-A vendor publishes one target per model release (``vendor/model@version``). It
-says which weights it is for (fingerprints of the VAE and the denoiser), the
-resolution editors use the model at, and the attacks' specs:
-
-* encoder attack: ``x_target``, the image whose latent the perturbation pushes
-  the photo's latent to, and ``z_target``, that latent at the model's resolution;
-* diffusion attack: the truncated edit to back-propagate through (steps,
-  guidance, scheduler, prompts) and the image its output is pushed to;
-* recommended budgets.
-
-Tensors live in a safetensors file next to the descriptor, referenced by its
-sha256, so the descriptor (a small JSON file, canonical and float-free) is what
-gets signed and its digest is what a :class:`Protection` names.
+The descriptor itself (:class:`AttackTarget`, its specs, canonical JSON, digest,
+hash checks) is pure data in :mod:`photoimmune.sdk.descriptor`, which never
+imports torch; its names are re-exported here for existing callers. This module
+adds what needs torch: fingerprints of weights, :func:`bind_model` and
+:func:`bind_pipeline` (each returns a new target, the descriptor is frozen),
+loading the tensors and the encoder, and :func:`build_target`.
 
 Target recipes (what ``x_target`` is):
 
@@ -36,28 +29,59 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from .errors import InputError, PhotoimmuneError, UnknownModelError
+from .descriptor import (
+    DEFAULT_BUDGETS,
+    DESCRIPTOR_NAME,
+    RECIPES,
+    TENSORS_NAME,
+    AttackTarget,
+    Budget,
+    DiffusionSpec,
+    EncoderSpec,
+    PipelineKind,
+    Recipe,
+    TargetIntegrityError,
+    TensorFile,
+    WeightFingerprints,
+    parse_descriptor,
+    read_target_files,
+)
+from .errors import InputError, UnknownModelError
 from .refs import ModelRef
 
-Recipe = Literal["gray", "checker", "image"]
-RECIPES: tuple[Recipe, ...] = ("gray", "checker")
-PipelineKind = Literal["img2img", "inpaint"]
-DESCRIPTOR_NAME = "target.json"
-TENSORS_NAME = "tensors.safetensors"
-_HEX64 = r"^[0-9a-f]{64}$"
-
-
-class TargetIntegrityError(PhotoimmuneError):
-    """A target's files do not match its descriptor (tampered or truncated)."""
-
-    exit_code = 1
+__all__ = [
+    "DEFAULT_BUDGETS",
+    "DESCRIPTOR_NAME",
+    "RECIPES",
+    "TENSORS_NAME",
+    "AttackTarget",
+    "Budget",
+    "DiffusionSpec",
+    "EncoderSpec",
+    "PipelineKind",
+    "Recipe",
+    "TargetIntegrityError",
+    "TensorFile",
+    "WeightFingerprints",
+    "attach_bundled",
+    "bind_model",
+    "bind_pipeline",
+    "build_target",
+    "fingerprint_module",
+    "load_encoder",
+    "load_target",
+    "model_fingerprints",
+    "parse_target",
+    "pipeline_fingerprints",
+    "save_target",
+    "target_image",
+]
 
 
 def target_image(recipe: Recipe, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -81,181 +105,59 @@ def target_image(recipe: Recipe, size: tuple[int, int] | None = None) -> torch.T
     return fill_like(tile, size)
 
 
-class WeightFingerprints(BaseModel):
-    """sha256 of the VAE's and the denoiser's weights (see :func:`fingerprint_module`)."""
+def bind_model(target: AttackTarget, model: str | os.PathLike[str]) -> AttackTarget:
+    """A new target bound to the local weights in ``model``, after checking by fingerprint
+    that they are this target's release; ``target`` itself is unchanged.
 
-    model_config = ConfigDict(frozen=True)
-
-    vae: str = Field(pattern=_HEX64)
-    denoiser: str = Field(pattern=_HEX64)
-
-
-class EncoderSpec(BaseModel):
-    """The encoder attack: minimise ``‖E(x + δ) - z_target‖²`` (mean over latent elements)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    loss: Literal["mse"] = "mse"
-    x_target: str = "x_target"
-    z_target: str = "z_target"
-    resolution: int = Field(gt=0, multiple_of=8)
-    latent_scaling: str = Field(description="the VAE's scaling_factor, as a decimal string")
-
-
-class DiffusionSpec(BaseModel):
-    """The diffusion attack: the truncated edit and the image its output is pushed to."""
-
-    model_config = ConfigDict(frozen=True)
-
-    x_target: str = "x_target"
-    steps: int = Field(default=4, gt=0)
-    guidance: str = "7.5"
-    eta: str = "1"
-    strength: str = "1"
-    scheduler: str = "DDIMScheduler"
-    prompts: tuple[str, ...] = ("",)
-
-
-class Budget(BaseModel):
-    """A budget the vendor recommends (ε in [0, 1] pixel scale)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    method: Literal["encoder", "diffusion"]
-    norm: Literal["linf", "l2"] = "linf"
-    eps: str
-    steps: int = Field(gt=0)
-
-
-class TensorFile(BaseModel):
-    """The safetensors file a descriptor refers to."""
-
-    model_config = ConfigDict(frozen=True)
-
-    path: str = TENSORS_NAME
-    sha256: str = Field(pattern=_HEX64)
-    length: int = Field(ge=0)
-
-
-DEFAULT_BUDGETS = (
-    Budget(method="encoder", eps="8/255", steps=100),
-    Budget(method="encoder", eps="16/255", steps=200),
-    Budget(method="diffusion", eps="16/255", steps=20),
-)
-
-
-class AttackTarget(BaseModel):
-    """One model version's published attack target.
-
-    The descriptor fields are what a vendor signs; the tensors and the local
-    folder of the model's weights are attached at run time (see :meth:`tensor`
-    and :meth:`bind_model`).
+    Args:
+        target: the release's target (as fetched or loaded).
+        model: a bundled model name or the release's local diffusers folder.
 
     Example:
-        >>> target = build_target("tiny-ldm@1")  # doctest: +SKIP
-        >>> str(target.ref), target.recipe, target.encoder.resolution  # doctest: +SKIP
-        ('photoimmune/tiny-ldm@1', 'gray', 128)
+        >>> bind_model(target, "/models/sd15").model_path  # doctest: +SKIP
+        '/models/sd15'
     """
+    from .models.bundled import resolve_model
 
-    model_config = ConfigDict(frozen=True)
+    path = resolve_model(model).resolve()
+    found = model_fingerprints(str(path))
+    if found != target.fingerprints:
+        raise InputError(
+            f"{path}: these weights are not {target.ref} (their fingerprints differ from "
+            "the published target's); pass the folder of that exact release"
+        )
+    return target.with_weights(model_path=str(path))
 
-    schema_version: Literal[1] = 1
-    ref: ModelRef
-    pipelines: tuple[PipelineKind, ...] = ("img2img", "inpaint")
-    fingerprints: WeightFingerprints
-    recipe: Recipe = "gray"
-    encoder: EncoderSpec
-    diffusion: DiffusionSpec = DiffusionSpec()
-    budgets: tuple[Budget, ...] = DEFAULT_BUDGETS
-    tensors: TensorFile
 
-    _tensors: dict[str, torch.Tensor] = PrivateAttr(default_factory=dict)
-    _model_path: str | None = PrivateAttr(default=None)
-    _encoder: torch.nn.Module | None = PrivateAttr(default=None)
+def bind_pipeline(
+    target: AttackTarget, pipe: Any, fingerprints: WeightFingerprints | None = None
+) -> AttackTarget:
+    """A new target that attacks the VAE of an already loaded pipeline instead of loading
+    weights from disk; ``target`` itself is unchanged.
 
-    @property
-    def resolution(self) -> int:
-        return self.encoder.resolution
+    Only the VAE must be this release's: the encoder attack never touches the
+    denoiser, so a LoRA or other denoiser change does not stop it. The pipeline's
+    modules are shared, not copied.
 
-    def canonical_json(self) -> bytes:
-        """The descriptor as canonical JSON (sorted keys, no spaces): what is hashed and signed."""
-        data = self.model_dump(mode="json")
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    Args:
+        target: the release's target.
+        pipe: a loaded diffusers pipeline with a ``vae``.
+        fingerprints: the pipeline's :func:`pipeline_fingerprints`, to save computing
+            them again. Default: computed from ``pipe.vae``.
 
-    @property
-    def digest(self) -> str:
-        """sha256 of :meth:`canonical_json`; names this exact target in a Protection."""
-        return hashlib.sha256(self.canonical_json()).hexdigest()
+    Example:
+        >>> bind_pipeline(target, pipe).vae_encoder().resolution  # doctest: +SKIP
+        128
+    """
+    from .attacks.encoder import VAEEncoder
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """A tensor of this target (``"x_target"``, ``"z_target"``), float32."""
-        if name not in self._tensors:
-            raise TargetIntegrityError(
-                f"{self.ref}: tensor {name!r} is not loaded; load the target with load_target()"
-            )
-        return self._tensors[name].float()
-
-    @property
-    def model_path(self) -> str:
-        """The local diffusers folder of the weights this target is for."""
-        if self._model_path is None:
-            raise UnknownModelError(
-                f"{self.ref}: no local weights attached to this target; call "
-                "target.bind_model(PATH) with the model's diffusers folder "
-                "(bundled releases attach themselves)"
-            )
-        return self._model_path
-
-    @property
-    def has_weights(self) -> bool:
-        """Whether local weights are attached (bundled, bound folder or bound pipeline)."""
-        return self._model_path is not None or self._encoder is not None
-
-    def bind_model(self, model: str | os.PathLike[str]) -> AttackTarget:
-        """Attach the local weights to attack, after checking they are this target's model.
-
-        Example:
-            >>> target.bind_model("/models/sd15").model_path  # doctest: +SKIP
-            '/models/sd15'
-        """
-        from .models.bundled import resolve_model
-
-        path = resolve_model(model).resolve()
-        found = model_fingerprints(str(path))
-        if found != self.fingerprints:
-            raise InputError(
-                f"{path}: these weights are not {self.ref} (their fingerprints differ from "
-                "the published target's); pass the folder of that exact release"
-            )
-        self._model_path = str(path)
-        return self
-
-    def bind_pipeline(self, pipe, fingerprints: WeightFingerprints | None = None) -> AttackTarget:
-        """Attack the VAE of an already loaded pipeline instead of loading weights from disk.
-
-        Only the VAE must be this release's: the encoder attack never touches the
-        denoiser, so a LoRA or other denoiser change does not stop it. ``fingerprints``
-        saves recomputing :func:`pipeline_fingerprints`. The pipeline's modules are
-        shared, not copied.
-
-        Example:
-            >>> target.bind_pipeline(pipe).vae_encoder().resolution  # doctest: +SKIP
-            128
-        """
-        from .attacks.encoder import VAEEncoder
-
-        vae = fingerprints.vae if fingerprints else fingerprint_module(pipe.vae)
-        if vae != self.fingerprints.vae:
-            raise InputError(
-                f"{type(pipe).__name__}: its VAE is not {self.ref}'s (its fingerprint differs "
-                "from the published target's); pass the target of the model this pipeline runs"
-            )
-        self._encoder = VAEEncoder(pipe.vae)
-        return self
-
-    def vae_encoder(self):  # -> VAEEncoder
-        """The encoder to attack: the bound pipeline's, else one loaded from :attr:`model_path`."""
-        return self._encoder if self._encoder is not None else load_encoder(self.model_path)
+    vae = fingerprints.vae if fingerprints else fingerprint_module(pipe.vae)
+    if vae != target.fingerprints.vae:
+        raise InputError(
+            f"{type(pipe).__name__}: its VAE is not {target.ref}'s (its fingerprint differs "
+            "from the published target's); pass the target of the model this pipeline runs"
+        )
+    return target.with_weights(encoder=VAEEncoder(pipe.vae))
 
 
 def fingerprint_module(module: torch.nn.Module) -> str:
@@ -318,6 +220,7 @@ def model_fingerprints(model_path: str) -> WeightFingerprints:
 
 @lru_cache(maxsize=4)
 def load_encoder(model_path: str):  # -> VAEEncoder; cached: loading costs more than a few steps
+    """The VAE encoder of the diffusers folder ``model_path``, ready to attack."""
     from .attacks.encoder import VAEEncoder
 
     return VAEEncoder.from_pretrained(model_path)
@@ -406,22 +309,10 @@ def save_target(target: AttackTarget, folder: Path) -> Path:
 
 
 def parse_target(descriptor: bytes, tensors: bytes) -> AttackTarget:
-    """A target from its descriptor bytes and tensor-file bytes, checked against each other."""
-    try:
-        target = AttackTarget.model_validate_json(descriptor)
-    except ValueError as exc:
-        raise TargetIntegrityError(f"not an attack target descriptor: {exc}") from None
-    digest = hashlib.sha256(tensors).hexdigest()
-    if len(tensors) != target.tensors.length or digest != target.tensors.sha256:
-        raise TargetIntegrityError(
-            f"{target.ref}: the tensor file does not match the descriptor (sha256 {digest[:12]}… "
-            f"!= {target.tensors.sha256[:12]}…); fetch the release again from its registry"
-        )
-    loaded = load_safetensors(tensors)
-    missing = {target.encoder.x_target, target.encoder.z_target} - set(loaded)
-    if missing:
-        raise TargetIntegrityError(f"{target.ref}: tensor file lacks {sorted(missing)}")
-    target._tensors.update(loaded)
+    """A target from its descriptor bytes and tensor-file bytes, checked against each other
+    (:func:`~photoimmune.sdk.descriptor.parse_descriptor`), with its tensors loaded."""
+    target = parse_descriptor(descriptor, tensors)
+    target._tensors.update(load_safetensors(tensors))  # a new object: no one else holds it yet
     return target
 
 
@@ -431,21 +322,17 @@ def load_target(folder: Path) -> AttackTarget:
     Bundled releases attach their weights automatically; otherwise call
     :meth:`AttackTarget.bind_model`.
     """
-    try:
-        descriptor = (folder / DESCRIPTOR_NAME).read_bytes()
-        meta = json.loads(descriptor)
-        tensors = (folder / meta.get("tensors", {}).get("path", TENSORS_NAME)).read_bytes()
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(
-            f"{folder}: not a target folder ({exc}); build one with `photoimmune targets build`"
-        ) from None
-    target = parse_target(descriptor, tensors)
+    target = parse_target(*read_target_files(folder))
     attach_bundled(target)
     return target
 
 
 def attach_bundled(target: AttackTarget) -> None:
-    """Attach bundled weights when the ref names a bundled release whose fingerprints match."""
+    """Attach bundled weights when the ref names a bundled release whose fingerprints match.
+
+    Unlike :func:`bind_model` this fills in ``target`` itself: it is for a target just
+    parsed (by :func:`load_target` or a registry client), before anyone else holds it.
+    """
     from .models.bundled import VENDOR, bundled_models
 
     for entry in bundled_models():

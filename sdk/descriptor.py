@@ -1,0 +1,349 @@
+"""The attack target's descriptor: pure data, torch-free.
+
+A vendor publishes one target per model release (``vendor/model@version``). Its
+descriptor says which weights it is for (fingerprints of the VAE and the
+denoiser), the resolution editors use the model at, and the attacks' specs:
+
+* encoder attack: ``x_target``, the image whose latent the perturbation pushes
+  the photo's latent to, and ``z_target``, that latent at the model's resolution;
+* diffusion attack: the truncated edit to back-propagate through (steps,
+  guidance, scheduler, prompts) and the image its output is pushed to;
+* recommended budgets.
+
+Tensors live in a safetensors file next to the descriptor, referenced by its
+sha256, so the descriptor (a small JSON file, canonical and float-free) is what
+gets signed and its digest is what a :class:`Protection` names.
+
+This module never imports torch: the registry server validates and serves
+descriptors with it alone (:func:`parse_descriptor` checks the tensor file as
+bytes). The weights side (fingerprints, binding to a model or pipeline, loading
+the tensors and the encoder, building a target) is :mod:`photoimmune.sdk.targets`.
+
+Example:
+    >>> target = parse_descriptor(open("target.json", "rb").read(), tensors)  # doctest: +SKIP
+    >>> target.digest == hashlib.sha256(target.canonical_json()).hexdigest()  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .errors import InputError, PhotoimmuneError, UnknownModelError
+from .refs import ModelRef
+
+Recipe = Literal["gray", "checker", "image"]
+RECIPES: tuple[Recipe, ...] = ("gray", "checker")
+PipelineKind = Literal["img2img", "inpaint"]
+DESCRIPTOR_NAME = "target.json"
+TENSORS_NAME = "tensors.safetensors"
+_HEX64 = r"^[0-9a-f]{64}$"
+#: Bytes per element of each safetensors dtype (the format's own list).
+_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+
+
+class TargetIntegrityError(PhotoimmuneError):
+    """A target's files do not match its descriptor (tampered or truncated)."""
+
+    exit_code = 1
+
+
+class WeightFingerprints(BaseModel):
+    """sha256 of the VAE's and the denoiser's weights (see
+    :func:`~photoimmune.sdk.targets.fingerprint_module`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    vae: str = Field(pattern=_HEX64)
+    denoiser: str = Field(pattern=_HEX64)
+
+
+class EncoderSpec(BaseModel):
+    """The encoder attack: minimise ``‖E(x + δ) - z_target‖²`` (mean over latent elements)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    loss: Literal["mse"] = "mse"
+    x_target: str = "x_target"
+    z_target: str = "z_target"
+    resolution: int = Field(gt=0, multiple_of=8)
+    latent_scaling: str = Field(description="the VAE's scaling_factor, as a decimal string")
+
+
+class DiffusionSpec(BaseModel):
+    """The diffusion attack: the truncated edit and the image its output is pushed to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    x_target: str = "x_target"
+    steps: int = Field(default=4, gt=0)
+    guidance: str = "7.5"
+    eta: str = "1"
+    strength: str = "1"
+    scheduler: str = "DDIMScheduler"
+    prompts: tuple[str, ...] = ("",)
+
+
+class Budget(BaseModel):
+    """A budget the vendor recommends (ε in [0, 1] pixel scale)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["encoder", "diffusion"]
+    norm: Literal["linf", "l2"] = "linf"
+    eps: str
+    steps: int = Field(gt=0)
+
+
+class TensorFile(BaseModel):
+    """The safetensors file a descriptor refers to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str = TENSORS_NAME
+    sha256: str = Field(pattern=_HEX64)
+    length: int = Field(ge=0)
+
+
+DEFAULT_BUDGETS = (
+    Budget(method="encoder", eps="8/255", steps=100),
+    Budget(method="encoder", eps="16/255", steps=200),
+    Budget(method="diffusion", eps="16/255", steps=20),
+)
+
+
+class AttackTarget(BaseModel):
+    """One model version's published attack target.
+
+    The fields are the descriptor a vendor signs. What is attached at run time
+    (the loaded tensors, the local weights) sits in private attributes that the
+    weights side fills: :func:`~photoimmune.sdk.targets.parse_target` loads the
+    tensors, :meth:`bind_model` and :meth:`bind_pipeline` return a *new* target
+    with weights attached; this one is never changed.
+
+    Example:
+        >>> target = build_target("tiny-ldm@1")  # doctest: +SKIP
+        >>> str(target.ref), target.recipe, target.encoder.resolution  # doctest: +SKIP
+        ('photoimmune/tiny-ldm@1', 'gray', 128)
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+    ref: ModelRef
+    pipelines: tuple[PipelineKind, ...] = ("img2img", "inpaint")
+    fingerprints: WeightFingerprints
+    recipe: Recipe = "gray"
+    encoder: EncoderSpec
+    diffusion: DiffusionSpec = DiffusionSpec()
+    budgets: tuple[Budget, ...] = DEFAULT_BUDGETS
+    tensors: TensorFile
+
+    # Filled by the weights side (photoimmune.sdk.targets); torch objects, typed Any here.
+    _tensors: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _model_path: str | None = PrivateAttr(default=None)
+    _encoder: Any = PrivateAttr(default=None)
+
+    @property
+    def resolution(self) -> int:
+        return self.encoder.resolution
+
+    def canonical_json(self) -> bytes:
+        """The descriptor as canonical JSON (sorted keys, no spaces): what is hashed and signed."""
+        data = self.model_dump(mode="json")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @property
+    def digest(self) -> str:
+        """sha256 of :meth:`canonical_json`; names this exact target in a Protection."""
+        return hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def tensor(self, name: str) -> Any:  # -> torch.Tensor
+        """A tensor of this target (``"x_target"``, ``"z_target"``), float32."""
+        if name not in self._tensors:
+            raise TargetIntegrityError(
+                f"{self.ref}: tensor {name!r} is not loaded; load the target with load_target()"
+            )
+        return self._tensors[name].float()
+
+    @property
+    def model_path(self) -> str:
+        """The local diffusers folder of the weights this target is for."""
+        if self._model_path is None:
+            raise UnknownModelError(
+                f"{self.ref}: no local weights attached to this target; call "
+                "target = target.bind_model(PATH) with the model's diffusers folder "
+                "(bundled releases attach themselves)"
+            )
+        return self._model_path
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether local weights are attached (bundled, bound folder or bound pipeline)."""
+        return self._model_path is not None or self._encoder is not None
+
+    def with_weights(self, *, model_path: str | None = None, encoder: Any = None) -> AttackTarget:
+        """A copy of this target with a weights folder or an encoder attached; same descriptor,
+        same tensors. The weights side checks the weights before it calls this."""
+        copy = self.model_copy()
+        copy._tensors = self._tensors
+        copy._model_path = model_path if model_path is not None else self._model_path
+        copy._encoder = encoder if encoder is not None else self._encoder
+        return copy
+
+    def bind_model(self, model: str | os.PathLike[str]) -> AttackTarget:
+        """A new target bound to the local weights in ``model``, checked to be this release's.
+
+        See :func:`photoimmune.sdk.targets.bind_model`.
+
+        Example:
+            >>> target.bind_model("/models/sd15").model_path  # doctest: +SKIP
+            '/models/sd15'
+        """
+        from .targets import bind_model
+
+        return bind_model(self, model)
+
+    def bind_pipeline(
+        self, pipe: Any, fingerprints: WeightFingerprints | None = None
+    ) -> AttackTarget:
+        """A new target that attacks the VAE of an already loaded pipeline.
+
+        See :func:`photoimmune.sdk.targets.bind_pipeline`.
+
+        Example:
+            >>> target.bind_pipeline(pipe).vae_encoder().resolution  # doctest: +SKIP
+            128
+        """
+        from .targets import bind_pipeline
+
+        return bind_pipeline(self, pipe, fingerprints)
+
+    def vae_encoder(self) -> Any:  # -> VAEEncoder
+        """The encoder to attack: the bound pipeline's, else one loaded from :attr:`model_path`."""
+        if self._encoder is not None:
+            return self._encoder
+        from .targets import load_encoder
+
+        return load_encoder(self.model_path)
+
+
+def safetensors_names(data: bytes) -> set[str]:
+    """The tensor names in a safetensors file, after checking its layout as bytes.
+
+    Checks what a loader would: the header's length and JSON, each tensor's dtype,
+    and that its byte range matches its shape and lies inside the file, the ranges
+    covering the data without gaps or overlaps.
+
+    Args:
+        data: the whole file.
+
+    Example:
+        >>> header = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+        >>> safetensors_names(len(header).to_bytes(8, "little") + header + bytes(4))
+        {'a'}
+    """
+    try:
+        (size,) = struct.unpack_from("<Q", data)
+        header = json.loads(data[8 : 8 + size]) if 8 + size <= len(data) else None
+    except (struct.error, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise TargetIntegrityError("the tensor file is not a safetensors file (bad header)")
+    header.pop("__metadata__", None)
+    spans = []
+    for name, info in header.items():
+        try:
+            begin, end = (int(offset) for offset in info["data_offsets"])
+            count = 1
+            for dim in info["shape"]:
+                count *= int(dim)
+            nbytes = count * _DTYPE_BYTES[info["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise TargetIntegrityError(f"the tensor file's entry {name!r} is malformed") from None
+        if not 0 <= begin <= end or end - begin != nbytes:
+            raise TargetIntegrityError(f"the tensor file's entry {name!r} has a wrong byte range")
+        spans.append((begin, end))
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise TargetIntegrityError("the tensor file's byte ranges overlap or leave gaps")
+        position = end
+    if 8 + size + position != len(data):
+        raise TargetIntegrityError("the tensor file's length does not match its header")
+    return set(header)
+
+
+def parse_descriptor(descriptor: bytes, tensors: bytes) -> AttackTarget:
+    """A target from its descriptor bytes, checked against its tensor file's bytes (length,
+    sha256, layout, the tensors the specs name), without loading the tensors.
+
+    Args:
+        descriptor: the ``target.json`` bytes.
+        tensors: the safetensors file's bytes.
+
+    Example:
+        >>> parse_descriptor(descriptor, tensors).ref  # doctest: +SKIP
+        ModelRef(vendor='photoimmune', model='tiny-ldm', version='1')
+    """
+    try:
+        target = AttackTarget.model_validate_json(descriptor)
+    except ValueError as exc:
+        raise TargetIntegrityError(f"not an attack target descriptor: {exc}") from None
+    digest = hashlib.sha256(tensors).hexdigest()
+    if len(tensors) != target.tensors.length or digest != target.tensors.sha256:
+        raise TargetIntegrityError(
+            f"{target.ref}: the tensor file does not match the descriptor (sha256 {digest[:12]}… "
+            f"!= {target.tensors.sha256[:12]}…); fetch the release again from its registry"
+        )
+    try:
+        names = safetensors_names(tensors)
+    except TargetIntegrityError as exc:
+        raise TargetIntegrityError(f"{target.ref}: {exc}") from None
+    missing = {target.encoder.x_target, target.encoder.z_target} - names
+    if missing:
+        raise TargetIntegrityError(f"{target.ref}: tensor file lacks {sorted(missing)}")
+    return target
+
+
+def read_target_files(folder: Path) -> tuple[bytes, bytes]:
+    """The descriptor's and the tensor file's bytes in a target folder.
+
+    Args:
+        folder: a folder written by :func:`~photoimmune.sdk.targets.save_target`.
+
+    Example:
+        >>> descriptor, tensors = read_target_files(Path("release"))  # doctest: +SKIP
+    """
+    try:
+        descriptor = (folder / DESCRIPTOR_NAME).read_bytes()
+        meta = json.loads(descriptor)
+        tensors = (folder / meta.get("tensors", {}).get("path", TENSORS_NAME)).read_bytes()
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(
+            f"{folder}: not a target folder ({exc}); build one with `photoimmune targets build`"
+        ) from None
+    return descriptor, tensors

@@ -1,0 +1,83 @@
+"""The package layers: cli > diffusers_plugin > registry > sdk, and torch-free metadata."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from photoimmune.sdk.descriptor import (
+    TargetIntegrityError,
+    parse_descriptor,
+    safetensors_names,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _torch_free(module: str) -> subprocess.CompletedProcess[str]:
+    code = f"import sys, {module}; sys.exit('torch' in sys.modules)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["photoimmune.registry.server", "photoimmune.sdk.descriptor"],
+)
+def test_metadata_code_never_imports_torch(module):
+    # The registry server, the target descriptor and `photoimmune --help` need no tensors.
+    out = _torch_free(module)
+    assert out.returncode == 0, f"{module} imports torch\n{out.stderr}"
+
+
+def test_import_contracts_are_kept():
+    lint_imports = Path(sysconfig.get_paths()["scripts"]) / "lint-imports"
+    out = subprocess.run([str(lint_imports)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout
+
+
+def _safetensors(header: bytes, data: bytes) -> bytes:
+    return len(header).to_bytes(8, "little") + header + data
+
+
+def test_safetensors_layout_is_checked_as_bytes():
+    good = b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{}}'
+    assert safetensors_names(_safetensors(good, bytes(8))) == {"a"}
+    for header, data in [
+        (good, bytes(4)),  # truncated
+        (b'{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', bytes(8)),  # wrong shape
+        (b'{"a":{"dtype":"X9","shape":[2],"data_offsets":[0,8]}}', bytes(8)),  # unknown dtype
+        (b'{"a":{"dtype":"F32","shape":[2],"data_offsets":["x",8]}}', bytes(8)),
+        (b"[1, 2]", b""),  # not a table
+        (b"{not json", b""),
+    ]:
+        with pytest.raises(TargetIntegrityError):
+            safetensors_names(_safetensors(header, data))
+    with pytest.raises(TargetIntegrityError):
+        safetensors_names(b"\x01")
+
+
+def test_descriptor_and_weights_sides_agree(tmp_path):
+    from photoimmune.sdk.targets import build_target, load_target, parse_target, save_target
+
+    target = build_target("tiny-ldm@1")
+    save_target(target, tmp_path)
+    descriptor = (tmp_path / "target.json").read_bytes()
+    tensors = (tmp_path / "tensors.safetensors").read_bytes()
+    bare = parse_descriptor(descriptor, tensors)
+    assert bare.digest == parse_target(descriptor, tensors).digest == target.digest
+    assert not bare.has_weights
+    with pytest.raises(TargetIntegrityError):
+        parse_descriptor(descriptor, tensors[:-1])
+    # Binding returns a new target; the one bound stays as it was (the model is frozen).
+    loaded = load_target(tmp_path)
+    unbound = loaded.model_copy()
+    unbound._model_path = None
+    bound = unbound.bind_model("tiny-ldm@1")
+    assert bound is not unbound and bound.has_weights and not unbound.has_weights
+    assert bound.digest == unbound.digest
+    assert bound.tensor("z_target").shape == target.tensor("z_target").shape
