@@ -56,3 +56,41 @@ def square_resize(pixels: np.ndarray, size: int) -> np.ndarray:
     top, left = (h - side) // 2, (w - side) // 2
     crop = Image.fromarray(np.ascontiguousarray(pixels[top : top + side, left : left + side]))
     return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
+
+
+#: What :func:`write_samples` writes: the names the guides use, and the photo behind each.
+GUIDE_SAMPLES = {
+    "photo.jpg": "chelsea.png",
+    "portrait.png": "astronaut.png",
+    "photos/coffee.jpg": "coffee.png",
+    "photos/motorcycle.jpg": "motorcycle_right.png",
+}
+
+
+def write_samples(folder: str | Path = ".", size: int = 128) -> list[Path]:
+    """Write the photos the guides use (:data:`GUIDE_SAMPLES`) into ``folder``; return them.
+
+    Square crops at ``size`` px (the bundled model's resolution), so every example
+    runs in seconds. Files that already exist are kept, so each guide can start
+    with this step, in any order, in one folder.
+
+    Example:
+        >>> [p.name for p in write_samples("guide")]  # doctest: +SKIP
+        ['photo.jpg', 'portrait.png', 'coffee.jpg', 'motorcycle.jpg']
+    """
+    from .io import save_image
+
+    written = []
+    for name, sample in GUIDE_SAMPLES.items():
+        path = Path(folder) / name
+        if not path.exists():  # never replace a photo: it may be the reader's own by now
+            save_image(sample_pixels(sample, size), path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m photoimmune.sdk.samples [FOLDER]: the guides' first step
+    import sys
+
+    for path in write_samples(sys.argv[1] if len(sys.argv) > 1 else "."):
+        print(path)
