@@ -10,7 +10,8 @@ For each image a call edits:
 3. without such a claim, look for an immunization's trace in the pixels
    (``detected``, see :mod:`.detection`), else ``clean``;
 4. ``covered`` and ``clean`` images pass untouched; for the rest the policy
-   decides: ``reimmunize`` runs the encoder attack against this version's
+   decides: ``reimmunize`` runs the attack the target recommends (encoder or
+   diffusion, unless ``method=`` overrides it) against this version's
    registered target *starting from the received pixels*, signs the result as a
    new link of the manifest chain with the vendor's key, and edits that;
    ``refuse`` raises :class:`ImmunizedImageError`; ``warn`` logs and edits the
@@ -33,6 +34,7 @@ import numpy as np
 
 from photoimmune.registry.client import RegistryClient, connect
 from photoimmune.sdk.attacks.pgd import ProgressFn
+from photoimmune.sdk.descriptor import METHODS, Budget, Method
 from photoimmune.sdk.errors import InputError, OutputExistsError
 from photoimmune.sdk.keys import KeyDir, ManifestSigner, SigningKeyError, open_keys
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest, sign_pixels
@@ -71,6 +73,7 @@ class ImmunizationCheck:
         policy: Policy = "reimmunize",
         signer: ManifestSigner | KeyDir | None = None,
         trust: TrustAnchors | os.PathLike[str] | Sequence[os.PathLike[str]] = None,
+        method: Method | None = None,
         eps: str | float | None = None,
         steps: int | None = None,
         seed: int = 0,
@@ -82,6 +85,8 @@ class ImmunizationCheck:
     ) -> None:
         if policy not in POLICIES:
             raise InputError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+        if method not in (None, *METHODS):
+            raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
         self.pipe = pipe
         self.client = (
             registry if isinstance(registry, RegistryClient) else connect(registry, trusted_root)
@@ -96,7 +101,7 @@ class ImmunizationCheck:
                 "no trust anchors: no manifest can be trusted, so every signed image is "
                 "'unverified' and re-immunized; pass trust= with publisher (and your own) CAs"
             )
-        self.eps, self.steps, self.seed = eps, steps, seed
+        self.method, self.eps, self.steps, self.seed = method, eps, steps, seed
         self.detect = detect
         self.detection_threshold = detection_threshold
         self.output_dir = Path(output_dir) if output_dir is not None else None
@@ -273,13 +278,13 @@ class ImmunizationCheck:
         from photoimmune.sdk.immunization import immunize
 
         target = self.target
-        eps, steps = self._budget(target)
+        budget = self._budget(target)
         result = immunize(
             image.pixels,
             target,
-            method="encoder",
-            eps=eps,
-            steps=steps,
+            method=budget.method,
+            eps=budget.eps,
+            steps=budget.steps,
             seed=self.seed,
             device=getattr(self.pipe, "_execution_device", self.pipe.device),
             progress=self.progress,
@@ -314,16 +319,12 @@ class ImmunizationCheck:
         )
         return check, result.pixels
 
-    def _budget(self, target: AttackTarget) -> tuple[str | float, int]:
-        """``eps=``/``steps=`` if given, else the target's recommended encoder budget."""
-        budget = next((b for b in target.budgets if b.method == "encoder"), None)
-        if budget is None and (self.eps is None or self.steps is None):
-            raise ImmunizationCheckError(
-                f"{target.ref} recommends no encoder budget; pass eps= and steps= to "
-                "enable_immunization_check"
-            )
-        eps = self.eps if self.eps is not None else budget.eps
-        return eps, self.steps if self.steps is not None else budget.steps
+    def _budget(self, target: AttackTarget) -> Budget:
+        """The re-immunization's method and budget: ``method=``/``eps=``/``steps=`` where
+        given, the rest as the target recommends (see :func:`choose_budget`)."""
+        from photoimmune.sdk.immunization import choose_budget
+
+        return choose_budget(target, self.method, self.eps, self.steps)
 
     def _done(self, fields: dict, action: str, started: float, **extra: Any) -> ImageCheck:
         check = ImageCheck(

@@ -82,8 +82,10 @@ def enable_immunization_check(
             :class:`~photoimmune.sdk.keys.ManifestSigner`); default: the development vendor key.
         trust: CA certificates (PEM bytes, text or paths) of the publishers whose manifests
             to trust; a ``KeyDir`` signer's own CA is added.
+        method: the re-immunization's attack, ``"encoder"`` or ``"diffusion"`` (default:
+            the one the target recommends first).
         eps, steps, seed: re-immunization budget and seed (default: the target's
-            recommended encoder budget).
+            recommended budget for that method).
         detect, detection_threshold: look for immunization in images without a manifest.
         output_dir: also write each re-immunized, signed image there (never overwriting).
         trusted_root: the registry's ``root.json`` when ``registry`` is a URL.

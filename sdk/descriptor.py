@@ -107,12 +107,16 @@ class DiffusionSpec(BaseModel):
     prompts: tuple[str, ...] = ("",)
 
 
+Method = Literal["encoder", "diffusion"]
+METHODS: tuple[Method, ...] = ("encoder", "diffusion")
+
+
 class Budget(BaseModel):
     """A budget the vendor recommends (ε in [0, 1] pixel scale)."""
 
     model_config = ConfigDict(frozen=True)
 
-    method: Literal["encoder", "diffusion"]
+    method: Method
     norm: Literal["linf", "l2"] = "linf"
     eps: str
     steps: int = Field(gt=0)
@@ -170,6 +174,20 @@ class AttackTarget(BaseModel):
     @property
     def resolution(self) -> int:
         return self.encoder.resolution
+
+    def recommended_budget(self, method: Method | None = None) -> Budget | None:
+        """The vendor's recommendation: its first budget, or its first for ``method``.
+
+        The order of ``budgets`` is the vendor's: the first is what immunization runs
+        when the publisher does not choose (``immunize``, the plugin, the jobs).
+
+        Example:
+            >>> target.recommended_budget()  # doctest: +SKIP
+            Budget(method='encoder', norm='linf', eps='8/255', steps=100)
+            >>> target.recommended_budget("diffusion").steps  # doctest: +SKIP
+            20
+        """
+        return next((b for b in self.budgets if method in (None, b.method)), None)
 
     def canonical_json(self) -> bytes:
         """The descriptor as canonical JSON (sorted keys, no spaces): what is hashed and signed."""

@@ -31,6 +31,7 @@ from .attacks.ensemble import Ensemble
 from .attacks.pgd import PGDConfig
 from .attacks.sizing import check_attack_size
 from .attacks.transforms import default_eot
+from .descriptor import Budget, Method
 from .io import (
     ImageSource,
     LoadedImage,
@@ -42,7 +43,6 @@ from .io import (
 from .protection import Protection, format_loss
 from .targets import AttackTarget, Recipe, build_target
 
-Method = Literal["encoder", "diffusion"]
 TargetLike = AttackTarget | str | os.PathLike[str]
 #: Iterations when the caller does not say: enough for the tiny model at 8/255.
 DEFAULT_STEPS = {"encoder": 100, "diffusion": 20}
@@ -103,8 +103,8 @@ def immunize(
     images: ImageSource | Sequence[ImageSource],
     targets: TargetLike | Sequence[TargetLike],
     *,
-    method: Method = "encoder",
-    eps: str | float = "8/255",
+    method: Method | None = None,
+    eps: str | float | None = None,
     steps: int | None = None,
     seed: int = 0,
     norm: Literal["linf", "l2"] = "linf",
@@ -124,7 +124,11 @@ def immunize(
         images: paths, bytes, PIL images or uint8 arrays.
         targets: :class:`AttackTarget` objects, bundled model names (``"tiny-ldm@1"``)
             or local diffusers folders; several targets share one δ (an ensemble).
-        eps: L∞ budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``.
+        method: ``"encoder"`` or ``"diffusion"``; default: the method of the (first)
+            target's recommended budget (see :meth:`AttackTarget.recommended_budget`).
+        eps: L∞ budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``; default: the
+            target's recommended ε for that method.
+        steps: PGD iterations; default: the target's recommended number for that method.
         mask: ``(H, W)`` array, nonzero where pixels may change (e.g. the region an
             inpainting edit keeps). Same mask for every image.
         eot: average gradients over random JPEG/resize/blur for robustness.
@@ -147,11 +151,12 @@ def immunize(
     for image in loaded:  # refuse a shape no attack can afford before any model is loaded
         for target in resolved:
             check_attack_size(image.height, image.width, target.resolution, name=image.name)
-    budget = parse_budget(eps, upper=None if norm == "l2" else Fraction(1))
-    n_steps = DEFAULT_STEPS[method] if steps is None else steps
+    chosen = choose_budget(resolved[0], method, eps, steps)
+    method = chosen.method
+    budget = parse_budget(chosen.eps, upper=None if norm == "l2" else Fraction(1))
     config = PGDConfig(
         eps=float(budget),
-        steps=n_steps,
+        steps=chosen.steps,
         norm=norm,
         autocast=autocast,
         **({"eot": default_eot(), "eot_samples": 2} if eot else {}),
@@ -196,6 +201,34 @@ def immunize(
             )
     final = [r for r in results if r is not None]
     return final[0] if single else final
+
+
+def choose_budget(
+    target: AttackTarget,
+    method: Method | None = None,
+    eps: str | float | None = None,
+    steps: int | None = None,
+) -> Budget:
+    """What the caller chose, the rest from what ``target`` recommends.
+
+    Without a recommendation for the method, PhotoGuard's setting: ε 8/255 and
+    :data:`DEFAULT_STEPS` iterations of the encoder attack.
+
+    Example:
+        >>> choose_budget(build_target("tiny-ldm@1"), eps="16/255")  # doctest: +SKIP
+        Budget(method='encoder', norm='linf', eps='16/255', steps=100)
+    """
+    recommended = target.recommended_budget(method)
+    if recommended is None:  # PhotoGuard's setting for the method asked for
+        fallback: Method = method or "encoder"
+        recommended = Budget(method=fallback, eps="8/255", steps=DEFAULT_STEPS[fallback])
+    return recommended.model_copy(
+        update={
+            "method": method or recommended.method,
+            "eps": recommended.eps if eps is None else str(eps),
+            "steps": recommended.steps if steps is None else steps,
+        }
+    )
 
 
 def _same_size_groups(images: list[LoadedImage]) -> list[list[int]]:

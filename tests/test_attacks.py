@@ -18,6 +18,7 @@ from photoimmune.sdk.attacks import (
     VAEEncoder,
     loss_and_grad,
 )
+from photoimmune.sdk.descriptor import Budget
 from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.samples import sample_pixels
@@ -272,3 +273,15 @@ def test_cli_immunize_json_and_refusals(tmp_path, capsys, tiny_models):
     assert main(["immunize", str(src), "-o", str(out), *model, "--steps", "1"]) == 2
     assert main(["immunize", str(src), "-o", str(tmp_path), *model, "--overwrite"]) == 2
     assert main(["immunize", str(src), "-o", str(tmp_path / "x"), *model, "--eps", "3"]) == 2
+
+
+def test_immunize_follows_the_targets_recommended_method_and_budget(photo, tiny_models):
+    target = build_target(tiny_models[0])
+    first = Budget(method="diffusion", eps="4/255", steps=2)
+    diffusion_first = target.model_copy(update={"budgets": (first, *target.budgets)})
+    (protection,) = immunize(photo, diffusion_first, seed=0).protections
+    assert (protection.method, protection.eps, protection.steps) == ("diffusion", "4/255", 2)
+    # The caller's choices win; what they leave open comes from that method's recommendation.
+    chosen = immunize(photo, diffusion_first, method="encoder", steps=3, seed=0)
+    assert (chosen.protections[0].method, chosen.protections[0].eps) == ("encoder", "8/255")
+    assert chosen.max_abs_delta <= 8

@@ -34,7 +34,7 @@ import photoimmune.diffusers_plugin as plugin
 from photoimmune.registry.admin import add_vendor, local_registry, open_registry, publish
 from photoimmune.registry.keys import load_signer, write_key
 from photoimmune.registry.service import RegistryPaths
-from photoimmune.sdk import immunize, load_image, read_manifest, sign_pixels
+from photoimmune.sdk import InputError, immunize, load_image, read_manifest, sign_pixels
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.models.pipelines import edit_image
@@ -202,6 +202,28 @@ def test_outdated_image_is_reimmunized_signed_and_chained(
     v1_pipe = _enable(load_pipeline("tiny-ldm@1"), registry_dir, keys)
     _edit(v1_pipe, check.signed_image)
     assert v1_pipe.immunization_report.images[0].status == "covered"
+
+
+@pytest.mark.slow
+def test_reimmunizes_with_the_diffusion_attack_end_to_end(registry_dir, keys, v1_signed):
+    """method="diffusion": the plugin runs PhotoGuard's diffusion attack through the
+    running version's pipeline, with that method's recommended budget (16/255)."""
+    pipe = _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys, method="diffusion", steps=2)
+    _edit(pipe, str(v1_signed))
+    (check,) = pipe.immunization_report.images
+    assert (check.action, check.protection.method) == ("reimmunized", "diffusion")
+    assert (check.protection.eps, check.protection.steps) == ("16/255", 2)
+    assert float(check.protection.loss_after) < float(check.protection.loss_before)
+    signed = read_manifest(check.signed_image, trust=keys.trust_anchor_pem())
+    assert signed.ok and signed.covers(V2)
+    assert [p.method for p in signed.assertion.protections] == ["encoder", "diffusion"]
+    received = load_image(v1_signed).pixels.astype(int)
+    assert np.abs(load_image(check.signed_image).pixels.astype(int) - received).max() <= 16
+
+
+def test_an_unknown_reimmunization_method_is_refused(registry_dir, keys):
+    with pytest.raises(InputError, match="unknown method 'pid'"):
+        _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys, method="pid")
 
 
 @pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
