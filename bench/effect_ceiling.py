@@ -1,0 +1,231 @@
+"""Where does the effect stop? The issue-23 diagnosis of a bundled model, in four tables.
+
+An immunized edit differs from the clean one only as far as (a) the attack moves
+the VAE latent and (b) the edit carries a latent change through to its output.
+This script measures each link on the held-out photos, with the issue's edit
+settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
+
+1. fidelity: SSIM(edit, photo) per strength, and the VAE's own reconstruction
+   (strength 0), so one sees where a clean edit loses the photo;
+2. sensitivity: SSIM(edit of a moved latent, clean edit) when the latent is moved
+   a fraction of the way to the gray target's latent, to the checker's, or by
+   random noise of that fraction of its std (an oracle: no attack involved);
+3. the ceiling: the SSIM gap over same-ε noise of the encoder attack (``immunize``
+   defaults) per strength, down to the reconstruction itself (strength 0), which
+   is the most a perfectly faithful denoiser could carry;
+4. targets and objectives: the gap at strength 0.5 for each target recipe and for
+   PID's posterior-variance objective (maximise the encoder's log-variance).
+
+    .venv/bin/python bench/effect_ceiling.py [--model tiny-ldm@1] [--size 128] [--tables 1234]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import torch
+
+from photoimmune.sdk import immunize
+from photoimmune.sdk.attacks.base import Attack
+from photoimmune.sdk.attacks.encoder import EncoderAttack, VAEEncoder
+from photoimmune.sdk.evaluate.metrics import edit_similarity
+from photoimmune.sdk.io import pixels_to_tensor, tensor_to_pixels
+from photoimmune.sdk.models import load_pipeline
+from photoimmune.sdk.models.pipelines import edit_image
+from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS
+from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.targets import target_image
+
+EDIT = {"prompt": "a photo", "guidance_scale": 7.5, "steps": 20, "seed": 1234}
+STRENGTHS = (0.05, 0.1, 0.2, 0.3, 0.5)
+FRACTIONS = (0.05, 0.1, 0.2, 0.4)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    return edit_similarity(a, b)[0]
+
+
+def same_eps_noise(photo: np.ndarray, levels: int) -> np.ndarray:
+    noise = np.random.default_rng(0).integers(-levels, levels + 1, photo.shape)
+    return np.clip(photo.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+class Session:
+    """One pipeline and the edits every table shares."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.pipe = load_pipeline(model)
+        self.vae = self.pipe.vae
+
+    def edit(self, pixels: np.ndarray, strength: float) -> np.ndarray:
+        if strength == 0:
+            return self.reconstruct(pixels)
+        return edit_image(
+            self.pipe,
+            pixels,
+            EDIT["prompt"],
+            strength=strength,
+            guidance_scale=EDIT["guidance_scale"],
+            steps=EDIT["steps"],
+            seed=EDIT["seed"],
+        )
+
+    @torch.no_grad()
+    def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
+        latent = self.vae.encode(pixels_to_tensor(pixels) * 2 - 1).latent_dist.mean
+        return tensor_to_pixels((self.vae.decode(latent).sample.clamp(-1, 1) + 1) / 2)[0]
+
+    @torch.no_grad()
+    def edit_latent(self, latent: torch.Tensor, strength: float) -> np.ndarray:
+        """The img2img edit started from a given (unscaled) latent instead of an encoding."""
+        size = tuple(s * self.pipe.vae_scale_factor for s in latent.shape[-2:])
+        encode = self.vae.encode
+        self.vae.encode = lambda *_, **__: _Fixed(latent)  # the one call img2img makes
+        try:
+            out = self.pipe(
+                EDIT["prompt"],
+                image=torch.zeros(1, 3, *size),
+                strength=strength,
+                guidance_scale=EDIT["guidance_scale"],
+                num_inference_steps=EDIT["steps"],
+                generator=torch.Generator().manual_seed(EDIT["seed"]),
+                output_type="np",
+            ).images[0]
+        finally:
+            self.vae.encode = encode
+        return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+    @torch.no_grad()
+    def latent(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The latent mean of uint8 pixels or of a [0, 1] tensor."""
+        x = pixels_to_tensor(image) if isinstance(image, np.ndarray) else image
+        return self.vae.encode(x * 2 - 1).latent_dist.mean
+
+
+class _Fixed:
+    """What ``vae.encode`` returns, holding a latent chosen by the caller."""
+
+    def __init__(self, latent: torch.Tensor) -> None:
+        self.latent_dist = self
+        self._latent = latent
+
+    def sample(self, generator=None) -> torch.Tensor:
+        return self._latent
+
+    def mode(self) -> torch.Tensor:
+        return self._latent
+
+
+class PosteriorVariance(Attack):
+    """PID's objective (ICML 2024): raise the encoder's log-variance, so that the
+    latent img2img samples is noise; computed before diffusers' clamp at -30."""
+
+    method = "pid"
+
+    def __init__(self, vae, **overrides) -> None:
+        super().__init__(**overrides)
+        self.vae = vae
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        moments = self.vae.quant_conv(self.vae.encoder(x * 2 - 1))
+        return -moments.chunk(2, dim=1)[1].clamp(max=20).flatten(1).mean(1)
+
+
+def fidelity(s: Session, photos: dict) -> None:
+    print("\n1. fidelity: SSIM(edit of the clean photo, photo); strength 0 = VAE reconstruction")
+    print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)) + "   PSNR(recon)")
+    for name, px in photos.items():
+        row = [ssim(s.edit(px, st), px) for st in (0, *STRENGTHS)]
+        psnr = edit_similarity(s.reconstruct(px), px)[1]
+        print(f"{name:14}" + "".join(f"{v:8.3f}" for v in row) + f"   {psnr:8.2f} dB")
+
+
+def sensitivity(s: Session, photos: dict) -> None:
+    print("\n2. sensitivity at strength 0.5: SSIM(edit of a moved latent, clean edit)")
+    print(f"{'photo':14}{'move':10}" + "".join(f"{f:>8}" for f in FRACTIONS))
+    size = next(iter(photos.values())).shape[0]
+    goals = {name: s.latent(target_image(name, (size, size))) for name in ("gray", "checker")}
+    for name, px in photos.items():
+        z = s.latent(px)
+        base = s.edit_latent(z, 0.5)
+        directions = {"to gray": goals["gray"] - z, "to checker": goals["checker"] - z}
+        directions["random"] = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+        directions["random"] *= z.std()
+        for label, direction in directions.items():
+            row = [ssim(s.edit_latent(z + f * direction, 0.5), base) for f in FRACTIONS]
+            print(f"{name:14}{label:10}" + "".join(f"{v:8.3f}" for v in row))
+
+
+def ceiling(s: Session, photos: dict, levels: int) -> None:
+    print(
+        f"\n3. the ceiling: SSIM gap over same-ε noise, encoder attack at {levels}/255 (defaults)"
+    )
+    print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)))
+    for name, px in photos.items():
+        adv = immunize(px, s.model, eps=f"{levels}/255", seed=0).pixels
+        noisy = same_eps_noise(px, levels)
+        row = []
+        for st in (0, *STRENGTHS):
+            clean = s.edit(px, st)
+            row.append(ssim(s.edit(noisy, st), clean) - ssim(s.edit(adv, st), clean))
+        print(f"{name:14}" + "".join(f"{v:8.3f}" for v in row))
+
+
+def levers(s: Session, photos: dict, levels: int) -> None:
+    print(f"\n4. targets and objectives: gap at strength 0.5, {levels}/255, 100 steps")
+    encoder = VAEEncoder(s.vae)
+    size = next(iter(photos.values())).shape[0]
+    budget = {"eps": levels / 255, "steps": 100}
+    targets = {
+        "gray": None,
+        **{f"checker{c}": _checker(c) for c in (4, 8, 16, 32)},
+        "black": torch.zeros(1, 3, 1, 1),
+        "white": torch.ones(1, 3, 1, 1),
+    }
+    attacks: dict[str, Attack] = {
+        name: EncoderAttack(encoder, image, resolution=size, **budget)
+        for name, image in targets.items()
+    }
+    attacks["pid-variance"] = PosteriorVariance(s.vae, **budget)
+    print(f"{'attack':14}" + "".join(f"{n:>14}" for n in photos) + f"{'mean':>8}")
+    for label, attack in attacks.items():
+        gaps = []
+        for px in photos.values():
+            adv = tensor_to_pixels(attack(pixels_to_tensor(px)))[0]
+            clean = s.edit(px, 0.5)
+            noise_ssim = ssim(s.edit(same_eps_noise(px, levels), 0.5), clean)
+            gaps.append(noise_ssim - ssim(s.edit(adv, 0.5), clean))
+        print(f"{label:14}" + "".join(f"{g:14.3f}" for g in gaps) + f"{statistics.mean(gaps):8.3f}")
+
+
+def _checker(cell: int) -> torch.Tensor:
+    n = torch.arange(2 * cell)
+    cells = (n[:, None] // cell + n[None, :] // cell) % 2
+    return cells.float().expand(1, 3, 2 * cell, 2 * cell).clone()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-ldm@1")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--eps", type=int, default=8, help="budget in 8-bit levels")
+    parser.add_argument("--tables", default="1234", help="which tables to print, e.g. 13")
+    args = parser.parse_args()
+    s = Session(args.model)
+    photos = {name: sample_pixels(name, args.size) for name in VALIDATION_PHOTOS}
+    print(f"{args.model}, {args.size} px, held-out photos {', '.join(photos)}, edits {EDIT}")
+    tables = {"1": fidelity, "2": sensitivity}
+    for key in args.tables:
+        if key in tables:
+            tables[key](s, photos)
+        elif key == "3":
+            ceiling(s, photos, args.eps)
+        elif key == "4":
+            levers(s, photos, args.eps)
+
+
+if __name__ == "__main__":
+    main()
