@@ -34,7 +34,6 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
-from photoimmune.sdk.refs import ModelRef
 # The descriptor side only: the registry never loads tensors, so it never imports torch.
 from photoimmune.sdk.descriptor import (
     DESCRIPTOR_NAME,
@@ -42,6 +41,7 @@ from photoimmune.sdk.descriptor import (
     TargetIntegrityError,
     parse_descriptor,
 )
+from photoimmune.sdk.refs import ModelRef
 
 from .errors import InvalidNameError, ReleaseRejectedError
 
