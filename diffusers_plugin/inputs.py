@@ -14,7 +14,9 @@ re-immunized; PIL images, paths and bytes go as PIL images of the checked pixels
 (EXIF orientation applied), the form every pipeline accepts. A C2PA manifest
 is read only where file bytes come with the image: a path, bytes, a
 ``LoadedImage``, or a PIL image straight from ``Image.open`` (whose file is read
-again). A converted PIL image, an array or a tensor has none to read.
+again). A converted PIL image, an array or a tensor has none to read. Of a
+multi-frame PIL image, the frame it is at is checked and edited, as diffusers
+would edit it; paths and bytes give their first frame.
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ def _read_one(name: str, index: int, value: Any, signed: bool) -> EditedImage:
         # The pipeline gets the checked pixels (EXIF orientation applied, transparency
         # flattened), so what is edited is exactly what was checked.
         source = str(getattr(value, "filename", "") or "<PIL image>")
-        return EditedImage(name, index, load_image(value).pixels, _file_of(value), source, _to_pil)
+        pixels = load_image(_current_frame(value)).pixels
+        return EditedImage(name, index, pixels, _file_of(value), source, _to_pil)
     if isinstance(value, np.ndarray):
         pixels, to_input = _array_pixels(value), _array_like(value)
         return EditedImage(name, index, pixels, None, "<array>", to_input, value)
@@ -159,6 +162,17 @@ def _read_one(name: str, index: int, value: Any, signed: bool) -> EditedImage:
         f"{name}[{index}]: cannot read a {type(value).__name__} as an image; pass PIL images, "
         "paths, bytes, numpy arrays or tensors"
     )
+
+
+def _current_frame(img: Image.Image) -> Image.Image:
+    """The frame of a multi-frame image (GIF, APNG, WebP, TIFF) that it is at, alone.
+
+    The pipeline edits the frame the caller selected with ``seek()`` (diffusers
+    converts the current frame), while the SDK loader takes a file's first frame and
+    would rewind the caller's image to it. A copy holds the current frame only, and
+    the caller's image stays where it was.
+    """
+    return img.copy() if img.tell() else img
 
 
 def _to_pil(pixels: np.ndarray) -> Image.Image:

@@ -30,6 +30,14 @@ class ReleaseRejectedError(RegistryError):
     """The server refused an upload (bad signatures, wrong namespace, stale version...)."""
 
 
+class QuotaExceededError(ReleaseRejectedError):
+    """A release would take the vendor past its storage quota (the server answers 413)."""
+
+    def __init__(self, message: str, *, vendor: str, quota: int, used: int, adds: int) -> None:
+        super().__init__(message)
+        self.vendor, self.quota, self.used, self.adds = vendor, quota, used, adds
+
+
 class InvalidNameError(ReleaseRejectedError, InputError):
     """A name the registry cannot use: a vendor name that is no namespace, or TUF's own."""
 

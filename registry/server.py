@@ -17,8 +17,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import NoReturn
 
 import anyio
@@ -28,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
-from .errors import ReleaseRejectedError, UnknownReleaseError
+from .errors import QuotaExceededError, ReleaseRejectedError, UnknownReleaseError
 from .metadata import MAX_METADATA_BYTES
 from .service import RegistryService
 
@@ -50,6 +51,7 @@ METADATA_DEADLINE_S = 60.0
 #: Seconds a write refused with 503 is told to wait (``Retry-After``).
 RETRY_AFTER_S = 5
 _JSON = "application/json"
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -73,7 +75,20 @@ def create_app(
     Example:
         >>> app = create_app(RegistryService.open(Path("my-registry")))  # doctest: +SKIP
     """
-    app = FastAPI(title="photoimmune registry", version="1")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Blobs a killed publish wrote before its commit (a failed one removes its own).
+        try:
+            removed = await run_in_threadpool(service.store.remove_orphan_blobs)
+        except Exception as err:  # serving matters more than tidying
+            logger.warning("could not look for orphan blobs: %s", err)
+        else:
+            if removed:
+                logger.warning("removed %d blob(s) that no release names", removed)
+        yield
+
+    app = FastAPI(title="photoimmune registry", version="1", lifespan=lifespan)
     uploads = _WriteSlots("vendor uploads", max_concurrent_writes, per_key=True)
     admin = _WriteSlots("admin writes", max_concurrent_admin_writes)
 
@@ -84,6 +99,17 @@ def create_app(
     @app.exception_handler(ReleaseRejectedError)
     async def _rejected(_request: Request, exc: ReleaseRejectedError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(QuotaExceededError)
+    async def _over_quota(_request: Request, exc: QuotaExceededError) -> JSONResponse:
+        body = {
+            "detail": str(exc),
+            "vendor": exc.vendor,
+            "quota_bytes": exc.quota,
+            "used_bytes": exc.used,
+            "release_bytes": exc.adds,
+        }
+        return JSONResponse(body, status_code=413)
 
     @app.get("/metadata/{filename}")
     def metadata(filename: str) -> Response:
@@ -109,7 +135,9 @@ def create_app(
 
     @app.post("/vendors/{vendor}/releases")
     async def publish(vendor: str, request: Request) -> dict:
-        # Everything that can refuse without the body does so before reading it.
+        # Everything that can refuse without the body does so before reading it (an
+        # unknown vendor, one whose storage quota is used up); a release that would go
+        # past the quota is refused (413) before any of its files is stored.
         _check_length(request, max_upload_bytes)
         _check_multipart(request)
         await run_in_threadpool(service.check_vendor, vendor)

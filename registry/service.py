@@ -21,8 +21,9 @@ from tuf.api.metadata import DelegatedRole, Metadata, Root, Targets
 from tuf.api.serialization import SerializationError
 
 from . import metadata as tm
-from .errors import ReleaseRejectedError, UnknownReleaseError
+from .errors import QuotaExceededError, ReleaseRejectedError, UnknownReleaseError
 from .keys import load_signer
+from .quotas import VendorQuotas, format_size
 from .storage import Store
 
 #: Largest version number a metadata file can have: the database column is a 32-bit
@@ -53,6 +54,11 @@ class RegistryPaths:
         return self.root / "blobs"
 
     @property
+    def quotas(self) -> Path:
+        """Per-vendor storage quotas in bytes (see :mod:`.quotas`); the defaults if missing."""
+        return self.root / "quotas.json"
+
+    @property
     def trusted_root(self) -> Path:
         """Root v1: ship it with clients as their trust anchor."""
         return self.root / "root.json"
@@ -61,10 +67,19 @@ class RegistryPaths:
 class RegistryService:
     """Verify and store changes; sign snapshot and timestamp with the online keys."""
 
-    def __init__(self, store: Store, snapshot_signer: Signer, timestamp_signer: Signer) -> None:
+    def __init__(
+        self,
+        store: Store,
+        snapshot_signer: Signer,
+        timestamp_signer: Signer,
+        *,
+        quotas: VendorQuotas | Path | None = None,
+    ) -> None:
         self.store = store
         self.snapshot_signer = snapshot_signer
         self.timestamp_signer = timestamp_signer
+        #: Vendors' storage quotas, or the ``quotas.json`` to read them from at each upload.
+        self.quotas = quotas if quotas is not None else VendorQuotas()
 
     @classmethod
     def open(cls, folder: Path, database_url: str | None = None) -> RegistryService:
@@ -79,6 +94,7 @@ class RegistryService:
             store,
             load_signer(paths.keys / "snapshot.pem"),
             load_signer(paths.keys / "timestamp.pem"),
+            quotas=paths.quotas,
         )
 
     # -- setup -------------------------------------------------------------------------
@@ -123,10 +139,12 @@ class RegistryService:
         return data
 
     def check_vendor(self, vendor: str) -> None:
-        """Refuse a name the top-level targets does not delegate to (before reading an upload)."""
+        """Refuse, before an upload is read, a name the top-level targets does not delegate
+        to, and a vendor whose quota is used up (every release adds at least metadata)."""
         with self.store.read() as session:
             top = Metadata[Targets].from_bytes(self.store.top_level(session, "targets").data)
-        _delegation(top.signed, vendor)
+            _delegation(top.signed, vendor)
+            self._check_quota(session, vendor, {}, 1, at_least=True)
 
     def current(self, role: str) -> bytes:
         """The newest version of ``role``'s metadata."""
@@ -168,7 +186,8 @@ class RegistryService:
         Checks, in order: the vendor is delegated; the metadata is the next
         version, unexpired and signed by the vendor's threshold; every path lies
         in the vendor's namespace; every uploaded file matches its length and
-        hash; every listed file is either uploaded now or already stored.
+        hash; every listed file is either uploaded now or already stored; the new
+        files and metadata fit in the vendor's storage quota. Only then are blobs stored.
         """
         new = parse_upload(data, "targets")
         signed: Targets = new.signed
@@ -209,11 +228,49 @@ class RegistryService:
                     contents[path] = stored
             for info in signed.targets.values():
                 tm.check_descriptor(vendor, info, contents)
-            # Only a fully checked release reaches the blob store.
+            uploaded = {
+                signed.targets[path].hashes["sha256"]: len(blob) for path, blob in files.items()
+            }
+            self._check_quota(session, vendor, uploaded, len(data))
+            # Only a fully checked release within its vendor's quota reaches the blob store.
             for path, blob in files.items():
                 self.store.put_target(session, path, blob)
             self._accept(session, vendor, signed.version, data)
         return signed.version
+
+    def vendor_quota(self, vendor: str) -> int:
+        """``vendor``'s storage quota in bytes (``quotas.json`` is read afresh each time)."""
+        quotas = VendorQuotas.load(self.quotas) if isinstance(self.quotas, Path) else self.quotas
+        return quotas.limit(vendor)
+
+    def _check_quota(
+        self,
+        session: Session,
+        vendor: str,
+        uploaded: dict[str, int],
+        metadata_bytes: int,
+        *,
+        at_least: bool = False,
+    ) -> None:
+        """Refuse a release whose new files (by sha256) and metadata take ``vendor`` past
+        its quota. Under the write lock, so two uploads of one vendor can't both fit."""
+        used, stored = self.store.vendor_usage(session, vendor)
+        adds = metadata_bytes + sum(n for digest, n in uploaded.items() if digest not in stored)
+        quota = self.vendor_quota(vendor)
+        if used + adds <= quota:
+            return
+        adding = "at least its metadata" if at_least else f"{adds} bytes ({format_size(adds)})"
+        raise QuotaExceededError(
+            f"{vendor} would go over its storage quota of {quota} bytes ({format_size(quota)}): "
+            f"it stores {used} bytes ({format_size(used)}) and this release adds {adding}; "
+            "the registry's operator raises it in the registry folder's quotas.json, e.g. "
+            f'{{"vendors": {{"{vendor}": {max(2 * quota, used + adds)}}}}} (bytes; read at '
+            "each upload, no restart needed)",
+            vendor=vendor,
+            quota=quota,
+            used=used,
+            adds=adds,
+        )
 
     # -- online signing ----------------------------------------------------------------
 

@@ -10,12 +10,20 @@ visible.
 Writers serialise on one lock row (``SELECT ... FOR UPDATE`` on PostgreSQL, a
 ``BEGIN IMMEDIATE`` transaction on SQLite), so two vendors publishing at once
 both land and each snapshot lists both.
+
+A blob is written before the row that names it is committed (a committed row
+always has its file). If that transaction then fails (a check after the blob, a
+failed commit), the blobs it wrote are removed again unless a committed row names
+them; blobs a killed process left behind are removed by
+:meth:`Store.remove_orphan_blobs` (``registry serve`` runs it at start).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import logging
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +45,10 @@ from photoimmune.sdk.io import atomic_write_bytes
 from .errors import UnknownReleaseError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Where a write session keeps the digests of the blobs it wrote (``Session.info``).
+_NEW_BLOBS = "photoimmune_new_blobs"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+logger = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -78,16 +90,28 @@ class BlobStore:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data``: its sha256, and whether this call wrote the file."""
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data, overwrite=True)
-        return digest
+        if path.exists():
+            return digest, False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, overwrite=True)
+        return digest, True
 
     def get(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
+
+    def digests(self) -> Iterator[str]:
+        """The sha256 of every stored blob."""
+        for folder in self.root.glob("[0-9a-f][0-9a-f]"):
+            for path in folder.iterdir():
+                if _DIGEST.fullmatch(path.name) and path.name.startswith(folder.name):
+                    yield path.name
+
+    def remove(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
 
 
 class Store:
@@ -116,10 +140,62 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """A transaction that holds the repository lock until it commits."""
+        """A transaction that holds the repository lock until it commits.
+
+        If it fails, before or at the commit, the blobs it wrote are removed again
+        (those no committed row names).
+        """
+        written: list[str] = []
+        try:
+            with self._locked() as session:
+                session.info[_NEW_BLOBS] = written
+                yield session
+        except BaseException:
+            if written:
+                self._remove_unreferenced(written)
+            raise
+
+    @contextmanager
+    def _locked(self) -> Iterator[Session]:
         with write_session(self.engine) as session:
             session.execute(select(RepositoryLock).where(RepositoryLock.id == 1).with_for_update())
             yield session
+
+    def _remove_unreferenced(self, digests: Iterable[str]) -> int:
+        """Remove the blobs among ``digests`` that no committed row names; how many.
+
+        Every blob is written by a transaction holding the repository lock, so once
+        this one holds it no writer is between writing a blob and committing its row:
+        a blob that no committed row names belongs to no release.
+        """
+        wanted = set(digests)
+        try:
+            with self._locked() as session:
+                named = set(
+                    session.scalars(
+                        select(TargetFileRow.sha256).where(TargetFileRow.sha256.in_(wanted))
+                    )
+                )
+                for digest in wanted - named:
+                    self.blobs.remove(digest)
+        except Exception as err:  # the failure that brought us here is what the caller sees
+            logger.warning(
+                "could not remove %d blob(s) of a failed write (%s); `photoimmune registry "
+                "serve` removes them when it next starts",
+                len(wanted),
+                err,
+            )
+            return 0
+        return len(wanted - named)
+
+    def remove_orphan_blobs(self) -> int:
+        """Remove every stored blob that no committed row names (a killed writer's); how many."""
+        with self._locked() as session:
+            named = set(session.scalars(select(TargetFileRow.sha256)))
+            orphans = [digest for digest in self.blobs.digests() if digest not in named]
+            for digest in orphans:
+                self.blobs.remove(digest)
+        return len(orphans)
 
     def latest(self, session: Session, role: str) -> MetadataFile | None:
         stmt = (
@@ -165,7 +241,9 @@ class Store:
         )
 
     def put_target(self, session: Session, path: str, data: bytes) -> None:
-        digest = self.blobs.put(data)
+        digest, written = self.blobs.put(data)
+        if written:
+            session.info.setdefault(_NEW_BLOBS, []).append(digest)  # removed if the write fails
         if session.get(TargetFileRow, (path, digest)) is None:
             session.add(TargetFileRow(path=path, sha256=digest, length=len(data)))
 
@@ -176,3 +254,19 @@ class Store:
 
     def targets(self, session: Session) -> list[TargetFileRow]:
         return list(session.scalars(select(TargetFileRow)))
+
+    def vendor_usage(self, session: Session, vendor: str) -> tuple[int, set[str]]:
+        """Bytes ``vendor`` stores (every version of its metadata, and each distinct file
+        under ``<vendor>/``), and the sha256 of those files."""
+        rows = session.execute(
+            select(TargetFileRow.sha256, TargetFileRow.length)
+            .where(TargetFileRow.path.startswith(f"{vendor}/", autoescape=True))
+            .distinct()
+        )
+        files = {digest: length for digest, length in rows}
+        metadata = session.scalar(
+            select(func.coalesce(func.sum(func.length(MetadataFile.data)), 0)).where(
+                MetadataFile.role == vendor
+            )
+        )
+        return int(metadata or 0) + sum(files.values()), set(files)

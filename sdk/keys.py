@@ -5,8 +5,9 @@ end-entity certificate (not a CA, not self-signed) with ``digitalSignature`` key
 usage and a signing extended key usage, chaining to a trust anchor the reader
 configured. :func:`init_keys` creates exactly that for development: a local CA
 and two leaf certificates, one for a *publisher* (who immunizes photos) and one
-for a *vendor* (whose pipeline re-immunizes them), in a 0700 folder with 0600
-private keys.
+for a *vendor* (whose pipeline re-immunizes them), with 0600 private keys in a
+folder created 0700 (an existing folder keeps its mode; a warning says when others
+can reach it).
 
 Production keys come in as PEM files (:meth:`ManifestSigner.from_pem`) or, when a
 KMS or HSM holds the key and never lets it out, as a callback that signs bytes
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,10 @@ _DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 
 class SigningKeyError(InputError):
     """A key or certificate is missing, unreadable or unfit for signing manifests."""
+
+
+class KeyFolderWarning(UserWarning):
+    """An existing key folder that others can reach (``init_keys`` leaves its mode alone)."""
 
 
 def default_key_dir() -> Path:
@@ -334,8 +341,7 @@ def init_keys(
         raise OutputExistsError(
             f"{keys.path}: already holds keys; use them, or choose another --dir"
         )
-    keys.path.mkdir(parents=True, exist_ok=True)
-    os.chmod(keys.path, 0o700)
+    _key_folder(keys.path)
     ca_key = generate_key(alg)
     ca_cert = issue_ca(ca_key, organization)
     _write_private(keys.path / "ca.key", ca_key)
@@ -348,6 +354,32 @@ def init_keys(
         _write_private(keys.key(role), leaf_key)
         _write_public(keys.cert(role), _pem(leaf))  # chain = leaf only; readers hold the CA
     return keys
+
+
+def _key_folder(path: Path) -> None:
+    """Create ``path`` 0700 for new keys; a folder that already exists keeps its mode.
+
+    A folder the user made (``keys init --dir ~/work/keys``) is theirs: its mode may be
+    shared on purpose (a group that signs), and changing it silently would change
+    who can list their other files. The private keys are 0600 either way; a folder
+    others can reach is only warned about.
+    """
+    if path.is_dir():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            who = "group and others" if mode & 0o007 else "its group"
+            warnings.warn(
+                f"{path}: {who} can access this folder (mode {mode:04o}); the private keys "
+                f"are created 0600, but consider `chmod 700 {path}`",
+                KeyFolderWarning,
+                stacklevel=3,
+            )
+        return
+    if os.path.lexists(path):
+        raise OutputExistsError(f"{path}: is not a folder; choose another --dir")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700)
+    os.chmod(path, 0o700)  # mkdir's mode is reduced by the umask; this folder is ours
 
 
 def generate_key(alg: SigningAlg) -> PrivateKey:

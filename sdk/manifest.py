@@ -6,7 +6,10 @@ bytes with c2pa-python; the pixels are not touched and no thumbnail is added.
 When the image was made from another one (``parent``), that file becomes the
 manifest's ``parentOf`` ingredient (intent EDIT): if the parent carried a
 manifest of its own, it is kept inside the new one, so every earlier round of
-immunization can be read back with :func:`read_manifest`.
+immunization can be read back with :func:`read_manifest`. A parent that can't be
+attached (a format c2pa takes no ingredient from, or one it fails to read) is left
+out, with a logged warning when it failed: the image is signed without it rather
+than losing the work that made it.
 
 :func:`read_manifest` returns a :class:`ManifestReport` with one *verdict*,
 checked in this order (the first that applies wins):
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -51,6 +55,7 @@ Verdict = Literal[
     "trusted",
 ]
 TrustAnchors = bytes | Sequence[bytes] | None
+logger = logging.getLogger(__name__)
 
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # Failure codes that concern the asset's bytes or the certificate, not the manifest's integrity.
@@ -148,26 +153,62 @@ def sign_image(
         "title": title or f"immunized.{mime.split('/')[1]}",
         "assertions": [{"label": ASSERTION_LABEL, "data": assertion.model_dump(mode="json")}],
     }
-    out = io.BytesIO()
+    parent_mime = _ingredient_mime(parent)
+    if parent is not None and parent_mime is not None:
+        try:
+            return _sign(definition, signer, mime, data, (parent_mime, parent))
+        except c2pa.C2paError as err:
+            # The parent only adds history: the immunization is done and the new
+            # manifest speaks for these pixels alone, so signing without it beats
+            # failing the work (a pipeline call, a job). The fallback signs afresh: a
+            # fault of the key or certificate fails it too, and is reported as such.
+            signed = _signed_or_error(definition, signer, mime, data)
+            logger.warning(
+                "%s: the parent image could not be attached as an ingredient (%s); signed "
+                "without it, so the earlier manifests are not kept in this one",
+                definition["title"],
+                err,
+            )
+            return signed
+    return _signed_or_error(definition, signer, mime, data)
+
+
+def _signed_or_error(definition: dict, signer: ManifestSigner, mime: str, data: bytes) -> bytes:
+    """``data`` signed without a parent, or :class:`ManifestError` saying what to check."""
+    import c2pa
+
     try:
-        builder = c2pa.Builder(definition, context=_context(None))
-        parent_mime = _ingredient_mime(parent)
-        if parent_mime is None:
-            builder.set_intent(
-                c2pa.C2paBuilderIntent.CREATE,
-                c2pa.C2paDigitalSourceType.ALGORITHMICALLY_ENHANCED,
-            )
-        else:
-            builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
-            builder.add_ingredient(
-                {"title": "original", "relationship": "parentOf"}, parent_mime, io.BytesIO(parent)
-            )
-        builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
+        return _sign(definition, signer, mime, data, None)
     except c2pa.C2paError as err:
         raise ManifestError(
             f"signing failed ({err}); check that the key matches its certificate and "
             "that the certificate is a valid end-entity signing certificate"
         ) from None
+
+
+def _sign(
+    definition: dict,
+    signer: ManifestSigner,
+    mime: str,
+    data: bytes,
+    parent: tuple[str, bytes] | None,
+) -> bytes:
+    """c2pa's signing: intent EDIT with ``parent`` (MIME type, bytes) as ingredient, else CREATE."""
+    import c2pa
+
+    out = io.BytesIO()
+    builder = c2pa.Builder(definition, context=_context(None))
+    if parent is None:
+        builder.set_intent(
+            c2pa.C2paBuilderIntent.CREATE, c2pa.C2paDigitalSourceType.ALGORITHMICALLY_ENHANCED
+        )
+    else:
+        parent_mime, parent_data = parent
+        builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
+        builder.add_ingredient(
+            {"title": "original", "relationship": "parentOf"}, parent_mime, io.BytesIO(parent_data)
+        )
+    builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
     return out.getvalue()
 
 
