@@ -67,12 +67,12 @@ GUIDE_SAMPLES = {
 }
 
 
-def write_samples(folder: str | Path = ".", size: int = 128) -> list[Path]:
+def write_samples(folder: str | Path = ".", size: int = 64) -> list[Path]:
     """Write the photos the guides use (:data:`GUIDE_SAMPLES`) into ``folder``; return them.
 
-    Square crops at ``size`` px (the bundled model's resolution), so every example
-    runs in seconds. Files that already exist are kept, so each guide can start
-    with this step, in any order, in one folder.
+    Square crops at ``size`` px (half the bundled model's resolution), small so that
+    the guides' examples show the mechanics quickly. Files that already exist are
+    kept, so each guide can start with this step, in any order, in one folder.
 
     Example:
         >>> [p.name for p in write_samples("guide")]  # doctest: +SKIP

@@ -3,9 +3,12 @@
 A reader follows a guide literally, top to bottom, in an empty folder; so does this
 test. Each document gets a fresh folder (and a fresh home, so keys and caches start
 empty), ``.venv/bin`` first on PATH, and no network. Its examples run one after
-another in that folder: a shell block with ``bash -e``, a Python block as a script
-of its own (blocks share files, never variables). One test per example, named
-``doc.md:LINE-lang``; asking for one example runs the ones before it first.
+another in that folder: a shell block with ``bash -e``; a Python block in fresh
+globals, as a script of its own (blocks share files, never variables), in one
+Python process per document, so that torch is imported once per guide rather
+than once per block. Documents run two at a time, each in a thread of its own.
+One test per example, named ``doc.md:LINE-lang``; asking for one example runs the
+ones before it first.
 
 Markers, HTML comments on the line(s) before a fenced block:
 
@@ -22,13 +25,17 @@ here makes them cheaper behind the reader's back.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import resource
+import select
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +46,8 @@ VENV_BIN = Path(sys.executable).parent  # the interpreter running the tests: .ve
 SHELL_LANGS = {"sh", "bash", "shell"}
 PYTHON_LANGS = {"python", "py"}
 EXAMPLE_TIMEOUT = 300  # seconds; the slowest example runs well under a minute
+DOC_TIMEOUT = 1800  # seconds a test waits for its example: the documents before it run first
+DOC_JOBS = min(2, os.cpu_count() or 1)  # documents run side by side (see document_runs)
 FENCE = re.compile(r"^(```+)\s*([\w+-]*)\s*$")
 MARKER = re.compile(r"^<!--\s*(.*?)\s*-->$")
 
@@ -111,8 +120,44 @@ def _attach(
 EXAMPLES = [example for path in documents() for example in parse(path)]
 
 
+# The Python process of one document: it runs each block it is sent, as __main__ in fresh
+# globals, and answers on its own copy of stdout, which the blocks never see (their
+# output, at the Python level, is captured; anything a library writes to the file
+# descriptors goes to the test's log).
+PYTHON_WORKER = r"""
+import contextlib, io, json, os, sys, time, traceback
+reply = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+for request in sys.stdin:
+    block = json.loads(request)
+    out, err, status, cpu = io.StringIO(), io.StringIO(), 0, time.process_time()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            exec(compile(block["code"], block["name"], "exec"), {"__name__": "__main__"})
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else (stop.code is not None)
+        except BaseException:
+            traceback.print_exc()
+            status = 1
+    answer = {"status": status, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    reply.write(json.dumps({**answer, "cpu": time.process_time() - cpu}) + "\n")
+    reply.flush()
+"""
+
+
+@dataclass
+class Outcome:
+    """What happened to one example: passed (neither field set), failed, or skipped."""
+
+    failure: str | None = None
+    skipped: str | None = None
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+
 class DocumentRun:
-    """One document's folder, environment and progress: examples run once each, in order."""
+    """One document's folder, environment and examples, run once each, in order, in a thread
+    of its own (see ``document_runs``); each test waits for its example's outcome."""
 
     def __init__(self, examples: list[Example], root: Path) -> None:
         self.examples = examples
@@ -120,9 +165,11 @@ class DocumentRun:
         self.home = root / "home"
         self.folder.mkdir(parents=True)
         self.home.mkdir()
-        self.done = 0
-        self.failed: str | None = None
+        self.outcomes: dict[int, Outcome] = {}
+        self.ready = threading.Condition()
+        self.cancelled = False
         self.servers: list[subprocess.Popen[str]] = []
+        self.python: subprocess.Popen[str] | None = None
         env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOIMMUNE_")}
         env.pop("VIRTUAL_ENV", None)
         # A new user's machine: .venv's commands first on PATH (as after activating it), an
@@ -137,47 +184,89 @@ class DocumentRun:
         }
         self.env = env
 
-    def run_through(self, example: Example) -> None:
-        """Run every example before ``example`` that has not run yet, then ``example``."""
-        index = self.examples.index(example)
-        while self.done <= index:
-            current = self.examples[self.done]
-            self.done += 1
-            if self.failed is not None:
-                pytest.skip(f"not run: an earlier example of {current.doc} failed ({self.failed})")
-            if current.skip is not None:
-                if current is example:
-                    pytest.skip(f"not run: {current.skip}")
-                continue
-            try:
-                self.run(current)
-            except BaseException:
-                self.failed = current.name
-                raise
+    def run_until(self, last: int) -> None:
+        """Run examples 0..last in order; after a failure the rest are skipped, saying why."""
+        failed: str | None = None
+        try:
+            for index, example in enumerate(self.examples[: last + 1]):
+                if self.cancelled:
+                    failed = failed or "the test session ended"
+                if failed is not None:
+                    outcome = Outcome(
+                        skipped=f"an earlier example of {example.doc} failed ({failed})"
+                    )
+                elif example.skip is not None:
+                    outcome = Outcome(skipped=example.skip)
+                else:
+                    outcome = self.attempt(example)
+                    failed = example.name if outcome.failure else None
+                self.publish(index, outcome)
+        finally:
+            self.stop()  # its servers and its Python process: the other guides need the cores
 
-    def run(self, example: Example) -> None:
-        command = _command(example, self.folder)
+    def attempt(self, example: Example) -> Outcome:
+        started = time.perf_counter()
+        try:
+            cpu = self.run(example)
+        except Exception as err:  # reported by the example's own test
+            return Outcome(failure=str(err), seconds=time.perf_counter() - started)
+        return Outcome(seconds=time.perf_counter() - started, cpu=cpu)
+
+    def publish(self, index: int, outcome: Outcome) -> None:
+        with self.ready:
+            self.outcomes[index] = outcome
+            self.ready.notify_all()
+
+    def outcome(self, example: Example) -> Outcome:
+        index = self.examples.index(example)
+        with self.ready:
+            if not self.ready.wait_for(lambda: index in self.outcomes, timeout=DOC_TIMEOUT):
+                raise AssertionError(f"{example.name}: no outcome within {DOC_TIMEOUT} s")
+            return self.outcomes[index]
+
+    def run(self, example: Example) -> float:
+        """Run one example; return its CPU time, or raise with what went wrong."""
         if example.background is not None:
-            self.servers.append(_start(command, self.folder, self.env, example))
-            return
-        started, cpu = time.perf_counter(), _children_cpu()
-        out = subprocess.run(
-            command,
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=EXAMPLE_TIMEOUT,
-            check=False,
-        )
-        seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
-        # pytest -s shows what each costs; CPU time too, since the wall clock of a busy
-        # machine says little.
-        print(f"\n{example.name}: {seconds:.1f} s, CPU {cpu:.1f} s", end="")
-        assert out.returncode == 0, _report(example, out)
+            self.servers.append(_start(_shell(example), self.folder, self.env, example))
+            return 0.0
+        if example.lang == "python":
+            out, cpu = self.run_python(example)
+        else:
+            out, cpu = _run_shell(example, self.folder, self.env)
+        if out.returncode != 0:
+            raise AssertionError(_report(example, out))
         _check_output(example, out.stdout)
+        return cpu
+
+    def run_python(self, example: Example) -> tuple[subprocess.CompletedProcess[str], float]:
+        """Run a block in the document's Python process (started on first use)."""
+        if self.python is None:
+            self.python = subprocess.Popen(
+                ["python", "-c", PYTHON_WORKER],
+                cwd=self.folder,
+                env=self.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        assert self.python.stdin is not None and self.python.stdout is not None
+        self.python.stdin.write(json.dumps({"code": example.code, "name": example.name}) + "\n")
+        self.python.stdin.flush()
+        ready, _, _ = select.select([self.python.stdout], [], [], EXAMPLE_TIMEOUT)
+        line = self.python.stdout.readline() if ready else ""
+        if not line:
+            self.python.kill()
+            raise AssertionError(f"{example.name}: no answer within {EXAMPLE_TIMEOUT} s")
+        answer = json.loads(line)
+        done = subprocess.CompletedProcess(
+            ["python", example.name], answer["status"], answer["stdout"], answer["stderr"]
+        )
+        return done, answer["cpu"]
 
     def stop(self) -> None:
+        if self.python is not None and self.python.poll() is None:
+            self.python.kill()
+            self.python.wait()
         for server in self.servers:  # each started in its own session: stop its whole group
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGTERM)
@@ -188,17 +277,30 @@ class DocumentRun:
                     server.wait()
 
 
-def _command(example: Example, folder: Path) -> list[str]:
-    if example.lang == "sh":
-        return ["bash", "-e", "-o", "pipefail", "-c", example.code]
-    script = folder.parent / f"example-{example.line}.py"  # outside the reader's folder
-    script.write_text(example.code)
-    return ["python", str(script)]
+def _shell(example: Example) -> list[str]:
+    return ["bash", "-e", "-o", "pipefail", "-c", example.code]
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _run_shell(
+    example: Example, folder: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a shell example; return its result and the CPU time of its whole process tree
+    (wait4 reports it per child, where getrusage would mix guides running side by side)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            _shell(example), cwd=folder, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+        timer = threading.Timer(EXAMPLE_TIMEOUT, os.killpg, (proc.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+    return done, usage.ru_utime + usage.ru_stime
 
 
 def _start(
@@ -247,18 +349,32 @@ def _check_output(example: Example, stdout: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def document_runs(tmp_path_factory):
-    runs: dict[str, DocumentRun] = {}
+def document_runs(request, tmp_path_factory):
+    """Start every document the session selected, DOC_JOBS at a time, each in a thread.
 
-    def get(doc: str) -> DocumentRun:
-        if doc not in runs:
-            mine = [e for e in EXAMPLES if e.doc == doc]
-            runs[doc] = DocumentRun(mine, tmp_path_factory.mktemp(Path(doc).stem))
-        return runs[doc]
-
-    yield get
+    Documents are independent (a folder and a home each), and a guide's commands spend
+    much of their time importing torch on one core: two guides side by side keep two
+    cores busy. Each runs only as far as its last selected example.
+    """
+    wanted: dict[str, int] = {}
+    for item in request.session.items:
+        example = getattr(getattr(item, "callspec", None), "params", {}).get("example")
+        if isinstance(example, Example):
+            index = [e for e in EXAMPLES if e.doc == example.doc].index(example)
+            wanted[example.doc] = max(index, wanted.get(example.doc, 0))
+    runs = {
+        doc: DocumentRun(
+            [e for e in EXAMPLES if e.doc == doc], tmp_path_factory.mktemp(Path(doc).stem)
+        )
+        for doc in wanted
+    }
+    pool = ThreadPoolExecutor(max_workers=DOC_JOBS, thread_name_prefix="docs")
+    for doc, last in wanted.items():
+        pool.submit(runs[doc].run_until, last)
+    yield runs
     for run in runs.values():
-        run.stop()
+        run.cancelled = True  # examples not yet started are skipped; running ones finish
+    pool.shutdown(wait=True)
 
 
 # Slow: a guide's examples take seconds to a minute (see the timings in the final report).
@@ -266,7 +382,14 @@ def document_runs(tmp_path_factory):
     "example", [pytest.param(e, id=e.name, marks=pytest.mark.slow) for e in EXAMPLES]
 )
 def test_example(example: Example, document_runs) -> None:
-    document_runs(example.doc).run_through(example)
+    outcome = document_runs[example.doc].outcome(example)
+    if outcome.skipped is not None:
+        pytest.skip(f"not run: {outcome.skipped}")
+    # pytest -s shows what each example costs; CPU time too, since the wall clock of a busy
+    # machine (or of two guides side by side) says little.
+    print(f"\n{example.name}: {outcome.seconds:.1f} s, CPU {outcome.cpu:.1f} s", end="")
+    if outcome.failure is not None:
+        pytest.fail(outcome.failure, pytrace=False)
 
 
 def test_parser_reads_markers(tmp_path) -> None:
