@@ -14,24 +14,29 @@ line (no traceback) and the process exits with the error's ``exit_code``
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import TaskID
 from rich.table import Table
 
 from photoimmune.sdk import __version__
-from photoimmune.sdk.errors import PhotoimmuneError
+from photoimmune.sdk.errors import InputError, PhotoimmuneError
 
+from . import checks
 from .catalog import catalog_app, reimmunize_command
 from .common import (
     KEY_DIR_HELP,
     console,
     err_console,
+    plain,
     progress_bar,
     quiet_libraries,
     signer_from_options,
+    table,
 )
 from .evaluate import eval_command
 from .model import model_app
@@ -68,7 +73,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show full tracebacks on errors.")
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show full tracebacks on errors (anywhere on the line)."
+        ),
     ] = False,
     version: Annotated[
         bool,
@@ -78,23 +86,37 @@ def _root(
     ] = False,
 ) -> None:
     """Protect photos against AI editing (PhotoGuard-style immunization)."""
-    _Options.verbose = verbose
+    _Options.verbose = _Options.verbose or verbose  # main() takes it from anywhere first
 
 
 @app.command()
 def info(
     images: Annotated[list[Path], typer.Argument(help="Image files to inspect.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per image.")
+    ] = False,
 ) -> None:
     """Show how photoimmune reads each image: format, original mode and size."""
+    import json
+
     from photoimmune.sdk.io import load_image
 
-    table = Table("image", "format", "mode", "width", "height")
+    listing = table("image", "format", "mode", "width", "height")
     for path in images:
         img = load_image(path)
-        table.add_row(
-            str(path), img.format or "-", img.original_mode, str(img.width), str(img.height)
+        if as_json:
+            record = {"image": str(path), "format": img.format, "mode": img.original_mode}
+            typer.echo(json.dumps({**record, "width": img.width, "height": img.height}))
+            continue
+        listing.add_row(
+            plain(path),
+            img.format or "-",
+            plain(img.original_mode),
+            str(img.width),
+            str(img.height),
         )
-    console.print(table)
+    if not as_json:
+        console.print(listing)
 
 
 @app.command("immunize")
@@ -106,8 +128,9 @@ def immunize_command(
     model: Annotated[
         list[str] | None,
         typer.Option(
-            help="Bundled model (tiny-ldm@1) or local diffusers folder; repeat for an ensemble. "
-            "With --target: the local weights of those releases (checked by fingerprint)."
+            help="Bundled model (tiny-ldm@1) or local diffusers folder; repeat for an ensemble "
+            "(default: tiny-ldm@1). With --target: the local weights of those releases "
+            "(checked by fingerprint)."
         ),
     ] = None,
     target: Annotated[
@@ -134,7 +157,8 @@ def immunize_command(
         ),
     ] = "8/255",
     steps: Annotated[
-        int | None, typer.Option(help="PGD iterations (default: 100 encoder, 20 diffusion).")
+        int | None,
+        typer.Option(min=1, help="PGD iterations (default: 100 encoder, 20 diffusion)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
     recipe: Annotated[
@@ -160,28 +184,24 @@ def immunize_command(
     ] = False,
 ) -> None:
     """Immunize images against AI editing and write them, signed, as PNG to --out."""
+    _check_immunize_options(method, eps, recipe, model, target, registry, out, key, cert)
+    from photoimmune.sdk.io import load_image
+
+    loaded = [load_image(p) for p in inputs]  # a bad file fails here, before any compute
+    outputs = _outputs(inputs, out, overwrite)
+    signer = signer_from_options(key, cert, keys_dir) if sign else None
+
     import json
 
-    from photoimmune.sdk.errors import InputError
     from photoimmune.sdk.immunization import immunize
-    from photoimmune.sdk.io import atomic_write_bytes, encode_image, load_image, max_abs_delta
+    from photoimmune.sdk.io import atomic_write_bytes, encode_image, max_abs_delta
     from photoimmune.sdk.manifest import sign_image
 
     quiet_libraries()
-    signer = signer_from_options(key, cert, keys_dir) if sign else None
-    loaded = [load_image(p) for p in inputs]  # fail on a bad file before any compute
-    outputs = [out / f"{p.stem}.png" for p in inputs]
-    if len(set(outputs)) != len(outputs):
-        raise InputError("two inputs share a file name stem; immunize them into separate folders")
-    for src, dst in zip(inputs, outputs, strict=True):
-        if dst.resolve() == src.resolve():
-            raise InputError(f"{dst}: output would replace the input; choose another --out folder")
-        if dst.exists() and not overwrite:
-            raise InputError(f"{dst}: already exists; pass --overwrite or choose another --out")
     targets = _targets(model, target, registry, root, recipe)
     with progress_bar("loss {task.fields[loss]}") as bar:
         for src, image, dst in zip(inputs, loaded, outputs, strict=True):
-            task = bar.add_task(src.name, total=None, loss="-")
+            task = bar.add_task(escape(src.name), total=None, loss="-")
 
             def report(step: int, total: int, loss: float, task: TaskID = task) -> None:
                 bar.update(task, completed=step, total=total, loss=f"{loss:.4g}")
@@ -218,9 +238,47 @@ def immunize_command(
                 typer.echo(json.dumps(record))
             else:
                 bar.console.print(
-                    f"{src} -> {dst}  max|δ| {record['max_abs_delta']}  "
-                    f"loss {', '.join(record['loss_before'])} -> {', '.join(record['loss_after'])}"
+                    f"{escape(str(src))} -> {escape(str(dst))}  max|δ| {record['max_abs_delta']}  "
+                    f"loss {', '.join(record['loss_before'])} -> {', '.join(record['loss_after'])}",
+                    highlight=False,
                 )
+
+
+def _check_immunize_options(
+    method: str,
+    eps: str,
+    recipe: str,
+    models: list[str] | None,
+    refs: list[str] | None,
+    registry: str | None,
+    out: Path,
+    key: Path | None,
+    cert: Path | None,
+) -> None:
+    """Every option of ``immunize`` that can be checked without torch, checked first."""
+    checks.one_of(method, checks.METHODS, "--method")
+    checks.budget(eps)
+    checks.one_of(recipe, checks.RECIPES, "--recipe")
+    checks.models(models or [])
+    if refs and registry is None:
+        raise InputError("--target needs --registry (a registry folder or server URL)")
+    checks.output_folder(out, "-o/--out")
+    checks.input_files([p for p in (key, cert) if p is not None])
+
+
+def _outputs(inputs: list[Path], out: Path, overwrite: bool) -> list[Path]:
+    """``out/<stem>.png`` per input; refused now if two collide, one is an input, or one
+    exists (without --overwrite), rather than after the attack."""
+    outputs = [out / f"{p.stem}.png" for p in inputs]
+    if len(set(outputs)) != len(outputs):
+        raise InputError("two inputs share a file name stem; immunize them into separate folders")
+    for src, dst in zip(inputs, outputs, strict=True):
+        if dst.resolve() == src.resolve():
+            raise InputError(f"{dst}: output would replace the input; choose another --out folder")
+        if dst.exists() and not overwrite:
+            raise InputError(f"{dst}: already exists; pass --overwrite or choose another --out")
+        checks.output_file(dst, "-o/--out", overwrite=True)  # a name too long, a folder there
+    return outputs
 
 
 def _targets(
@@ -232,13 +290,11 @@ def _targets(
 ):
     """Targets built from local models, or fetched from a registry and bound to local weights."""
     from photoimmune.registry.client import connect
-    from photoimmune.sdk.errors import InputError
     from photoimmune.sdk.targets import build_target
 
     if not refs:
         return [build_target(m, recipe=recipe) for m in models or ["tiny-ldm@1"]]  # type: ignore[arg-type]
-    if registry is None:
-        raise InputError("--target needs --registry (a registry folder or server URL)")
+    assert registry is not None  # _check_immunize_options saw to it
     client = connect(registry, root)
     fetched = [client.get(ref if "@" in ref else str(client.latest(ref))) for ref in refs]
     if not models:
@@ -262,16 +318,15 @@ def keys_init(
     ] = "photoimmune development",
 ) -> None:
     """Create a development CA with publisher and vendor signing certificates."""
-    from photoimmune.sdk.keys import SigningAlg, SigningKeyError, init_keys
+    from photoimmune.sdk.keys import SigningAlg, init_keys
 
-    if alg not in ("es256", "es384", "ed25519"):
-        raise SigningKeyError(f"unknown algorithm {alg!r}; use es256, es384 or ed25519")
+    checks.one_of(alg, ("es256", "es384", "ed25519"), "--alg")
     chosen: SigningAlg = alg  # type: ignore[assignment]
     keys = init_keys(directory, alg=chosen, organization=organization)
-    console.print(f"keys in {keys.path} ({alg}):")
+    console.print(f"keys in {escape(str(keys.path))} ({alg}):", highlight=False)
     for path in sorted(keys.path.iterdir()):
-        console.print(f"  {path.name}  {oct(path.stat().st_mode & 0o777)}")
-    console.print(f"verifiers trust these signatures with: --trust {keys.ca_cert}")
+        console.print(f"  {escape(path.name)}  {oct(path.stat().st_mode & 0o777)}", highlight=False)
+    console.print(f"verifiers trust these signatures with: --trust {escape(str(keys.ca_cert))}")
 
 
 @app.command()
@@ -297,7 +352,7 @@ def verify(
     from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
 
     anchors = read_trust_anchors(trust) if trust else default_trust_anchors()
-    table = Table("image", "verdict", "state", "pixels", "protected against", "chain")
+    listing = table("image", "verdict", "state", "pixels", "protected against", "chain")
     status = 0
     for path in images:
         try:
@@ -307,7 +362,7 @@ def verify(
             if as_json:
                 typer.echo(json.dumps({"image": str(path), "error": str(err)}))
             else:
-                err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+                err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
             continue
         assert report is not None
         if not report.ok:
@@ -316,18 +371,18 @@ def verify(
             typer.echo(json.dumps({"image": str(path), **report.model_dump(mode="json")}))
             continue
         refs = [p.target_ref for p in report.assertion.protections] if report.assertion else []
-        table.add_row(
-            str(path),
+        chain = [" + ".join(p.target_ref for p in a.protections) or "?" for a in report.history]
+        listing.add_row(
+            plain(path),
             f"[{'green' if report.ok else 'red'}]{report.verdict}[/]",
-            report.validation_state or "-",
+            plain(report.validation_state or "-"),
             "bound" if report.pixel_bound else "-",
-            ", ".join(refs) or "-",
-            " → ".join("+".join(p.target_ref for p in a.protections) or "?" for a in report.history)
-            or "-",
+            plain(", ".join(refs) or "-"),  # a comma and a space: the column wraps between refs
+            plain(" → ".join(chain) or "-"),
         )
-        table.add_row("", f"[dim]{report.explanation}[/]", "", "", "", "")
-    if not as_json and table.rows:
-        console.print(table)
+        listing.add_row("", f"[dim]{escape(report.explanation)}[/]", "", "", "", "")
+    if not as_json and listing.rows:
+        console.print(listing)
     if status:
         raise typer.Exit(status)
 
@@ -338,19 +393,30 @@ def demo(
         "out/demo"
     ),
     eps: Annotated[str, typer.Option(help="Budget (PhotoGuard's demo uses 16/255).")] = "16/255",
-    steps: Annotated[int, typer.Option(help="PGD iterations.")] = 100,
+    steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 100,
     model: Annotated[str, typer.Option(help="Bundled model: tiny-ldm@1 or tiny-ldm@2.")] = (
         "tiny-ldm@1"
     ),
+    size: Annotated[
+        int, typer.Option(min=64, help="The photo's side in pixels (a multiple of 8).")
+    ] = 128,
+    edit_steps: Annotated[int, typer.Option(min=1, help="Denoising steps of each edit.")] = 20,
 ) -> None:
     """Publish the bundled model's target to a local registry, immunize a sample photo against
     the target fetched back from it, and show what an edit does to the photo."""
+    eps = checks.budget(eps)
+    checks.bundled_model(model)
+    checks.output_folder(out, "-o/--out")
+    if size % 8:
+        raise InputError(f"--size {size}: use a multiple of 8 (the model's latent grid)")
     from dataclasses import replace
 
     from .demo import DemoSettings, run_demo
 
     quiet_libraries()
-    settings = replace(DemoSettings(), eps=eps, steps=steps, model=model)
+    settings = replace(
+        DemoSettings(), eps=eps, steps=steps, model=model, size=size, edit_steps=edit_steps
+    )
     console.print(
         f"[bold]photoimmune demo[/]: {settings.photo} at {settings.size}px, model {settings.model} "
         "(the bundled tiny model stands in for Stable Diffusion; its numbers are not SD's)"
@@ -420,13 +486,16 @@ def main(argv: list[str] | None = None) -> int:
         photoimmune 0.1.0
         0
     """
-    _Options.verbose = False
+    args, _Options.verbose = _take_verbose(sys.argv[1:] if argv is None else list(argv))
     try:
-        status = app(args=argv, prog_name="photoimmune", standalone_mode=False)
+        status = app(args=args, prog_name="photoimmune", standalone_mode=False)
     except PhotoimmuneError as err:
         if _Options.verbose:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # The message names files and values the user gave: print them, never parse them.
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         return err.exit_code
     except typer.Abort:
         err_console.print("aborted")
@@ -439,3 +508,15 @@ def main(argv: list[str] | None = None) -> int:
         raise
     # click returns the exit code of a typer.Exit (e.g. from --help) and None otherwise.
     return status if isinstance(status, int) else 0
+
+
+def _take_verbose(args: list[str]) -> tuple[list[str], bool]:
+    """Pull ``--verbose``/``-v`` out of ``args`` wherever it stands.
+
+    Click only accepts the root's options before the subcommand, but a user who sees
+    an error adds ``--verbose`` at the end of the line. Arguments after ``--`` are
+    left alone: there ``-v`` may be a file name.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    kept = [a for a in args[:end] if a not in ("--verbose", "-v")]
+    return kept + args[end:], len(kept) < end

@@ -7,15 +7,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from photoimmune.sdk.errors import InputError
+
+from . import checks
 from .common import (
     DB_HELP,
     console,
     err_console,
+    plain,
     progress_bar,
     quiet_libraries,
+    shown_path,
     signer_from_options,
+    table,
 )
 
 catalog_app = typer.Typer(help="A publisher's catalog of originals and immunized copies.")
@@ -32,15 +39,17 @@ def catalog_add(
 
     catalog = Catalog(db)
     with err_console.status("cataloguing") as status:
-        report = catalog.add(paths, progress=lambda p: status.update(f"cataloguing {p.name}"))
+        report = catalog.add(
+            paths, progress=lambda p: status.update(f"cataloguing {escape(p.name)}")
+        )
     for path, why in report.skipped.items():
-        err_console.print(f"[yellow]skipped[/] {path}: {why}")
+        err_console.print(f"[yellow]skipped[/] {escape(f'{path}: {why}')}")
     for path, why in report.unreadable.items():
-        err_console.print(f"[red]unreadable[/] {_reason(path, why)}")
+        err_console.print(f"[red]unreadable[/] {escape(_reason(path, why))}")
     console.print(
         f"{len(report.added)} added, {len(report.updated)} changed, {report.unchanged} unchanged, "
         f"{len(report.unreadable)} unreadable, {len(report.skipped)} skipped  "
-        f"({redact_url(catalog.url)})"
+        f"({escape(redact_url(catalog.url))})"
     )
 
 
@@ -54,7 +63,7 @@ def catalog_list(
 
     catalog = Catalog(db)
     current = catalog.current_copies()
-    table = Table("original", "size", "protected against", "copy")
+    listing = table("original", "size", "protected against", "copy")
     for original in catalog.originals():
         copy = current.get(original.id)
         record: dict[str, Any] = {
@@ -69,9 +78,12 @@ def catalog_list(
             continue
         size = f"{original.width}x{original.height}" if original.readable else "[red]unreadable"
         covered = ", ".join(record["protected_against"]) or "-"
-        table.add_row(original.location, size, covered, record["copy"] or "-")
+        copy_path = shown_path(record["copy"]) if record["copy"] else "-"
+        listing.add_row(
+            plain(shown_path(original.location)), size, plain(covered), plain(copy_path)
+        )
     if not as_json:
-        console.print(table)
+        console.print(listing)
 
 
 def reimmunize_command(
@@ -88,15 +100,17 @@ def reimmunize_command(
         "immunized"
     ),
     engine: Annotated[str, typer.Option(help="local (this process) or ray.")] = "local",
-    workers: Annotated[int, typer.Option(help="Ray actors (--engine ray only).")] = 2,
+    workers: Annotated[int, typer.Option(min=1, help="Ray actors (--engine ray only).")] = 2,
     dry_run: Annotated[bool, typer.Option(help="Show the plan; change nothing.")] = False,
-    limit: Annotated[int | None, typer.Option(help="Finish at most N images, then stop.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Finish at most N images, then stop.")
+    ] = None,
     eps: Annotated[str, typer.Option(help="L-inf budget in [0, 1] pixel scale.")] = "8/255",
-    steps: Annotated[int, typer.Option(help="PGD iterations per image.")] = 100,
+    steps: Annotated[int, typer.Option(min=1, help="PGD iterations per image.")] = 100,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
     threads: Annotated[
         int | None,
-        typer.Option(help="PyTorch threads per worker; equal counts give equal bytes."),
+        typer.Option(min=1, help="PyTorch threads per worker; equal counts give equal bytes."),
     ] = None,
     weights: Annotated[
         list[str] | None,
@@ -107,9 +121,10 @@ def reimmunize_command(
         str | None, typer.Option(help="Ray cluster to join (default: start a local one).")
     ] = None,
     gpus_per_worker: Annotated[
-        float | None, typer.Option(help="GPUs per Ray actor (default: 1 if the cluster has any).")
+        float | None,
+        typer.Option(min=0, help="GPUs per Ray actor (default: 1 if the cluster has any)."),
     ] = None,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray actor.")] = 1,
+    cpus_per_worker: Annotated[float, typer.Option(min=0, help="CPUs per Ray actor.")] = 1,
     key: Annotated[Path | None, typer.Option(help="PEM private key to sign with.")] = None,
     cert: Annotated[Path | None, typer.Option(help="PEM certificate chain for --key.")] = None,
     trust: Annotated[
@@ -121,23 +136,25 @@ def reimmunize_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Re-immunize every catalogued image that lacks the latest release of a subscribed model."""
+    # Every option first: the job below imports torch and may run for hours.
+    names = checks.subscriptions(models)
+    checks.one_of(engine, ("local", "ray"), "--engine")
+    eps = checks.budget(eps)
+    checks.output_folder(out, "--out")
+    bound = dict(_weight(w) for w in weights or [])
+    checks.input_files([p for p in (key, cert, trust) if p is not None])
+    if key is not None and trust is None and not dry_run:
+        raise InputError("--key needs --trust: the CA certificate that --cert chains to")
+
     from photoimmune.registry.client import connect
-    from photoimmune.sdk.errors import InputError
     from photoimmune.sdk.jobs.catalog import Catalog
     from photoimmune.sdk.jobs.planning import plan
     from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
 
-    names = [name for value in models for name in value.split(",")]
-    bound = dict(_weight(w) for w in weights or [])
     signer = trust_pem = None
     if not dry_run:
         signer = signer_from_options(key, cert, keys_dir)
-        if trust is not None:
-            trust_pem = read_trust_anchors(trust)
-        elif key is None:
-            trust_pem = default_trust_anchors(keys_dir)
-        else:
-            raise InputError("--key needs --trust: the CA certificate that --cert chains to")
+        trust_pem = read_trust_anchors(trust) if trust else default_trust_anchors(keys_dir)
     catalog = Catalog(db)
     client = connect(registry, root)
     if dry_run:
@@ -181,11 +198,10 @@ def reimmunize_command(
 
 
 def _weight(value: str) -> tuple[str, str]:
-    from photoimmune.sdk.errors import InputError
-
     model, sep, folder = value.partition("=")
     if not sep or "/" not in model or not folder:
         raise InputError(f"--weights {value!r}: expected vendor/model=FOLDER")
+    checks.models([folder], "--weights")
     return model, folder
 
 
@@ -193,23 +209,25 @@ def _print_plan(job_plan, as_json: bool) -> None:
     if as_json:
         typer.echo(job_plan.model_dump_json())
         return
-    table = Table("original", "protected against", "lacks")
+    listing = table("original", "protected against", "lacks")
     for image in job_plan.images:
-        table.add_row(
-            image.location, ", ".join(image.protected_against) or "-", ", ".join(image.missing)
+        listing.add_row(
+            plain(shown_path(image.location)),
+            plain(", ".join(image.protected_against) or "-"),
+            plain(", ".join(image.missing)),
         )
-    console.print(table)
+    console.print(listing)
     console.print(
         f"would re-immunize {len(job_plan.images)} image(s) against "
-        f"{', '.join(t.ref for t in job_plan.targets)}; {job_plan.up_to_date} up to date, "
-        f"{len(job_plan.unreadable)} unreadable"
+        f"{escape(', '.join(t.ref for t in job_plan.targets))}; {job_plan.up_to_date} up to "
+        f"date, {len(job_plan.unreadable)} unreadable"
     )
 
 
 def _print_summary(summary) -> None:
     console.print(
-        f"against {', '.join(summary.targets)} ({summary.engine}, {summary.workers} worker(s)): "
-        f"planned {summary.planned}, {summary.up_to_date} already up to date"
+        f"against {escape(', '.join(summary.targets))} ({summary.engine}, {summary.workers} "
+        f"worker(s)): planned {summary.planned}, {summary.up_to_date} already up to date"
     )
     table = Table(
         "done", "adopted", "failed", "retrying", "lost leases", "remaining", "seconds", "images/s"
@@ -226,11 +244,11 @@ def _print_summary(summary) -> None:
     )
     console.print(table)
     for location, why in summary.failed.items():
-        console.print(f"[red]failed[/] {_reason(location, why)}")
+        console.print(f"[red]failed[/] {escape(_reason(location, why))}")
     if summary.failed:
         console.print("fix the causes, then run again with --retry-failed")
     for location, why in summary.unreadable.items():
-        console.print(f"[yellow]unreadable[/] {_reason(location, why)}")
+        console.print(f"[yellow]unreadable[/] {escape(_reason(location, why))}")
 
 
 def _reason(location: str, why: str) -> str:

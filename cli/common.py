@@ -5,9 +5,11 @@ Nothing here imports torch: ``photoimmune --help`` loads this module.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,6 +19,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
+from rich.text import Text
 
 #: Results go to stdout; progress, warnings and errors to stderr.
 console = Console()
@@ -40,6 +44,31 @@ def progress_bar(*fields: str, remaining: bool = False) -> Progress:
     return Progress(*columns, console=err_console)
 
 
+def table(*columns: str, title: str | None = None) -> Table:
+    """A table whose columns wrap their text instead of cutting it: a file name or a model
+    ref cut short with "…" hides the very answer a listing is asked for. (Wider terminals
+    show each on one line; on narrow ones, long names fold onto the next line.)"""
+    result = Table(title=title)
+    for column in columns:
+        result.add_column(column, overflow="fold")
+    return result
+
+
+def plain(value: object) -> Text:
+    """A table cell shown as written: file names and other user text are never markup
+    (``[/]x.png`` would crash rich, ``[red]`` would colour the cell)."""
+    return Text(str(value))
+
+
+def shown_path(location: str | os.PathLike[str]) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    path = Path(location)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (OSError, ValueError):
+        return str(location)
+
+
 def print_wide(renderable: RenderableType, width: int = 150) -> None:
     """Print to stdout at least ``width`` columns wide, so a table is never squeezed."""
     Console(width=max(console.width, width)).print(renderable)
@@ -61,8 +90,8 @@ def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | No
 
     def created(keys: KeyDir) -> None:
         err_console.print(
-            f"created development signing keys in {keys.path}; verifiers trust them with "
-            f"--trust {keys.ca_cert}"
+            f"created development signing keys in {escape(str(keys.path))}; verifiers trust "
+            f"them with --trust {escape(str(keys.ca_cert))}"
         )
 
     return resolve_signer(key, cert, keys_dir, on_created=created)

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from photoimmune.sdk.errors import InputError
+
+from . import checks
 from .common import console, print_wide, progress_bar, quiet_libraries
+
+#: What ``photoimmune.sdk.evaluate`` offers (its harness imports torch; a test keeps these equal).
+EVAL_METHODS = ("noise", "encoder", "diffusion")
+EDITS = ("img2img", "inpaint")
 
 
 def eval_command(
@@ -24,18 +31,20 @@ def eval_command(
     prompt: Annotated[
         list[str] | None, typer.Option("--prompt", help="Edit prompt; repeatable.")
     ] = None,
-    strength: Annotated[float, typer.Option(help="img2img strength.")] = 0.5,
-    edit_steps: Annotated[int, typer.Option(help="Denoising steps of each edit.")] = 20,
+    strength: Annotated[float, typer.Option(min=0, max=1, help="img2img strength.")] = 0.5,
+    edit_steps: Annotated[int, typer.Option(min=1, help="Denoising steps of each edit.")] = 20,
     eps: Annotated[str, typer.Option(help="L∞ budget, e.g. 8/255.")] = "8/255",
-    steps: Annotated[int, typer.Option(help="Encoder attack iterations.")] = 100,
-    diffusion_steps: Annotated[int, typer.Option(help="Diffusion attack iterations.")] = 20,
+    steps: Annotated[int, typer.Option(min=1, help="Encoder attack iterations.")] = 100,
+    diffusion_steps: Annotated[int, typer.Option(min=1, help="Diffusion attack iterations.")] = 20,
     methods: Annotated[str, typer.Option(help="Comma-separated: noise,encoder,diffusion.")] = (
         "noise,encoder,diffusion"
     ),
     robustness: Annotated[
         bool, typer.Option(help="Also edit after JPEG 95/75/50, resize and blur.")
     ] = True,
-    size: Annotated[int, typer.Option(help="Photos are centre-cropped to this square.")] = 128,
+    size: Annotated[
+        int, typer.Option(min=64, help="Photos are centre-cropped to this square.")
+    ] = 128,
     seed: Annotated[int, typer.Option(help="Seed of the edits and attacks.")] = 0,
     features: Annotated[
         Path | None,
@@ -52,9 +61,9 @@ def eval_command(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Edit clean and immunized photos; report SSIM, PSNR, VIFp, FSIM (FID, P/R, CLIP)."""
+    _check_options(model, edit, eps, methods, out, csv, features, clip)
     from pydantic import ValidationError
 
-    from photoimmune.sdk.errors import InputError
     from photoimmune.sdk.evaluate.harness import EvalSettings, evaluate
     from photoimmune.sdk.evaluate.processing import PROCESSING
     from photoimmune.sdk.io import atomic_write_bytes
@@ -125,3 +134,31 @@ def eval_command(
             f"CLIP similarity of the clean photos' edits: {report.reference_clip.mean:.2f}"
         )
     console.print(f"pictures: {', '.join(report.grids)}, {report.chart}")
+
+
+def _check_options(
+    model: str,
+    edit: str,
+    eps: str,
+    methods: str,
+    out: Path,
+    csv: Path | None,
+    features: Path | None,
+    clip: Path | None,
+) -> None:
+    """Everything a mistake could hide in, before the harness imports torch (minutes later
+    a typo would only then be found)."""
+    checks.models([model])
+    checks.one_of(edit, EDITS, "--edit")
+    checks.budget(eps)
+    for method in methods.split(","):
+        checks.one_of(method.strip(), EVAL_METHODS, "--methods")
+    checks.output_folder(out, "--out")
+    if csv is not None:
+        checks.output_file(csv, "--csv", overwrite=True)
+    if features is not None:
+        checks.input_files([features], "--features")
+    if clip is not None and not clip.is_dir():
+        raise InputError(
+            f"--clip {clip}: not a folder; pass a CLIPModel saved with save_pretrained"
+        )

@@ -12,10 +12,10 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from photoimmune.sdk.errors import OutputExistsError
 from photoimmune.sdk.models.bundled import bundled_models, model_index, resolve_model
 
-from .common import console, progress_bar
+from . import checks
+from .common import console, plain, progress_bar, table
 
 model_app = typer.Typer(
     help="The bundled tiny models and local diffusers folders.", no_args_is_help=True
@@ -23,16 +23,29 @@ model_app = typer.Typer(
 
 
 @model_app.command("list")
-def list_models() -> None:
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model.")] = False,
+) -> None:
     """List the bundled models (they load offline, like any diffusers folder)."""
-    table = Table("name", "registry ref", "latent scaling", "size", "path")
+    listing = table("name", "registry ref", "latent scaling", "size", "path")
     for m in bundled_models():
         vae_config = json.loads((m.path / "vae" / "config.json").read_text())
         size = sum(f.stat().st_size for f in m.path.rglob("*") if f.is_file())
-        table.add_row(
-            m.name, m.ref, str(vae_config["scaling_factor"]), f"{size / 1e6:.1f} MB", str(m.path)
+        record = {
+            "name": m.name,
+            "ref": m.ref,
+            "latent_scaling": vae_config["scaling_factor"],
+            "bytes": size,
+            "path": str(m.path),
+        }
+        if as_json:
+            typer.echo(json.dumps(record))
+            continue
+        listing.add_row(
+            m.name, m.ref, str(record["latent_scaling"]), f"{size / 1e6:.1f} MB", plain(m.path)
         )
-    console.print(table)
+    if not as_json:
+        console.print(listing)
 
 
 @model_app.command("path")
@@ -48,11 +61,14 @@ def model_path(
 @model_app.command("check")
 def check(
     model: Annotated[str, typer.Argument(help="A bundled name or a local diffusers folder.")],
-    resolution: Annotated[int, typer.Option(help="Square size the photos are resized to.")] = 128,
-    strength: Annotated[float, typer.Option(help="img2img strength.")] = 0.3,
+    resolution: Annotated[
+        int, typer.Option(min=8, help="Square size the photos are resized to.")
+    ] = 128,
+    strength: Annotated[float, typer.Option(min=0, max=1, help="img2img strength.")] = 0.3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Measure VAE PSNR and img2img fidelity on the held-out validation photos."""
+    checks.models([model], "MODEL")
     from dataclasses import asdict
 
     from photoimmune.sdk.models.quality import check_model
@@ -61,10 +77,10 @@ def check(
     if as_json:
         typer.echo(json.dumps(asdict(report)))
         return
-    table = Table("photo", "VAE PSNR (dB)", f"img2img@{strength} PSNR (dB)", title=report.model)
+    scores = Table("photo", "VAE PSNR (dB)", f"img2img@{strength} PSNR (dB)", title=report.model)
     for name, score in report.vae_psnr_db.items():
-        table.add_row(name, f"{score:.2f}", f"{report.img2img_psnr_db[name]:.2f}")
-    console.print(table)
+        scores.add_row(name, f"{score:.2f}", f"{report.img2img_psnr_db[name]:.2f}")
+    console.print(scores)
     console.print(
         f"load {report.load_seconds:.2f} s, one img2img call ({resolution}px, 10 steps) "
         f"{report.img2img_seconds:.2f} s"
@@ -77,12 +93,11 @@ def train_tiny_command(
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
 ) -> None:
     """Train a bundled tiny model release (deterministic; v1 from scratch, v2 from v1)."""
+    # Releases are the bundled versions; checked before torch is imported for training.
+    checks.one_of(str(version), [str(m.version) for m in bundled_models()], "--version")
+    checks.new_folder(out, "--out")
     from photoimmune.sdk.models.train_tiny import RELEASES, train_tiny
 
-    if version not in RELEASES:
-        raise typer.BadParameter(f"choose one of {sorted(RELEASES)}", param_hint="--version")
-    if out.exists():
-        raise OutputExistsError(f"{out}: already exists; choose a new folder")
     with progress_bar("loss {task.fields[loss]:.4f}", remaining=True) as bar:
         tasks: dict[str, TaskID] = {}
 

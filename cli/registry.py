@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from .common import console
+from . import checks
+from .common import console, plain, table
 
 registry_app = typer.Typer(
     help="A registry of signed attack targets (TUF): create, onboard, publish, serve.",
@@ -50,9 +51,12 @@ def init(
     paths = init_registry(
         folder, root_keys=root_keys, root_threshold=root_threshold, database_url=db
     )
-    console.print(f"registry in {folder}; give clients {paths.trusted_root}")
     console.print(
-        f"offline keys (move them off this machine): {paths.keys}/root-*.pem, targets.pem"
+        f"registry in {escape(str(folder))}; give clients {escape(str(paths.trusted_root))}"
+    )
+    console.print(
+        f"offline keys (move them off this machine): {escape(str(paths.keys))}/root-*.pem, "
+        "targets.pem"
     )
 
 
@@ -64,7 +68,9 @@ def keygen(
     from photoimmune.registry.keys import public_path, write_key
 
     signer = write_key(path)
-    console.print(f"key {signer.public_key.keyid[:16]}…; public half: {public_path(path)}")
+    console.print(
+        f"key {signer.public_key.keyid[:16]}…; public half: {escape(str(public_path(path)))}"
+    )
 
 
 @vendor_app.command("add")
@@ -85,7 +91,7 @@ def vendor_add(
     signers = [load_signer(p) for p in targets_key or [Path(registry) / "keys" / "targets.pem"]]
     handle = open_registry(registry, trusted_root=root)
     version = add_vendor(handle, vendor, [load_public_key(k) for k in key], threshold, signers)
-    console.print(f"{vendor} may publish {vendor}/*; targets is now v{version}")
+    console.print(f"{escape(vendor)} may publish {escape(vendor)}/*; targets is now v{version}")
 
 
 @registry_app.command("publish")
@@ -104,26 +110,43 @@ def publish_command(
     handle = open_registry(registry, trusted_root=root)
     version = publish(handle, target.ref.vendor, target_dir, [load_signer(k) for k in key])
     console.print(
-        f"published {target.ref} (target {target.digest[:16]}…); {target.ref.vendor} v{version}"
+        f"published {target.ref} (target {target.digest[:16]}…); {target.ref.vendor} v{version}",
+        highlight=False,
     )
 
 
 @registry_app.command("list")
-def list_command(registry: RegistryOpt, root: RootOpt = None) -> None:
+def list_command(
+    registry: RegistryOpt,
+    root: RootOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per release.")] = False,
+) -> None:
     """List every release, verified against the trusted root."""
     from photoimmune.registry.client import connect
 
     client = connect(registry, root)
-    table = Table("release", "recipe", "resolution", "pipelines", "digest")
-    for ref, target in sorted(client.releases().items(), key=lambda kv: str(kv[0])):
-        table.add_row(
+    listing = table("release", "recipe", "resolution", "pipelines", "digest")
+    releases = sorted(client.releases().items(), key=lambda kv: str(kv[0]))
+    for ref, target in releases:
+        if as_json:
+            record = {"release": str(ref), "recipe": target.recipe, "digest": target.digest}
+            typer.echo(
+                json.dumps(
+                    {**record, "resolution": target.resolution, "pipelines": target.pipelines}
+                )
+            )
+            continue
+        listing.add_row(
             str(ref),
-            target.recipe,
+            plain(target.recipe),
             str(target.resolution),
-            ",".join(target.pipelines),
+            ", ".join(target.pipelines),
             target.digest[:16],
         )
-    console.print(table)
+    if not as_json:
+        console.print(listing)
+    if not releases and not as_json:
+        console.print("no releases yet (or every vendor's role failed to verify)")
 
 
 @registry_app.command("show")
@@ -170,8 +193,11 @@ def export(
     """Write the whole repository as static files for any web server or CDN."""
     from photoimmune.registry.service import RegistryService
 
+    checks.output_folder(out, "OUT")
     count = RegistryService.open(folder, db).export(out)
-    console.print(f"wrote {count} files to {out}; serve it as-is (e.g. python -m http.server)")
+    console.print(
+        f"wrote {count} files to {escape(str(out))}; serve it as-is (e.g. python -m http.server)"
+    )
 
 
 @targets_app.command("build")
@@ -185,10 +211,18 @@ def build(
     ] = None,
 ) -> None:
     """Build the attack target a vendor publishes for one model release."""
+    from photoimmune.sdk.refs import ModelRef
+
+    ModelRef.parse(ref)  # vendor/model@version, checked before the model loads
+    checks.models([model])
+    checks.one_of(recipe, checks.RECIPES, "--recipe")
+    checks.output_folder(out, "-o/--out")
+    if target_image is not None:
+        checks.input_files([target_image], "--target-image")
     from photoimmune.sdk.io import load_image, pixels_to_tensor
     from photoimmune.sdk.targets import build_target, save_target
 
     image = None if target_image is None else pixels_to_tensor(load_image(target_image).pixels)
     target = build_target(model, ref=ref, recipe=recipe, image=image)  # type: ignore[arg-type]
     path = save_target(target, out)
-    console.print(f"{target.ref}: {path} (digest {target.digest[:16]}…)")
+    console.print(f"{target.ref}: {escape(str(path))} (digest {target.digest[:16]}…)")

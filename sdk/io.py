@@ -459,11 +459,7 @@ def atomic_write_bytes(
         >>> atomic_write_bytes("keys/db.url", b"postgresql://...", mode=0o600)  # doctest: +SKIP
         PosixPath('keys/db.url')
     """
-    dest = check_output_path(path)
-    if not overwrite and os.path.lexists(dest):  # lexists: a dangling link is in the way too
-        raise OutputExistsError(
-            f"{dest}: already exists; choose another output path or pass overwrite=True"
-        )
+    dest = check_output_path(path, overwrite=overwrite)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         # mkstemp creates the file 0600 (O_CREAT|O_EXCL), whatever the umask.
@@ -496,11 +492,12 @@ def atomic_write_bytes(
     return dest
 
 
-def check_output_path(path: str | os.PathLike[str]) -> Path:
+def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
     """Refuse an output path that can never be written; call it before computing the content.
 
-    A name longer than its file system allows (``NAME_MAX``, usually 255 bytes)
-    or a directory in the way would otherwise fail only at write time, after the
+    A name longer than its file system allows (``NAME_MAX``, usually 255 bytes),
+    a directory in the way, a parent that is a file, or (``overwrite=False``) a
+    file already there would otherwise fail only at write time, after the
     expensive part. :func:`atomic_write_bytes` checks this itself, and its
     temporary names are short, so a name that passes here never fails for its
     length later.
@@ -508,6 +505,9 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     Example:
         >>> check_output_path("out/cat.png")
         PosixPath('out/cat.png')
+        >>> check_output_path("photo.jpg", overwrite=False)  # doctest: +SKIP
+        Traceback (most recent call last):
+        OutputExistsError: photo.jpg: already exists; choose another output path or pass ...
         >>> check_output_path("out/" + "x" * 300 + ".png")  # doctest: +SKIP
         Traceback (most recent call last):
         OutputPathError: out/xxx…: the name is 304 bytes, over this file system's limit of 255 …
@@ -524,7 +524,45 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
             )
     if dest.is_dir():
         raise OutputExistsError(f"{dest}: is a directory; give a file name")
+    _check_parent_is_folder(dest)
+    if not overwrite and os.path.lexists(dest):  # lexists: a dangling link is in the way too
+        raise OutputExistsError(
+            f"{dest}: already exists; choose another output path or pass overwrite=True"
+        )
     return dest
+
+
+def check_output_dir(path: str | os.PathLike[str], *, option: str = "output folder") -> Path:
+    """Refuse a folder that files can never be written into; call it before any compute.
+
+    The folder may be missing (writers create it), but it must not be a file, nor
+    lie under one. ``option`` names it in the message (``"-o"`` in the CLI).
+
+    Example:
+        >>> check_output_dir("out/immunized")
+        PosixPath('out/immunized')
+        >>> check_output_dir("photo.jpg", option="-o")  # doctest: +SKIP
+        Traceback (most recent call last):
+        OutputPathError: -o photo.jpg: is a file, not a folder; give the folder to write into ...
+    """
+    folder = Path(path)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise OutputPathError(
+            f"{option} {folder}: is a file, not a folder; give the folder to write into "
+            "(it is created if missing)"
+        )
+    _check_parent_is_folder(folder / "x", option=option)
+    return folder
+
+
+def _check_parent_is_folder(dest: Path, option: str | None = None) -> None:
+    """The nearest existing parent of ``dest`` must be a folder (``a.jpg/b.png`` never works)."""
+    for parent in dest.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                where = f"{option} {dest.parent}" if option else str(dest)
+                raise OutputPathError(f"{where}: {parent} is a file, not a folder")
+            return
 
 
 def _name_max(folder: Path) -> int:

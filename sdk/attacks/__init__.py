@@ -7,15 +7,48 @@ Example:
     >>> x_adv = attack(x)  # doctest: +SKIP
 """
 
-from .base import Attack
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_getattr
 from .budget import budget_levels, format_budget, parse_budget
-from .diffusion import DiffusionAttack
-from .encoder import EncoderAttack, VAEEncoder, gray_target
-from .ensemble import Ensemble
-from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
-from .precision import PrecisionWarning, bf16_is_native, fast_dtype
-from .sizing import working_size
-from .transforms import JpegApprox, RandomBlur, RandomChoice, RandomResize, default_eot
+
+if TYPE_CHECKING:
+    from .base import Attack
+    from .diffusion import DiffusionAttack
+    from .encoder import EncoderAttack, VAEEncoder, gray_target
+    from .ensemble import Ensemble
+    from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
+    from .precision import PrecisionWarning, bf16_is_native, fast_dtype
+    from .sizing import working_size
+    from .transforms import JpegApprox, RandomBlur, RandomChoice, RandomResize, default_eot
+
+# Imported on first use: they pull in torch. Budgets stay torch-free, so the CLI can
+# check --eps before it pays seconds for torch.
+_LAZY = {
+    "Attack": "base",
+    "DiffusionAttack": "diffusion",
+    "EncoderAttack": "encoder",
+    "VAEEncoder": "encoder",
+    "gray_target": "encoder",
+    "Ensemble": "ensemble",
+    "PGDConfig": "pgd",
+    "PGDResult": "pgd",
+    "loss_and_grad": "pgd",
+    "run_pgd": "pgd",
+    "PrecisionWarning": "precision",
+    "bf16_is_native": "precision",
+    "fast_dtype": "precision",
+    "working_size": "sizing",
+    "JpegApprox": "transforms",
+    "RandomBlur": "transforms",
+    "RandomChoice": "transforms",
+    "RandomResize": "transforms",
+    "default_eot": "transforms",
+}
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "Attack",

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..attacks.budget import parse_budget
-from ..io import ImageSource, load_image, save_image
+from ..io import ImageSource, check_output_dir, load_image, save_image
 from ..samples import square_resize
 from .metrics import (
     PAIR_METRICS,
@@ -171,6 +171,8 @@ def evaluate(
 
     s = settings or EvalSettings()
     say = progress or (lambda message: None)
+    if out_dir is not None:  # the pictures are drawn last: a file in the way must fail first
+        check_output_dir(out_dir, option="out_dir")
     pipe = load_pipeline(s.model, s.edit)
     target = build_target(s.model)
     loaded = [load_image(p) for p in photos]

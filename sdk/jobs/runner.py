@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..io import (
     atomic_write_bytes,
+    check_output_dir,
     check_output_path,
     load_image,
     max_abs_delta,
@@ -169,6 +170,7 @@ def run(
     """
     started = time.perf_counter()
     settings = settings or JobSettings()
+    check_output_dir(out_dir, option="out_dir")  # a file in the way fails now, not per image
     try:
         job_plan = plan(catalog, registry, models)
         summary = JobSummary(

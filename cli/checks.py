@@ -1,0 +1,101 @@
+"""Options checked before anything heavy: a mistyped option is answered in milliseconds.
+
+Importing torch and loading a model cost seconds, and an attack minutes; an
+option that was wrong all along must not wait for them. Every command calls
+these first, then imports what it computes with. Nothing here imports torch
+(tests/test_cli_first_hour.py checks that, and bench/cli_latency.py times it).
+Each check raises an :class:`~photoimmune.sdk.errors.InputError` (exit status 2)
+naming the option and what it accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from photoimmune.sdk.attacks.budget import format_budget, parse_budget
+from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.io import check_output_dir, check_output_path
+from photoimmune.sdk.models.bundled import bundled_models, resolve_model
+
+#: The attacks ``immunize`` runs (``photoimmune.sdk.immunization.Method``; a test keeps
+#: them equal without importing torch here).
+METHODS = ("encoder", "diffusion")
+#: Target images of ``build_target`` (``photoimmune.sdk.targets.Recipe``, likewise).
+RECIPES = ("gray", "checker")
+_SUBSCRIPTION = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*$")
+
+
+def budget(value: str, option: str = "--eps") -> str:
+    """An L∞ budget such as ``8/255`` or ``0.03``, in its canonical text form."""
+    return format_budget(parse_budget(value, name=option))
+
+
+def one_of(value: str, allowed: Iterable[str], option: str) -> str:
+    choices = tuple(allowed)
+    if value not in choices:
+        raise InputError(f"{option} {value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
+def models(values: Iterable[str], option: str = "--model") -> list[str]:
+    """Each a bundled name or a local diffusers folder (resolving one reads no weights)."""
+    names = list(values)
+    for name in names:
+        try:
+            resolve_model(name)
+        except InputError as err:  # its message names the bundled models and what to do
+            raise InputError(f"{option}: {err}") from None
+    return names
+
+
+def bundled_model(value: str, option: str = "--model") -> str:
+    """A model that ships with photoimmune (the demo runs on nothing else)."""
+    return one_of(value, [m.name for m in bundled_models()], option)
+
+
+def subscriptions(values: Iterable[str], option: str = "--models") -> list[str]:
+    """``vendor/model`` names, comma-separated or repeated; a version is never subscribed to."""
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    for name in names:
+        if not _SUBSCRIPTION.match(name):
+            raise InputError(
+                f"{option} {name!r}: write vendor/model (lowercase, no @version: a job always "
+                "protects against each model's latest release), e.g. photoimmune/tiny-ldm"
+            )
+    if not names:
+        raise InputError(f"{option}: name at least one vendor/model")
+    return names
+
+
+def output_folder(path: Path, option: str = "--out") -> Path:
+    """A folder to write into: missing is fine (it is created), a file is not."""
+    return check_output_dir(path, option=option)
+
+
+def new_folder(path: Path, option: str) -> Path:
+    """A folder the command creates itself: it must not exist yet."""
+    if path.exists():
+        kind = "folder" if path.is_dir() else "file"
+        raise InputError(f"{option} {path}: a {kind} of that name exists; choose a new folder")
+    check_output_dir(path, option=option)
+    return path
+
+
+def output_file(path: Path, option: str, *, overwrite: bool) -> Path:
+    """A file the command writes at the end: refuse it now if it could not be written then."""
+    try:
+        return check_output_path(path, overwrite=overwrite)
+    except InputError as err:
+        raise InputError(f"{option}: {err}") from None
+
+
+def input_files(paths: Iterable[Path], option: str = "") -> list[Path]:
+    """Files that must exist now (keys, certificates, weights), not only once compute is over."""
+    found = list(paths)
+    for path in found:
+        if not path.is_file():
+            what = "a folder" if path.is_dir() else "no such file"
+            raise InputError(f"{option + ' ' if option else ''}{path}: {what}; check the path")
+    return found
