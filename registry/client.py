@@ -592,7 +592,16 @@ def connect(
     if trusted_root is None:
         from .service import RegistryPaths
 
-        local = RegistryPaths(Path(os.fspath(source)).expanduser()).trusted_root
+        text = os.fspath(source)
+        if text.startswith(("http://", "https://")):
+            # A server cannot vouch for itself: its root.json is trusted only as the copy its
+            # admin hands out, never as downloaded from it (a URL, not a path: no Path() here).
+            raise errors.RegistryUnavailableError(
+                f"{text}: no trusted root given; pass the registry's root.json (--root, or "
+                f"trusted_root=) as its admin distributes it; the server's own copy "
+                f"({text.rstrip('/')}/root.json) cannot vouch for the server"
+            )
+        local = RegistryPaths(Path(text).expanduser()).trusted_root
         if not local.is_file():
             raise errors.RegistryUnavailableError(
                 f"{os.fspath(source)}: no trusted root given and none at {local}; pass the "
