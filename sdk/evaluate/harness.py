@@ -166,7 +166,6 @@ def evaluate(
         ('noise', 0.97)
     """
     from ..models.pipelines import edit_image, load_pipeline
-    from ..pictures import bar_chart, comparison_grid
     from ..targets import build_target
 
     s = settings or EvalSettings()
@@ -219,6 +218,26 @@ def evaluate(
     )
     if out_dir is None:
         return report
+    grids, chart = _draw_pictures(
+        out_dir, s, names, images, reference, treated_by, plain_edits, rows, edit
+    )
+    return report.model_copy(update={"grids": grids, "chart": str(chart)})
+
+
+def _draw_pictures(
+    out_dir: Path,
+    s: EvalSettings,
+    names: list[str],
+    images: list[np.ndarray],
+    reference: list[list[np.ndarray]],
+    treated_by: dict,
+    plain_edits: dict,
+    rows: list,
+    edit: Callable[[np.ndarray, str], np.ndarray],
+) -> tuple[list[str], Path]:
+    """One comparison grid per photo and a bar chart of the unprocessed rows."""
+    from ..pictures import bar_chart, comparison_grid
+
     out_dir.mkdir(parents=True, exist_ok=True)
     grids = []
     for i, (photo, px) in enumerate(zip(names, images, strict=True)):
@@ -248,7 +267,7 @@ def evaluate(
         chart,
         overwrite=True,
     )
-    return report.model_copy(update={"grids": grids, "chart": str(chart)})
+    return grids, chart
 
 
 def _row(
