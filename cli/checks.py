@@ -61,8 +61,9 @@ def subscriptions(values: Iterable[str], option: str = "--models") -> list[str]:
     for name in names:
         if not _SUBSCRIPTION.match(name):
             raise InputError(
-                f"{option} {name!r}: write vendor/model (lowercase, no @version: a job always "
-                "protects against each model's latest release), e.g. photoimmune/tiny-ldm"
+                f"{option} {name!r}: subscribe to a model (vendor/model, lowercase), not a "
+                "version: a job always protects against each model's latest release; "
+                "e.g. photoimmune/tiny-ldm"
             )
     if not names:
         raise InputError(f"{option}: name at least one vendor/model")

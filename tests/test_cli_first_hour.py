@@ -120,7 +120,7 @@ def test_option_checks_name_the_option_and_the_choices():
         checks.budget("16")
     with pytest.raises(InputError, match="choose one of encoder, diffusion"):
         checks.one_of("foo", checks.METHODS, "--method")
-    with pytest.raises(InputError, match="no @version"):
+    with pytest.raises(InputError, match="not a version"):
         checks.subscriptions(["photoimmune/tiny-ldm@1"])
     assert checks.subscriptions(["a/b,c/d", "e/f"]) == ["a/b", "c/d", "e/f"]
     with pytest.raises(InputError, match="--model"):
