@@ -18,7 +18,9 @@ worker) sees new and replaced releases without calling :meth:`RegistryClient.ref
 A refresh that fails keeps the last verified state while that state is unexpired,
 and is retried on the next query; no failure is ever remembered as "no releases".
 One refresh (or download) ends within ``refresh_deadline`` seconds, however slowly
-a server drips its answer.
+a server drips its answer. Clients in several processes may share one cache: each
+refresh or download holds the cache's lock file, because ngclient re-links
+``root.json`` non-atomically and two updaters at once would trip over each other.
 
 Example:
     >>> client = RegistryClient("http://127.0.0.1:8470", trusted_root=Path("root.json"))
@@ -45,6 +47,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import httpx
+from filelock import FileLock, Timeout
 from pydantic import ValidationError
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
@@ -315,6 +318,7 @@ class RegistryClient:
         self.metadata_dir = self.cache / "metadata"
         self.targets_dir = self.cache / "targets"
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        self._cache_lock = FileLock(self.cache / ".lock")
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         self.offline = offline
         self.config = config or UpdaterConfig(
@@ -355,7 +359,8 @@ class RegistryClient:
                 bootstrap=self._root,
             )
             updater.refresh()
-        self._adopt(updater)
+            # Under the lock still: the files read back are this refresh's, not a newer one's.
+            self._adopt(updater)
 
     @_query
     def vendors(self) -> list[str]:
@@ -529,15 +534,32 @@ class RegistryClient:
 
     @contextmanager
     def _network(self) -> Iterator[None]:
-        """One deadline over every read inside, and our errors for python-tuf's."""
+        """One deadline over every read inside, the cache to ourselves, and our errors
+        for python-tuf's."""
         previous = self._fetcher.deadline
         own = time.monotonic() + self.refresh_deadline
         self._fetcher.deadline = own if previous is None else min(previous, own)
         try:
-            with _translated():
+            with self._locked_cache(), _translated():
                 yield
         finally:
             self._fetcher.deadline = previous
+
+    @contextmanager
+    def _locked_cache(self) -> Iterator[None]:
+        """Hold the cache's lock file; another process may be refreshing the same cache."""
+        try:
+            self._cache_lock.acquire(timeout=self.refresh_deadline)
+        except Timeout:
+            raise errors.RegistryUnavailableError(
+                f"{self.cache}: another process has held this registry cache for "
+                f"{self.refresh_deadline:.0f} s; try again, or give this client its own "
+                "cache_dir (PHOTOIMMUNE_CACHE_DIR)"
+            ) from None
+        try:
+            yield
+        finally:
+            self._cache_lock.release()
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -550,3 +550,21 @@ def test_each_trust_anchor_and_database_gets_its_own_state(tmp_path, base_target
     targets = load_signer(paths.keys / "targets.pem")
     assert add_vendor(registry, "acme", [generate_signer().public_key], 1, [targets]) == 2
     assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "reg" / "registry.db").exists()
+
+
+def _refresh_often(source: Path, root: Path, cache: Path, times: int) -> int:
+    client = RegistryClient(source, trusted_root=root, cache_dir=cache)
+    for _ in range(times):
+        client.refresh()
+    return len(client.releases())
+
+
+def test_processes_sharing_one_cache_refresh_without_tripping_over_each_other(repo):
+    # Two jobs on one machine share ~/.cache/photoimmune: ngclient re-links root.json with a
+    # remove-then-symlink, so unlocked refreshes at once fail with FileExistsError.
+    import multiprocessing
+
+    mirror = repo.mirror()
+    args = (mirror, repo.paths.trusted_root, repo.root / "shared-cache", 25)
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        assert pool.starmap(_refresh_often, [args] * 4) == [1] * 4
