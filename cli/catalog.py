@@ -33,7 +33,12 @@ def catalog_add(
     paths: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
     db: Annotated[str, typer.Option(help=DB_HELP)] = "catalog.db",
 ) -> None:
-    """Catalogue originals (idempotent: only new and changed files are recorded)."""
+    """Catalogue originals (idempotent: only new and changed files are recorded).
+
+    Exit status: 0 when every path was found and every image read; 1 when some image is
+    unreadable (recorded, with the reason); 2 when a path does not exist (the others are
+    still catalogued).
+    """
     from photoimmune.sdk.database import redact_url
     from photoimmune.sdk.jobs.catalog import Catalog
 
@@ -46,11 +51,15 @@ def catalog_add(
         err_console.print(f"[yellow]skipped[/] {escape(f'{path}: {why}')}")
     for path, why in report.unreadable.items():
         err_console.print(f"[red]unreadable[/] {escape(_reason(path, why))}")
+    for path, why in report.missing.items():
+        err_console.print(f"[red]missing[/] {escape(f'{path}: {why}')}")
     console.print(
         f"{len(report.added)} added, {len(report.updated)} changed, {report.unchanged} unchanged, "
-        f"{len(report.unreadable)} unreadable, {len(report.skipped)} skipped  "
-        f"({escape(redact_url(catalog.url))})"
+        f"{len(report.unreadable)} unreadable, {len(report.skipped)} skipped, "
+        f"{len(report.missing)} missing  ({escape(redact_url(catalog.url))})"
     )
+    if report.missing or report.unreadable:
+        raise typer.Exit(2 if report.missing else 1)
 
 
 @catalog_app.command("list")
@@ -193,7 +202,8 @@ def reimmunize_command(
         typer.echo(summary.model_dump_json())
     else:
         _print_summary(summary)
-    if summary.failed:
+    # An unreadable original is as unprotected as a failed one: neither is a success.
+    if summary.failed or summary.unreadable:
         raise typer.Exit(1)
 
 
@@ -230,12 +240,21 @@ def _print_summary(summary) -> None:
         f"worker(s)): planned {summary.planned}, {summary.up_to_date} already up to date"
     )
     table = Table(
-        "done", "adopted", "failed", "retrying", "lost leases", "remaining", "seconds", "images/s"
+        "done",
+        "adopted",
+        "failed",
+        "unreadable",
+        "retrying",
+        "lost leases",
+        "remaining",
+        "seconds",
+        "images/s",
     )
     table.add_row(
         str(len(summary.done)),
         str(len(summary.adopted)),
         str(len(summary.failed)),
+        str(len(summary.unreadable)),
         str(summary.retrying),
         str(summary.lost_leases),
         str(summary.remaining),
@@ -248,7 +267,12 @@ def _print_summary(summary) -> None:
     if summary.failed:
         console.print("fix the causes, then run again with --retry-failed")
     for location, why in summary.unreadable.items():
-        console.print(f"[yellow]unreadable[/] {escape(_reason(location, why))}")
+        console.print(f"[red]unreadable[/] {escape(_reason(location, why))}")
+    if summary.unreadable:
+        console.print(
+            "unreadable originals are not protected: replace or remove them, then run "
+            "`photoimmune catalog add` on them again"
+        )
 
 
 def _reason(location: str, why: str) -> str:

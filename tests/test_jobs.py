@@ -129,10 +129,13 @@ def test_catalog_add_is_idempotent_skips_non_images_and_records_unreadable(tmp_p
     assert not records[str(tmp_path / "in" / "broken.jpg")].readable
 
 
-def test_catalog_rejects_missing_paths_remote_uris_and_bad_databases(tmp_path):
+def test_catalog_reports_missing_paths_rejects_remote_uris_and_bad_databases(tmp_path):
     catalog = Catalog(tmp_path / "c.db")
-    with pytest.raises(InputError, match="no such file"):
-        catalog.add([tmp_path / "nowhere"])
+    make_photos(tmp_path / "here", 1)
+    # One mistyped folder costs only itself: the others are catalogued.
+    report = catalog.add([tmp_path / "nowhere", tmp_path / "here"])
+    assert report.missing == {str(tmp_path / "nowhere"): "no such file or folder; check the path"}
+    assert report.added == [str(tmp_path / "here" / "photo00.png")]
     with pytest.raises(InputError, match="only local files"):
         catalog.add(["s3://bucket/photos"])
     make_photos(tmp_path / "p", 1)
@@ -558,6 +561,35 @@ def test_cli_catalog_add_list_and_a_dry_run(tmp_path):
     )
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(rows) == 3 and all(r["protected_against"] == [] for r in rows)
+
+
+def test_cli_runs_with_missing_or_unreadable_items_exit_non_zero_and_say_so(tmp_path):
+    # Issue 31: `catalog add photos/ archive/2025/` aborted on the missing folder, and
+    # `reimmunize` said "failed 0" and exited 0 with a truncated JPEG in the catalog.
+    make_photos(tmp_path / "photos", 1)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    db = str(tmp_path / "c.db")
+    local_registry(tmp_path / "registry", ["tiny-ldm@1"])
+    add = subprocess.run(
+        [*CLI, "catalog", "add", "photos/", "archive/2025/", "--db", db],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert add.returncode == 2, add.stderr
+    assert "1 added" in add.stdout and "1 unreadable" in add.stdout and "1 missing" in add.stdout
+    assert "archive/2025/: no such file or folder" in add.stderr
+    job = subprocess.run(
+        [*CLI, "reimmunize", "--db", db, "--registry", str(tmp_path / "registry"),
+         "--models", MODEL, "--out", str(tmp_path / "immunized"), "--steps", "1",
+         "--threads", "1", "--keys", str(tmp_path / "keys")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert job.returncode == 1, job.stderr
+    assert f"unreadable {tmp_path / 'photos' / 'broken.jpg'}" in " ".join(job.stdout.split())
+    assert "unreadable originals are not protected" in job.stdout
+    assert len(list((tmp_path / "immunized").glob("*.png"))) == 1  # the readable one is done
 
 
 # -- schema ---------------------------------------------------------------------------

@@ -149,6 +149,7 @@ class AddReport(BaseModel):
     unchanged: int = 0
     unreadable: dict[str, str] = {}  # path -> why
     skipped: dict[str, str] = {}  # path -> why (not an image, an immunized copy)
+    missing: dict[str, str] = {}  # path as given -> why (nothing there)
 
 
 class Catalog:
@@ -202,6 +203,8 @@ class Catalog:
         Non-images are skipped with a warning; images that cannot be decoded are
         recorded as unreadable, with the reason, so a job reports rather than
         forgets them. Files this catalog wrote as immunized copies are skipped.
+        A path that does not exist is reported in ``missing``; the others are
+        still catalogued (one mistyped folder must not cost the rest).
 
         Example:
             >>> report = Catalog("photos.db").add(["photos/"])  # doctest: +SKIP
@@ -213,7 +216,7 @@ class Catalog:
         report = AddReport()
         with self.session() as session:
             copies = set(session.scalars(select(ImmunizedCopy.path)))
-        for path in _walk(paths):
+        for path in _walk(paths, report.missing):
             if progress is not None:
                 progress(path)
             location = str(path)
@@ -298,7 +301,8 @@ class Catalog:
             return {r.original_id: CopyRecord.model_validate(r) for r in rows}
 
 
-def _walk(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path]:
+def _walk(paths: Sequence[str | os.PathLike[str]], missing: dict[str, str]) -> Iterator[Path]:
+    """The files under ``paths``; a path with nothing there goes to ``missing`` instead."""
     for given in paths:
         path = _as_path(given)
         if path.is_dir():
@@ -313,7 +317,7 @@ def _walk(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path]:
             # with the reason, recorded like any unreadable image.
             yield path
         else:
-            raise InputError(f"{given}: no such file or folder; check the path")
+            missing[os.fspath(given)] = "no such file or folder; check the path"
 
 
 def _read_or_none(path: Path) -> bytes | None:
