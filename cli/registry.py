@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from . import checks
-from .common import console, plain, table
+from .common import console, err_console, plain, table
 
 registry_app = typer.Typer(
     help="A registry of signed attack targets (TUF): create, onboard, publish, serve.",
@@ -121,12 +121,20 @@ def list_command(
     root: RootOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per release.")] = False,
 ) -> None:
-    """List every release, verified against the trusted root."""
+    """List every release, verified against the trusted root.
+
+    Exit status: 0 when every vendor's releases verify; 1 when some vendor's do not (they
+    are left out, and the reason is printed: often a key rotation in progress).
+    """
     from photoimmune.registry.client import connect
 
     client = connect(registry, root)
     listing = table("release", "recipe", "resolution", "pipelines", "digest")
     releases = sorted(client.releases().items(), key=lambda kv: str(kv[0]))
+    for vendor, why in client.skipped_vendors.items():
+        err_console.print(
+            f"[red]left out[/] {escape(vendor)}'s releases: {escape(why)}", highlight=False
+        )
     for ref, target in releases:
         if as_json:
             record = {"release": str(ref), "recipe": target.recipe, "digest": target.digest}
@@ -145,8 +153,10 @@ def list_command(
         )
     if not as_json:
         console.print(listing)
-    if not releases and not as_json:
-        console.print("no releases yet (or every vendor's role failed to verify)")
+    if not releases and not as_json and not client.skipped_vendors:
+        console.print("no releases yet")
+    if client.skipped_vendors:
+        raise typer.Exit(1)
 
 
 @registry_app.command("show")

@@ -334,6 +334,9 @@ class RegistryClient:
         self._expires: datetime | None = None
         self._refreshed_at = -math.inf
         self._releases: dict[ModelRef, AttackTarget] | None = None
+        #: vendor -> why its role did not verify at the last :meth:`releases` (those are
+        #: left out of every answer; a listing that says nothing of them looks empty).
+        self.skipped_vendors: dict[str, str] = {}
         self._in_query = False
 
     # -- public API --------------------------------------------------------------------
@@ -380,8 +383,10 @@ class RegistryClient:
         return self._releases
 
     def _collect_releases(self) -> dict[ModelRef, AttackTarget]:
-        """Releases of every vendor whose role verifies; one broken vendor hides only itself."""
+        """Releases of every vendor whose role verifies; one broken vendor hides only itself
+        (and is named in :attr:`skipped_vendors`)."""
         found: dict[ModelRef, AttackTarget] = {}
+        self.skipped_vendors = {}
         for vendor in self.vendors():
             try:
                 role = self.vendor_role(vendor)
@@ -398,6 +403,7 @@ class RegistryClient:
                 raise  # an outage says nothing about the vendor: never an empty answer
             except (errors.RegistryError, ValidationError) as exc:
                 logger.warning("registry: skipping vendor %s: %s", vendor, exc)
+                self.skipped_vendors[vendor] = str(exc)
         return found
 
     @_query
@@ -633,6 +639,37 @@ def connect(
     return RegistryClient(source, trusted_root=trusted_root)
 
 
+#: ngclient's wording for too few signatures: "acme was signed by 0/1 keys".
+_UNSIGNED = re.compile(r"^(?P<role>\S+) was signed by \d+/\d+ keys")
+
+
+def _unsigned_cause(exc: Exception) -> str:
+    """The likely cause of metadata signed by too few of its keys, by which role it is.
+
+    An attack is possible in each case, but the honest mistakes are commoner: a root or
+    timestamp the trusted root's keys never signed is most often another registry's
+    ``root.json`` given as the anchor; a vendor role its delegated keys do not sign, a key
+    rotation whose old key was retired before the vendor re-signed with the new one.
+    """
+    found = _UNSIGNED.match(str(exc))
+    role = found["role"] if found else ""
+    if role in ("root", "timestamp"):
+        return (
+            "most likely the trusted root (--root, trusted_root=) is another registry's "
+            "root.json: pass the one this registry's admin distributes; if it is, the "
+            "metadata was forged or signed with revoked keys"
+        )
+    if role and role not in ("snapshot", "targets"):
+        return (
+            f"most likely a key rotation in progress: the admin delegated new keys to vendor "
+            f"{role!r} before {role}'s releases were re-signed with them. To recover, the admin "
+            f"delegates the old and the new keys together (`photoimmune registry vendor add "
+            f"{role} --key OLD.pub.pem --key NEW.pub.pem`) and the vendor publishes again "
+            "with the new key (vendor guide, 'Rotating your keys'); otherwise it was forged"
+        )
+    return "it was forged or signed with revoked keys"
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
     """Turn python-tuf's exceptions into photoimmune's, naming the attack caught."""
@@ -655,8 +692,7 @@ def _translated() -> Iterator[None]:
         ) from exc
     except tuf_errors.UnsignedMetadataError as exc:
         raise errors.SignatureThresholdError(
-            f"registry metadata lacks enough valid signatures ({exc}); it was forged or "
-            "signed with revoked keys"
+            f"registry metadata lacks enough valid signatures ({exc}); {_unsigned_cause(exc)}"
         ) from exc
     except tuf_errors.LengthOrHashMismatchError as exc:
         raise errors.TamperedTargetError(

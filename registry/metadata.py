@@ -228,7 +228,8 @@ def check_signed_by(delegator: Root | Targets, role: str, md: Metadata) -> None:
     except UnsignedMetadataError as exc:
         raise ReleaseRejectedError(
             f"{role} metadata v{md.signed.version} is not signed by enough of {role}'s keys "
-            f"({exc}); sign it with the keys the registry has on record"
+            f"({exc}); sign it with the keys the registry has on record (after a key "
+            "rotation: the ones the admin delegated last)"
         ) from None
 
 

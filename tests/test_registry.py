@@ -373,6 +373,40 @@ def test_a_revoked_vendor_key_signs_nothing(repo):
         repo.client(mirror).get("acme/quick@2")
 
 
+def test_a_key_rotation_skipped_to_its_last_step_is_named_as_such(repo, capsys):
+    # Issue 31: the vendor guide's rotation done in one step gave an empty `registry list`
+    # (exit 0), then "forged or signed with revoked keys" on a publish through the server.
+    from photoimmune.cli import main
+
+    new = write_key(repo.root / "acme-new.pem")
+    add_vendor(repo.registry, "acme", [new.public_key], 1, [repo.keys["targets"]])
+    http = TestClient(create_app(repo.service))
+    client = repo.client("http://testserver", cache="http-cache", http=http)
+    assert client.releases() == {}
+    assert "key rotation in progress" in client.skipped_vendors["acme"]
+    assert main(["registry", "list", "--registry", str(repo.paths.root)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "left out acme's releases" in err and "key rotation in progress" in err
+    folder = release(repo.base, "acme/quick@2", repo.root / "rel-rotated")
+    remote = RemoteRegistry("http://testserver", repo.paths.trusted_root, http)
+    with pytest.raises(SignatureThresholdError, match="registry vendor add acme --key OLD"):
+        publish(remote, "acme", folder, [new])
+    # The recovery the message names: both keys, then a publish with the new one.
+    both = [repo.acme.public_key, new.public_key]
+    add_vendor(repo.registry, "acme", both, 1, [repo.keys["targets"]])
+    assert publish(remote, "acme", folder, [new]) == 2
+    assert main(["registry", "list", "--registry", str(repo.paths.root)]) == 0
+
+
+def test_another_registrys_root_is_named_as_the_likely_cause(repo):
+    other = init_registry(repo.root / "other", root_keys=1, root_threshold=1)
+    client = RegistryClient(
+        repo.mirror(), trusted_root=other.trusted_root, cache_dir=repo.root / "other-cache"
+    )
+    with pytest.raises(SignatureThresholdError, match=r"another registry's root\.json"):
+        client.refresh()
+
+
 @pytest.mark.parametrize("file", ["tensors.safetensors", "target.json"])
 def test_tampered_target_files_are_refused(repo, file):
     mirror = repo.mirror()
