@@ -15,7 +15,7 @@ def amplify_delta(original: np.ndarray, immunized: np.ndarray, gain: float = 10.
     """Make a perturbation visible: ``0.5 + gain * δ``, as uint8 pixels.
 
     Example:
-        >>> amplify_delta(np.zeros((1, 1, 3), np.uint8), np.ones((1, 1, 3), np.uint8))[0, 0, 0]
+        >>> int(amplify_delta(np.zeros((1, 1, 3), np.uint8), np.ones((1, 1, 3), np.uint8))[0, 0, 0])
         138
     """
     delta = immunized.astype(np.float32) - original.astype(np.float32)
@@ -33,8 +33,8 @@ def comparison_grid(
 
     Example:
         >>> grid = comparison_grid([np.zeros((8, 8, 3), np.uint8)] * 2, ["a", "b"], tile=32)
-        >>> grid.size
-        (72, 58)
+        >>> grid.size  # two 32 px tiles and 4 px margins; an 18 px label under each
+        (76, 58)
     """
     columns = columns or len(images)
     rows = -(-len(images) // columns)

@@ -75,7 +75,7 @@ def write_samples(folder: str | Path = ".", size: int = 64) -> list[Path]:
     kept, so each guide can start with this step, in any order, in one folder.
 
     Example:
-        >>> [p.name for p in write_samples("guide")]  # doctest: +SKIP
+        >>> [p.name for p in write_samples("guide")]
         ['photo.jpg', 'portrait.png', 'coffee.jpg', 'motorcycle.jpg']
     """
     from .io import save_image

@@ -50,8 +50,8 @@ class PGDConfig:
     """Budget and optimiser settings. ``eps`` and ``step_size`` are in [0, 1] pixel scale.
 
     Example:
-        >>> PGDConfig(eps=8 / 255, steps=50).first_step
-        0.010457516339869282
+        >>> PGDConfig(eps=8 / 255, steps=50).first_step * 255  # eps / 3 under L∞
+        2.6666666666666665
     """
 
     eps: float = 8 / 255
@@ -286,7 +286,7 @@ def run_pgd(
     early stop at ``loss_target`` waits for an exact loss.
 
     Example:
-        >>> x = torch.full((1, 3, 8, 8), 0.5)
+        >>> x = torch.full((1, 3, 8, 8), 128 / 255)  # 8-bit values, as loaded images hold
         >>> res = run_pgd(lambda v: (v - 1).pow(2).flatten(1).mean(1), x, PGDConfig(steps=20))
         >>> bool(res.loss_after < res.loss_before), round(float((res.x_adv - x).abs().max() * 255))
         (True, 8)
