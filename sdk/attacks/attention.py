@@ -5,9 +5,7 @@ A VAE's mid block attends over every latent position at once: 4,096 tokens of
 CPU, ``scaled_dot_product_attention`` runs a flash kernel whose backward reaches
 well under the machine's bf16 matrix-product rate; in bf16 the
 explicit ``softmax(q kᵀ) v`` is mostly matrix products and runs them at that rate
-(measured on a 2-core AVX-512 CPU, forward + backward in bf16: 0.64 s -> 0.36 s
-at SD 1.5's shape, 2.62 s -> 2.29 s at the tiny VAE's; a whole PGD iteration
-at 512 px: 4.26 s -> 3.32 s on the tiny VAE, 9.38 s -> 9.05 s on SD 1.5's).
+(measured: docs/performance.md).
 It materialises the ``tokens²`` score matrix, so it is used only while that
 stays small.
 """

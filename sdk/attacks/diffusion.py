@@ -23,10 +23,8 @@ the backward pass instead of keeping them (the big saving at 512 px):
 ``"unet"`` or ``"vae"`` block by block (diffusers' own), ``True`` both, and
 ``"steps"`` each denoising step's whole UNet call as one unit (only the step's
 inputs are kept; one UNet's activations live at a time) with the VAE block by
-block (SD 1.5 inpainting at 512 px, bf16, 2-core AVX-512 CPU, empty prompt:
-0.33x the reference's peak memory, 5.3 GB, in 0.79x its time; with a prompt,
-which keeps both halves of guidance's batch, 0.35x in 1.09x; see
-docs/performance.md); ``channels_last`` runs the convolutions in NHWC
+block (what each costs and saves, measured: docs/performance.md);
+``channels_last`` runs the convolutions in NHWC
 (faster with bf16 on some CPUs and GPUs). Work that cannot change the result
 is skipped: a 9-channel inpainting UNet never needs the latent of the
 whole image, and with an empty prompt (PhotoGuard's setting and ours by default)

@@ -31,18 +31,16 @@ class VAEEncoder(torch.nn.Module):
     ``channels_last`` (NHWC convolutions: faster with bf16 on recent CPUs and on
     GPUs), ``dtype`` (e.g. ``torch.bfloat16`` weights, which saves the cast
     autocast makes on every call) and ``compile`` (``torch.compile`` of the
-    encoder, which fuses its group norms, activations and residual adds:
-    measured 3-9% faster per iteration on the SD 1.5 VAE at 512 px with bf16 on
-    a 2-core AVX-512 CPU, none at 256, after about 45 s of compiling per input
-    shape and grad mode, so it pays for long jobs at one working size).
+    encoder, which fuses its group norms, activations and residual adds; it
+    compiles once per input shape and grad mode, so it pays only for long jobs
+    at one working size). Their measured effects: docs/performance.md.
 
     ``float32_input`` runs the first convolution in float32 even under bf16
     weights or autocast (on by default with reduced-precision ``dtype``):
     bf16 would round ``x + δ`` to steps of about 0.004 in [-1, 1], coarser
     than PGD's late steps, and a bf16 attack then stalls short of where a
-    float32 one gets (measured on the SD 1.5 VAE at 256 px: 85 iterations, the
-    last 8 in float32, ended 0.0006 lower in ‖E(x')‖ with it). Its cost is
-    that of one 3-channel convolution.
+    float32 one gets (measured: docs/performance.md). Its cost is that of one
+    3-channel convolution.
 
     ``matmul_attention`` (same default) runs the mid block's attention as
     explicit matrix products on a CPU in bf16, where PyTorch's fused kernel is

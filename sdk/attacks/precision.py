@@ -2,10 +2,8 @@
 
 bfloat16 halves the cost of an attack iteration where the hardware has it: GPUs
 since Ampere, CPUs with AVX-512-BF16 or AMX (PyTorch's oneDNN kernels). Elsewhere
-PyTorch falls back to reference kernels, and bf16 becomes the slow choice:
-measured on an AVX2-only AMD EPYC with torch 2.14, a PGD iteration of the tiny
-VAE at 128 px took 3.4 s in bf16 against 0.19 s in float32 (18x slower), one
-64-channel 3x3 convolution at 128x128 4.1 s against 12 ms.
+PyTorch falls back to reference kernels, and bf16 becomes far slower than
+float32 (measured: docs/performance.md, "bf16 only where it is native").
 """
 
 from __future__ import annotations

@@ -89,8 +89,9 @@ _SCHEDULE = {
 class TrainConfig:
     """Everything that determines a trained tiny model (saved next to the weights).
 
-    Sizes were chosen by measuring this machine (2 cores, fp32: bf16 autocast is
-    ~20x *slower* for these narrow convolutions): VAE steps on 48-pixel crops and
+    Sizes were chosen by measuring this machine (2 cores, float32: bf16 autocast
+    is far *slower* for these narrow convolutions, docs/performance.md): VAE
+    steps on 48-pixel crops and
     UNet steps on 64-pixel crops (16x16 latents) keep a release under 30 minutes.
     Both networks are convolutional, so they run at any multiple of 8 pixels.
     """
