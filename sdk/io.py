@@ -126,6 +126,21 @@ def load_image(
     :attr:`LoadedImage.manifest`. PIL images and arrays carry no manifest (PIL
     drops it on open), so pass the path or the bytes when provenance matters.
 
+    Args:
+        source: a path, the file's bytes, a PIL image or a uint8 array (``(H, W)``,
+            ``(H, W, 3)`` or ``(H, W, 4)``).
+        max_pixels: refuse images with more pixels, before decoding.
+            Default: :data:`DEFAULT_MAX_PIXELS` (about 67 megapixels).
+        max_bytes: refuse files larger than this. Default: :data:`DEFAULT_MAX_BYTES`
+            (256 MiB).
+        verify: read and judge the file's C2PA manifest into
+            :attr:`LoadedImage.manifest`. Default: False.
+        trust: PEM trust anchors (CA certificates) for ``verify``. Default: None,
+            nothing trusted.
+
+    Returns:
+        The :class:`LoadedImage`; its pixels are read-only ``uint8 (H, W, 3)``.
+
     Example:
         >>> img = load_image("photo.jpg")
         >>> img.pixels.shape, img.pixels.dtype
@@ -453,6 +468,16 @@ def atomic_write_bytes(
     The path is checked first (:func:`check_output_path`); the temporary name is
     short whatever the final one, so a name that passes never fails for its length.
 
+    Args:
+        path: the file to write; missing parent folders are created.
+        data: the file's bytes.
+        overwrite: replace an existing file. Default: False (raise
+            :class:`OutputExistsError`).
+        mode: the file's permissions. Default: ``0o644``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
     Example:
         >>> atomic_write_bytes("out/report.json", b"{}")
         PosixPath('out/report.json')
@@ -656,6 +681,11 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
     PNG is lossless and the default everywhere an exact perturbation matters;
     JPEG and WebP are written at ``quality`` (WebP lossless when quality is 100).
 
+    Args:
+        pixels: uint8 RGB ``(H, W, 3)`` (grayscale ``(H, W)`` is expanded) or a PIL image.
+        fmt: ``"PNG"``, ``"JPEG"`` or ``"WEBP"``.
+        quality: JPEG/WebP quality, 1-100. Default: 95.
+
     Example:
         >>> len(encode_image(np.zeros((8, 8, 3), np.uint8), "PNG")) > 0
         True
@@ -682,6 +712,16 @@ def save_image(
     quality: int = 95,
 ) -> Path:
     """Encode ``pixels`` by the suffix of ``path`` and write the file atomically.
+
+    Args:
+        pixels: uint8 RGB ``(H, W, 3)`` or a PIL image.
+        path: the file to write; its suffix (``.png``, ``.jpg``, ``.jpeg``, ``.webp``)
+            picks the format.
+        overwrite: replace an existing file. Default: False.
+        quality: JPEG/WebP quality, 1-100. Default: 95.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
 
     Example:
         >>> save_image(load_image("photo.jpg").pixels, "out/photo.png")
@@ -731,6 +771,12 @@ def pixels_to_tensor(
     ``value_range="unit"`` gives ``[0, 1]`` (what photoimmune's budgets use);
     ``"signed"`` gives ``[-1, 1]`` (what diffusers' VAEs expect).
 
+    Args:
+        pixels: one uint8 ``(H, W, 3)`` array or a list of equal-size ones.
+        value_range: ``"unit"`` or ``"signed"``. Default: ``"unit"``.
+        device: where the tensor goes. Default: None, the CPU.
+        dtype: the tensor's dtype. Default: None, float32.
+
     Example:
         >>> pixels_to_tensor(np.full((2, 2, 3), 255, np.uint8)).amax().item()
         1.0
@@ -751,6 +797,11 @@ def tensor_to_pixels(tensor: torch.Tensor, *, value_range: PixelRange = "unit") 
     Values are clamped to the range and rounded to the nearest 8-bit level, so
     ``tensor_to_pixels(pixels_to_tensor(p))`` returns ``p`` exactly. A batch
     gives ``(N, H, W, 3)``.
+
+    Args:
+        tensor: ``(3, H, W)`` or ``(N, 3, H, W)``.
+        value_range: the range ``tensor`` is in, ``"unit"`` for ``[0, 1]`` or
+            ``"signed"`` for ``[-1, 1]``. Default: ``"unit"``.
 
     Example:
         >>> import torch

@@ -254,6 +254,15 @@ def build_target(
     ``image`` (``(1, 3, h, w)`` in [0, 1]) replaces the recipe with a chosen
     target image; it is resized to the model's resolution.
 
+    Args:
+        model: a bundled model name (``"tiny-ldm@1"``) or a local diffusers folder.
+        ref: the release's ``vendor/model@version``. Default: None, the bundled
+            model's own ref, or ``local/<folder name>@0`` for a folder.
+        recipe: the target image, ``"gray"`` or ``"checker"`` (``"image"`` when
+            ``image`` is given). Default: ``"gray"`` (PhotoGuard's).
+        image: a chosen target image instead of the recipe. Default: None.
+        prompts: prompts whose embeddings the diffusion attack uses. Default: ``("",)``.
+
     Example:
         >>> build_target("tiny-ldm@2", recipe="checker").resolution  # doctest: +SKIP
         128
@@ -292,6 +301,13 @@ def build_target(
 def save_target(target: AttackTarget, folder: Path) -> Path:
     """Write ``target.json`` and its tensors into ``folder`` (created; files written atomically).
 
+    Args:
+        target: the target to save (built, or loaded with its tensors).
+        folder: where to write; existing files of the same names are replaced.
+
+    Returns:
+        The path of ``target.json``.
+
     Example:
         >>> save_target(build_target("tiny-ldm@1"), Path("out/tiny-ldm-1"))  # doctest: +SKIP
         PosixPath('out/tiny-ldm-1/target.json')
@@ -321,6 +337,13 @@ def load_target(folder: Path) -> AttackTarget:
 
     Bundled releases attach their weights automatically; otherwise call
     :meth:`AttackTarget.bind_model`.
+
+    Args:
+        folder: the folder holding ``target.json`` and its tensor file.
+
+    Raises:
+        InputError: ``folder`` holds no target.
+        TargetIntegrityError: the tensors do not match what the descriptor names.
     """
     target = parse_target(*read_target_files(folder))
     attach_bundled(target)
