@@ -36,7 +36,15 @@ from photoimmune.registry.client import RegistryClient, connect
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.descriptor import METHODS, Budget, Method
 from photoimmune.sdk.errors import InputError, OutputExistsError
-from photoimmune.sdk.keys import KeyDir, ManifestSigner, SigningKeyError, open_keys
+from photoimmune.sdk.keys import (
+    KeyDir,
+    ManifestSigner,
+    SigningKeyError,
+    default_key_dir,
+    default_trust_anchors,
+    read_trust_anchors,
+    resolve_signer,
+)
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest, sign_pixels
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_fingerprints
@@ -92,10 +100,14 @@ class ImmunizationCheck:
             registry if isinstance(registry, RegistryClient) else connect(registry, trusted_root)
         )
         self.policy: Policy = policy
-        self.trust = _read_trust(trust)
+        self.trust: list[bytes] = read_trust_anchors(trust) or []
+        # The vendor's own re-signed images must read as covered when they come back, or
+        # each pass would stack another ε on them: a KeyDir's CA is trusted, and so is the
+        # fallback (development) key's (again once it exists, see :attr:`signer`).
         if isinstance(signer, KeyDir) and signer.ca_cert.is_file():
-            # The vendor's own re-signed images must read as covered when they come back.
-            self.trust = [*(self.trust or []), signer.trust_anchor_pem()]
+            self._trust_also([signer.trust_anchor_pem()])
+        elif signer is None:
+            self._trust_also(default_trust_anchors())
         if not self.trust:
             logger.warning(
                 "no trust anchors: no manifest can be trusted, so every signed image is "
@@ -334,27 +346,31 @@ class ImmunizationCheck:
             logger.debug("%s: %s, passed", check.source, check.status)
         return check
 
+    def _trust_also(self, anchors: Sequence[bytes]) -> None:
+        self.trust += [anchor for anchor in anchors if anchor not in self.trust]
+
     @property
     def signer(self) -> ManifestSigner:
-        """The vendor's signer; without one, the development vendor key (created if needed)."""
+        """The vendor's signer; without one, the development vendor key (created if needed,
+        and trusted like a KeyDir's)."""
         if isinstance(self._signer, ManifestSigner):
             return self._signer
         if isinstance(self._signer, KeyDir):
-            keys = self._signer
-            if not keys.exists():
+            if not self._signer.exists():
                 raise SigningKeyError(
-                    f"{keys.path}: no signing keys there; pass the folder `photoimmune keys "
-                    "init` made, or a ManifestSigner"
+                    f"{self._signer.path}: no signing keys there; pass the folder `photoimmune "
+                    "keys init` made, or a ManifestSigner"
                 )
-        else:
-            keys, _ = open_keys()
-        if self._signer is None:
-            logger.warning(
-                "no signer given: signing re-immunized images with the development vendor key "
-                "in %s; production passes signer=ManifestSigner.from_pem(key, cert)",
-                keys.path,
-            )
-        self._signer = keys.signer("vendor")
+            self._signer = self._signer.signer("vendor")
+            return self._signer
+        self._signer = resolve_signer(role="vendor")
+        self._trust_also(default_trust_anchors())  # the folder may have been made just now
+        logger.warning(
+            "no signer given: signing re-immunized images with the development vendor key in "
+            "%s (trusted here as your own); production passes "
+            "signer=ManifestSigner.from_pem(key, cert)",
+            default_key_dir(),
+        )
         return self._signer
 
     def _save(self, image: EditedImage, signed: bytes) -> str | None:
@@ -391,22 +407,3 @@ def _stem(source: str) -> str:
 
 def _chain_refs(manifest: ManifestReport | None) -> tuple[str, ...]:
     return manifest.protected_against if manifest is not None else ()
-
-
-def _read_trust(trust) -> TrustAnchors:
-    """PEM trust anchors from bytes, a path, or a list of either."""
-    if trust is None or isinstance(trust, bytes):
-        return trust
-    items = [trust] if isinstance(trust, str | os.PathLike) else list(trust)
-    anchors = []
-    for item in items:
-        if isinstance(item, bytes) or (isinstance(item, str) and "-----BEGIN" in item):
-            anchors.append(item.encode() if isinstance(item, str) else item)
-            continue
-        try:
-            anchors.append(Path(item).read_bytes())
-        except OSError as exc:
-            raise InputError(
-                f"trust anchor {item}: {exc.strerror}; pass a CA certificate PEM"
-            ) from None
-    return anchors

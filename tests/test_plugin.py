@@ -204,6 +204,26 @@ def test_outdated_image_is_reimmunized_signed_and_chained(
     assert v1_pipe.immunization_report.images[0].status == "covered"
 
 
+def test_the_default_setup_trusts_its_own_output_and_reports_progress(registry_dir, v1_signed):
+    # Issue 31 #7: no signer=, no trust=: the fallback (development) key signs, and its CA
+    # is trusted like a KeyDir's, so the pipeline's own output fed back is not re-immunized
+    # (another ε on top). The publisher's CA is not trusted here: v1_signed is 'unverified'.
+    steps: list[tuple[int, int]] = []
+    pipe = load_pipeline("tiny-ldm@2")
+    pipe.enable_immunization_check(
+        registry_dir, progress=lambda step, total, loss: steps.append((step, total)), **FAST
+    )
+    _edit(pipe, str(v1_signed))
+    (first,) = pipe.immunization_report.images
+    assert (first.status, first.action) == ("unverified", "reimmunized")
+    assert steps[:2] == [(1, 8), (2, 8)] and (8, 8) in steps  # the attack's steps, reported
+    reported = len(steps)
+    _edit(pipe, first.signed_image)
+    (again,) = pipe.immunization_report.images
+    assert (again.status, again.action, again.verdict) == ("covered", "passed", "trusted")
+    assert len(steps) == reported  # nothing ran the second time
+
+
 @pytest.mark.slow
 def test_reimmunizes_with_the_diffusion_attack_end_to_end(registry_dir, keys, v1_signed):
     """method="diffusion": the plugin runs PhotoGuard's diffusion attack through the

@@ -232,7 +232,7 @@ def work_key(job_plan: Plan, settings: JobSettings) -> str:
 
 def _signing(signer, trust):
     """The signer, and the trust anchors its finished files verify against."""
-    from ..keys import open_keys
+    from ..keys import default_trust_anchors, read_trust_anchors, resolve_signer
 
     if signer is not None:
         if trust is None:
@@ -240,11 +240,13 @@ def _signing(signer, trust):
                 "a job with its own signer needs trust= (--trust): the CA certificate the "
                 "signer's chain leads to, so files a killed job left behind can be verified"
             )
-        return signer, trust
-    keys, created = open_keys()
-    if created:
+        return signer, read_trust_anchors(trust)
+
+    def created(keys) -> None:
         logger.warning("jobs: created development signing keys in %s", keys.path)
-    return keys.signer("publisher"), trust or keys.trust_anchor_pem()
+
+    signer = resolve_signer(on_created=created)
+    return signer, read_trust_anchors(trust) if trust is not None else default_trust_anchors()
 
 
 def _fetch_targets(registry, job_plan: Plan, weights: dict[str, str]) -> list:
