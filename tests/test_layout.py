@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import sysconfig
@@ -81,3 +82,27 @@ def test_descriptor_and_weights_sides_agree(tmp_path):
     assert bound is not unbound and bound.has_weights and not unbound.has_weights
     assert bound.digest == unbound.digest
     assert bound.tensor("z_target").shape == target.tensor("z_target").shape
+
+
+MAX_BODY_LINES = 80  # issue 29: a longer flow is split into numbered, named steps
+
+
+def _body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    body = function.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring is not body
+    return 0 if not body else (function.end_lineno or 0) - body[0].lineno + 1
+
+
+def test_no_library_function_body_runs_over_80_lines():
+    too_long = []
+    for package in ("sdk", "registry", "diffusers_plugin", "cli"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:  # Alembic's generated scripts
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = _body_lines(node)
+                    if lines > MAX_BODY_LINES:
+                        too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not too_long, f"over {MAX_BODY_LINES} lines: {too_long}"
