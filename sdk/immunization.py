@@ -28,7 +28,7 @@ from PIL import Image
 from .attacks.base import Attack
 from .attacks.budget import format_budget, parse_budget
 from .attacks.ensemble import Ensemble
-from .attacks.pgd import PGDConfig
+from .attacks.pgd import PGDConfig, PGDResult
 from .attacks.sizing import check_attack_size
 from .attacks.transforms import default_eot
 from .descriptor import Budget, Method
@@ -100,7 +100,7 @@ def _build_attack(
 
 
 def immunize(
-    images: ImageSource | Sequence[ImageSource],
+    images: ImageSource | list[ImageSource] | tuple[ImageSource, ...],
     targets: TargetLike | Sequence[TargetLike],
     *,
     method: Method | None = None,
@@ -120,53 +120,80 @@ def immunize(
 ) -> ImmunizationResult | list[ImmunizationResult]:
     """Immunize one image (returns one result) or a list of images (returns a list).
 
+    The steps, numbered as in the code:
+
+    1. Check the inputs: load the images, resolve the targets and refuse a size
+       no attack can afford, all before any model is loaded.
+    2. Choose the budget: what the caller gave, the rest from the first target.
+    3. Build the attack: one per target, an :class:`Ensemble` when there are several.
+    4. Attack each group of equal-size images as one batch; record one
+       :class:`Protection` per target and image.
+
     Args:
-        images: paths, bytes, PIL images or uint8 arrays.
-        targets: :class:`AttackTarget` objects, bundled model names (``"tiny-ldm@1"``)
-            or local diffusers folders; several targets share one δ (an ensemble).
-        method: ``"encoder"`` or ``"diffusion"``; default: the method of the (first)
-            target's recommended budget (see :meth:`AttackTarget.recommended_budget`).
-        eps: L∞ budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``; default: the
+        images: one image or a list (or tuple) of them; each a path, bytes, a PIL image
+            or a uint8 ``(H, W, 3)`` array (see :func:`~photoimmune.sdk.io.load_image`).
+        targets: one or several :class:`AttackTarget` objects, bundled model names
+            (``"tiny-ldm@1"``) or local diffusers folders; several share one δ (an
+            ensemble).
+        method: ``"encoder"`` or ``"diffusion"``. Default: None, the method of the
+            (first) target's recommended budget (:meth:`AttackTarget.recommended_budget`).
+        eps: budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``. Default: None, the
             target's recommended ε for that method.
-        steps: PGD iterations; default: the target's recommended number for that method.
+        steps: PGD iterations. Default: None, the target's recommended number for that
+            method (:data:`DEFAULT_STEPS` without a recommendation).
+        seed: seed of the attack's random start and noise. Default: 0.
+        norm: ``"linf"`` or ``"l2"``, the norm ``eps`` bounds. Default: ``"linf"``.
+        recipe: how a target is built from a model name or folder (see
+            :func:`~photoimmune.sdk.targets.build_target`). Default: ``"gray"``.
+        weights: one weight per target in an ensemble's loss. Default: None, equal.
         mask: ``(H, W)`` array, nonzero where pixels may change (e.g. the region an
-            inpainting edit keeps). Same mask for every image.
+            inpainting edit keeps); the same mask for every image. Default: None, all.
         eot: average gradients over random JPEG/resize/blur for robustness.
+            Default: False.
+        prompt: the diffusion attack's prompt. Default: ``""``, PhotoGuard's.
+        device: where the attack runs. Default: ``"cpu"``.
         autocast: e.g. ``torch.bfloat16`` to run the model under autocast.
-        **pgd: further :class:`PGDConfig` fields (``schedule``, ``momentum``...).
+            Default: None, float32.
+        progress: called as ``progress(step, steps, loss)`` after each iteration.
+            Default: None.
+        **pgd: further :class:`~photoimmune.sdk.attacks.pgd.PGDConfig` fields
+            (``schedule``, ``momentum``...).
+
+    Returns:
+        One :class:`ImmunizationResult` for one image, a list for a list of images.
 
     Example:
-        >>> result = immunize("photo.png", "tiny-ldm@1", eps="8/255", seed=0)  # doctest: +SKIP
+        >>> result = immunize("photo.jpg", "tiny-ldm@1", eps="8/255", seed=0)  # doctest: +SKIP
         >>> result.max_abs_delta <= 8  # doctest: +SKIP
         True
     """
+    # 1. Check the inputs before any model loads
     single = not isinstance(images, list | tuple)
-    loaded = [load_image(im) for im in ([images] if single else images)]
-    target_list = (
-        [targets] if isinstance(targets, AttackTarget | str | os.PathLike) else list(targets)
-    )
+    loaded = [load_image(im) for im in (images if isinstance(images, list | tuple) else [images])]
+    target_list = [targets] if isinstance(targets, AttackTarget | str | os.PathLike) else targets
     resolved = [
         t if isinstance(t, AttackTarget) else build_target(t, recipe=recipe) for t in target_list
     ]
-    for image in loaded:  # refuse a shape no attack can afford before any model is loaded
+    for image in loaded:
         for target in resolved:
             check_attack_size(image.height, image.width, target.resolution, name=image.name)
+
+    # 2. Choose the budget
     chosen = choose_budget(resolved[0], method, eps, steps)
-    method = chosen.method
     budget = parse_budget(chosen.eps, upper=None if norm == "l2" else Fraction(1))
+    eot_options: dict[str, Any] = {"eot": default_eot(), "eot_samples": 2} if eot else {}
     config = PGDConfig(
-        eps=float(budget),
-        steps=chosen.steps,
-        norm=norm,
-        autocast=autocast,
-        **({"eot": default_eot(), "eot_samples": 2} if eot else {}),
-        **pgd,
+        eps=float(budget), steps=chosen.steps, norm=norm, autocast=autocast, **eot_options, **pgd
     )
+
+    # 3. Build the attack
     dev = torch.device(device)
-    members = [_build_attack(t, method, config, dev, prompt) for t in resolved]
+    members = [_build_attack(t, chosen.method, config, dev, prompt) for t in resolved]
     attack = members[0] if len(members) == 1 else Ensemble(members, weights, config=config)
 
-    results: list[ImmunizationResult | None] = [None] * len(loaded)
+    # 4. Attack each group of equal-size images as one batch
+    applied = chosen.model_copy(update={"norm": norm, "eps": format_budget(budget)})
+    results: dict[int, ImmunizationResult] = {}
     for indices in _same_size_groups(loaded):
         group = [loaded[i] for i in indices]
         x = pixels_to_tensor([im.pixels for im in group], device=dev)
@@ -174,33 +201,49 @@ def immunize(
         started = time.perf_counter()
         outcome = attack.perturb(x, mask=pixel_mask, seed=seed, progress=progress)
         seconds = time.perf_counter() - started
-        before, after = _per_target_losses(attack, members, x, outcome)
-        adv_pixels = tensor_to_pixels(outcome.x_adv)
-        for j, i in enumerate(indices):
-            protections = [
+        losses = _per_target_losses(attack, x, outcome)
+        group_results = _group_results(group, resolved, applied, outcome, losses, seconds)
+        results.update(zip(indices, group_results, strict=True))
+    final = [results[i] for i in range(len(loaded))]
+    return final[0] if single else final
+
+
+def _group_results(
+    group: list[LoadedImage],
+    targets: list[AttackTarget],
+    applied: Budget,
+    outcome: PGDResult,
+    losses: tuple[list[list[float]], list[list[float]]],
+    seconds: float,
+) -> list[ImmunizationResult]:
+    """One result per image of an attacked group, each with one Protection per target."""
+    before, after = losses
+    adv_pixels = tensor_to_pixels(outcome.x_adv)
+    duration_ms = round(seconds * 1000 / len(group))
+    return [
+        ImmunizationResult(
+            pixels=adv_pixels[j],
+            original=np.asarray(image.pixels),
+            protections=[
                 Protection(
-                    target_ref=str(t.ref),
-                    target_digest=t.digest,
-                    method=method,
-                    norm=norm,
-                    eps=format_budget(budget),
+                    target_ref=str(target.ref),
+                    target_digest=target.digest,
+                    method=applied.method,
+                    norm=applied.norm,
+                    eps=applied.eps,
                     steps=outcome.steps_run,
                     loss_before=format_loss(before[k][j]),
                     loss_after=format_loss(after[k][j]),
-                    duration_ms=round(seconds * 1000 / len(indices)),
+                    duration_ms=duration_ms,
                 )
-                for k, t in enumerate(resolved)
-            ]
-            results[i] = ImmunizationResult(
-                pixels=adv_pixels[j],
-                original=np.asarray(group[j].pixels),
-                protections=protections,
-                seconds=seconds,
-                source=group[j].name,
-                loss_history=outcome.history,
-            )
-    final = [r for r in results if r is not None]
-    return final[0] if single else final
+                for k, target in enumerate(targets)
+            ],
+            seconds=seconds,
+            source=image.name,
+            loss_history=outcome.history,
+        )
+        for j, image in enumerate(group)
+    ]
 
 
 def choose_budget(
@@ -249,7 +292,10 @@ def _mask_tensor(mask: np.ndarray, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.asarray(mask) != 0).to(x)[None, None]
 
 
-def _per_target_losses(attack, members, x, outcome) -> tuple[list[list[float]], list[list[float]]]:
+def _per_target_losses(
+    attack: Attack, x: torch.Tensor, outcome: PGDResult
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Each target's loss per image, before and after (an ensemble's members one by one)."""
     if isinstance(attack, Ensemble):
         before = [t.tolist() for t in attack.member_losses(x)]
         after = [t.tolist() for t in attack.member_losses(outcome.x_adv)]

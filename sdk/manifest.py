@@ -134,6 +134,18 @@ def sign_image(
 ) -> bytes:
     """Return ``data`` (PNG, JPEG or WebP bytes) with a signed immunization manifest.
 
+    Args:
+        data: the immunized file's bytes; its pixels are hashed into the assertion.
+        protections: what was done to the image (``ImmunizationResult.protections``).
+        signer: the key and certificate chain that sign (see :mod:`~photoimmune.sdk.keys`).
+        parent: the original file's bytes, kept as the ``parentOf`` ingredient (with
+            its own manifest, if any). Default: None, no parent.
+        title: the manifest's title. Default: None, ``"immunized.<format>"``.
+
+    Raises:
+        InputError: ``data`` is not PNG, JPEG or WebP.
+        ManifestError: signing failed (a key that does not match its certificate...).
+
     Example:
         >>> signed = sign_image(png_bytes, result.protections, keys.signer())  # doctest: +SKIP
         >>> read_manifest(signed, trust=keys.trust_anchor_pem()).verdict  # doctest: +SKIP
@@ -223,6 +235,15 @@ def sign_pixels(
 ) -> bytes:
     """Encode pixels as ``fmt`` and sign them: the bytes of a finished immunized file.
 
+    Args:
+        pixels: uint8 RGB ``(H, W, 3)``, e.g. ``ImmunizationResult.pixels``.
+        protections: what was done to the image.
+        signer: the key and certificate chain that sign.
+        fmt: ``"PNG"``, ``"JPEG"`` or ``"WEBP"``. Default: ``"PNG"`` (lossless, which
+            keeps the perturbation exact).
+        parent: the original file's bytes (see :func:`sign_image`). Default: None.
+        title: the manifest's title. Default: None.
+
     Example:
         >>> data = sign_pixels(result.pixels, result.protections, signer)  # doctest: +SKIP
         >>> atomic_write_bytes("out/cat.png", data)  # doctest: +SKIP
@@ -235,9 +256,15 @@ def read_manifest(
 ) -> ManifestReport:
     """Read, validate and judge the manifest in an image file's bytes.
 
-    ``trust`` is the PEM trust anchors (CA certificates) to accept; without any,
-    nothing is trusted. ``pixels`` saves decoding when the caller already did.
-    Undecodable bytes raise :class:`~photoimmune.sdk.errors.ImageLoadError`.
+    Args:
+        data: the image file's bytes.
+        trust: PEM trust anchors (CA certificates) to accept, one or several.
+            Default: None, nothing is trusted (an intact manifest is ``untrusted``).
+        pixels: the file's decoded pixels, which saves decoding when the caller
+            already did. Default: None, decoded from ``data``.
+
+    Raises:
+        ImageLoadError: ``data`` cannot be decoded.
 
     Example:
         >>> read_manifest(open("cat.png", "rb").read(), trust=ca_pem).ok  # doctest: +SKIP
@@ -355,7 +382,10 @@ def _history(label: str, manifests: dict) -> tuple[ImmunizationAssertion, ...]:
             for ing in manifest.get("ingredients", [])
             if ing.get("relationship") == "parentOf"
         ]
-        label = parents[0] if parents else None
+        parent = parents[0] if parents else None
+        if not isinstance(parent, str):  # the parent carried no manifest: the chain ends here
+            break
+        label = parent
     return tuple(reversed(chain))
 
 
