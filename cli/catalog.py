@@ -114,8 +114,23 @@ def reimmunize_command(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Finish at most N images, then stop.")
     ] = None,
-    eps: Annotated[str, typer.Option(help="L-inf budget in [0, 1] pixel scale.")] = "8/255",
-    steps: Annotated[int, typer.Option(min=1, help="PGD iterations per image.")] = 100,
+    method: Annotated[
+        str | None,
+        typer.Option(help="encoder or diffusion (default: the target's recommendation)."),
+    ] = None,
+    eps: Annotated[
+        str | None,
+        typer.Option(
+            help="L-inf budget in [0, 1] pixel scale, 8/255 or 0.03 (default: the target's "
+            "recommendation for the method)."
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="PGD iterations per image (default: the target's recommendation)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
     threads: Annotated[
         int | None,
@@ -148,7 +163,10 @@ def reimmunize_command(
     # Every option first: the job below imports torch and may run for hours.
     names = checks.subscriptions(models)
     checks.one_of(engine, ("local", "ray"), "--engine")
-    eps = checks.budget(eps)
+    if method is not None:
+        checks.one_of(method, checks.METHODS, "--method")
+    if eps is not None:
+        eps = checks.budget(eps)
     checks.output_folder(out, "--out")
     bound = dict(_weight(w) for w in weights or [])
     checks.input_files([p for p in (key, cert, trust) if p is not None])
@@ -173,7 +191,13 @@ def reimmunize_command(
     from photoimmune.sdk.jobs.worker import JobSettings
 
     quiet_libraries()
-    settings = JobSettings(eps=eps, steps=steps, seed=seed, threads=threads)
+    settings = JobSettings(
+        method=method,  # type: ignore[arg-type]  # checked above: one of checks.METHODS
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        threads=threads,
+    )
     with progress_bar("{task.fields[current]}") as bar:
         task = bar.add_task("re-immunizing", total=None, current="")
 
@@ -236,7 +260,8 @@ def _print_plan(job_plan, as_json: bool) -> None:
 
 def _print_summary(summary) -> None:
     console.print(
-        f"against {escape(', '.join(summary.targets))} ({summary.engine}, {summary.workers} "
+        f"against {escape(', '.join(summary.targets))} ({summary.method} attack, ε "
+        f"{summary.eps}, {summary.steps} steps; {summary.engine}, {summary.workers} "
         f"worker(s)): planned {summary.planned}, {summary.up_to_date} already up to date"
     )
     table = Table(

@@ -592,6 +592,28 @@ def test_cli_runs_with_missing_or_unreadable_items_exit_non_zero_and_say_so(tmp_
     assert len(list((tmp_path / "immunized").glob("*.png"))) == 1  # the readable one is done
 
 
+@pytest.mark.slow
+def test_cli_job_method_override_takes_that_methods_recommended_budget(tmp_path):
+    # Issue 23 #5: jobs follow the target; --method picks the attack, and the target's
+    # budget for it (16/255 for the diffusion attack), unless --eps says otherwise.
+    save_image(sample_pixels("chelsea.png", 32), tmp_path / "photos" / "cat.png")
+    db = str(tmp_path / "c.db")
+    Catalog(db).add([tmp_path / "photos"])
+    local_registry(tmp_path / "registry", ["tiny-ldm@1"])
+    job = subprocess.run(
+        [*CLI, "reimmunize", "--db", db, "--registry", str(tmp_path / "registry"),
+         "--models", MODEL, "--out", str(tmp_path / "immunized"), "--method", "diffusion",
+         "--steps", "1", "--threads", "1", "--keys", str(tmp_path / "keys"), "--json"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    summary = json.loads(job.stdout)
+    assert (summary["method"], summary["eps"], summary["steps"]) == ("diffusion", "16/255", 1)
+    (copy,) = Catalog(db).copies()
+    assert (copy.protections[0].method, copy.protections[0].eps) == ("diffusion", "16/255")
+
+
 # -- schema ---------------------------------------------------------------------------
 
 

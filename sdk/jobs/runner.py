@@ -76,6 +76,9 @@ class JobSummary(BaseModel):
 
     models: tuple[str, ...]
     targets: tuple[str, ...]
+    method: str | None = None  # the attack and budget the job ran with
+    eps: str | None = None
+    steps: int | None = None
     engine: str
     workers: int
     planned: int
@@ -162,6 +165,16 @@ def run(
             images are immunized (see :mod:`.engines`).
         limit: finish at most this many items, then stop (the rest stay queued).
 
+    The steps, numbered as in the code:
+
+    1. Plan: the originals lacking a subscribed model's latest release; queue them
+       under the work key (shared with other jobs of the same targets and settings).
+    2. Settle how: the signer and trust anchors, each release's target with its
+       weights, and what ``settings`` leaves open (method, ε, steps) as the first
+       target recommends, as :func:`~photoimmune.sdk.immunization.immunize` does.
+    3. Drive the engine: claim, read, immunize, sign, write, record, item by item.
+    4. Report what is left in the queue and what failed.
+
     Example:
         >>> summary = run(Catalog("photos.db"), client, ["photoimmune/tiny-ldm"],
         ...               out_dir="immunized")  # doctest: +SKIP
@@ -172,16 +185,8 @@ def run(
     settings = settings or JobSettings()
     check_output_dir(out_dir, option="out_dir")  # a file in the way fails now, not per image
     try:
+        # 1. Plan, and queue what lacks protection.
         job_plan = plan(catalog, registry, models)
-        summary = JobSummary(
-            models=job_plan.models,
-            targets=tuple(t.ref for t in job_plan.targets),
-            engine=engine,
-            workers=workers if engine != "local" else 1,
-            planned=len(job_plan.images),
-            up_to_date=job_plan.up_to_date,
-            unreadable=job_plan.unreadable,
-        )
         queue = WorkQueue(catalog, lease_seconds=lease_seconds)
         key = work_key(job_plan, settings)
         queue.enqueue(
@@ -190,11 +195,26 @@ def run(
             [t.model_dump() for t in job_plan.targets],
             retry=retry_failed,
         )
+        # 2. Settle the signer, the targets and the budget.
         signer, trust = _signing(signer, trust)
         targets = _fetch_targets(registry, job_plan, weights or {})
+        settings = _settled(settings, targets[0])
+        summary = JobSummary(
+            models=job_plan.models,
+            targets=tuple(t.ref for t in job_plan.targets),
+            method=settings.method,
+            eps=settings.eps,
+            steps=settings.steps,
+            engine=engine,
+            workers=workers if engine != "local" else 1,
+            planned=len(job_plan.images),
+            up_to_date=job_plan.up_to_date,
+            unreadable=job_plan.unreadable,
+        )
         out = Path(out_dir).expanduser().resolve()
         job = _Job(queue, key, out, signer, trust, settings, summary, progress)
         job.total = queue.unfinished(key)
+        # 3. Drive the engine until the queue (or ``limit``) is done.
         runner = make_engine(
             engine,
             targets,
@@ -208,6 +228,7 @@ def run(
             job.drive(runner, limit)
         finally:
             runner.close()
+        # 4. Report: what is left, and every failure not yet retried.
         summary.remaining = queue.unfinished(key)
         summary.failed = queue.failures(key)  # this job's, and earlier jobs' not yet retried
     except SQLAlchemyError as err:
@@ -223,11 +244,23 @@ def work_key(job_plan: Plan, settings: JobSettings) -> str:
     """The work queue's key: the target set and the settings that shape the pixels.
 
     Jobs with the same key share items and output files; jobs with other
-    settings (another ε, more steps) do their own work.
+    settings (another ε, more steps) do their own work. A setting left open
+    (None) is keyed as such: the target set's digests fix what it becomes.
     """
     shaping = settings.model_dump_json(include={"method", "eps", "steps", "seed", "eot"})
     joined = f"{job_plan.targets_key}\n{shaping}"
     return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def _settled(settings: JobSettings, first_target) -> JobSettings:
+    """``settings`` with the method, ε and steps it leaves open taken from what
+    ``first_target`` recommends (see :func:`~photoimmune.sdk.immunization.choose_budget`)."""
+    from ..immunization import choose_budget
+
+    budget = choose_budget(first_target, settings.method, settings.eps, settings.steps)
+    return settings.model_copy(
+        update={"method": budget.method, "eps": budget.eps, "steps": budget.steps}
+    )
 
 
 def _signing(signer, trust):

@@ -27,16 +27,21 @@ from ..protection import Protection
 class JobSettings(BaseModel):
     """How a job immunizes: the attack and its budget, and how each worker runs.
 
+    ``method``, ``eps`` and ``steps`` left at None follow what the (first) target
+    recommends, as :func:`~photoimmune.sdk.immunization.immunize` does.
+
     Example:
         >>> JobSettings(eps="16/255", steps=200).eps
         '16/255'
+        >>> JobSettings().method is None  # the target's recommendation
+        True
     """
 
     model_config = ConfigDict(frozen=True)
 
-    method: Literal["encoder", "diffusion"] = "encoder"
-    eps: str = "8/255"
-    steps: int = Field(default=100, gt=0)
+    method: Literal["encoder", "diffusion"] | None = None
+    eps: str | None = None
+    steps: int | None = Field(default=None, gt=0)
     seed: int = 0
     eot: bool = False
     threads: int | None = Field(
