@@ -35,6 +35,7 @@ from .common import (
     plain,
     progress_bar,
     quiet_libraries,
+    readable_metavars,
     signer_from_options,
     table,
 )
@@ -147,18 +148,27 @@ def immunize_command(
         Path | None, typer.Option(help="The registry's root.json (trust anchor) for --target.")
     ] = None,
     method: Annotated[
-        str, typer.Option(help="encoder (fast) or diffusion (stronger, slower).")
-    ] = "encoder",
+        str | None,
+        typer.Option(
+            help="encoder (fast) or diffusion (stronger, slower) (default: the target's "
+            "recommendation; encoder for the bundled models)."
+        ),
+    ] = None,
     eps: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="L-inf budget in [0, 1] pixel scale: 8/255 or 0.03. PhotoGuard's code uses "
-            "[-1, 1], where its 0.06 is 0.03 here."
+            "[-1, 1], where its 0.06 is 0.03 here (default: the target's recommendation for "
+            "the method; 8/255 for the bundled models)."
         ),
-    ] = "8/255",
+    ] = None,
     steps: Annotated[
         int | None,
-        typer.Option(min=1, help="PGD iterations (default: 100 encoder, 20 diffusion)."),
+        typer.Option(
+            min=1,
+            help="PGD iterations (default: the target's recommendation for the method; 100 "
+            "for the bundled models' encoder attack).",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
     recipe: Annotated[
@@ -209,8 +219,8 @@ def immunize_command(
             result = immunize(
                 image.pixels,
                 targets,
-                method=method,  # type: ignore[arg-type]  # immunize() refuses unknown methods
-                eps=eps,
+                method=method,  # type: ignore[arg-type]  # checked by _check_immunize_options
+                eps=eps,  # None: the target's recommendation, as for method and steps
                 steps=steps,
                 seed=seed,
                 eot=eot,
@@ -245,8 +255,8 @@ def immunize_command(
 
 
 def _check_immunize_options(
-    method: str,
-    eps: str,
+    method: str | None,
+    eps: str | None,
     recipe: str,
     models: list[str] | None,
     refs: list[str] | None,
@@ -255,9 +265,12 @@ def _check_immunize_options(
     key: Path | None,
     cert: Path | None,
 ) -> None:
-    """Every option of ``immunize`` that can be checked without torch, checked first."""
-    checks.one_of(method, checks.METHODS, "--method")
-    checks.budget(eps)
+    """Every option of ``immunize`` that can be checked without torch, checked first
+    (``None``: not given, the target's recommendation)."""
+    if method is not None:
+        checks.one_of(method, checks.METHODS, "--method")
+    if eps is not None:
+        checks.budget(eps)
     checks.one_of(recipe, checks.RECIPES, "--recipe")
     checks.models(models or [])
     if refs and registry is None:
@@ -488,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     args, _Options.verbose = _take_verbose(sys.argv[1:] if argv is None else list(argv))
     try:
-        status = app(args=args, prog_name="photoimmune", standalone_mode=False)
+        command = readable_metavars(typer.main.get_command(app))
+        status = command.main(args=args, prog_name="photoimmune", standalone_mode=False)
     except PhotoimmuneError as err:
         if _Options.verbose:
             err_console.print_exception()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, RenderableType
 from rich.markup import escape
@@ -72,6 +73,44 @@ def shown_path(location: str | os.PathLike[str]) -> str:
 def print_wide(renderable: RenderableType, width: int = 150) -> None:
     """Print to stdout at least ``width`` columns wide, so a table is never squeezed."""
     Console(width=max(console.width, width)).print(renderable)
+
+
+def readable_metavars(command: Any) -> Any:
+    """Name each value in ``--help`` the way the user types it, instead of its Python type.
+
+    Typer shows ``<bool>`` beside every flag and ``<list[Path]>`` beside a repeatable
+    option or argument: noise. A flag takes no value, so it shows none; an option's
+    value is named after the option (``--eps EPS``, ``--keys KEYS``); an argument
+    already says its name (``images...``), so its type is not repeated. A ``metavar=``
+    given in a command's own code is kept. ``command`` is the click command typer
+    builds (typer ships its own copy of click, so parameters are told apart by their
+    kind, not their class).
+
+    Example:
+        >>> import typer
+        >>> from photoimmune.cli.app import app
+        >>> cmd = readable_metavars(typer.main.get_command(app))
+        >>> [p.metavar for p in cmd.commands["verify"].params]
+        [None, 'TRUST', '']
+    """
+    # --help is made on first use and then kept: make it now, to name it like the rest.
+    help_option = command.get_help_option(command.context_class(command))
+    for param in [*command.params, help_option]:
+        if param is None or param.metavar is not None:
+            continue
+        if param.param_type_name == "argument":
+            param.display_type_rich = _no_type  # typer's type column ignores metavar here
+        elif param.is_flag:
+            param.metavar = ""
+        else:
+            param.metavar = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+    for sub in getattr(command, "commands", {}).values():
+        readable_metavars(sub)
+    return command
+
+
+def _no_type(ctx: object) -> None:
+    return None
 
 
 def quiet_libraries() -> None:

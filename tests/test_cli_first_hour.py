@@ -255,3 +255,29 @@ def _column(table: str, index: int) -> str:
 
 def _squeezed(text: str) -> str:
     return "".join(text.split())
+
+
+def test_help_names_values_not_python_types_and_says_the_defaults(tmp_path):
+    # Issue 31: `<bool>` beside every flag, `<list[Path]>` beside repeatable options.
+    for command in (["immunize"], ["reimmunize"], ["catalog", "add"], ["verify"]):
+        out = _cli(*command, "--help", cwd=tmp_path, columns=240)
+        assert out.returncode == 0, out.stderr
+        assert "<bool>" not in out.stdout and "<list[" not in out.stdout, out.stdout
+    help_text = " ".join(_cli("immunize", "--help", cwd=tmp_path, columns=240).stdout.split())
+    assert "--eps EPS" in help_text and "--keys KEYS" in help_text
+    assert "(default: tiny-ldm@1)" in help_text  # --model
+    assert help_text.count("default: the target's recommendation") >= 3  # method, eps, steps
+
+
+@pytest.mark.slow
+def test_immunize_follows_the_targets_budget_for_what_is_not_given(tmp_path):
+    # Issue 23 #5: `--method diffusion` alone used the CLI's own 8/255, not the 16/255
+    # the target recommends for that method.
+    save_image(sample_pixels("chelsea.png", 32), tmp_path / "small.png")
+    out = _cli(
+        "immunize", "small.png", "-o", "out", "--method", "diffusion", "--steps", "1",
+        "--no-sign", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (protection,) = json.loads(out.stdout)["protections"]
+    assert (protection["method"], protection["eps"]) == ("diffusion", "16/255")
