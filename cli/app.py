@@ -32,6 +32,7 @@ from .common import (
     KEY_DIR_HELP,
     console,
     err_console,
+    options,
     plain,
     progress_bar,
     quiet_libraries,
@@ -61,10 +62,6 @@ keys_app = typer.Typer(help="Signing keys for immunization manifests.", no_args_
 app.add_typer(keys_app, name="keys")
 
 
-class _Options:
-    verbose = False
-
-
 def _version_callback(value: bool) -> None:
     if value:
         console.print(f"photoimmune {__version__}")
@@ -87,7 +84,7 @@ def _root(
     ] = False,
 ) -> None:
     """Protect photos against AI editing (PhotoGuard-style immunization)."""
-    _Options.verbose = _Options.verbose or verbose  # main() takes it from anywhere first
+    options.verbose = options.verbose or verbose  # main() takes it from anywhere first
 
 
 @app.command()
@@ -499,12 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         photoimmune 0.1.0
         0
     """
-    args, _Options.verbose = _take_verbose(sys.argv[1:] if argv is None else list(argv))
+    args, options.verbose = _take_verbose(sys.argv[1:] if argv is None else list(argv))
     try:
         command = readable_metavars(typer.main.get_command(app))
         status = command.main(args=args, prog_name="photoimmune", standalone_mode=False)
     except PhotoimmuneError as err:
-        if _Options.verbose:
+        if options.verbose:
             err_console.print_exception()
         # The message names files and values the user gave: print them, never parse them.
         err_console.print(

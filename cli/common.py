@@ -6,6 +6,7 @@ Nothing here imports torch: ``photoimmune --help`` loads this module.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,15 @@ from rich.text import Text
 #: Results go to stdout; progress, warnings and errors to stderr.
 console = Console()
 err_console = Console(stderr=True)
+
+
+class _Options:
+    """What the whole command line sets once, wherever it stands (``main`` reads it)."""
+
+    verbose = False  # --verbose: tracebacks, and the libraries' own notices
+
+
+options = _Options()
 
 KEY_DIR_HELP = "$PHOTOIMMUNE_KEY_DIR or ~/.photoimmune/keys"
 DB_HELP = "Catalog database: an SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...)."
@@ -114,13 +124,28 @@ def _no_type(ctx: object) -> None:
 
 
 def quiet_libraries() -> None:
-    """Our own progress bars replace diffusers'/transformers' loading bars and chatter."""
+    """Our own progress bars replace diffusers'/transformers' loading bars; the libraries'
+    notices that are not the user's business (diffusers' "should be kept in float32" and
+    deprecation notices, transformers' warnings, Ray's token-auth warning) are shown only
+    with ``--verbose``. Errors always are.
+
+    Example:
+        >>> quiet_libraries()  # doctest: +SKIP
+        >>> os.environ["RAY_LOGGER_LEVEL"]  # doctest: +SKIP
+        'error'
+    """
     import diffusers
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+    if options.verbose:
+        return
     diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", module=r"(diffusers|transformers)(\.|$)")
+    # Ray's own variable: the jobs' Ray engine starts Ray at this level (default: warning).
+    os.environ.setdefault("RAY_LOGGER_LEVEL", "error")
 
 
 def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | None):

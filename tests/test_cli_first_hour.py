@@ -281,3 +281,36 @@ def test_immunize_follows_the_targets_budget_for_what_is_not_given(tmp_path):
     assert out.returncode == 0, out.stderr
     (protection,) = json.loads(out.stdout)["protections"]
     assert (protection["method"], protection["eps"]) == ("diffusion", "16/255")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_notices_are_quiet_unless_verbose(monkeypatch, verbose):
+    # Issue 31: diffusers' float32 notices and Ray's token-auth warning on a normal run.
+    import logging
+    import warnings
+
+    import diffusers
+
+    from photoimmune.cli import common
+
+    before = diffusers.utils.logging.get_verbosity()
+    monkeypatch.setenv("RAY_LOGGER_LEVEL", "")  # recorded, so the test leaves it as it was
+    monkeypatch.delenv("RAY_LOGGER_LEVEL")
+    monkeypatch.setattr(common.options, "verbose", verbose)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            common.quiet_libraries()
+            warnings.warn_explicit(
+                "The VAE should be kept in float32", UserWarning, "m.py", 1, module="diffusers.m"
+            )
+            warnings.warn_explicit("ours", UserWarning, "m.py", 1, module="photoimmune.sdk.m")
+        shown = [str(w.message) for w in caught]
+        quiet = diffusers.utils.logging.get_verbosity() == logging.ERROR
+    finally:
+        diffusers.utils.logging.set_verbosity(before)
+    assert "ours" in shown  # our own warnings are the user's business
+    assert ("The VAE should be kept in float32" in shown) == verbose
+    assert (os.environ.get("RAY_LOGGER_LEVEL") == "error") != verbose  # Ray starts at it
+    assert quiet != verbose or before == logging.ERROR
+

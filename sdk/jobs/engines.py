@@ -15,6 +15,7 @@ what comes back.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
@@ -122,7 +123,8 @@ class RayEngine:
                 ray.init(
                     address=address,
                     include_dashboard=False,
-                    logging_level="warning",
+                    # Ray's own variable, so an application can quiet it (the CLI does).
+                    logging_level=os.environ.get("RAY_LOGGER_LEVEL", "warning"),
                     log_to_driver=False,
                 )
             except (ConnectionError, RuntimeError, ValueError) as err:
