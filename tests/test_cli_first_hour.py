@@ -313,4 +313,3 @@ def test_library_notices_are_quiet_unless_verbose(monkeypatch, verbose):
     assert ("The VAE should be kept in float32" in shown) == verbose
     assert (os.environ.get("RAY_LOGGER_LEVEL") == "error") != verbose  # Ray starts at it
     assert quiet != verbose or before == logging.ERROR
-
