@@ -20,7 +20,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import TaskID
 from rich.table import Table
 
 from photoimmune.sdk import __version__
@@ -30,11 +29,12 @@ from . import checks
 from .catalog import catalog_app, reimmunize_command
 from .common import (
     KEY_DIR_HELP,
+    attack_bar,
+    attack_task,
     console,
     err_console,
     options,
     plain,
-    progress_bar,
     quiet_libraries,
     readable_metavars,
     signer_from_options,
@@ -206,13 +206,8 @@ def immunize_command(
 
     quiet_libraries()
     targets = _targets(model, target, registry, root, recipe)
-    with progress_bar("loss {task.fields[loss]}") as bar:
+    with attack_bar() as bar:
         for src, image, dst in zip(inputs, loaded, outputs, strict=True):
-            task = bar.add_task(escape(src.name), total=None, loss="-")
-
-            def report(step: int, total: int, loss: float, task: TaskID = task) -> None:
-                bar.update(task, completed=step, total=total, loss=f"{loss:.4g}")
-
             result = immunize(
                 image.pixels,
                 targets,
@@ -221,7 +216,7 @@ def immunize_command(
                 steps=steps,
                 seed=seed,
                 eot=eot,
-                progress=report,
+                progress=attack_task(bar, src.name),
             )
             assert not isinstance(result, list)  # one image in, one result out
             data = encode_image(result.pixels, "PNG")
@@ -431,15 +426,8 @@ def demo(
         f"[bold]photoimmune demo[/]: {settings.photo} at {settings.size}px, model {settings.model} "
         "(the bundled tiny model stands in for Stable Diffusion; its numbers are not SD's)"
     )
-    with progress_bar("loss {task.fields[loss]}") as bar:
-
-        def phase(label: str):
-            task = bar.add_task(label, total=None, loss="-")
-            return lambda step, total, loss: bar.update(
-                task, completed=step, total=total, loss=f"{loss:.4g}"
-            )
-
-        report = run_demo(out, settings, progress=phase)
+    with attack_bar() as bar:
+        report = run_demo(out, settings, progress=lambda label: attack_task(bar, label))
     table = Table(
         title=f'img2img "{settings.prompt}", strength {settings.strength}, seed {settings.seed}'
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,40 @@ def progress_bar(*fields: str, remaining: bool = False) -> Progress:
     columns += [TextColumn(field) for field in fields]
     columns.append(TimeRemainingColumn() if remaining else TimeElapsedColumn())
     return Progress(*columns, console=err_console)
+
+
+def attack_bar() -> Progress:
+    """The progress bar of attacks: one task per attack (see :func:`attack_task`)."""
+    return progress_bar("loss {task.fields[loss]}", "{task.fields[finishing]}")
+
+
+def attack_task(bar: Progress, label: str) -> Callable[[int, int, float], None]:
+    """A new task on ``bar``, and the ``progress(step, total, loss)`` callback of the attack
+    it follows: the bar counts the steps asked for, and the 8-bit finish is named apart.
+
+    ``run_pgd`` reports its quantised finish as steps past the ones asked for
+    (``steps + j`` of ``steps + refine``), so a bare count read ``110/110`` for 100
+    steps: here the first total reported is what was asked for, and what comes after
+    it shows as ``finishing j/refine``.
+
+    Example:
+        >>> with attack_bar() as bar:  # doctest: +SKIP
+        ...     immunize(photo, "tiny-ldm@1", progress=attack_task(bar, "photo.jpg"))
+    """
+    task = bar.add_task(escape(label), total=None, loss="-", finishing="")
+    asked: list[int] = []  # the first total reported: the steps asked for
+
+    def report(step: int, total: int, loss: float) -> None:
+        if not asked:
+            asked.append(total)
+        steps = asked[0]
+        if total <= steps:
+            bar.update(task, completed=step, total=total, loss=f"{loss:.4g}")
+            return
+        finishing = f"finishing {step - steps}/{total - steps}"
+        bar.update(task, completed=steps, total=steps, loss=f"{loss:.4g}", finishing=finishing)
+
+    return report
 
 
 def table(*columns: str, title: str | None = None) -> Table:

@@ -313,3 +313,12 @@ def test_library_notices_are_quiet_unless_verbose(monkeypatch, verbose):
     assert ("The VAE should be kept in float32" in shown) == verbose
     assert (os.environ.get("RAY_LOGGER_LEVEL") == "error") != verbose  # Ray starts at it
     assert quiet != verbose or before == logging.ERROR
+
+
+def test_progress_counts_the_steps_asked_for_and_names_the_finish(tmp_path):
+    # Issue 31: the bar read 110/110 for 100 steps (the 8-bit finish counted as steps).
+    save_image(sample_pixels("chelsea.png", 32), tmp_path / "small.png")
+    out = _cli("immunize", "small.png", "-o", "out", "--steps", "10", "--no-sign", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "10/10" in out.stderr and "finishing 1/1" in out.stderr, out.stderr
+    assert "11/11" not in out.stderr
