@@ -32,6 +32,9 @@ catalog_app = typer.Typer(help="A publisher's catalog of originals and immunized
 def catalog_add(
     paths: Annotated[list[str], typer.Argument(help="Image files or folders (recursive).")],
     db: Annotated[str, typer.Option(help=DB_HELP)] = "catalog.db",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was done, file by file, as JSON.")
+    ] = False,
 ) -> None:
     """Catalogue originals (idempotent: only new and changed files are recorded).
 
@@ -47,6 +50,15 @@ def catalog_add(
         report = catalog.add(
             paths, progress=lambda p: status.update(f"cataloguing {escape(p.name)}")
         )
+    if as_json:
+        typer.echo(report.model_dump_json())
+    else:
+        _print_added(report, redact_url(catalog.url))
+    if report.missing or report.unreadable:
+        raise typer.Exit(2 if report.missing else 1)
+
+
+def _print_added(report, where: str) -> None:
     for path, why in report.skipped.items():
         err_console.print(f"[yellow]skipped[/] {escape(f'{path}: {why}')}")
     for path, why in report.unreadable.items():
@@ -56,10 +68,8 @@ def catalog_add(
     console.print(
         f"{len(report.added)} added, {len(report.updated)} changed, {report.unchanged} unchanged, "
         f"{len(report.unreadable)} unreadable, {len(report.skipped)} skipped, "
-        f"{len(report.missing)} missing  ({escape(redact_url(catalog.url))})"
+        f"{len(report.missing)} missing  ({escape(where)})"
     )
-    if report.missing or report.unreadable:
-        raise typer.Exit(2 if report.missing else 1)
 
 
 @catalog_app.command("list")

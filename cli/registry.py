@@ -164,6 +164,9 @@ def show(
     ref: Annotated[str, typer.Argument(help="vendor/model@version, or vendor/model for latest.")],
     registry: RegistryOpt,
     root: RootOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One line of JSON (default: indented, coloured).")
+    ] = False,
 ) -> None:
     """Print one release's descriptor (downloaded and verified, tensors included)."""
     from photoimmune.registry.client import connect
@@ -171,7 +174,11 @@ def show(
     client = connect(registry, root)
     ref = ref if "@" in ref else str(client.latest(ref))
     target = client.get(ref)
-    console.print_json(json.dumps({"digest": target.digest, **target.model_dump(mode="json")}))
+    record = json.dumps({"digest": target.digest, **target.model_dump(mode="json")})
+    if as_json:
+        typer.echo(record)
+    else:
+        console.print_json(record)
 
 
 @registry_app.command("serve")

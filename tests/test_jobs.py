@@ -539,6 +539,16 @@ def test_cli_catalog_add_list_and_a_dry_run(tmp_path):
     )
     assert "3 added" in add.stdout and "1 skipped" in add.stdout
     assert "not an image" in add.stderr
+    again = subprocess.run(
+        [*CLI, "catalog", "add", str(tmp_path / "photos"), "--db", db, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(again.stdout)
+    assert report["unchanged"] == 3 and list(report["skipped"]) == [
+        str(tmp_path / "photos" / "readme.md")
+    ]
     dry = subprocess.run(
         [*CLI, "reimmunize", "--db", db, "--registry", str(tmp_path / "registry"),
          "--models", MODEL, "--dry-run", "--json"],

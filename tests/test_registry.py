@@ -471,6 +471,9 @@ def test_cli_vendor_workflow_end_to_end(tmp_path, tiny_models, capsys):
     assert "acme/quick@1" in capsys.readouterr().out
     assert main(["registry", "show", "acme/quick", "--registry", str(reg)]) == 0
     shown = json.loads(capsys.readouterr().out)
+    assert main(["registry", "show", "acme/quick", "--registry", str(reg), "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()  # one line, for scripts
+    assert json.loads(line) == shown
     assert shown["ref"] == {"vendor": "acme", "model": "quick", "version": "1"}
     assert main(["registry", "export", str(reg), str(tmp_path / "static")]) == 0
     image = tmp_path / "in.png"
