@@ -32,17 +32,19 @@ import io
 import json
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .assertion import ASSERTION_LABEL, ImmunizationAssertion
+from .codec import decode_image, encode_image
 from .errors import InputError, ManifestError
-from .io import encode_image, load_image
-from .keys import ManifestSigner
 from .protection import Protection
+
+if TYPE_CHECKING:  # annotations only: keys writes through io, which sits above this module
+    from .keys import ManifestSigner
 
 Verdict = Literal[
     "missing",
@@ -155,7 +157,7 @@ def sign_image(
 
     from . import __version__
 
-    image = load_image(data)
+    image = decode_image(data)
     mime = _mime_type(image.format)
     assertion = ImmunizationAssertion.for_pixels(
         image.pixels, tuple(protections), f"photoimmune {__version__}"
@@ -273,7 +275,7 @@ def read_manifest(
     import c2pa
 
     if pixels is None:
-        pixels = load_image(data).pixels
+        pixels = decode_image(data).pixels
     try:
         reader = c2pa.Reader.try_create(io.BytesIO(data), context=_context(trust))
     except c2pa.C2paError.NotSupported as err:
