@@ -204,9 +204,9 @@ class EncoderAttack(Attack):
         return self._z_target
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        self.target_latent(working_size(*x.shape[-2:], self.resolution))
+        self.target_latent(working_size(x.shape[-2], x.shape[-1], self.resolution))
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        size = working_size(*x.shape[-2:], self.resolution)
+        size = working_size(x.shape[-2], x.shape[-1], self.resolution)
         z = self.encoder(to_working(x, size))
         return (z.float() - self.target_latent(size)).pow(2).flatten(1).mean(1)

@@ -64,7 +64,7 @@ class Ensemble(Attack):
             return [m.loss(x.to(self.device)).float() for m in self.members]
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(self.loss_terms(x))
+        return sum(self.loss_terms(x), torch.zeros(()))  # a tensor start: 0 would type it int
 
     def loss_terms(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         """Every member's terms, weighted and normalised: one model's graph in memory at a time."""

@@ -145,10 +145,12 @@ def _autocast(x: torch.Tensor, cfg: PGDConfig):
     )
 
 
-def _evaluate(loss_fn: LossFn, x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator | None):
+def _evaluate(
+    loss_fn: LossFn, x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator | None
+) -> torch.Tensor:
     """Loss of ``x`` averaged over EOT draws (one plain evaluation without EOT or gen)."""
     draws = cfg.eot_samples if (cfg.eot is not None and gen is not None) else 1
-    total = 0.0
+    total = torch.zeros(())  # a CPU 0-dim zero: adds to a loss on any device like 0.0
     for _ in range(draws):
         view = cfg.eot(x, gen) if (cfg.eot is not None and gen is not None) else x
         with _autocast(x, cfg):
@@ -359,19 +361,14 @@ def _quantized_finish(
 ) -> torch.Tensor:
     """Round δ to whole 8-bit levels inside the budget, then refine on that lattice."""
     base = torch.round(x * 255)  # the clean image's levels
-    if cfg.norm == "linf":
-        limit = math.floor(cfg.eps * 255 + 1e-9)
-        levels = torch.round(delta * 255).clamp(-limit, limit)
-    else:
+    if cfg.norm != "linf":
         levels = torch.round(delta * 255)
         too_long = _l2(levels / 255) > cfg.eps
         # Truncation towards zero never lengthens a vector: a safe fallback.
         levels = torch.where(too_long, torch.trunc(delta * 255), levels)
-        limit = None
-    levels = ((base + levels).clamp(0, 255) - base) * mask
-    if cfg.norm != "linf":
-        return (base + levels) / 255
-
+        return (base + _in_pixel_range(base, levels, mask)) / 255
+    limit = math.floor(cfg.eps * 255 + 1e-9)
+    levels = _in_pixel_range(base, torch.round(delta * 255).clamp(-limit, limit), mask)
     refine = cfg.quant_steps if cfg.quant_steps is not None else max(1, cfg.steps // 10)
     best_levels = levels.clone()
     with torch.no_grad():
@@ -380,8 +377,7 @@ def _quantized_finish(
         # The gradient in δ has the sign of the gradient in levels (δ = levels / 255).
         _, grad = loss_and_grad(terms_fn, base / 255, levels / 255, cfg, gen)
         # ±1 level per step keeps δ on the lattice the file will hold.
-        levels = (levels - (grad * mask).sign()).clamp(-limit, limit)
-        levels = ((base + levels).clamp(0, 255) - base) * mask
+        levels = _in_pixel_range(base, (levels - (grad * mask).sign()).clamp(-limit, limit), mask)
         with torch.no_grad():
             exact = _evaluate(loss_fn, (base + levels) / 255, cfg, None)
         better = exact < best_loss
@@ -390,3 +386,9 @@ def _quantized_finish(
         if progress is not None:
             progress(cfg.steps + j + 1, cfg.steps + refine, float(exact.mean()))
     return (base + best_levels) / 255
+
+
+def _in_pixel_range(base: torch.Tensor, levels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``levels`` (whole 8-bit steps from ``base``) cut so ``base + levels`` stays in 0..255,
+    and zero outside ``mask``."""
+    return ((base + levels).clamp(0, 255) - base) * mask

@@ -49,9 +49,10 @@ def working_size(height: int, width: int, resolution: int, multiple: int = 8) ->
 
 def _scaled(height: int, width: int, resolution: int, multiple: int) -> tuple[int, int]:
     scale = min(1.0, resolution / min(height, width))
-    return tuple(
+    new_height, new_width = (
         max(multiple, round(side * scale / multiple) * multiple) for side in (height, width)
     )
+    return new_height, new_width
 
 
 def check_attack_size(height: int, width: int, resolution: int, *, name: str = "image") -> None:
