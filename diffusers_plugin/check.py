@@ -52,7 +52,14 @@ from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_f
 from .detection import LatentDetector
 from .errors import ImmunizationCheckError, ImmunizedImageError, UnregisteredModelError
 from .inputs import EditedImage, bind_call, edited_argument_names, is_latents, read_argument
-from .report import POLICIES, PROTECTED_ELSEWHERE, ImageCheck, ImmunizationReport, Policy
+from .report import (
+    POLICIES,
+    PROTECTED_ELSEWHERE,
+    Action,
+    ImageCheck,
+    ImmunizationReport,
+    Policy,
+)
 
 logger = logging.getLogger("photoimmune.diffusers_plugin")
 
@@ -241,9 +248,8 @@ class ImmunizationCheck:
         manifest = self._manifest(image)
         ref = str(self.ref)
         # Only our own assertion is a claim; a camera's or an editor's manifest is not.
-        claims = manifest is not None and manifest.assertion is not None
         score = detected_against = None
-        if claims:
+        if manifest is not None and manifest.assertion is not None:
             status = (
                 "covered" if self._covers(manifest) else "outdated" if manifest.ok else "unverified"
             )
@@ -305,7 +311,8 @@ class ImmunizationCheck:
         # A trusted, pixel-bound parent's perturbations are still in these pixels: its
         # protections are listed again, so a pipeline of an older version finds its own
         # and does not add another ε (the chain keeps who measured what).
-        carried = manifest.assertion.protections if fields["status"] == "outdated" else ()
+        assertion = manifest.assertion if manifest is not None else None
+        carried = assertion.protections if fields["status"] == "outdated" and assertion else ()
         signed = sign_pixels(
             result.pixels,
             [*carried, *result.protections],
@@ -313,11 +320,12 @@ class ImmunizationCheck:
             parent=parent,
             title=f"{_stem(image.source)}.png",
         )
+        protection = result.protections[0]
         check = self._done(
             fields,
             "reimmunized",
             started,
-            protection=result.protections[0],
+            protection=protection,
             signed_image=signed,
             saved_to=self._save(image, signed),
         )
@@ -326,8 +334,8 @@ class ImmunizationCheck:
             image.source,
             _describe(check, str(self.ref)),
             self.ref,
-            check.protection.loss_before,
-            check.protection.loss_after,
+            protection.loss_before,
+            protection.loss_after,
         )
         return check, result.pixels
 
@@ -338,7 +346,7 @@ class ImmunizationCheck:
 
         return choose_budget(target, self.method, self.eps, self.steps)
 
-    def _done(self, fields: dict, action: str, started: float, **extra: Any) -> ImageCheck:
+    def _done(self, fields: dict, action: Action, started: float, **extra: Any) -> ImageCheck:
         check = ImageCheck(
             **fields, action=action, seconds=round(time.perf_counter() - started, 4), **extra
         )

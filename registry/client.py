@@ -22,11 +22,12 @@ a server drips its answer. Clients in several processes may share one cache: eac
 refresh or download holds the cache's lock file, because ngclient re-links
 ``root.json`` non-atomically and two updaters at once would trip over each other.
 
-Example:
-    >>> client = RegistryClient("http://127.0.0.1:8470", trusted_root=Path("root.json"))
-    >>> str(client.latest("photoimmune/tiny-ldm"))
+Example (needs a running server and its ``root.json``):
+    >>> root = Path("root.json")
+    >>> client = RegistryClient("http://127.0.0.1:8470", trusted_root=root)  # doctest: +SKIP
+    >>> str(client.latest("photoimmune/tiny-ldm"))  # doctest: +SKIP
     'photoimmune/tiny-ldm@2'
-    >>> target = client.get("photoimmune/tiny-ldm@2")
+    >>> target = client.get("photoimmune/tiny-ldm@2")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
+from tuf.api.metadata import Metadata, Root, Signed, Snapshot, Targets, Timestamp
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from photoimmune.sdk.refs import ModelRef
@@ -595,7 +597,7 @@ class RegistryClient:
         return Path(path).read_bytes()
 
 
-def _trusted(metadata_dir: Path, role: type) -> Metadata:
+def _trusted(metadata_dir: Path, role: type[Signed]) -> Metadata[Any]:
     """A top-level role as the last successful refresh verified and cached it."""
     return Metadata.from_file(str(metadata_dir / f"{role.type}.json"))
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -97,6 +97,51 @@ def _build_attack(
     from .errors import InputError
 
     raise InputError(f"unknown method {method!r}; use 'encoder' or 'diffusion'")
+
+
+# One image in, one result out; a list or tuple of images in, a list out.
+@overload
+def immunize(
+    images: ImageSource,
+    targets: TargetLike | Sequence[TargetLike],
+    *,
+    method: Method | None = None,
+    eps: str | float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    norm: Literal["linf", "l2"] = "linf",
+    recipe: Recipe = "gray",
+    weights: Sequence[float] | None = None,
+    mask: np.ndarray | None = None,
+    eot: bool = False,
+    prompt: str = "",
+    device: str | torch.device = "cpu",
+    autocast: torch.dtype | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    **pgd: Any,
+) -> ImmunizationResult: ...
+
+
+@overload
+def immunize(
+    images: list[ImageSource] | tuple[ImageSource, ...],
+    targets: TargetLike | Sequence[TargetLike],
+    *,
+    method: Method | None = None,
+    eps: str | float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    norm: Literal["linf", "l2"] = "linf",
+    recipe: Recipe = "gray",
+    weights: Sequence[float] | None = None,
+    mask: np.ndarray | None = None,
+    eot: bool = False,
+    prompt: str = "",
+    device: str | torch.device = "cpu",
+    autocast: torch.dtype | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    **pgd: Any,
+) -> list[ImmunizationResult]: ...
 
 
 def immunize(

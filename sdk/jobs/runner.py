@@ -356,18 +356,21 @@ class _Job:
         try:
             data = read_image_bytes(claim.location)  # regular files only, bounded: never hangs
         except ImageLoadError as err:
-            return self._fail(claim, f"cannot read the original: {err}", True)
+            self._fail(claim, f"cannot read the original: {err}", True)
+            return None
         if hashlib.sha256(data).hexdigest() != claim.original_sha256:
-            return self._fail(
+            self._fail(
                 claim,
                 "the original changed since it was catalogued; run `photoimmune catalog add` "
                 "on it again",
                 True,
             )
+            return None
         path = self._output(claim)
         problem = _output_problem(path)  # before the compute, not after it
         if problem is not None:
-            return self._fail(claim, problem, True)
+            self._fail(claim, problem, True)
+            return None
         # A writer killed mid-write leaves its hidden temporary file; we hold the lease now.
         for stale in stale_temp_files(path):
             stale.unlink(missing_ok=True)
