@@ -19,10 +19,7 @@ import photoimmune.sdk
 from photoimmune.sdk.samples import write_samples
 
 # Examples whose fix belongs to another change: each entry says what fails.
-KNOWN_BROKEN = {
-    # its module example calls a server and reads root.json without +SKIP
-    "photoimmune.registry.client",
-}
+KNOWN_BROKEN: set[str] = set()
 
 
 def _library_modules() -> list[str]:
