@@ -141,7 +141,7 @@ class DiffusionAttack(Attack):
         # CFG batch order: unconditional first
         self._embeds = torch.cat([uncond, cond]) if self.guidance_batch else cond
         self.scheduler.set_timesteps(self.denoise_steps)
-        size = working_size(*x.shape[-2:], self.resolution)
+        size = working_size(x.shape[-2], x.shape[-1], self.resolution)
         self._noise = [self._draw_noise(x.shape[0], size) for _ in range(self.grad_reps)]
 
     def _timesteps(self) -> torch.Tensor:
@@ -168,15 +168,16 @@ class DiffusionAttack(Attack):
         # Only img2img and legacy 4-channel inpainting start from the image's own latent.
         latents0 = None if (self._inpainting and nine_channel) else self.encoder(x)
         timesteps = self._timesteps()
-        if self._inpainting:
+        if self.edit_mask is not None:
             mask = self.edit_mask.to(x)
-            mask = to_working(mask, tuple(x.shape[-2:])).round()
+            mask = to_working(mask, (x.shape[-2], x.shape[-1])).round()
             small_mask = F.interpolate(mask, size=start_noise.shape[-2:], mode="nearest")
             masked_latents = self.encoder(x * (1 - mask) + 0.5 * mask)
             latents = start_noise * self.scheduler.init_noise_sigma
         else:
             latents = self.scheduler.add_noise(latents0, start_noise, timesteps[:1])
         copies = 2 if self.guidance_batch else 1
+        assert self._embeds is not None  # set by prepare()
         for i, t in enumerate(timesteps):
             model_in = torch.cat([latents] * copies)
             if self._inpainting and nine_channel:
@@ -213,11 +214,11 @@ class DiffusionAttack(Attack):
         return eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(self.loss_terms(x))
+        return sum(self.loss_terms(x), torch.zeros(()))
 
     def loss_terms(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         """One term per noise draw: PGD back-propagates each before building the next."""
-        size = working_size(*x.shape[-2:], self.resolution)
+        size = working_size(x.shape[-2], x.shape[-1], self.resolution)
         x = to_working(x, size)
         target = fill_like(self.target.to(x), size)
         draws = (
