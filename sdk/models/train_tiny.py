@@ -75,9 +75,10 @@ _PROMPT_WORDS = (
     "snow, beach, city, forest, make it look like, turn the, into, blue, green, red, yellow"
 )
 
+_TRAIN_TIMESTEPS = 1000
 # SD 1.x noise schedule: the same numbers the real scheduler configs carry.
 _SCHEDULE = {
-    "num_train_timesteps": 1000,
+    "num_train_timesteps": _TRAIN_TIMESTEPS,
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
@@ -330,7 +331,7 @@ def train_unet(
         drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
         ids = torch.where(drop[:, None], empty[None], ids)
         noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, _SCHEDULE["num_train_timesteps"], (cfg.unet_batch,), generator=gen)
+        t = torch.randint(0, _TRAIN_TIMESTEPS, (cfg.unet_batch,), generator=gen)
         zt = noise_sched.add_noise(z0, noise, t)
         cond = text_encoder(ids).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
