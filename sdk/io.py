@@ -89,15 +89,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LoadedImage(DecodedImage):
-    """An image decoded to 8-bit RGB, where it came from and, if asked, its manifest.
+    """A :class:`~photoimmune.sdk.codec.DecodedImage` (pixels, name, format, original
+    mode, data) and, if asked, its manifest.
 
     Attributes:
-        pixels: ``uint8`` array of shape ``(height, width, 3)``, read-only.
-        name: the path, or ``"<bytes>"``/``"<PIL image>"``/``"<array>"``, for messages.
-        format: the container format Pillow found (``"PNG"``, ``"JPEG"``...), or None.
-        original_mode: the Pillow mode before conversion (``"CMYK"``, ``"I;16"``...).
-        data: the raw file bytes when loaded from a path or bytes (kept so that
-            metadata Pillow drops, such as C2PA manifests, can still be read).
         manifest: the verified C2PA manifest report when loaded with ``verify=True``.
     """
 
