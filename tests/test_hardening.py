@@ -14,7 +14,6 @@ import os
 import select
 import socket
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
@@ -40,6 +38,8 @@ from photoimmune.registry.server import create_app
 from photoimmune.registry.service import RegistryPaths
 from photoimmune.sdk.jobs.catalog import Catalog, CatalogError
 from photoimmune.sdk.keys import KeyDir, init_keys
+
+from .helpers import LoopbackServer
 
 WAIT_S = 120.0  # how long a test waits for the server before it gives up (never asserted)
 
@@ -76,22 +76,12 @@ class BodyCounter:
 @contextmanager
 def serving(app) -> Iterator[int]:
     """``app`` under a real uvicorn server on a free loopback port; yields the port."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    give_up = time.monotonic() + WAIT_S
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < give_up, "uvicorn did not start"
-        time.sleep(0.05)
+    server = LoopbackServer(app)
+    server.start()
     try:
-        yield sock.getsockname()[1]
+        yield server.port
     finally:
-        server.should_exit = True
-        thread.join(WAIT_S)
-        sock.close()
+        server.stop()
 
 
 def chunked_upload(port: int, vendor: str, total: int, headers: str = "") -> tuple[int, bytes]:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import uvicorn
 from fastapi.testclient import TestClient
 from safetensors.torch import save as save_safetensors
 from tuf.api.metadata import Metadata, TargetFile
@@ -47,6 +46,8 @@ from photoimmune.sdk.targets import (
     TensorFile,
     WeightFingerprints,
 )
+
+from .helpers import LoopbackServer
 
 WAIT_S = 120.0  # how long a test waits for a server before it gives up (never asserted)
 
@@ -111,48 +112,12 @@ def reg(tmp_path) -> Reg:
     return reg
 
 
-class LoopbackServer:
-    """The registry's app under uvicorn on one loopback port, stopped and restarted at will."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))  # the same port again after a restart
-        self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        give_up = time.monotonic() + WAIT_S
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < give_up, "uvicorn did not start"
-            time.sleep(0.05)
-        self._server, self._thread, self._sock = server, thread, sock
-
-    def stop(self) -> None:
-        assert self._server is not None and self._thread is not None and self._sock is not None
-        self._server.should_exit = True
-        self._thread.join(WAIT_S)
-        self._sock.close()
-        self._server = None
-
-
 @pytest.fixture
 def server(reg) -> Iterator[LoopbackServer]:
     server = LoopbackServer(create_app(reg.service))
     server.start()
     yield server
-    if server._server is not None:
+    if server.running:
         server.stop()
 
 

@@ -1,0 +1,123 @@
+"""Set-up shared by several test modules, as plain functions (imported, not injected).
+
+* :func:`protection`: one protection record, the claim a signed manifest carries;
+* :func:`tiny_release`: a registry release's two files, made by hand (no model);
+* :class:`LoopbackServer`: an ASGI app under a real uvicorn server on loopback.
+
+Heavy imports (torch, uvicorn) happen inside the functions that need them, so a
+module that imports this one for a protection record stays quick to import.
+``tests/test_fuzz.py`` also runs as a script (atheris), with ``tests/`` on
+``sys.path``: this module imports nothing from the tests package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from photoimmune.sdk.protection import Protection
+
+if TYPE_CHECKING:
+    import uvicorn
+
+WAIT_S = 120.0  # how long a test waits for a server before it gives up (never asserted)
+
+
+def protection(ref: str = "photoimmune/tiny-ldm@1", **changes: Any) -> Protection:
+    """An encoder protection against ``ref`` (8/255 L∞, 10 steps), ``changes`` applied."""
+    fields: dict[str, Any] = {
+        "target_ref": ref,
+        "target_digest": "ab" * 32,
+        "method": "encoder",
+        "norm": "linf",
+        "eps": "8/255",
+        "steps": 10,
+        "loss_before": "1.5",
+        "loss_after": "0.9",
+        "duration_ms": 10,
+    }
+    return Protection(**{**fields, **changes})
+
+
+def tiny_release(ref: str, seed: int = 0) -> dict[str, bytes]:
+    """A release's two files, made by hand in milliseconds (no model, no build_target).
+
+    The registry checks a descriptor against its tensor file, never against a model,
+    so small random tensors of the right names are a complete release. ``seed`` draws
+    the tensors and picks the fingerprints (``2 * seed`` and ``2 * seed + 1`` repeated).
+    """
+    import torch
+    from safetensors.torch import save as save_safetensors
+
+    from photoimmune.registry import metadata as tm
+    from photoimmune.sdk.refs import ModelRef
+    from photoimmune.sdk.targets import (
+        DESCRIPTOR_NAME,
+        AttackTarget,
+        EncoderSpec,
+        TensorFile,
+        WeightFingerprints,
+    )
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = save_safetensors(
+        {
+            "x_target": torch.rand(1, 3, 8, 8, generator=generator),
+            "z_target": torch.rand(1, 4, 1, 1, generator=generator),
+        }
+    )
+    target = AttackTarget(
+        ref=ModelRef.parse(ref),
+        fingerprints=WeightFingerprints(vae=f"{2 * seed}" * 64, denoiser=f"{2 * seed + 1}" * 64),
+        encoder=EncoderSpec(resolution=8, latent_scaling="0.18215"),
+        tensors=TensorFile(sha256=hashlib.sha256(tensors).hexdigest(), length=len(tensors)),
+    )
+    descriptor = json.dumps(target.model_dump(mode="json"), sort_keys=True).encode()
+    folder = tm.release_dir(target.ref)
+    return {f"{folder}/{DESCRIPTOR_NAME}": descriptor, f"{folder}/{target.tensors.path}": tensors}
+
+
+class LoopbackServer:
+    """An ASGI app under uvicorn on one loopback port, stopped and restarted at will."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        import uvicorn
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))  # the same port again after a restart
+        self.port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        give_up = time.monotonic() + WAIT_S
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < give_up, "uvicorn did not start"
+            time.sleep(0.05)
+        self._server, self._thread, self._sock = server, thread, sock
+
+    def stop(self) -> None:
+        assert self._server is not None and self._thread is not None and self._sock is not None
+        self._server.should_exit = True
+        self._thread.join(WAIT_S)
+        self._sock.close()
+        self._server = None
