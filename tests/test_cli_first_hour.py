@@ -215,24 +215,12 @@ def test_catalog_list_shows_whole_file_names_at_100_columns(tmp_path):
 def test_verify_shows_every_ref_at_100_columns(tmp_path):
     from photoimmune.sdk.keys import open_keys
     from photoimmune.sdk.manifest import sign_pixels
-    from photoimmune.sdk.protection import Protection
+
+    from .helpers import protection
 
     keys, _ = open_keys(tmp_path / "keys")
     refs = [f"example-vendor/stable-diffusion-xl-refiner@1.{n}.0" for n in range(3)]
-    protections = [
-        Protection(
-            target_ref=ref,
-            target_digest="ab" * 32,
-            method="encoder",
-            norm="linf",
-            eps="8/255",
-            steps=10,
-            loss_before="1.5",
-            loss_after="0.9",
-            duration_ms=10,
-        )
-        for ref in refs
-    ]
+    protections = [protection(ref) for ref in refs]
     data = sign_pixels(sample_pixels("coffee.png", 32), protections, keys.signer("publisher"))
     (tmp_path / "signed.png").write_bytes(data)
     out = _cli("verify", "signed.png", cwd=tmp_path, columns=100)

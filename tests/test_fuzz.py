@@ -60,6 +60,11 @@ from PIL import Image
 from photoimmune.sdk.errors import ImageLoadError, PhotoimmuneError
 from photoimmune.sdk.io import load_image
 
+try:
+    from .helpers import protection, tiny_release
+except ImportError:  # run as a script (atheris, below): tests/ is on sys.path
+    from helpers import protection, tiny_release
+
 # -- how long and how hard ----------------------------------------------------------------
 
 #: Examples per test under ``make fuzz`` (0: the bounded CI counts below).
@@ -460,22 +465,6 @@ def _manifest_keys():
     return init_keys(Path(folder) / "keys")
 
 
-def _protection():
-    from photoimmune.sdk.protection import Protection
-
-    return Protection(
-        target_ref="photoimmune/tiny-ldm@1",
-        target_digest="ab" * 32,
-        method="encoder",
-        norm="linf",
-        eps="8/255",
-        steps=10,
-        loss_before="1.5",
-        loss_after="0.9",
-        duration_ms=10,
-    )
-
-
 @functools.cache
 def _signed_files() -> tuple[dict[str, bytes], dict[str, tuple[int, int]]]:
     """Signed PNG, JPEG and WebP files (one with a signed parent), and where each manifest is."""
@@ -484,9 +473,9 @@ def _signed_files() -> tuple[dict[str, bytes], dict[str, tuple[int, int]]]:
     signer = _manifest_keys().signer()
     img = _picture(16, 16)
     plain = {fmt: _encode(img, fmt.upper()) for fmt in ("png", "jpeg", "webp")}
-    signed = {fmt: sign_image(data, [_protection()], signer) for fmt, data in plain.items()}
+    signed = {fmt: sign_image(data, [protection()], signer) for fmt, data in plain.items()}
     # A second round on top of the first: a parentOf ingredient with its own manifest.
-    signed["png-edited"] = sign_image(plain["png"], [_protection()], signer, parent=signed["png"])
+    signed["png-edited"] = sign_image(plain["png"], [protection()], signer, parent=signed["png"])
     regions = {
         name: changed_region(plain[name.split("-")[0]], data) for name, data in signed.items()
     }
@@ -627,45 +616,6 @@ def _has_role(service, role: str) -> bool:
     except UnknownReleaseError:
         return False
     return True
-
-
-def tiny_release(ref: str) -> dict[str, bytes]:
-    """A release's two files, made by hand in milliseconds (no model, no build_target).
-
-    The registry checks a descriptor against its tensor file, never against a model,
-    so small random tensors of the right names are a complete release.
-    """
-    import hashlib
-
-    import torch
-    from safetensors.torch import save as save_safetensors
-
-    from photoimmune.registry import metadata as tm
-    from photoimmune.sdk.refs import ModelRef
-    from photoimmune.sdk.targets import (
-        DESCRIPTOR_NAME,
-        AttackTarget,
-        EncoderSpec,
-        TensorFile,
-        WeightFingerprints,
-    )
-
-    generator = torch.Generator().manual_seed(0)
-    tensors = save_safetensors(
-        {
-            "x_target": torch.rand(1, 3, 8, 8, generator=generator),
-            "z_target": torch.rand(1, 4, 1, 1, generator=generator),
-        }
-    )
-    target = AttackTarget(
-        ref=ModelRef.parse(ref),
-        fingerprints=WeightFingerprints(vae="0" * 64, denoiser="1" * 64),
-        encoder=EncoderSpec(resolution=8, latent_scaling="0.18215"),
-        tensors=TensorFile(sha256=hashlib.sha256(tensors).hexdigest(), length=len(tensors)),
-    )
-    descriptor = json.dumps(target.model_dump(mode="json"), sort_keys=True).encode()
-    folder = tm.release_dir(target.ref)
-    return {f"{folder}/{DESCRIPTOR_NAME}": descriptor, f"{folder}/{target.tensors.path}": tensors}
 
 
 @functools.cache

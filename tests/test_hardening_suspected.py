@@ -42,9 +42,9 @@ from photoimmune.registry.storage import MetadataFile, TargetFileRow
 from photoimmune.sdk.errors import ManifestError
 from photoimmune.sdk.keys import KeyFolderWarning, ManifestSigner, init_keys
 from photoimmune.sdk.manifest import read_manifest, sign_pixels
-from photoimmune.sdk.protection import Protection
 from photoimmune.sdk.samples import sample_pixels
 
+from .helpers import protection
 from .test_hardening import BodyCounter, release_folder
 
 V2 = "photoimmune/tiny-ldm@2"
@@ -225,20 +225,6 @@ def test_a_quota_counts_each_stored_file_once_and_every_metadata_version(registr
 # -- 3. a parent that can't be attached -------------------------------------------------
 
 
-def _protection(ref: str = "photoimmune/tiny-ldm@1") -> Protection:
-    return Protection(
-        target_ref=ref,
-        target_digest="ab" * 32,
-        method="encoder",
-        norm="linf",
-        eps="8/255",
-        steps=10,
-        loss_before="1.5",
-        loss_after="0.9",
-        duration_ms=10,
-    )
-
-
 @pytest.fixture
 def failing_ingredients(monkeypatch) -> None:
     """c2pa refuses every ingredient, as it may for a parent it can't read."""
@@ -255,11 +241,11 @@ def test_a_parent_that_cannot_be_attached_is_left_out_with_a_warning(
 ):
     keys = init_keys(tmp_path / "keys")
     cat = sample_pixels("chelsea.png", 64)
-    parent = sign_pixels(cat, [_protection()], keys.signer("publisher"))
+    parent = sign_pixels(cat, [protection()], keys.signer("publisher"))
     child = cat ^ 1
     with caplog.at_level(logging.WARNING, logger="photoimmune.sdk.manifest"):
         signed = sign_pixels(
-            child, [_protection(V2)], keys.signer("vendor"), parent=parent, title="cat.png"
+            child, [protection(V2)], keys.signer("vendor"), parent=parent, title="cat.png"
         )
     report = read_manifest(signed, trust=keys.trust_anchor_pem())
     assert report.ok and report.covers(V2) and len(report.history) == 1
@@ -271,7 +257,7 @@ def test_a_signer_that_fails_is_still_an_error_with_or_without_a_parent(
 ):
     keys = init_keys(tmp_path / "keys")
     cat = sample_pixels("chelsea.png", 64)
-    parent = sign_pixels(cat, [_protection()], keys.signer("publisher"))
+    parent = sign_pixels(cat, [protection()], keys.signer("publisher"))
 
     def broken_kms(_data: bytes) -> bytes:
         raise RuntimeError("KMS unreachable")
@@ -279,7 +265,7 @@ def test_a_signer_that_fails_is_still_an_error_with_or_without_a_parent(
     signer = ManifestSigner.from_callback(broken_kms, "es256", keys.cert("vendor").read_bytes())
     for given in (parent, None):
         with pytest.raises(ManifestError, match="signing failed"):
-            sign_pixels(cat ^ 1, [_protection()], signer, parent=given)
+            sign_pixels(cat ^ 1, [protection()], signer, parent=given)
 
 
 # -- 3 and 4 through the plugin ---------------------------------------------------------

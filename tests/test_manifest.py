@@ -30,22 +30,9 @@ from photoimmune.sdk.keys import (
     private_key_pem,
 )
 from photoimmune.sdk.manifest import read_manifest, sign_image, sign_pixels
-from photoimmune.sdk.protection import Protection
 from photoimmune.sdk.samples import sample_pixels
 
-
-def _protection(ref: str = "photoimmune/tiny-ldm@1") -> Protection:
-    return Protection(
-        target_ref=ref,
-        target_digest="ab" * 32,
-        method="encoder",
-        norm="linf",
-        eps="8/255",
-        steps=10,
-        loss_before="1.5",
-        loss_after="0.9",
-        duration_ms=10,
-    )
+from .helpers import protection
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +52,7 @@ def cat() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def signed_png(keys, cat) -> bytes:
-    return sign_pixels(cat, [_protection()], keys.signer())
+    return sign_pixels(cat, [protection()], keys.signer())
 
 
 # PNG surgery, the way an attacker would do it: chunks rewritten with valid CRCs.
@@ -101,11 +88,11 @@ def _verdict(data: bytes, keys: KeyDir) -> str:
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_valid_and_trusted_in_each_format_leaves_pixels_alone(keys, cat, fmt):
     plain = encode_image(cat, fmt)
-    signed = sign_image(plain, [_protection()], keys.signer())
+    signed = sign_image(plain, [protection()], keys.signer())
     assert np.array_equal(load_image(signed).pixels, load_image(plain).pixels)
     report = read_manifest(signed, trust=keys.trust_anchor_pem())
     assert report.verdict == "trusted" and report.ok and report.pixel_bound
-    assert report.assertion.width == 96 and report.assertion.protections == (_protection(),)
+    assert report.assertion.width == 96 and report.assertion.protections == (protection(),)
     assert report.covers("photoimmune/tiny-ldm@1") and not report.covers("photoimmune/tiny-ldm@2")
     assert "publisher" in report.signer
     # A plain re-save (what most tools and PIL do) strips the manifest.
@@ -161,7 +148,7 @@ def test_expired_certificate(keys, cat):
         cert_chain_pem=leaf.public_bytes(serialization.Encoding.PEM),
         private_key_pem=private_key_pem(leaf_key),
     )
-    signed = sign_pixels(cat, [_protection()], signer)
+    signed = sign_pixels(cat, [protection()], signer)
     assert _verdict(signed, keys) == "trusted"
     time.sleep(max(0.0, (leaf.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
     report = read_manifest(signed, trust=keys.trust_anchor_pem())
@@ -180,7 +167,7 @@ def test_chain_of_three_reimmunizations_reads_back_in_order(keys, cat):
     for step, ref in enumerate(refs):
         pixels = cat.copy()
         pixels[0, 0] = step  # each round makes new pixels, as re-immunization does
-        data = sign_pixels(pixels, [_protection(ref)], keys.signer(), parent=data)
+        data = sign_pixels(pixels, [protection(ref)], keys.signer(), parent=data)
     report = read_manifest(data, trust=keys.trust_anchor_pem())
     assert report.verdict == "trusted"
     assert [a.protections[0].target_ref for a in report.history] == refs
@@ -190,7 +177,7 @@ def test_chain_of_three_reimmunizations_reads_back_in_order(keys, cat):
 def test_parent_that_cannot_be_an_ingredient_is_left_out(keys, cat):
     bmp = io.BytesIO()
     Image.fromarray(cat).save(bmp, "BMP")
-    signed = sign_pixels(cat, [_protection()], keys.signer(), parent=bmp.getvalue())
+    signed = sign_pixels(cat, [protection()], keys.signer(), parent=bmp.getvalue())
     report = read_manifest(signed, trust=keys.trust_anchor_pem())
     assert report.verdict == "trusted" and len(report.history) == 1
 
@@ -202,7 +189,7 @@ def test_callback_signer_as_a_kms_would_use(alg, tmp_path, cat):
     signer = ManifestSigner.from_callback(
         cryptography_callback(key), alg, keys.cert("vendor").read_bytes()
     )
-    report = read_manifest(sign_pixels(cat, [_protection()], signer), trust=keys.trust_anchor_pem())
+    report = read_manifest(sign_pixels(cat, [protection()], signer), trust=keys.trust_anchor_pem())
     assert report.verdict == "trusted" and "vendor" in report.signer
 
 

@@ -42,6 +42,7 @@ from photoimmune.sdk.protection import Protection
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import build_target, save_target
 
+from .helpers import protection
 from .tiny_pipelines import SIZE, tiny_flux, tiny_sdxl
 
 V1, V2 = "photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2"
@@ -472,17 +473,8 @@ def test_latents_are_not_mistaken_for_pixels(registry_dir, keys):
 
 
 def _claim(ref: str) -> Protection:
-    return Protection(
-        target_ref=ref,
-        target_digest="1" * 64,
-        method="encoder",
-        norm="linf",
-        eps="8/255",
-        steps=100,
-        loss_before="1",
-        loss_after="0.5",
-        duration_ms=1,
-    )
+    """A claim against ``ref`` made for a target digest no registry publishes."""
+    return protection(ref, target_digest="1" * 64)
 
 
 FAMILIES = {

@@ -41,6 +41,8 @@ from schemathesis.checks import not_a_server_error
 
 from photoimmune.registry.server import create_app
 
+from .helpers import tiny_release
+
 #: Examples per test under ``make fuzz`` (0: the bounded CI counts below).
 FUZZ_EXAMPLES = int(os.environ.get("PHOTOIMMUNE_FUZZ_EXAMPLES", "0") or 0)
 
@@ -66,40 +68,6 @@ def fuzz_settings(ci_examples: int) -> settings:
 # -- the registry under test --------------------------------------------------------------
 
 
-def tiny_release(ref: str) -> dict[str, bytes]:
-    """A release's two files by hand (no model): the registry checks a descriptor
-    against its tensor file, never against weights."""
-    import torch
-    from safetensors.torch import save as save_safetensors
-
-    from photoimmune.registry import metadata as tm
-    from photoimmune.sdk.refs import ModelRef
-    from photoimmune.sdk.targets import (
-        DESCRIPTOR_NAME,
-        AttackTarget,
-        EncoderSpec,
-        TensorFile,
-        WeightFingerprints,
-    )
-
-    generator = torch.Generator().manual_seed(1)
-    tensors = save_safetensors(
-        {
-            "x_target": torch.rand(1, 3, 8, 8, generator=generator),
-            "z_target": torch.rand(1, 4, 1, 1, generator=generator),
-        }
-    )
-    target = AttackTarget(
-        ref=ModelRef.parse(ref),
-        fingerprints=WeightFingerprints(vae="2" * 64, denoiser="3" * 64),
-        encoder=EncoderSpec(resolution=8, latent_scaling="0.18215"),
-        tensors=TensorFile(sha256=hashlib.sha256(tensors).hexdigest(), length=len(tensors)),
-    )
-    descriptor = json.dumps(target.model_dump(mode="json"), sort_keys=True).encode()
-    folder = tm.release_dir(target.ref)
-    return {f"{folder}/{DESCRIPTOR_NAME}": descriptor, f"{folder}/{target.tensors.path}": tensors}
-
-
 class ApiRegistry:
     """The app over a registry copy, the keys an honest vendor and admin hold, and seeds."""
 
@@ -114,7 +82,7 @@ class ApiRegistry:
         service = self._open(paths.root)
         registry = LocalRegistry(service)
         add_vendor(registry, "acme", [self.acme.public_key], 1, [self.targets_key])
-        first = tiny_release("acme/api@1")
+        first = tiny_release("acme/api@1", seed=1)
         registry.publish("acme", self.next_vendor_metadata(service, first), first)
         self.target_urls = [self._url(path, blob) for path, blob in first.items()]
         service.store.engine.dispose()
@@ -162,7 +130,7 @@ class ApiRegistry:
 
     def seeds(self) -> dict[str, bytes]:
         """Metadata bodies as honest clients send them, for the mutations to start from."""
-        release = tiny_release("acme/api@2")
+        release = tiny_release("acme/api@2", seed=1)
         return {
             "release": self.next_vendor_metadata(self.service, release),
             "targets": self.service.current("targets"),
@@ -278,7 +246,7 @@ def _metadata_body(draw, api: ApiRegistry) -> bytes:
 def _multipart(draw, api: ApiRegistry) -> tuple[str, bytes]:
     """A multipart upload (content type, body): parts named and filled in every odd way."""
     boundary = draw(st.sampled_from(["b", "photoimmune", "x" * 70, "--", "a b"]))
-    release = tiny_release("acme/api@2")
+    release = tiny_release("acme/api@2", seed=1)
     names = st.sampled_from(["metadata", *release, "acme/../evil/x/y", "", "metadata"])
     contents = st.one_of(
         _metadata_body(api),
@@ -358,7 +326,7 @@ def test_hypothesis_requests_never_get_a_5xx(data) -> None:
 
 def test_an_honest_upload_through_the_api_is_accepted(api):
     """The seeds are real: unmutated, the next release is accepted (then undone)."""
-    release = tiny_release("acme/api@2")
+    release = tiny_release("acme/api@2", seed=1)
     parts = [("metadata", ("metadata.json", api.seeds()["release"]))]
     parts += [(path, (path.rpartition("/")[2], blob)) for path, blob in release.items()]
     response = api.http.post("/vendors/acme/releases", files=parts)
