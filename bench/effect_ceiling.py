@@ -30,7 +30,7 @@ import torch
 from photoimmune.sdk import immunize
 from photoimmune.sdk.attacks.base import Attack
 from photoimmune.sdk.attacks.encoder import EncoderAttack, VAEEncoder
-from photoimmune.sdk.evaluate.metrics import edit_similarity
+from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
 from photoimmune.sdk.io import pixels_to_tensor, tensor_to_pixels
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.models.pipelines import edit_image
@@ -47,9 +47,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return edit_similarity(a, b)[0]
 
 
-def same_eps_noise(photo: np.ndarray, levels: int) -> np.ndarray:
-    noise = np.random.default_rng(0).integers(-levels, levels + 1, photo.shape)
-    return np.clip(photo.astype(int) + noise, 0, 255).astype(np.uint8)
+def noisy(photo: np.ndarray, levels: int) -> np.ndarray:
+    return same_eps_noise(photo, f"{levels}/255", np.random.default_rng(0))
 
 
 class Session:
@@ -166,11 +165,11 @@ def ceiling(s: Session, photos: dict, levels: int) -> None:
     print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)))
     for name, px in photos.items():
         adv = immunize(px, s.model, eps=f"{levels}/255", seed=0).pixels
-        noisy = same_eps_noise(px, levels)
+        baseline = noisy(px, levels)
         row = []
         for st in (0, *STRENGTHS):
             clean = s.edit(px, st)
-            row.append(ssim(s.edit(noisy, st), clean) - ssim(s.edit(adv, st), clean))
+            row.append(ssim(s.edit(baseline, st), clean) - ssim(s.edit(adv, st), clean))
         print(f"{name:14}" + "".join(f"{v:8.3f}" for v in row))
 
 
@@ -196,7 +195,7 @@ def levers(s: Session, photos: dict, levels: int) -> None:
         for px in photos.values():
             adv = tensor_to_pixels(attack(pixels_to_tensor(px)))[0]
             clean = s.edit(px, 0.5)
-            noise_ssim = ssim(s.edit(same_eps_noise(px, levels), 0.5), clean)
+            noise_ssim = ssim(s.edit(noisy(px, levels), 0.5), clean)
             gaps.append(noise_ssim - ssim(s.edit(adv, 0.5), clean))
         print(f"{label:14}" + "".join(f"{g:14.3f}" for g in gaps) + f"{statistics.mean(gaps):8.3f}")
 

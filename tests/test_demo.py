@@ -26,6 +26,18 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
     assert immunized.shape == (settings.size, settings.size, 3)
     assert 0 < report.max_abs_delta <= 16
     assert -1.0 <= report.ssim < 1.0  # the two edits differ
+    assert -1.0 <= report.fidelity < 1.0  # the clean edit is not the photo
+    # Noise and immunization at the target's default budget and at the demo's own,
+    # each immunized row with its gap over the same budget's noise.
+    assert [(r.case, r.eps) for r in report.effect] == [
+        ("uniform noise", "8/255"),
+        ("immunized", "8/255"),
+        ("uniform noise", "16/255"),
+        ("immunized", "16/255"),
+    ]
+    noise, immunized = report.effect[2], report.effect[3]
+    assert immunized.gap == noise.ssim - immunized.ssim and noise.gap is None
+    assert immunized.ssim == report.ssim
     assert float(report.loss_after) < float(report.loss_before)
     # The published image is signed; step 2 re-immunizes it for v2 and chains the manifests.
     assert read_manifest((tmp_path / "immunized.png").read_bytes()).assertion.covers(
@@ -50,6 +62,7 @@ def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
         out = capsys.readouterr().out
         assert "SSIM" in out and "max |δ|" in out and "photoimmune/tiny-ldm@1" in out
         words = " ".join(out.split())  # rich wraps long lines
+        assert "gap over noise" in words and "does not edit believably" in words
         assert "forward compatibility" in words and "outdated → reimmunized" in words
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "forward.png").is_file()
     assert len(list((tmp_path / "registry" / "releases").iterdir())) == 2  # v1, then v2

@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from .harness import METHODS, EvalReport, EvalRow, EvalSettings, Stat, evaluate, treat
+    from .harness import (
+        METHODS,
+        EvalReport,
+        EvalRow,
+        EvalSettings,
+        Stat,
+        evaluate,
+        same_eps_noise,
+        treat,
+    )
     from .metrics import (
         PAIR_METRICS,
         SET_METRICS,
@@ -36,6 +45,7 @@ _LAZY = {
     "Stat": "harness",
     "evaluate": "harness",
     "treat": "harness",
+    "same_eps_noise": "harness",
     "PAIR_METRICS": "metrics",
     "SET_METRICS": "metrics",
     "ClipScorer": "metrics",
@@ -61,5 +71,6 @@ __all__ = [
     "edit_similarity",
     "evaluate",
     "pair_metrics",
+    "same_eps_noise",
     "treat",
 ]

@@ -112,6 +112,36 @@ def _stat(values: list[float]) -> Stat:
     return Stat(mean=statistics.fmean(values), std=statistics.pstdev(values))
 
 
+def same_eps_noise(
+    pixels: np.ndarray,
+    eps: str | float,
+    rng: np.random.Generator,
+    keep: np.ndarray | None = None,
+) -> np.ndarray:
+    """The paper's baseline: the photo plus uniform 8-bit noise of the same budget.
+
+    Immunization counts only as far as it disrupts an edit more than this does.
+
+    Args:
+        pixels: ``uint8`` ``(H, W, 3)`` photo.
+        eps: the budget (``"8/255"`` or a float in [0, 1]); the noise never exceeds it.
+        rng: where the noise comes from (seed it for repeatable figures).
+        keep: nonzero where noise may go (inpainting: the pixels the edit keeps);
+            default everywhere.
+
+    Example:
+        >>> photo = np.full((2, 2, 3), 100, np.uint8)
+        >>> noisy = same_eps_noise(photo, "8/255", np.random.default_rng(0))
+        >>> int(np.abs(noisy.astype(int) - 100).max()) <= 8
+        True
+    """
+    levels = math.floor(float(parse_budget(eps)) * 255)  # never over budget
+    noise = rng.integers(-levels, levels + 1, pixels.shape)
+    if keep is not None:
+        noise = noise * (keep[..., None] != 0)
+    return np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
 def treat(
     method: Method,
     images: list[np.ndarray],
@@ -127,15 +157,8 @@ def treat(
     from ..immunization import immunize
 
     if method == "noise":
-        levels = math.floor(float(parse_budget(settings.eps)) * 255)  # never over budget
         rng = np.random.default_rng(settings.seed)
-        treated = []
-        for pixels in images:
-            noise = rng.integers(-levels, levels + 1, pixels.shape)
-            if keep is not None:
-                noise = noise * (keep[..., None] != 0)
-            treated.append(np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8))
-        return treated
+        return [same_eps_noise(pixels, settings.eps, rng, keep) for pixels in images]
     steps = settings.steps if method == "encoder" else settings.diffusion_steps
     results = immunize(
         list(images),
