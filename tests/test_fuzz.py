@@ -48,7 +48,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 import pytest
@@ -64,6 +64,9 @@ try:
     from .helpers import protection, tiny_release
 except ImportError:  # run as a script (atheris, below): tests/ is on sys.path
     from helpers import protection, tiny_release
+
+if TYPE_CHECKING:
+    from photoimmune.registry.service import RegistryService
 
 # -- how long and how hard ----------------------------------------------------------------
 
@@ -835,6 +838,24 @@ def check_rejected_or_accepted(call: Callable[[], object]) -> bool:
     return True
 
 
+def check_registry_write(
+    write: Callable[[RegistryService], object], check: Callable[[FuzzRegistry], None]
+) -> None:
+    """A write to the fuzz registry returns or raises a PhotoimmuneError; one it accepts
+    must pass ``check``, and is undone whatever happens."""
+    registry = fuzz_registry()
+    if check_rejected_or_accepted(lambda: write(registry.service)):
+        try:
+            check(registry)
+        finally:
+            registry.reset()
+
+
+def check_registry_answers(registry: FuzzRegistry) -> None:
+    """After a write to top-level metadata, the registry still serves its timestamp."""
+    registry.service.metadata_file("timestamp.json")
+
+
 def check_registry_still_serves(registry: FuzzRegistry) -> None:
     """After any write, the registry still answers reads, and clients still verify them."""
     import shutil
@@ -911,14 +932,10 @@ def test_metadata_that_cannot_be_canonicalised_is_refused(token: str) -> None:
 def test_registry_publish_on_mutated_vendor_metadata(document: bytes, file_edit: str) -> None:
     """A vendor's hostile upload is refused cleanly; one accepted leaves clients working."""
     note(f"document: {document!r}")
-    registry = fuzz_registry()
     files = _edited_files(tiny_release("acme/fuzz@2"), file_edit)
-    accepted = check_rejected_or_accepted(lambda: registry.service.publish("acme", document, files))
-    if accepted:
-        try:
-            check_registry_still_serves(registry)
-        finally:
-            registry.reset()
+    check_registry_write(
+        lambda service: service.publish("acme", document, files), check_registry_still_serves
+    )
 
 
 def _edited_files(files: dict[str, bytes], edit: str) -> dict[str, bytes]:
@@ -940,12 +957,7 @@ def _edited_files(files: dict[str, bytes], edit: str) -> dict[str, bytes]:
 def test_registry_update_targets_on_mutated_targets(document: bytes) -> None:
     """New top-level targets, mutated and re-signed: accepted or refused, never a crash."""
     note(f"document: {document!r}")
-    registry = fuzz_registry()
-    if check_rejected_or_accepted(lambda: registry.service.update_targets(document)):
-        try:
-            registry.service.metadata_file("timestamp.json")
-        finally:
-            registry.reset()
+    check_registry_write(lambda service: service.update_targets(document), check_registry_answers)
 
 
 @fuzz_settings(100)
@@ -953,12 +965,7 @@ def test_registry_update_targets_on_mutated_targets(document: bytes) -> None:
 def test_registry_update_root_on_mutated_root(document: bytes) -> None:
     """A new root, mutated and re-signed by the root key: accepted or refused, never a crash."""
     note(f"document: {document!r}")
-    registry = fuzz_registry()
-    if check_rejected_or_accepted(lambda: registry.service.update_root(document)):
-        try:
-            registry.service.metadata_file("timestamp.json")
-        finally:
-            registry.reset()
+    check_registry_write(lambda service: service.update_root(document), check_registry_answers)
 
 
 def test_the_tuf_seeds_are_accepted():
