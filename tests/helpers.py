@@ -2,6 +2,7 @@
 
 * :func:`protection`: one protection record, the claim a signed manifest carries;
 * :func:`tiny_release`: a registry release's two files, made by hand (no model);
+* :func:`edit`: one quick, seeded img2img edit, what a checked pipeline is given;
 * :class:`LoopbackServer`: an ASGI app under a real uvicorn server on loopback.
 
 Heavy imports (torch, uvicorn) happen inside the functions that need them, so a
@@ -79,6 +80,23 @@ def tiny_release(ref: str, seed: int = 0) -> dict[str, bytes]:
     descriptor = json.dumps(target.model_dump(mode="json"), sort_keys=True).encode()
     folder = tm.release_dir(target.ref)
     return {f"{folder}/{DESCRIPTOR_NAME}": descriptor, f"{folder}/{target.tensors.path}": tensors}
+
+
+def edit(pipe, image, **kwargs):
+    """``pipe`` edits ``image`` (or a list of them) into "a photo of a cat": 2 steps,
+    strength 0.5, seed 0; the edited images as arrays."""
+    import torch
+
+    out = pipe(
+        ["a photo of a cat"] * len(image) if isinstance(image, list) else "a photo of a cat",
+        image=image,
+        num_inference_steps=2,
+        strength=0.5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        **kwargs,
+    )
+    return out.images
 
 
 class LoopbackServer:

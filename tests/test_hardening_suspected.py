@@ -44,7 +44,7 @@ from photoimmune.sdk.keys import KeyFolderWarning, ManifestSigner, init_keys
 from photoimmune.sdk.manifest import read_manifest, sign_pixels
 from photoimmune.sdk.samples import sample_pixels
 
-from .helpers import protection
+from .helpers import edit, protection
 from .test_hardening import BodyCounter, release_folder
 
 V2 = "photoimmune/tiny-ldm@2"
@@ -297,20 +297,6 @@ def checked_pipeline(plugin_setup, **settings):
         registry_dir, signer=keys.signer("vendor"), trust=keys.ca_cert, steps=4, **settings
     )
     return pipe
-
-
-def edit(pipe, image):
-    import torch
-
-    out = pipe(
-        "a photo of a cat",
-        image=image,
-        num_inference_steps=2,
-        strength=0.5,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    )
-    return out.images
 
 
 @pytest.mark.slow

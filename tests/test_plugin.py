@@ -42,7 +42,7 @@ from photoimmune.sdk.protection import Protection
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import build_target, save_target
 
-from .helpers import protection
+from .helpers import edit, protection
 from .tiny_pipelines import SIZE, tiny_flux, tiny_sdxl
 
 V1, V2 = "photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2"
@@ -123,19 +123,6 @@ def _enable(pipe, registry_dir, keys, **kwargs):
     return pipe
 
 
-def _edit(pipe, image, **kwargs):
-    out = pipe(
-        ["a photo of a cat"] * len(image) if isinstance(image, list) else "a photo of a cat",
-        image=image,
-        num_inference_steps=2,
-        strength=0.5,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-        **kwargs,
-    )
-    return out.images
-
-
 @pytest.fixture
 def v2_pipe(registry_dir, keys):
     return _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys)
@@ -166,7 +153,7 @@ def test_disabled_pipeline_edits_without_checking(registry_dir, keys, v1_signed)
     pipe.disable_immunization_check()
     plain = load_pipeline("tiny-ldm@2")
     image = Image.open(v1_signed)
-    assert np.array_equal(_edit(pipe, image), _edit(plain, image))
+    assert np.array_equal(edit(pipe, image), edit(plain, image))
 
 
 # -- the forward-compatibility path ----------------------------------------------------
@@ -177,7 +164,7 @@ def test_outdated_image_is_reimmunized_signed_and_chained(
 ):
     before = v1_signed.read_bytes()
     v2_pipe._immunization_check.output_dir = tmp_path / "out"
-    _edit(v2_pipe, str(v1_signed))
+    edit(v2_pipe, str(v1_signed))
     report = v2_pipe.immunization_report
     (check,) = report.images
     assert report.model == V2 and report.pipeline == "StableDiffusionImg2ImgPipeline"
@@ -194,14 +181,14 @@ def test_outdated_image_is_reimmunized_signed_and_chained(
     assert (tmp_path / "out").exists() and Path(check.saved_to).read_bytes() == check.signed_image
 
     # Fed back, the re-immunized image is covered and passes untouched...
-    _edit(v2_pipe, check.signed_image)
+    edit(v2_pipe, check.signed_image)
     (again,) = v2_pipe.immunization_report.images
     assert (again.status, again.action) == ("covered", "passed")
     assert again.protected_against == (V1, V2)
     # ... and a v1 pipeline finds the carried-over v1 protection: no second hop, no extra ε.
     assert [p.target_ref for p in signed.assertion.protections] == [V1, V2]
     v1_pipe = _enable(load_pipeline("tiny-ldm@1"), registry_dir, keys)
-    _edit(v1_pipe, check.signed_image)
+    edit(v1_pipe, check.signed_image)
     assert v1_pipe.immunization_report.images[0].status == "covered"
 
 
@@ -214,12 +201,12 @@ def test_the_default_setup_trusts_its_own_output_and_reports_progress(registry_d
     pipe.enable_immunization_check(
         registry_dir, progress=lambda step, total, loss: steps.append((step, total)), **FAST
     )
-    _edit(pipe, str(v1_signed))
+    edit(pipe, str(v1_signed))
     (first,) = pipe.immunization_report.images
     assert (first.status, first.action) == ("unverified", "reimmunized")
     assert steps[:2] == [(1, 8), (2, 8)] and (8, 8) in steps  # the attack's steps, reported
     reported = len(steps)
-    _edit(pipe, first.signed_image)
+    edit(pipe, first.signed_image)
     (again,) = pipe.immunization_report.images
     assert (again.status, again.action, again.verdict) == ("covered", "passed", "trusted")
     assert len(steps) == reported  # nothing ran the second time
@@ -230,7 +217,7 @@ def test_reimmunizes_with_the_diffusion_attack_end_to_end(registry_dir, keys, v1
     """method="diffusion": the plugin runs PhotoGuard's diffusion attack through the
     running version's pipeline, with that method's recommended budget (16/255)."""
     pipe = _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys, method="diffusion", steps=2)
-    _edit(pipe, str(v1_signed))
+    edit(pipe, str(v1_signed))
     (check,) = pipe.immunization_report.images
     assert (check.action, check.protection.method) == ("reimmunized", "diffusion")
     assert (check.protection.eps, check.protection.steps) == ("16/255", 2)
@@ -258,7 +245,7 @@ def test_reimmunizes_inside_no_grad_and_inference_mode(v2_pipe, v1_signed, mode)
 def test_a_claim_against_another_target_digest_is_not_coverage(v2_pipe, keys, photo):
     """Trusted and bound, but made against a target this registry does not publish for v2."""
     signed = sign_pixels(photo, [_claim(V2)], keys.signer("publisher"))
-    _edit(v2_pipe, signed)
+    edit(v2_pipe, signed)
     assert v2_pipe.immunization_report.images[0].status == "outdated"
 
 
@@ -297,14 +284,14 @@ def test_weights_claimed_by_two_vendors_must_be_named(tmp_path):
     pipe = load_pipeline("tiny-ldm@2")
     pipe.enable_immunization_check(local_registry(folder, []), trust=None)
     with pytest.raises(AmbiguousReleaseError, match=r"copier/lookalike.*photoimmune/tiny-ldm"):
-        _edit(pipe, Image.fromarray(sample_pixels("coffee.png", 128)))
+        edit(pipe, Image.fromarray(sample_pixels("coffee.png", 128)))
 
 
 def test_covered_image_reaches_the_pipeline_unchanged(v2_pipe, registry_dir, keys, v1_signed):
-    _edit(v2_pipe, str(v1_signed))
+    edit(v2_pipe, str(v1_signed))
     covered = v2_pipe.immunization_report.images[0].signed_image
     plain = load_pipeline("tiny-ldm@2")
-    assert np.array_equal(_edit(v2_pipe, covered), _edit(plain, load_image(covered).to_pil()))
+    assert np.array_equal(edit(v2_pipe, covered), edit(plain, load_image(covered).to_pil()))
 
 
 # -- policies ----------------------------------------------------------------------------
@@ -313,7 +300,7 @@ def test_covered_image_reaches_the_pipeline_unchanged(v2_pipe, registry_dir, key
 def test_refuse_raises_naming_the_image_and_its_protection(registry_dir, keys, v1_signed):
     pipe = _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys, policy="refuse")
     with pytest.raises(plugin.ImmunizedImageError, match=r"chelsea-v1.*tiny-ldm@1.*refuse") as err:
-        _edit(pipe, Image.open(v1_signed))
+        edit(pipe, Image.open(v1_signed))
     assert err.value.check.action == "refused" and err.value.check.status == "outdated"
     assert pipe.immunization_report.images[0].action == "refused"
 
@@ -324,17 +311,17 @@ def test_warn_and_allow_edit_the_image_as_given(registry_dir, keys, v1_signed, p
     plain = load_pipeline("tiny-ldm@2")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        edited = _edit(pipe, Image.open(v1_signed))
+        edited = edit(pipe, Image.open(v1_signed))
     assert pipe.immunization_report.images[0].action == action
     assert any(issubclass(w.category, plugin.ImmunizationWarning) for w in caught) == (
         policy == "warn"
     )
-    assert np.array_equal(edited, _edit(plain, Image.open(v1_signed)))
+    assert np.array_equal(edited, edit(plain, Image.open(v1_signed)))
 
 
 def test_clean_photo_passes_untouched(v2_pipe):
     clean = Image.fromarray(sample_pixels("coffee.png", 128))
-    _edit(v2_pipe, clean)
+    edit(v2_pipe, clean)
     (check,) = v2_pipe.immunization_report.images
     assert (check.status, check.action, check.verdict) == ("clean", "passed", "unavailable")
     assert check.detection_score > plugin.detection.DEFAULT_THRESHOLD
@@ -346,7 +333,7 @@ def test_unregistered_weights_are_named(registry_dir, keys, photo):
     pipe.unet = UNet2DConditionModel.from_config(pipe.unet.config)  # weights nobody published
     _enable(pipe, registry_dir, keys)
     with pytest.raises(plugin.UnregisteredModelError, match="match no release"):
-        _edit(pipe, Image.fromarray(photo))
+        edit(pipe, Image.fromarray(photo))
 
 
 # -- manifests that do not hold up -----------------------------------------------------
@@ -356,7 +343,7 @@ def test_forged_manifest_claiming_this_version_is_not_believed(v2_pipe, photo, t
     forger = init_keys(tmp_path / "forger")  # a CA the vendor does not trust
     claim = _claim(V2)
     forged = sign_pixels(photo, [claim], forger.signer("publisher"))
-    _edit(v2_pipe, forged)
+    edit(v2_pipe, forged)
     (check,) = v2_pipe.immunization_report.images
     assert (check.status, check.verdict, check.action) == ("unverified", "untrusted", "reimmunized")
     assert check.protection.target_ref == V2
@@ -369,7 +356,7 @@ def test_tampered_manifest_is_invalid_and_reimmunized(v2_pipe, v1_signed):
     chunk = data.find(b"caBX") - 4  # then mend the PNG chunk's CRC, as a forger would
     end = chunk + 8 + int.from_bytes(data[chunk : chunk + 4], "big")
     data[end : end + 4] = zlib.crc32(data[chunk + 4 : end]).to_bytes(4, "big")
-    _edit(v2_pipe, bytes(data))
+    edit(v2_pipe, bytes(data))
     (check,) = v2_pipe.immunization_report.images
     assert (check.status, check.verdict, check.action) == ("unverified", "invalid", "reimmunized")
 
@@ -377,12 +364,12 @@ def test_tampered_manifest_is_invalid_and_reimmunized(v2_pipe, v1_signed):
 def test_manifest_for_other_pixels_is_not_believed(v2_pipe, v1_signed):
     signed = load_image(v1_signed)
     other = sample_pixels("astronaut.png", 128)
-    _edit(v2_pipe, dataclasses.replace(signed, pixels=other))  # a loader result, other pixels
+    edit(v2_pipe, dataclasses.replace(signed, pixels=other))  # a loader result, other pixels
     (check,) = v2_pipe.immunization_report.images
     assert (check.status, check.verdict) == ("unverified", "transplanted")
     edited = Image.open(v1_signed)
     edited.paste((255, 0, 0), (0, 0, 8, 8))  # opened from the signed file, then changed
-    _edit(v2_pipe, edited)
+    edit(v2_pipe, edited)
     assert v2_pipe.immunization_report.images[0].verdict == "modified"
 
 
@@ -391,7 +378,7 @@ def test_manifest_for_other_pixels_is_not_believed(v2_pipe, v1_signed):
 
 def test_stripped_manifest_is_detected_and_reimmunized(v2_pipe, v1_signed):
     stripped = Image.fromarray(load_image(v1_signed).pixels)  # a plain re-save drops C2PA
-    _edit(v2_pipe, stripped)
+    edit(v2_pipe, stripped)
     (check,) = v2_pipe.immunization_report.images
     assert (check.status, check.verdict, check.action) == ("detected", "unavailable", "reimmunized")
     assert check.detection_score <= plugin.detection.DEFAULT_THRESHOLD
@@ -405,7 +392,7 @@ def test_stripped_manifest_is_detected_and_reimmunized(v2_pipe, v1_signed):
 
 def test_list_input_is_checked_per_image(v2_pipe, v1_signed):
     clean = sample_pixels("coffee.png", 128)
-    edits = _edit(v2_pipe, [Image.open(v1_signed), Image.fromarray(clean)])
+    edits = edit(v2_pipe, [Image.open(v1_signed), Image.fromarray(clean)])
     assert len(edits) == 2
     first, second = v2_pipe.immunization_report.images
     assert (first.index, first.action, second.index, second.action) == (
