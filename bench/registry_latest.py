@@ -27,7 +27,6 @@ Throughput is reported relative to the first case.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from registry_load import answering, free_port  # bench/ is on sys.path when this script runs
 from rich.console import Console
 from rich.table import Table
 
@@ -84,26 +84,9 @@ def renamed(target: AttackTarget, ref: str) -> AttackTarget:
     return copy
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(folder: Path, port: int, http: httpx.Client) -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(folder), str(port)])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the registry server exited with {server.returncode}")
-        try:
-            if http.get(f"http://127.0.0.1:{port}/metadata/timestamp.json").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit("the registry server did not answer within 120 s")
+    return answering(server, port, http.get)
 
 
 def timed(call: Callable[[], object], seconds: float) -> list[float]:

@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,8 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", a
 WARMUP_S = 2.0
 RETRY_PAUSE_S = 0.2
 HONEST_KINDS = ("read timestamp", "read snapshot", "read targets", "publish")
+#: A TUF client's refresh, in order: each role read, and the role whose version it names.
+REFRESH_WALK = (("timestamp", "snapshot"), ("snapshot", "targets"), ("targets", None))
 
 
 # -- releases and the registry ------------------------------------------------------------
@@ -166,13 +169,25 @@ def start_server(folder: Path, port: int, max_upload: int, log: Path) -> subproc
         server = subprocess.Popen(
             [sys.executable, "-c", SERVER, str(folder), str(port), str(max_upload)], stderr=err
         )
+    return answering(server, port, log=log)
+
+
+def answering(
+    server: subprocess.Popen,
+    port: int,
+    get: Callable[[str], httpx.Response] = httpx.get,
+    log: Path | None = None,
+) -> subprocess.Popen:
+    """``server`` once it answers ``GET /metadata/timestamp.json`` on ``port`` (through
+    ``get``); the benchmark ends if it exits first (see ``log``) or is silent for 120 s."""
     url = f"http://127.0.0.1:{port}/metadata/timestamp.json"
+    see = "" if log is None else f": see {log}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the registry server exited with {server.returncode}: see {log}")
+            raise SystemExit(f"the registry server exited with {server.returncode}{see}")
         try:
-            if httpx.get(url).status_code == 200:
+            if get(url).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
@@ -247,22 +262,14 @@ def reader(base: str, stop: threading.Event, tally: Tally) -> None:
     """What a TUF client fetches on refresh: timestamp, then the snapshot and targets it names."""
     with httpx.Client(base_url=base, timeout=60.0) as http:
         while not stop.is_set():
-            seconds, response, failure = timed_get(http, "/metadata/timestamp.json")
-            tally.record("read timestamp", seconds, _status(response), failure)
-            if response is None or failure:
-                continue
-            snapshot_version = response.json()["signed"]["meta"]["snapshot.json"]["version"]
-            seconds, response, failure = timed_get(
-                http, f"/metadata/{snapshot_version}.snapshot.json"
-            )
-            tally.record("read snapshot", seconds, _status(response), failure)
-            if response is None or failure:
-                continue
-            targets_version = response.json()["signed"]["meta"]["targets.json"]["version"]
-            seconds, response, failure = timed_get(
-                http, f"/metadata/{targets_version}.targets.json"
-            )
-            tally.record("read targets", seconds, _status(response), failure)
+            url = "/metadata/timestamp.json"
+            for role, names in REFRESH_WALK:
+                seconds, response, failure = timed_get(http, url)
+                tally.record(f"read {role}", seconds, _status(response), failure)
+                if names is None or response is None or failure:
+                    break  # the walk is done, or starts again from the timestamp
+                version = response.json()["signed"]["meta"][f"{names}.json"]["version"]
+                url = f"/metadata/{version}.{names}.json"
 
 
 def _status(response: httpx.Response | None) -> int | str:
