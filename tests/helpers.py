@@ -3,9 +3,10 @@
 * :func:`protection`: one protection record, the claim a signed manifest carries;
 * :func:`tiny_release`: a registry release's two files, made by hand (no model);
 * :func:`edit`: one quick, seeded img2img edit, what a checked pipeline is given;
+* :func:`fuzz_settings`: the Hypothesis settings of the fuzz tests;
 * :class:`LoopbackServer`: an ASGI app under a real uvicorn server on loopback.
 
-Heavy imports (torch, uvicorn) happen inside the functions that need them, so a
+Heavy imports (torch, uvicorn, hypothesis) happen inside the functions that need them, so a
 module that imports this one for a protection record stays quick to import.
 ``tests/test_fuzz.py`` also runs as a script (atheris), with ``tests/`` on
 ``sys.path``: this module imports nothing from the tests package.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -23,9 +25,12 @@ from typing import TYPE_CHECKING, Any
 from photoimmune.sdk.protection import Protection
 
 if TYPE_CHECKING:
+    import hypothesis
     import uvicorn
 
 WAIT_S = 120.0  # how long a test waits for a server before it gives up (never asserted)
+#: Examples per fuzz test under ``make fuzz`` (0: each test's bounded CI count).
+FUZZ_EXAMPLES = int(os.environ.get("PHOTOIMMUNE_FUZZ_EXAMPLES", "0") or 0)
 
 
 def protection(ref: str = "photoimmune/tiny-ldm@1", **changes: Any) -> Protection:
@@ -97,6 +102,33 @@ def edit(pipe, image, **kwargs):
         **kwargs,
     )
     return out.images
+
+
+def fuzz_settings(ci_examples: int) -> hypothesis.settings:
+    """Bounded and repeatable in CI; long, random and remembered under ``make fuzz``.
+
+    No per-example deadline: the machine is shared with training jobs, so wall-clock
+    deadlines would be flaky; ``tests/test_fuzz.py``'s watchdog catches real hangs instead.
+    """
+    from hypothesis import HealthCheck, settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    common = {
+        "deadline": None,
+        "suppress_health_check": [
+            HealthCheck.too_slow,
+            # the suite's autouse key-folder fixture; the API fuzz tests' registry fixtures
+            # hold state across examples on purpose
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+        "print_blob": True,
+    }
+    if FUZZ_EXAMPLES:
+        database = DirectoryBasedExampleDatabase(".pytest_cache/photoimmune-fuzz")
+        return settings(max_examples=FUZZ_EXAMPLES, database=database, **common)
+    return settings(max_examples=ci_examples, derandomize=True, database=None, **common)
 
 
 class LoopbackServer:

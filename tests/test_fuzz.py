@@ -52,26 +52,23 @@ from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import event, given, note
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
 from PIL import Image
 
 from photoimmune.sdk.errors import ImageLoadError, PhotoimmuneError
 from photoimmune.sdk.io import load_image
 
 try:
-    from .helpers import protection, tiny_release
+    from .helpers import FUZZ_EXAMPLES, fuzz_settings, protection, tiny_release
 except ImportError:  # run as a script (atheris, below): tests/ is on sys.path
-    from helpers import protection, tiny_release
+    from helpers import FUZZ_EXAMPLES, fuzz_settings, protection, tiny_release
 
 if TYPE_CHECKING:
     from photoimmune.registry.service import RegistryService
 
 # -- how long and how hard ----------------------------------------------------------------
 
-#: Examples per test under ``make fuzz`` (0: the bounded CI counts below).
-FUZZ_EXAMPLES = int(os.environ.get("PHOTOIMMUNE_FUZZ_EXAMPLES", "0") or 0)
 #: Seconds one example may take before it counts as a hang (Python-level code).
 EXAMPLE_TIMEOUT_S = float(os.environ.get("PHOTOIMMUNE_FUZZ_TIMEOUT_S", "20"))
 #: Seconds after which a hang inside C code (which the alarm can't interrupt) ends the
@@ -81,28 +78,6 @@ HARD_HANG_S = 10 * EXAMPLE_TIMEOUT_S
 #: and the decoders' paths are the same at any size. ``make fuzz`` uses the default.
 CI_MAX_PIXELS = 1 << 20
 MAX_MUTATIONS = 4
-
-
-def fuzz_settings(ci_examples: int) -> settings:
-    """Bounded and repeatable in CI; long, random and remembered under ``make fuzz``.
-
-    No per-example deadline: the machine is shared with training jobs, so wall-clock
-    deadlines would be flaky; :func:`watchdog` catches real hangs instead.
-    """
-    common = {
-        "deadline": None,
-        "suppress_health_check": [
-            HealthCheck.too_slow,
-            HealthCheck.function_scoped_fixture,  # the suite's autouse key-folder fixture
-            HealthCheck.data_too_large,
-            HealthCheck.filter_too_much,
-        ],
-        "print_blob": True,
-    }
-    if FUZZ_EXAMPLES:
-        database = DirectoryBasedExampleDatabase(".pytest_cache/photoimmune-fuzz")
-        return settings(max_examples=FUZZ_EXAMPLES, database=database, **common)
-    return settings(max_examples=ci_examples, derandomize=True, database=None, **common)
 
 
 class HangError(AssertionError):

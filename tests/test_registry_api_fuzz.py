@@ -24,7 +24,6 @@ import atexit
 import functools
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,36 +33,13 @@ import httpx
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
 from schemathesis.checks import not_a_server_error
 
 from photoimmune.registry.server import create_app
 
-from .helpers import tiny_release
-
-#: Examples per test under ``make fuzz`` (0: the bounded CI counts below).
-FUZZ_EXAMPLES = int(os.environ.get("PHOTOIMMUNE_FUZZ_EXAMPLES", "0") or 0)
-
-
-def fuzz_settings(ci_examples: int) -> settings:
-    """Bounded and repeatable in CI; long, random and remembered under ``make fuzz``."""
-    common = {
-        "deadline": None,  # a shared, loaded machine: no wall-clock deadlines
-        "suppress_health_check": [
-            HealthCheck.too_slow,
-            HealthCheck.function_scoped_fixture,  # fixtures here hold state across examples
-            HealthCheck.data_too_large,
-            HealthCheck.filter_too_much,
-        ],
-        "print_blob": True,
-    }
-    if FUZZ_EXAMPLES:
-        database = DirectoryBasedExampleDatabase(".pytest_cache/photoimmune-fuzz")
-        return settings(max_examples=FUZZ_EXAMPLES, database=database, **common)
-    return settings(max_examples=ci_examples, derandomize=True, database=None, **common)
-
+from .helpers import fuzz_settings, tiny_release
 
 # -- the registry under test --------------------------------------------------------------
 
