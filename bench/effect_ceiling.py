@@ -13,8 +13,11 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
 3. the ceiling: the SSIM gap over same-ε noise of the encoder attack (``immunize``
    defaults) per strength, down to the reconstruction itself (strength 0), which
    is the most a perfectly faithful denoiser could carry;
-4. targets and objectives: the gap at strength 0.5 for each target recipe and for
-   PID's posterior-variance objective (maximise the encoder's log-variance).
+4. targets and objectives: the gap at strength 0.5 for each target recipe, for
+   PID's posterior-variance objective (maximise the encoder's log-variance), and
+   for two untargeted ones: the latent pushed away from the clean latent, and
+   the edit-aware one, the decoded one-step x0 prediction at strength 0.5 pushed
+   away from the clean photo's (docs/models.md).
 
     .venv/bin/python bench/effect_ceiling.py [--model tiny-ldm@1] [--size 128] [--tables 1234]
 """
@@ -133,6 +136,59 @@ class PosteriorVariance(Attack):
         return -moments.chunk(2, dim=1)[1].clamp(max=20).flatten(1).mean(1)
 
 
+def _latent_mean(vae, x: torch.Tensor) -> torch.Tensor:
+    return vae.quant_conv(vae.encoder(x * 2 - 1)).chunk(2, dim=1)[0]
+
+
+class LatentAway(Attack):
+    """Untargeted encoder objective: push the latent mean away from the clean photo's."""
+
+    method = "latent-away"
+
+    def __init__(self, vae, **overrides) -> None:
+        super().__init__(**overrides)
+        self.vae = vae.requires_grad_(False)
+
+    def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            self.clean = _latent_mean(self.vae, x)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return -(_latent_mean(self.vae, x) - self.clean).pow(2).flatten(1).mean(1)
+
+
+class EditAway(Attack):
+    """Edit-aware, untargeted: push the decoded one-step prediction of x0 at timestep
+    ``t`` (500 = strength 0.5) away from the clean photo's, under one fixed noise draw."""
+
+    method = "edit-away"
+
+    def __init__(self, pipe, t: int = 500, **overrides) -> None:
+        super().__init__(**overrides)
+        self.pipe, self.t = pipe, t
+        pipe.vae.requires_grad_(False)
+        pipe.unet.requires_grad_(False)
+        with torch.no_grad():
+            self.embeds = pipe.encode_prompt(EDIT["prompt"], "cpu", 1, False)[0]
+
+    def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        factor = self.pipe.vae_scale_factor
+        shape = (x.shape[0], 4, x.shape[-2] // factor, x.shape[-1] // factor)
+        self.noise = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            self.clean = self.predict(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        vae, scale = self.pipe.vae, self.pipe.vae.config.scaling_factor
+        alpha = self.pipe.scheduler.alphas_cumprod[self.t]
+        noisy = alpha.sqrt() * _latent_mean(vae, x) * scale + (1 - alpha).sqrt() * self.noise
+        eps = self.pipe.unet(noisy, self.t, encoder_hidden_states=self.embeds).sample
+        return vae.decode((noisy - (1 - alpha).sqrt() * eps) / alpha.sqrt() / scale).sample
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return -(self.predict(x) - self.clean).pow(2).flatten(1).mean(1)
+
+
 def fidelity(s: Session, photos: dict) -> None:
     print("\n1. fidelity: SSIM(edit of the clean photo, photo); strength 0 = VAE reconstruction")
     print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)) + "   PSNR(recon)")
@@ -189,6 +245,8 @@ def levers(s: Session, photos: dict, levels: int) -> None:
         for name, image in targets.items()
     }
     attacks["pid-variance"] = PosteriorVariance(s.vae, **budget)
+    attacks["latent-away"] = LatentAway(s.vae, **budget)
+    attacks["edit-away"] = EditAway(s.pipe, **budget)
     print(f"{'attack':14}" + "".join(f"{n:>14}" for n in photos) + f"{'mean':>8}")
     for label, attack in attacks.items():
         gaps = []
