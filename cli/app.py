@@ -433,7 +433,7 @@ def demo(
         f"target: {report.target_ref} (digest {report.target_digest[:16]}…), published to and "
         f"fetched from the local registry {out / 'registry'}"
     )
-    console.print(f"grid: {report.grid}\nloss curve: {report.curve}")
+    console.print(f"grid: {report.grid}\nloss curve: {report.curve}\neffect chart: {report.chart}")
     if report.forward is not None:
         _print_forward(report.forward, settings)
 

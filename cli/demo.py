@@ -34,7 +34,7 @@ from photoimmune.sdk.keys import KeyDir, open_keys
 from photoimmune.sdk.manifest import read_manifest, sign_pixels
 from photoimmune.sdk.models.bundled import VENDOR
 from photoimmune.sdk.models.pipelines import edit_image, load_pipeline
-from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve
+from photoimmune.sdk.pictures import amplify_delta, bar_chart, comparison_grid, loss_curve
 from photoimmune.sdk.samples import sample_pixels
 
 
@@ -95,6 +95,7 @@ class DemoReport:
     immunize_seconds: float
     grid: Path
     curve: Path
+    chart: Path  # effect.png: how far each edit drifted from the clean edit
     target_ref: str = ""
     target_digest: str = ""
     forward: ForwardReport | None = None
@@ -144,6 +145,8 @@ def run_demo(
         curve_path,
         overwrite=True,
     )
+    chart_path = out_dir / "effect.png"
+    save_image(np.asarray(_effect_chart(effect)), chart_path, overwrite=True)
     signed = sign_pixels(result.pixels, result.protections, keys.signer("publisher"))
     atomic_write_bytes(out_dir / "immunized.png", signed, overwrite=True)
     forward = None
@@ -162,6 +165,7 @@ def run_demo(
         immunize_seconds=round(seconds, 2),
         grid=grid_path,
         curve=curve_path,
+        chart=chart_path,
         target_ref=str(target.ref),
         target_digest=target.digest,
         forward=forward,
@@ -183,6 +187,12 @@ def _effect(pipe, photo, edit_clean, strongest, target, s: DemoSettings, progres
         rows.append(EffectRow("uniform noise", eps, *noise, gap=None))
         rows.append(EffectRow("immunized", eps, *immunized, gap=noise[0] - immunized[0]))
     return tuple(rows)
+
+
+def _effect_chart(rows: tuple[EffectRow, ...]):
+    """1 - SSIM to the clean edit for every edit, on one scale: noise's beside immunization's."""
+    drift = {f"{row.case.split()[-1]} {row.eps}": {"1 - SSIM": 1 - row.ssim} for row in rows}
+    return bar_chart(drift, title="drift from the clean edit")
 
 
 def _immunized(photo, target, eps: str, s: DemoSettings, progress) -> ImmunizationResult:

@@ -22,6 +22,7 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
     grid = load_image(report.grid)
     assert grid.width > 4 * grid.height  # five panels side by side
     assert load_image(report.curve).width > 0
+    assert load_image(report.chart).width > load_image(report.chart).height  # bars, a legend
     immunized = load_image(tmp_path / "immunized.png").pixels
     assert immunized.shape == (settings.size, settings.size, 3)
     assert 0 < report.max_abs_delta <= 16
