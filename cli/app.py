@@ -218,7 +218,6 @@ def immunize_command(
                 eot=eot,
                 progress=attack_task(bar, src.name),
             )
-            assert not isinstance(result, list)  # one image in, one result out
             data = encode_image(result.pixels, "PNG")
             if signer is not None:
                 # The input is the parent ingredient: its own manifest, if any, stays readable.

@@ -251,7 +251,6 @@ def run_forward_step(
         seed=s.seed,
         progress=progress(f"immunizing vs {s.new_model}") if progress else None,
     )
-    assert not isinstance(native, list)
     edits = {
         f"{s.model} only, no check": edit_image(plain, old.pixels, s.prompt, **edit),
         f"{s.model} + re-immunized by the check": hooked_edit,

@@ -170,7 +170,6 @@ def treat(
         mask=keep,
         prompt=settings.prompts[0] if method == "diffusion" else "",
     )
-    assert isinstance(results, list)  # a list of images gives a list of results
     return [r.pixels for r in results]
 
 

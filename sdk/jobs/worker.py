@@ -114,7 +114,6 @@ class Immunizer:
             return self._failed(order, str(err), permanent=True)
         except (RuntimeError, MemoryError) as err:  # out of memory, a device error: retry
             return self._failed(order, f"{type(err).__name__}: {err}", permanent=False)
-        assert not isinstance(result, list)  # one image in, one result out
         return WorkOutput(
             item_id=order.item_id,
             pixels=result.pixels,
