@@ -1,4 +1,4 @@
-"""Where does the effect stop? The issue-23 diagnosis of a bundled model, in four tables.
+"""Where does the effect stop? The issue-23 diagnosis of a bundled model, in five tables.
 
 An immunized edit differs from the clean one only as far as (a) the attack moves
 the VAE latent and (b) the edit carries a latent change through to its output.
@@ -17,9 +17,12 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
    PID's posterior-variance objective (maximise the encoder's log-variance), and
    for two untargeted ones: the latent pushed away from the clean latent, and
    the edit-aware one, the decoded one-step x0 prediction at strength 0.5 pushed
-   away from the clean photo's (docs/models.md).
+   away from the clean photo's (docs/models.md);
+5. working size: the encoder attack's gap when it runs through a resize to 32,
+   64 or 128 px, or at the photo's own size.
 
-    .venv/bin/python bench/effect_ceiling.py [--model tiny-ldm@1] [--size 128] [--tables 1234]
+    .venv/bin/python bench/effect_ceiling.py [--model tiny-ldm@1] [--size 128] [--tables 12345]
+        [--photos chelsea.png,coffee.png,camera.png]
 """
 
 from __future__ import annotations
@@ -258,6 +261,24 @@ def levers(s: Session, photos: dict, levels: int) -> None:
         print(f"{label:14}" + "".join(f"{g:14.3f}" for g in gaps) + f"{statistics.mean(gaps):8.3f}")
 
 
+def working_sizes(s: Session, photos: dict, levels: int) -> None:
+    size = next(iter(photos.values())).shape[0]
+    resolutions = sorted({32, 64, 128, size})
+    print(f"\n5. working size: gap at strength 0.5, {levels}/255, 100 steps, gray target,")
+    print(f"   the attack run through a resize to each resolution ({size} = the photo's own)")
+    encoder = VAEEncoder(s.vae)
+    print(f"{'photo':14}" + "".join(f"{r:>8}" for r in resolutions))
+    for name, px in photos.items():
+        clean = s.edit(px, 0.5)
+        noise_ssim = ssim(s.edit(noisy(px, levels), 0.5), clean)
+        row = []
+        for r in resolutions:
+            attack = EncoderAttack(encoder, resolution=r, eps=levels / 255, steps=100)
+            adv = tensor_to_pixels(attack(pixels_to_tensor(px)))[0]
+            row.append(noise_ssim - ssim(s.edit(adv, 0.5), clean))
+        print(f"{name:14}" + "".join(f"{v:8.3f}" for v in row))
+
+
 def _checker(cell: int) -> torch.Tensor:
     n = torch.arange(2 * cell)
     cells = (n[:, None] // cell + n[None, :] // cell) % 2
@@ -269,10 +290,15 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-ldm@1")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--eps", type=int, default=8, help="budget in 8-bit levels")
-    parser.add_argument("--tables", default="1234", help="which tables to print, e.g. 13")
+    parser.add_argument("--tables", default="1234", help="which tables to print, e.g. 135")
+    parser.add_argument(
+        "--photos",
+        default=",".join(VALIDATION_PHOTOS),
+        help="held-out scikit-image photos, comma-separated (e.g. add camera.png)",
+    )
     args = parser.parse_args()
     s = Session(args.model)
-    photos = {name: sample_pixels(name, args.size) for name in VALIDATION_PHOTOS}
+    photos = {name: sample_pixels(name, args.size) for name in args.photos.split(",")}
     print(f"{args.model}, {args.size} px, held-out photos {', '.join(photos)}, edits {EDIT}")
     tables = {"1": fidelity, "2": sensitivity}
     for key in args.tables:
@@ -282,6 +308,8 @@ def main() -> None:
             ceiling(s, photos, args.eps)
         elif key == "4":
             levers(s, photos, args.eps)
+        elif key == "5":
+            working_sizes(s, photos, args.eps)
 
 
 if __name__ == "__main__":
