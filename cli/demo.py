@@ -130,7 +130,7 @@ def run_demo(
     edit_clean = edit_image(pipe, photo, s.prompt, **edit)
     edit_immunized = edit_image(pipe, result.pixels, s.prompt, **edit)
     ssim, psnr = edit_similarity(edit_clean, edit_immunized)
-    effect = _effect(pipe, photo, edit_clean, result, target, s, progress)
+    effect = _effect(pipe, photo, edit_clean, edit_immunized, target, s, progress)
     grid = comparison_grid(
         [photo, result.pixels, edit_clean, edit_immunized, amplify_delta(photo, result.pixels)],
         ["original", f"immunized ({s.eps})", "edit of original", "edit of immunized", "delta x10"],
@@ -172,18 +172,20 @@ def run_demo(
     )
 
 
-def _effect(pipe, photo, edit_clean, strongest, target, s: DemoSettings, progress):
+def _effect(pipe, photo, edit_clean, edit_immunized, target, s: DemoSettings, progress):
     """The paper's comparison: an immunization counts as far as its edit drifts further
-    than same-ε noise's, at the budget the target recommends and at the demo's own."""
+    than same-ε noise's, at the budget the target recommends and at the demo's own
+    (``s.eps``, whose immunized edit is ``edit_immunized``)."""
     recommended = target.recommended_budget()
     rows: list[EffectRow] = []
     for eps in dict.fromkeys([recommended.eps if recommended else "8/255", s.eps]):
-        treated = strongest if eps == s.eps else _immunized(photo, target, eps, s, progress)
         noisy = same_eps_noise(photo, eps, np.random.default_rng(s.seed))
         noise = edit_similarity(edit_clean, edit_image(pipe, noisy, s.prompt, **s.edit_options))
-        immunized = edit_similarity(
-            edit_clean, edit_image(pipe, treated.pixels, s.prompt, **s.edit_options)
-        )
+        edited = edit_immunized
+        if eps != s.eps:
+            treated = _immunized(photo, target, eps, s, progress).pixels
+            edited = edit_image(pipe, treated, s.prompt, **s.edit_options)
+        immunized = edit_similarity(edit_clean, edited)
         rows.append(EffectRow("uniform noise", eps, *noise, gap=None))
         rows.append(EffectRow("immunized", eps, *immunized, gap=noise[0] - immunized[0]))
     return tuple(rows)
