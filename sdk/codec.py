@@ -415,7 +415,7 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
     fmt = fmt.upper()
     if fmt not in set(SAVE_FORMATS.values()):
         raise InputError(f"cannot write {fmt} images; use PNG, JPEG or WebP")
-    img = pixels if isinstance(pixels, Image.Image) else Image.fromarray(_as_rgb(pixels))
+    img = pixels if isinstance(pixels, Image.Image) else Image.fromarray(as_rgb_pixels(pixels))
     buf = io.BytesIO()
     if fmt == "PNG":
         img.save(buf, "PNG", optimize=False)
@@ -426,7 +426,14 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
     return buf.getvalue()
 
 
-def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+def as_rgb_pixels(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` as a contiguous uint8 ``(H, W, 3)`` array, or an InputError that says
+    what was given instead (the encoders' and the tensor converters' one check).
+
+    Example:
+        >>> as_rgb_pixels(np.zeros((2, 2, 3), np.uint8)).shape
+        (2, 2, 3)
+    """
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise InputError(
             f"expected uint8 pixels of shape (height, width, 3), got {pixels.dtype} {pixels.shape}"

@@ -52,7 +52,7 @@ from .codec import (
     SAVE_FORMATS,
     DecodedImage,
     ImageSource,
-    _as_rgb,
+    as_rgb_pixels,
     decode_image,
     encode_image,
     read_image_bytes,
@@ -446,7 +446,9 @@ def pixels_to_tensor(
     """
     import torch
 
-    stack = [_as_rgb(p) for p in pixels] if isinstance(pixels, list) else [_as_rgb(pixels)]
+    stack = (
+        [as_rgb_pixels(p) for p in pixels] if isinstance(pixels, list) else [as_rgb_pixels(pixels)]
+    )
     if len({p.shape for p in stack}) != 1:
         raise InputError("all images in a batch must have the same size; resize them first")
     batch = torch.from_numpy(np.stack(stack)).permute(0, 3, 1, 2)
