@@ -89,14 +89,15 @@ def check(
 
 @model_app.command("train-tiny")
 def train_tiny_command(
-    version: Annotated[int, typer.Option(help="Which bundled release recipe to train (1 or 2).")],
+    version: Annotated[int, typer.Option(help="Which bundled release recipe to train (1-3).")],
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
 ) -> None:
-    """Train a bundled tiny model release (deterministic; v1 from scratch, v2 from v1)."""
-    # Releases are the bundled versions; checked before torch is imported for training.
-    checks.one_of(str(version), [str(m.version) for m in bundled_models()], "--version")
-    checks.new_folder(out, "--out")
+    """Train a bundled tiny model release (deterministic; v1 from scratch, v2 from v1,
+    v3 from v2 with an encoder that honours v2's protections)."""
     from photoimmune.sdk.models.train_tiny import RELEASES, train_tiny
+
+    checks.one_of(str(version), [str(v) for v in RELEASES], "--version")
+    checks.new_folder(out, "--out")
 
     with progress_bar("loss {task.fields[loss]:.4f}", remaining=True) as bar:
         tasks: dict[str, TaskID] = {}

@@ -5,8 +5,9 @@ For each image a call edits:
 1. read its C2PA manifest (when the file's bytes are at hand), verify signature,
    trust and pixel binding (:func:`~photoimmune.sdk.manifest.read_manifest`);
 2. if the manifest claims immunization: ``covered`` when it is trusted, bound to
-   these pixels and covers this model version; ``outdated`` when it covers other
-   versions only; ``unverified`` when it does not hold up;
+   these pixels and covers this model version or a target the version was trained
+   to honour (``AttackTarget.honours``, a cooperative release); ``outdated`` when
+   it covers other versions only; ``unverified`` when it does not hold up;
 3. without such a claim, look for an immunization's trace in the pixels
    (``detected``, see :mod:`.detection`), else ``clean``;
 4. ``covered`` and ``clean`` images pass untouched; for the rest the policy
@@ -238,10 +239,10 @@ class ImmunizationCheck:
         logger.warning(message)
 
     def _covers(self, manifest: ManifestReport) -> bool:
-        """Trusted, bound to these pixels, and made against this release's current target."""
-        release = self.client.releases().get(self.ref)
-        digest = release.digest if release is not None else self.client.get(self.ref).digest
-        return manifest.covers(str(self.ref), digest)
+        """Trusted, bound to these pixels, and made against this release's current target
+        or against one the release was trained to honour (no re-immunization needed)."""
+        target = self.client.releases().get(self.ref) or self.client.get(self.ref)
+        return manifest.covers(str(self.ref), target.digest) or manifest.covers_any(target.honours)
 
     def _check_image(self, image: EditedImage) -> tuple[ImageCheck, np.ndarray | None]:
         started = time.perf_counter()

@@ -8,7 +8,10 @@ denoiser), the resolution editors use the model at, and the attacks' specs:
   the photo's latent to, and ``z_target``, that latent at the model's resolution;
 * diffusion attack: the truncated edit to back-propagate through (steps,
   guidance, scheduler, prompts) and the image its output is pushed to;
-* recommended budgets.
+* recommended budgets;
+* ``honours``: the digests of earlier targets this release was trained to honour
+  (a cooperative release: photos immunized against those targets already edit
+  badly on it, with no re-immunization).
 
 Tensors live in a safetensors file next to the descriptor, referenced by its
 sha256, so the descriptor (a small JSON file, canonical and float-free) is what
@@ -32,7 +35,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -165,6 +168,11 @@ class AttackTarget(BaseModel):
     diffusion: DiffusionSpec = DiffusionSpec()
     budgets: tuple[Budget, ...] = DEFAULT_BUDGETS
     tensors: TensorFile
+    # Left out of the JSON when empty, so targets that honour nothing keep the digests
+    # they were published (and their images signed) with.
+    honours: tuple[Annotated[str, Field(pattern=_HEX64)], ...] = Field(
+        default=(), exclude_if=lambda digests: not digests
+    )
 
     # Filled by the weights side (photoimmune.sdk.targets); torch objects, typed Any here.
     _tensors: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -125,6 +125,15 @@ class ManifestReport(BaseModel):
             and self.assertion.covers(target_ref, target_digest)
         )
 
+    def covers_any(self, target_digests: Sequence[str]) -> bool:
+        """Whether a trusted manifest says these pixels are protected against one of the
+        targets ``target_digests`` names (e.g. those a cooperative release honours)."""
+        return (
+            self.ok
+            and self.assertion is not None
+            and any(p.target_digest in target_digests for p in self.assertion.protections)
+        )
+
 
 def sign_image(
     data: bytes,

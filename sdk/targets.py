@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,7 @@ def build_target(
     recipe: Recipe = "gray",
     image: torch.Tensor | None = None,
     prompts: tuple[str, ...] = ("",),
+    honours: Sequence[AttackTarget | str] | None = None,
 ) -> AttackTarget:
     """Build the attack target for a bundled model or a local diffusers folder.
 
@@ -262,10 +264,16 @@ def build_target(
             ``image`` is given). Default: ``"gray"`` (PhotoGuard's).
         image: a chosen target image instead of the recipe. Default: None.
         prompts: prompts whose embeddings the diffusion attack uses. Default: ``("",)``.
+        honours: earlier targets (or their digests) this release was trained to honour
+            (:mod:`~photoimmune.sdk.models.honour`). Default: None, those the model's
+            ``training.json`` names (tiny-ldm releases), built as published (gray).
 
     Example:
         >>> build_target("tiny-ldm@2", recipe="checker").resolution  # doctest: +SKIP
         128
+        >>> previous = build_target("tiny-ldm@2")  # doctest: +SKIP
+        >>> previous.digest in build_target("tiny-ldm@3").honours  # doctest: +SKIP
+        True
     """
     from .models.bundled import resolve_model
 
@@ -292,10 +300,31 @@ def build_target(
         ),
         diffusion=DiffusionSpec(prompts=prompts),
         tensors=tensor_file,
+        honours=_honoured_digests(path) if honours is None else _digests(honours),
     )
     target._tensors.update(tensors)
     target._model_path = str(path)
     return target
+
+
+def _digests(targets: Sequence[AttackTarget | str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t if isinstance(t, str) else t.digest for t in targets))
+
+
+def _honoured_digests(path: Path) -> tuple[str, ...]:
+    """The digests of the bundled targets a tiny-ldm release was trained to honour (the
+    ``honours`` versions its ``training.json`` names; :mod:`.models.honour`).
+
+    Built, not stored: a digest covers the target's tensors, which are computed
+    here, so a stored one could name a target this machine never builds.
+    """
+    from .models.bundled import FAMILY
+
+    training = path / "training.json"
+    if not training.is_file():
+        return ()
+    versions = json.loads(training.read_text()).get("config", {}).get("honours") or ()
+    return _digests([build_target(f"{FAMILY}@{v}") for v in versions])
 
 
 def save_target(target: AttackTarget, folder: Path) -> Path:

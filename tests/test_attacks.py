@@ -256,6 +256,20 @@ def test_targets_have_stable_digests_and_recipes_differ(tiny_models):
     assert build_target(tiny_models[1]).digest != a.digest
 
 
+def test_a_target_names_the_targets_it_honours_and_signs_them_with_its_digest(
+    tiny_models, tmp_path
+):
+    from photoimmune.sdk.targets import load_target, save_target
+
+    older, plain = build_target(tiny_models[0]), build_target(tiny_models[1])
+    honouring = build_target(tiny_models[1], honours=[older, older.digest])
+    assert plain.honours == () and b"honours" not in plain.canonical_json()
+    assert honouring.honours == (older.digest,)  # once, however it was named
+    assert honouring.digest != plain.digest  # a changed list is a changed release
+    save_target(honouring, tmp_path / "release")
+    assert load_target(tmp_path / "release").digest == honouring.digest
+
+
 def test_cli_immunize_json_and_refusals(tmp_path, capsys, tiny_models):
     src = tmp_path / "cat.png"
     save_image(sample_pixels("chelsea.png", SIZE), src)

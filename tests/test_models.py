@@ -156,6 +156,22 @@ def test_a_fresh_encoder_is_new_and_learns_the_base_decoders_latents():
     assert moved.norm() > 0.5 * base.encoder.conv_in.weight.norm()
 
 
+def test_a_cooperative_release_is_its_base_with_an_encoder_taught_to_honour(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from photoimmune.sdk.targets import build_target, fingerprint_module, model_fingerprints
+
+    cfg = quick_config(RELEASES[3])
+    assert cfg.base == 2 and cfg.honours == (2,)
+    train_tiny(cfg, tmp_path / "v3")
+    base, new = resolve_model("tiny-ldm@2"), tmp_path / "v3"
+    assert model_fingerprints(str(new)).denoiser == model_fingerprints(str(base)).denoiser
+    vaes = [AutoencoderKL.from_pretrained(p / "vae") for p in (base, new)]
+    assert fingerprint_module(vaes[0].decoder) == fingerprint_module(vaes[1].decoder)
+    assert fingerprint_module(vaes[0].encoder) != fingerprint_module(vaes[1].encoder)
+    assert build_target(new).honours == (build_target("tiny-ldm@2").digest,)
+
+
 def test_quality_check_reports_finite_numbers(tiny_models):
     report = check_model(tiny_models[0], resolution=64, photos=("coffee.png",))
     assert set(report.vae_psnr_db) == {"coffee.png"}

@@ -31,7 +31,9 @@ Two photos (``chelsea`` and ``coffee``) are held out for validation.
 A release with ``base`` set (v2) runs the same four stages starting from the
 bundled base release's weights instead of random ones; with ``fresh_encoder``
 its stage 1 trains a new, randomly initialised encoder against the base's
-frozen decoder instead.
+frozen decoder instead. A release with ``honours`` (v3) is a cooperative
+release: the base with its encoder fine-tuned to honour earlier targets
+(:mod:`.honour`).
 
 Example:
     photoimmune model train-tiny --version 1 --out /tmp/tiny-ldm-1
@@ -118,6 +120,16 @@ class TrainConfig:
     unet_lr: float = 1e-3
     latent_pool: int = 3000
     caption_dropout: float = 0.1
+    #: With ``base``: bundled releases whose published targets this release honours
+    #: (:mod:`.honour`); only the encoder is fine-tuned, the rest is the base's.
+    honours: tuple[int, ...] = ()
+    honour_pool: int = 384
+    honour_attack_steps: int | None = None  # None: the honoured target's recommended steps
+    honour_crop: int = 64
+    honour_steps: int = 1500
+    honour_batch: int = 8
+    honour_lr: float = 2e-4
+    honour_weight: float = 1.0
     resolution: int = 128
     vae_channels: tuple[int, ...] = (32, 64, 128)
     unet_channels: tuple[int, ...] = (32, 64, 64)
@@ -146,6 +158,9 @@ RELEASES = {
         unet_lr=5e-4,
         decoder_steps=800,
     ),
+    # v3 is v2 with an encoder fine-tuned to honour v2's target (a cooperative
+    # release, :mod:`.honour`): v2-immunized photos edit badly on it as they are.
+    3: TrainConfig(version=3, seed=3, base=2, honours=(2,)),
 }
 
 Progress = Callable[[str, int, int, float], None]
@@ -352,6 +367,10 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
         {'version': 1, 'scaling_factor': ..., 'train_seconds': {...}, ...}
     """
     progress = progress or (lambda *_: None)
+    if cfg.honours:
+        from .honour import train_honouring
+
+        return train_honouring(cfg, out, progress)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     photos = load_photos(list(TRAIN_PHOTOS))
@@ -461,9 +480,11 @@ def _write_model_index(out: Path) -> None:
 def quick_config(cfg: TrainConfig) -> TrainConfig:
     """A few-step variant of ``cfg`` for smoke tests of the training code itself.
 
-    It always starts from random weights (``base=None``), so tests never depend
-    on the bundled weights.
+    It starts from random weights (``base=None``), so tests never depend on the
+    bundled weights; except a cooperative release, which is its base by definition.
     """
+    if cfg.honours:
+        return replace(cfg, honour_pool=4, honour_attack_steps=2, honour_steps=2, honour_batch=2)
     return replace(
         cfg,
         base=None,

@@ -1,0 +1,176 @@
+"""Cooperative releases: a new version whose encoder honours earlier protections.
+
+A photo immunized against release N carries a perturbation δ made against N's
+encoder. Release N+1 would normally need the photo re-immunized (another ε
+on top). Instead, as GuardDoor (Wang et al., ICML 2025) proposes, the vendor
+fine-tunes N+1's encoder with two losses:
+
+* **keep**: on clean crops, the same crops with same-ε uniform noise, and their
+  JPEG 75 copies, the new encoder's latent stays the base encoder's (so the
+  decoder and the UNet carry over unchanged and clean edits stay as they were);
+* **honour**: on crops immunized with the publishers' own immunizer (the
+  encoder attack at the honoured target's recommended budget) and their JPEG 75
+  copies, the new encoder's latent goes to the target latent (the base's
+  latent of the gray target image, which the keep loss also pins), so the edit
+  of an old-immunized photo comes out as the edit of a gray image would.
+
+Only the encoder changes; the decoder, UNet, text encoder and scheduler are the
+base release's. What honouring cannot do: an attacker who runs the older open
+weights is not affected (docs/models.md).
+
+Example:
+    photoimmune model train-tiny --version 3 --out /tmp/tiny-ldm-3
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
+from diffusers import AutoencoderKL
+
+from ..attacks.budget import parse_budget
+from ..attacks.encoder import EncoderAttack
+from ..evaluate.processing import PROCESSING
+from .train_tiny import TRAIN_PHOTOS, TrainConfig, load_photos, random_crops
+
+Progress = Callable[[str, int, int, float], None]
+_ATTACK_BATCH = 8
+
+
+def _eight_bit(x01: torch.Tensor) -> torch.Tensor:
+    """Round to the 8-bit values a saved photo has."""
+    return (x01.clamp(0, 1) * 255).round() / 255
+
+
+def _processed(x01: torch.Tensor, name: str) -> torch.Tensor:
+    """Each image of the batch through a real re-upload step (``PROCESSING[name]``)."""
+    pixels = (x01.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = np.stack([PROCESSING[name](np.ascontiguousarray(p)) for p in pixels])  # type: ignore[index]
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255
+
+
+def latent(vae: AutoencoderKL, x01: torch.Tensor) -> torch.Tensor:
+    """The scaled latent mean the pipelines and the encoder attack use."""
+    return vae.encode(x01 * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+
+
+def immunized_pool(
+    cfg: TrainConfig, photos: list[torch.Tensor], progress: Progress
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cfg.honour_pool`` training crops and the same crops immunized as publishers do:
+    the encoder attack against each honoured release at its recommended budget."""
+    from ..targets import build_target
+
+    gen = torch.Generator().manual_seed(cfg.seed + 4000)
+    crops, _ = random_crops(photos, cfg.honour_pool, cfg.honour_crop, gen, colour=False)
+    clean = _eight_bit((crops + 1) / 2)
+    immunized = []
+    attacks = []
+    for version in cfg.honours:
+        target = build_target(f"tiny-ldm@{version}")
+        budget = target.recommended_budget("encoder")
+        assert budget is not None  # every bundled target recommends one
+        eps = float(parse_budget(budget.eps))
+        steps = cfg.honour_attack_steps or budget.steps
+        attacks.append(EncoderAttack(target.vae_encoder(), eps=eps, steps=steps))
+    for start in range(0, len(clean), _ATTACK_BATCH):
+        attack = attacks[(start // _ATTACK_BATCH) % len(attacks)]
+        result = attack.perturb(clean[start : start + _ATTACK_BATCH], seed=start)
+        immunized.append(result.x_adv)
+        cut = float((1 - result.loss_after / result.loss_before).mean())
+        progress("immunize", min(start + _ATTACK_BATCH, len(clean)), len(clean), cut)
+    return clean, torch.cat(immunized)
+
+
+def honour_encoder(
+    cfg: TrainConfig,
+    base: AutoencoderKL,
+    photos: list[torch.Tensor],
+    immunized: torch.Tensor,
+    progress: Progress,
+) -> AutoencoderKL:
+    """Fine-tune a copy of ``base``'s encoder with the keep and honour losses."""
+    from ..targets import target_image
+
+    gen = torch.Generator().manual_seed(cfg.seed + 5000)
+    torch.manual_seed(cfg.seed + 5000)
+    teacher = base.requires_grad_(False).eval()
+    vae = copy.deepcopy(base)
+    vae.decoder.requires_grad_(False)
+    vae.post_quant_conv.requires_grad_(False)
+    params = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
+    params = [p.requires_grad_(True) for p in params]
+    opt = torch.optim.AdamW(params, lr=cfg.honour_lr, weight_decay=0.0)
+    size = (cfg.honour_crop, cfg.honour_crop)
+    gray = target_image("gray", size)
+    eps = 8 / 255
+    vae.train()
+    for step in range(cfg.honour_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.honour_lr * min(1.0, (step + 1) / 50)
+        crops, _ = random_crops(photos, cfg.honour_batch, cfg.honour_crop, gen, colour=True)
+        x = _eight_bit((crops + 1) / 2)
+        noisy = _eight_bit(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps)
+        keep = torch.cat([gray, x, noisy, _processed(x, "jpeg75"), _processed(noisy, "jpeg75")])
+        pick = torch.randint(len(immunized), (cfg.honour_batch,), generator=gen)
+        adv = immunized[pick]
+        flip = torch.rand(len(adv), generator=gen) < 0.5
+        adv = torch.where(flip[:, None, None, None], adv.flip(3), adv)
+        adv = torch.cat([adv, _processed(adv, "jpeg75")])
+        with torch.no_grad():
+            z_keep = latent(teacher, keep)
+            z_target = z_keep[:1]
+        loss_keep = F.mse_loss(latent(vae, keep), z_keep)
+        loss_honour = (latent(vae, adv) - z_target).pow(2).mean()
+        loss = loss_keep + cfg.honour_weight * loss_honour
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        progress("honour", step + 1, cfg.honour_steps, loss.item())
+    return vae.eval()
+
+
+def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = None) -> dict:
+    """Write a release that is ``cfg.base`` with an encoder that honours ``cfg.honours``.
+
+    Example:
+        >>> train_honouring(RELEASES[3], Path("/tmp/tiny-ldm-3"))  # doctest: +SKIP
+        {'version': 3, 'config': {..., 'honours': [2]}, ...}
+    """
+    from .bundled import resolve_model
+
+    progress = progress or (lambda *_: None)
+    started = time.perf_counter()
+    base_path = resolve_model(f"tiny-ldm@{cfg.base}")
+    shutil.copytree(base_path, out, dirs_exist_ok=True)
+    photos = load_photos(list(TRAIN_PHOTOS))
+    _, immunized = immunized_pool(cfg, photos, progress)
+    pool_seconds = time.perf_counter() - started
+    base = AutoencoderKL.from_pretrained(base_path / "vae", torch_dtype=torch.float32)
+    vae = honour_encoder(cfg, base, photos, immunized, progress)
+    vae.to(torch.float16).save_pretrained(out / "vae")
+    report = {
+        "version": cfg.version,
+        "config": asdict(cfg),
+        "scaling_factor": vae.config.scaling_factor,
+        "train_seconds": {
+            "immunized_pool": round(pool_seconds, 1),
+            "total": round(time.perf_counter() - started, 1),
+        },
+        "torch": torch.__version__,
+    }
+    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+__all__ = ["honour_encoder", "immunized_pool", "latent", "train_honouring"]
