@@ -10,9 +10,10 @@ fine-tunes N+1's encoder with two losses:
   decoder and the UNet carry over unchanged and clean edits stay as they were);
 * **honour**: on crops immunized with the publishers' own immunizer (the
   encoder attack at the honoured target's recommended budget) and their JPEG 75
-  copies, the new encoder's latent goes to the target latent (the base's
-  latent of the gray target image, which the keep loss also pins), so the edit
-  of an old-immunized photo comes out as the edit of a gray image would.
+  copies, the new encoder's latent moves ``honour_gain`` times as far as the
+  base's did along the way the perturbation pushed it, toward the target latent
+  (the base's latent of the gray target image, which the keep loss also pins)
+  and never past it (:func:`amplified_goal`).
 
 Only the encoder changes; the decoder, UNet, text encoder and scheduler are the
 base release's. What honouring cannot do: an attacker who runs the older open
@@ -71,7 +72,7 @@ def immunized_pool(
     from ..targets import build_target
 
     gen = torch.Generator().manual_seed(cfg.seed + 4000)
-    crops, _ = random_crops(photos, cfg.honour_pool, cfg.honour_crop, gen, colour=False)
+    crops, _ = random_crops(photos, cfg.honour_pool, cfg.honour_pool_crop, gen, colour=False)
     clean = _eight_bit((crops + 1) / 2)
     immunized = []
     attacks = []
@@ -91,14 +92,43 @@ def immunized_pool(
     return clean, torch.cat(immunized)
 
 
+def _window(gen: torch.Generator, *batches: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """The same random ``size`` window of each batch, mirrored at random per image."""
+    side = batches[0].shape[-1]
+    top, left = torch.randint(0, side - size + 1, (2,), generator=gen).tolist()
+    flip = (torch.rand(len(batches[0]), generator=gen) < 0.5)[:, None, None, None]
+    windows = [b[..., top : top + size, left : left + size] for b in batches]
+    return [torch.where(flip, w.flip(3), w) for w in windows]
+
+
+def amplified_goal(
+    z_clean: torch.Tensor, z_immunized: torch.Tensor, z_target: torch.Tensor, gain: float
+) -> torch.Tensor:
+    """Where the new encoder should put an immunized crop: ``gain`` times as far along the
+    way the perturbation moved the base's latent, but never past the target latent.
+
+    Asking for the target itself made the encoder map every input toward it (clean
+    crops drifted as far as immunized ones); amplifying the old perturbation's own
+    move asks only for more sensitivity along the directions PGD found.
+    """
+    goal = z_clean + gain * (z_immunized - z_clean)
+    past = (goal - z_clean).pow(2).sum(1, keepdim=True) > (z_target - z_clean).pow(2).sum(
+        1, keepdim=True
+    )
+    return torch.where(past, z_target.expand_as(goal), goal)
+
+
 def honour_encoder(
     cfg: TrainConfig,
     base: AutoencoderKL,
     photos: list[torch.Tensor],
-    immunized: torch.Tensor,
+    pool: tuple[torch.Tensor, torch.Tensor],
     progress: Progress,
 ) -> AutoencoderKL:
-    """Fine-tune a copy of ``base``'s encoder with the keep and honour losses."""
+    """Fine-tune a copy of ``base``'s encoder with the keep and honour losses.
+
+    ``pool`` is :func:`immunized_pool`'s (clean, immunized) pairs of crops.
+    """
     from ..targets import target_image
 
     gen = torch.Generator().manual_seed(cfg.seed + 5000)
@@ -110,8 +140,7 @@ def honour_encoder(
     params = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
     params = [p.requires_grad_(True) for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.honour_lr, weight_decay=0.0)
-    size = (cfg.honour_crop, cfg.honour_crop)
-    gray = target_image("gray", size)
+    gray = target_image("gray", (cfg.honour_crop, cfg.honour_crop))
     eps = 8 / 255
     vae.train()
     for step in range(cfg.honour_steps):
@@ -120,17 +149,18 @@ def honour_encoder(
         crops, _ = random_crops(photos, cfg.honour_batch, cfg.honour_crop, gen, colour=True)
         x = _eight_bit((crops + 1) / 2)
         noisy = _eight_bit(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps)
+        pick = torch.randint(len(pool[0]), (cfg.honour_batch,), generator=gen)
+        clean, immunized = _window(gen, pool[0][pick], pool[1][pick], size=cfg.honour_crop)
+        clean = torch.cat([clean, _processed(clean, "jpeg75")])
+        immunized = torch.cat([immunized, _processed(immunized, "jpeg75")])
         keep = torch.cat([gray, x, noisy, _processed(x, "jpeg75"), _processed(noisy, "jpeg75")])
-        pick = torch.randint(len(immunized), (cfg.honour_batch,), generator=gen)
-        adv = immunized[pick]
-        flip = torch.rand(len(adv), generator=gen) < 0.5
-        adv = torch.where(flip[:, None, None, None], adv.flip(3), adv)
-        adv = torch.cat([adv, _processed(adv, "jpeg75")])
+        keep = torch.cat([keep, clean])
         with torch.no_grad():
             z_keep = latent(teacher, keep)
-            z_target = z_keep[:1]
+            z_clean = z_keep[-len(clean) :]
+            goal = amplified_goal(z_clean, latent(teacher, immunized), z_keep[:1], cfg.honour_gain)
         loss_keep = F.mse_loss(latent(vae, keep), z_keep)
-        loss_honour = (latent(vae, adv) - z_target).pow(2).mean()
+        loss_honour = F.mse_loss(latent(vae, immunized), goal)
         loss = loss_keep + cfg.honour_weight * loss_honour
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,10 +184,10 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
     base_path = resolve_model(f"tiny-ldm@{cfg.base}")
     shutil.copytree(base_path, out, dirs_exist_ok=True)
     photos = load_photos(list(TRAIN_PHOTOS))
-    _, immunized = immunized_pool(cfg, photos, progress)
+    pool = immunized_pool(cfg, photos, progress)
     pool_seconds = time.perf_counter() - started
     base = AutoencoderKL.from_pretrained(base_path / "vae", torch_dtype=torch.float32)
-    vae = honour_encoder(cfg, base, photos, immunized, progress)
+    vae = honour_encoder(cfg, base, photos, pool, progress)
     vae.to(torch.float16).save_pretrained(out / "vae")
     report = {
         "version": cfg.version,
@@ -173,4 +203,4 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
     return report
 
 
-__all__ = ["honour_encoder", "immunized_pool", "latent", "train_honouring"]
+__all__ = ["amplified_goal", "honour_encoder", "immunized_pool", "latent", "train_honouring"]

@@ -123,13 +123,15 @@ class TrainConfig:
     #: With ``base``: bundled releases whose published targets this release honours
     #: (:mod:`.honour`); only the encoder is fine-tuned, the rest is the base's.
     honours: tuple[int, ...] = ()
-    honour_pool: int = 384
+    honour_pool: int = 192  # immunized crops, each made with the full PGD a publisher runs
+    honour_pool_crop: int = 64
     honour_attack_steps: int | None = None  # None: the honoured target's recommended steps
-    honour_crop: int = 64
-    honour_steps: int = 1500
+    honour_crop: int = 32  # training windows of the pool's crops
+    honour_steps: int = 1000
     honour_batch: int = 8
-    honour_lr: float = 2e-4
+    honour_lr: float = 1e-4
     honour_weight: float = 1.0
+    honour_gain: float = 4.0
     resolution: int = 128
     vae_channels: tuple[int, ...] = (32, 64, 128)
     unet_channels: tuple[int, ...] = (32, 64, 64)
@@ -484,7 +486,9 @@ def quick_config(cfg: TrainConfig) -> TrainConfig:
     bundled weights; except a cooperative release, which is its base by definition.
     """
     if cfg.honours:
-        return replace(cfg, honour_pool=4, honour_attack_steps=2, honour_steps=2, honour_batch=2)
+        return replace(
+            cfg, honour_pool=4, honour_pool_crop=32, honour_attack_steps=2, honour_steps=2
+        )
     return replace(
         cfg,
         base=None,
