@@ -1,0 +1,87 @@
+"""Does a cooperative release honour the protections made for its predecessor?
+
+Photos immunized against ``--previous`` (encoder attack, 8/255, seed 0, the
+target's recommended steps) and same-ε uniform noise are edited by ``--newest``
+(img2img strength 0.5, 20 steps, guidance 7.5, "a photo", seed 1234) and
+compared (SSIM) with its edit of the clean photo; the gap is noise's SSIM minus
+the immunized photo's (higher = the protection shows more). Rows:
+
+* ``honoured``: immunized against the previous version, as published;
+* ``native``:   immunized against the newest version itself (skip: ``--no-native``);
+* ``honoured, JPEG 75``: both images re-saved as JPEG 75 before the edit;
+
+and the newest VAE's reconstruction PSNR against the previous one's (the
+honouring fine-tune may cost quality). Issue 28's bars: honoured gap ≥ native
+gap - 0.01 and ≥ 0.10; ≥ 80 % of it kept after JPEG 75; ≤ 0.3 dB drop.
+
+    .venv/bin/python bench/honour.py --newest DIR_OR_NAME [--previous tiny-ldm@2]
+        [--photos chelsea.png coffee.png camera.png] [--size 128] [--no-native]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import torch
+
+from photoimmune.sdk import immunize
+from photoimmune.sdk.evaluate.harness import same_eps_noise
+from photoimmune.sdk.evaluate.metrics import edit_similarity
+from photoimmune.sdk.evaluate.processing import PROCESSING
+from photoimmune.sdk.io import pixels_to_tensor
+from photoimmune.sdk.models import load_pipeline
+from photoimmune.sdk.models.pipelines import edit_image
+from photoimmune.sdk.samples import sample_pixels
+
+EPS = "8/255"
+
+
+def reconstruction_psnr(pipe, pixels: np.ndarray) -> float:
+    x = pixels_to_tensor(pixels, value_range="signed")
+    with torch.no_grad():
+        recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    return float(-10 * torch.log10(((recon - x) / 2).pow(2).mean()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--newest", required=True)
+    parser.add_argument("--previous", default="tiny-ldm@2")
+    parser.add_argument("--photos", nargs="+", default=["chelsea.png", "coffee.png", "camera.png"])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--no-native", action="store_true")
+    args = parser.parse_args()
+    newest, previous = load_pipeline(args.newest), load_pipeline(args.previous)
+    jpeg = PROCESSING["jpeg75"]
+    gaps: dict[str, list[float]] = {"honoured": [], "native": [], "honoured, JPEG 75": []}
+    drops = []
+    for name in args.photos:
+        photo = sample_pixels(name, args.size)
+
+        clean = edit_image(newest, photo, "a photo", steps=20, seed=1234)
+
+        def ssim(pixels: np.ndarray, clean: np.ndarray = clean) -> float:
+            edited = edit_image(newest, pixels, "a photo", steps=20, seed=1234)
+            return edit_similarity(clean, edited)[0]
+
+        noise = same_eps_noise(photo, EPS, np.random.default_rng(0))
+        old = immunize(photo, args.previous, eps=EPS, seed=0).pixels
+        gaps["honoured"].append(ssim(noise) - ssim(old))
+        gaps["honoured, JPEG 75"].append(ssim(jpeg(noise)) - ssim(jpeg(old)))
+        if not args.no_native:
+            gaps["native"].append(ssim(noise) - ssim(immunize(photo, args.newest, eps=EPS).pixels))
+        drops.append(reconstruction_psnr(previous, photo) - reconstruction_psnr(newest, photo))
+        print(name, {k: round(v[-1], 4) for k, v in gaps.items() if v}, flush=True)
+    print(f"\n{args.newest} edits, {args.size}px, ε {EPS}; SSIM gap over same-ε noise")
+    for row, values in gaps.items():
+        if values:
+            print(f"{row:20} {statistics.fmean(values):7.3f}")
+    kept = statistics.fmean(gaps["honoured, JPEG 75"]) / statistics.fmean(gaps["honoured"])
+    print(f"{'kept after JPEG 75':20} {kept:7.1%}")
+    print(f"{'reconstruction drop':20} {statistics.fmean(drops):7.2f} dB")
+
+
+if __name__ == "__main__":
+    main()
