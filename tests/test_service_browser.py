@@ -36,7 +36,7 @@ def _browser_binaries() -> tuple[str, str]:
     return browser, driver
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
@@ -52,11 +52,12 @@ def browser():
     chrome.quit()
 
 
-@pytest.fixture
-def served(tmp_path):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
     from photoimmune.registry.admin import local_registry
     from photoimmune.sdk.keys import init_keys
 
+    tmp_path = tmp_path_factory.mktemp("browser")
     local_registry(tmp_path / "registry", ["tiny-ldm@1"])
     keys = init_keys(tmp_path / "keys")
     service = Service.open(
@@ -86,8 +87,8 @@ def test_the_page_immunizes_a_chosen_photo_and_shows_it_side_by_side(browser, se
     browser.find_element(By.ID, "key").send_keys(key)
     file_input.send_keys(str(photo))
     wait.until(ready.element_to_be_clickable((By.ID, "go"))).click()
-    wait.until(ready.visibility_of_element_located((By.ID, "result")))
-    assert "done" in browser.find_element(By.ID, "status").text
+    wait.until(ready.text_to_be_present_in_element((By.ID, "status"), "done"))
+    assert browser.find_element(By.ID, "result").is_displayed()
     sizes = browser.execute_script(
         "return ['original', 'immunized', 'delta'].map("
         "id => [document.getElementById(id).width, document.getElementById(id).height])"
