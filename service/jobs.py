@@ -130,7 +130,7 @@ def status(store: ServiceStore, key: KeyRecord, job_id: str) -> JobStatus:
     with store.read() as session:
         job, item = _owned(session, key, job_id)
         state = _STATES[item.state]
-        ahead = 0
+        ahead: int | None = 0
         if state == "queued":
             ahead = session.scalar(
                 select(func.count()).where(WorkItem.state == "pending", WorkItem.id < item.id)
@@ -162,6 +162,6 @@ def result(store: ServiceStore, key: KeyRecord, job_id: str) -> tuple[bytes, str
             )
         copy = session.get(ImmunizedCopy, item.copy_id)
         spec = JobSpec.model_validate(job.spec)
-    data = store.blob(copy.sha256)
+    data = None if copy is None else store.blob(copy.sha256)
     assert data is not None  # stored in the transaction that recorded the copy
     return data, MEDIA_TYPES[spec.format]
