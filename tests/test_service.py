@@ -288,3 +288,66 @@ def test_a_killed_workers_job_is_finished_exactly_once_and_survives_a_restart(wo
     with restarted.store.read() as session:
         assert session.scalar(select(func.count()).select_from(ImmunizedCopy)) == 1
     restarted.close()
+
+
+# -- PostgreSQL, Ray, the key commands ----------------------------------------------------
+
+
+def queue_a_job(service: Service, size: int = 32) -> tuple[TestClient, str, dict, bytes]:
+    http = TestClient(create_app(service))
+    key = add_key(service.store, "queued")
+    photo = photo_bytes(size, "coffee.png")
+    files = {"image": ("photo.png", photo, "image/png")}
+    answer = http.post("/v1/jobs", files=files, headers=bearer(key))
+    assert answer.status_code == 202, answer.text
+    return http, key, answer.json(), photo
+
+
+def test_jobs_on_postgresql_are_finished_by_a_worker(world, fresh_postgres_url):
+    service = open_service(world, fresh_postgres_url)
+    http, key, job, photo = queue_a_job(service)
+    worker = ServiceWorker(service.store, service.offer, service.signer, SETTINGS)
+    assert worker.run_once() == 1
+    worker.engines.close()
+    assert http.get(job["url"], headers=bearer(key)).json()["state"] == "done"
+    assert_immunized(http.get(job["result_url"], headers=bearer(key)).content, photo, world)
+    service.close()
+
+
+@pytest.mark.slow
+def test_a_worker_on_ray_finishes_jobs(world, tmp_path):
+    import ray
+
+    settings = SETTINGS.model_copy(update={"engine": "ray", "workers": 1})
+    service = open_service(world, f"sqlite:///{tmp_path / 'ray.db'}", settings)
+    http, key, job, photo = queue_a_job(service)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        worker = ServiceWorker(service.store, service.offer, service.signer, settings)
+        assert worker.run_once() == 1
+        engine = next(iter(worker.engines._engines.values()))
+        assert type(engine).__name__ == "RayEngine"
+        worker.engines.close()
+    finally:
+        ray.shutdown()
+    with service.store.read() as session:
+        item = session.scalars(select(WorkItem)).one()
+        assert item.state == "done" and item.finished_by == worker.queue.owner
+    assert_immunized(http.get(job["result_url"], headers=bearer(key)).content, photo, world)
+    service.close()
+
+
+def test_key_commands_add_list_and_revoke(tmp_path, capsys):
+    from photoimmune.cli import main
+
+    db = str(tmp_path / "keys.db")
+    assert main(["service", "key", "add", "alice", "--db", db, "--quota", "5"]) == 0
+    key = capsys.readouterr().out.split()[-1]
+    assert main(["service", "key", "list", "--db", db]) == 0
+    listed = capsys.readouterr().out
+    assert "alice" in listed and "active" in listed and key not in listed
+    assert main(["service", "key", "revoke", "alice", "--db", db]) == 0
+    assert main(["service", "key", "list", "--db", db]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["service", "key", "revoke", "alice", "--db", db]) == 2
+    assert "no active key named" in capsys.readouterr().err
