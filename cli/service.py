@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from . import checks
 from .common import console, plain, table
 
 service_app = typer.Typer(
@@ -49,6 +50,10 @@ def serve(
     root: Annotated[
         Path | None, typer.Option(help="The registry's root.json; needed for a URL.")
     ] = None,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(help="vendor/model=FOLDER: the weights of your releases; repeatable."),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8480,
     workers: Annotated[int, typer.Option(help="Worker processes (Ray actors with ray).")] = 1,
@@ -71,10 +76,9 @@ def serve(
     from photoimmune.service.serve import serve as run
     from photoimmune.service.settings import ServiceSettings
 
-    from . import checks
-
     checks.one_of(engine, ("local", "ray"), "--engine")
     settings = ServiceSettings(
+        weights=dict(checks.weights(w) for w in weights or []),
         max_eps=max_eps,
         steps=steps,
         max_upload_bytes=max_upload_bytes,

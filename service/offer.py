@@ -53,7 +53,10 @@ class Offer:
 
     def _get(self, ref: str) -> Any:
         if ref not in self._releases:
-            self._releases[ref] = self.client.get(ref)
+            target = self.client.get(ref)
+            weights = self.settings.weights.get(f"{target.ref.vendor}/{target.ref.model}")
+            # Binding checks the weights' fingerprints against the release's.
+            self._releases[ref] = target if weights is None else target.bind_model(weights)
         return self._releases[ref]
 
     def models(self) -> list[str]:

@@ -111,7 +111,8 @@ def serve(
     args = (db, os.fspath(registry), os.fspath(keys), settings.model_dump_json())
     workers = Workers(count, (*args, None if root is None else os.fspath(Path(root))))
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        # "Uvicorn running on ..." says when it answers; one access line per request would not.
+        uvicorn.run(create_app(service), host=host, port=port, access_log=False)
     finally:
         workers.stop()
         service.close()

@@ -25,6 +25,11 @@ class ServiceSettings(BaseModel):
         default=1 << 20, gt=0, description="largest image POST /v1/immunize answers at once"
     )
     max_eps: str = Field(default="16/255", description="largest ε a client may ask for")
+    weights: dict[str, str] = Field(
+        default_factory=dict,
+        description="vendor/model -> its weights (a diffusers folder or a bundled name), for "
+        "releases the registry's client cannot bind by itself",
+    )
     steps: int | None = Field(default=None, gt=0, description="PGD steps; None: the target's")
     rate_per_minute: int = Field(default=60, gt=0, description="default requests/min of a key")
     engine: Literal["local", "ray"] = "local"
