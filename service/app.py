@@ -177,7 +177,10 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        message = str(exc.detail)
+        if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+            message += "; the API's operations and their methods are listed at /docs"
+        return _error(exc.status_code, message, getattr(exc, "headers", None))
 
 
 class BodyLimit:

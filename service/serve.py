@@ -25,9 +25,7 @@ logger = logging.getLogger(__name__)
 SUPERVISE_S = 2.0
 
 
-def work(
-    db: str, registry: str, keys: str, settings_json: str, root: str | None = None
-) -> None:  # pragma: no cover - runs in a child process (tests kill it, coverage can't see)
+def work(db: str, registry: str, keys: str, settings_json: str, root: str | None = None) -> None:
     """A worker process's body: work the queue until SIGTERM."""
     from .runtime import Service
     from .worker import ServiceWorker
