@@ -27,11 +27,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from photoimmune.registry.admin import local_registry
 from photoimmune.sdk.io import load_image
 from photoimmune.sdk.jobs.catalog import ImmunizedCopy
 from photoimmune.sdk.jobs.queue import WorkItem
-from photoimmune.sdk.keys import init_keys
+from photoimmune.sdk.keys import KeyDir
 from photoimmune.sdk.manifest import read_manifest
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.service import Service, ServiceSettings, ServiceWorker, add_key, create_app
@@ -39,7 +38,7 @@ from photoimmune.service.apikeys import list_keys, revoke_keys
 from photoimmune.service.serve import work
 from photoimmune.service.store import ApiKey
 
-from .helpers import WAIT_S
+from .helpers import WAIT_S, service_world
 
 CLI = str(Path(sys.executable).parent / "photoimmune")
 MODEL = "photoimmune/tiny-ldm"
@@ -69,12 +68,10 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A registry where tiny-ldm@1 is published, a demo-style key folder (CA, vendor key)."""
-    root = tmp_path_factory.mktemp("service")
-    local_registry(root / "registry", ["tiny-ldm@1"])
-    keys = init_keys(root / "keys")
-    return {"root": root, "registry": root / "registry", "keys": keys}
+def world():
+    """The shared registry (tiny-ldm@1) and demo-style key folder (CA, vendor key)."""
+    registry, keys = service_world()
+    return {"registry": registry, "keys": KeyDir(keys)}
 
 
 def open_service(world, db: str, settings: ServiceSettings = SETTINGS) -> Service:

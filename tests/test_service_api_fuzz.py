@@ -23,7 +23,7 @@ from schemathesis.checks import not_a_server_error
 
 from photoimmune.service import Service, ServiceSettings, add_key, create_app
 
-from .helpers import fuzz_settings
+from .helpers import fuzz_settings, service_world
 
 SETTINGS = ServiceSettings(steps=2, max_sync_pixels=32 * 32, rate_per_minute=100_000)
 
@@ -31,16 +31,10 @@ SETTINGS = ServiceSettings(steps=2, max_sync_pixels=32 * 32, rate_per_minute=100
 @functools.cache
 def fuzzed() -> tuple[Service, str]:
     """The service under test and a valid key, built on first use, removed at exit."""
-    from photoimmune.registry.admin import local_registry
-    from photoimmune.sdk.keys import init_keys
-
+    registry, keys = service_world()
     base = Path(tempfile.mkdtemp(prefix="photoimmune-service-fuzz-"))
     atexit.register(shutil.rmtree, base, True)
-    local_registry(base / "registry", ["tiny-ldm@1"])
-    keys = init_keys(base / "keys")
-    service = Service.open(
-        f"sqlite:///{base / 'service.db'}", base / "registry", keys.path, SETTINGS
-    )
+    service = Service.open(f"sqlite:///{base / 'service.db'}", registry, keys, SETTINGS)
     return service, add_key(service.store, "fuzz")
 
 

@@ -20,7 +20,7 @@ from photoimmune.sdk.io import save_image
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.service import Service, ServiceSettings, add_key, create_app
 
-from .helpers import WAIT_S, LoopbackServer
+from .helpers import WAIT_S, LoopbackServer, service_world
 
 SETTINGS = ServiceSettings(steps=3, max_sync_pixels=48 * 48)
 
@@ -54,18 +54,12 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from photoimmune.registry.admin import local_registry
-    from photoimmune.sdk.keys import init_keys
-
-    tmp_path = tmp_path_factory.mktemp("browser")
-    local_registry(tmp_path / "registry", ["tiny-ldm@1"])
-    keys = init_keys(tmp_path / "keys")
-    service = Service.open(
-        f"sqlite:///{tmp_path / 'service.db'}", tmp_path / "registry", keys.path, SETTINGS
-    )
+    registry, keys = service_world()
+    db = tmp_path_factory.mktemp("browser") / "service.db"
+    service = Service.open(f"sqlite:///{db}", registry, keys, SETTINGS)
     server = LoopbackServer(create_app(service))
     server.start()
-    yield server, add_key(service.store, "browser"), keys
+    yield server, add_key(service.store, "browser")
     server.stop()
     service.close()
 
@@ -75,7 +69,7 @@ def test_the_page_immunizes_a_chosen_photo_and_shows_it_side_by_side(browser, se
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server, key, _keys = served
+    server, key = served
     photo = tmp_path / "photo.png"
     save_image(sample_pixels("chelsea.png", 40), photo)
     browser.get(server.url + "/")
@@ -103,7 +97,7 @@ def test_the_page_says_what_is_wrong_with_a_bad_key(browser, served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server, _key, _keys = served
+    server, _key = served
     photo = tmp_path / "photo.png"
     save_image(sample_pixels("coffee.png", 32), photo)
     browser.get(server.url + "/")
