@@ -43,6 +43,7 @@ from .common import (
 from .evaluate import eval_command
 from .model import model_app
 from .registry import registry_app, targets_app
+from .service import service_app
 
 app = typer.Typer(
     name="photoimmune",
@@ -55,6 +56,7 @@ app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(registry_app, name="registry")
 app.add_typer(targets_app, name="targets")
+app.add_typer(service_app, name="service")
 app.command("eval")(eval_command)
 app.add_typer(catalog_app, name="catalog")
 app.command("reimmunize")(reimmunize_command)

@@ -178,7 +178,7 @@ def reimmunize_command(
     if eps is not None:
         eps = checks.budget(eps)
     checks.output_folder(out, "--out")
-    bound = dict(_weight(w) for w in weights or [])
+    bound = dict(checks.weights(w) for w in weights or [])
     checks.input_files([p for p in (key, cert, trust) if p is not None])
     if key is not None and trust is None and not dry_run:
         raise InputError("--key needs --trust: the CA certificate that --cert chains to")
@@ -239,14 +239,6 @@ def reimmunize_command(
     # An unreadable original is as unprotected as a failed one: neither is a success.
     if summary.failed or summary.unreadable:
         raise typer.Exit(1)
-
-
-def _weight(value: str) -> tuple[str, str]:
-    model, sep, folder = value.partition("=")
-    if not sep or "/" not in model or not folder:
-        raise InputError(f"--weights {value!r}: expected vendor/model=FOLDER")
-    checks.models([folder], "--weights")
-    return model, folder
 
 
 def _print_plan(job_plan, as_json: bool) -> None:

@@ -100,3 +100,12 @@ def input_files(paths: Iterable[Path], option: str = "") -> list[Path]:
             what = "a folder" if path.is_dir() else "no such file"
             raise InputError(f"{option + ' ' if option else ''}{path}: {what}; check the path")
     return found
+
+
+def weights(value: str) -> tuple[str, str]:
+    """``--weights vendor/model=FOLDER`` (FOLDER: a diffusers folder or a bundled name)."""
+    model, sep, folder = value.partition("=")
+    if not sep or "/" not in model or not folder:
+        raise InputError(f"--weights {value!r}: expected vendor/model=FOLDER")
+    models([folder], "--weights")
+    return model, folder

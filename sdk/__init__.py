@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .errors import (
     ImageLoadError,
+    ImageTooLargeError,
     ImageWriteError,
     InputError,
     ManifestError,
@@ -81,6 +82,7 @@ __getattr__ = lazy_getattr(__name__, _LAZY)
 __all__ = [
     "AttackTarget",
     "ImageLoadError",
+    "ImageTooLargeError",
     "ImageWriteError",
     "ImmunizationAssertion",
     "ImmunizationResult",

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError, InputError, PhotoimmuneError
+from .errors import ImageLoadError, ImageTooLargeError, InputError, PhotoimmuneError
 
 ImageSource = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
 
@@ -118,7 +118,7 @@ def decode_image(
     if isinstance(source, bytes | bytearray | memoryview):
         name, data = "<bytes>", bytes(source)
         if len(data) > max_bytes:
-            raise ImageLoadError(
+            raise ImageTooLargeError(
                 f"{name}: {len(data)} bytes is over the {max_bytes}-byte limit; "
                 "pass a smaller file or raise max_bytes"
             )
@@ -235,7 +235,7 @@ def _open_error(name: str, err: OSError) -> ImageLoadError:
 def _too_big(name: str, size: int, max_bytes: int, *, at_least: bool = False) -> ImageLoadError:
     # at_least: the file reported a size within the limit but kept on giving bytes.
     amount = f"more than {max_bytes} bytes were read" if at_least else f"{size} bytes"
-    return ImageLoadError(
+    return ImageTooLargeError(
         f"{name}: {amount}, over the {max_bytes}-byte limit; downscale the image or raise max_bytes"
     )
 
@@ -275,7 +275,7 @@ def _decode_checked(data: bytes, name: str, max_pixels: int) -> DecodedImage:
     except UnidentifiedImageError:
         raise ImageLoadError(_unidentified_message(data, name)) from None
     except Image.DecompressionBombError:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             f"{name}: image header declares far more pixels than the limit "
             f"({max_pixels}); refusing it as a likely decompression bomb"
         ) from None
@@ -286,7 +286,7 @@ def _decode_checked(data: bytes, name: str, max_pixels: int) -> DecodedImage:
         try:
             img.load()
         except Image.DecompressionBombError:
-            raise ImageLoadError(
+            raise ImageTooLargeError(
                 f"{name}: image is too large to decode safely; downscale it"
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
@@ -323,7 +323,7 @@ def _check_pixel_count(size: tuple[int, int], name: str, max_pixels: int) -> Non
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{name}: image has zero size ({width}x{height}); nothing to protect")
     if width * height > max_pixels:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             f"{name}: {width}x{height} is {width * height} pixels, over the limit of "
             f"{max_pixels}; downscale the image or raise max_pixels"
         )

@@ -33,6 +33,11 @@ class ImageLoadError(InputError):
     """An image could not be read: missing, corrupt, truncated, too big or not an image."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image over a size limit: too many bytes, or too many pixels (a likely
+    decompression bomb). Refused before it is decoded."""
+
+
 class ImageWriteError(PhotoimmuneError):
     """An image or file could not be written; nothing at the destination was changed."""
 

@@ -4,7 +4,9 @@
 * :func:`tiny_release`: a registry release's two files, made by hand (no model);
 * :func:`edit`: one quick, seeded img2img edit, what a checked pipeline is given;
 * :func:`fuzz_settings`: the Hypothesis settings of the fuzz tests;
-* :class:`LoopbackServer`: an ASGI app under a real uvicorn server on loopback.
+* :class:`LoopbackServer`: an ASGI app under a real uvicorn server on loopback;
+* :func:`service_world`: a registry with tiny-ldm@1 and a development key folder,
+  made once per test process for the service's tests.
 
 Heavy imports (torch, uvicorn, hypothesis) happen inside the functions that need them, so a
 module that imports this one for a protection record stays quick to import.
@@ -14,12 +16,17 @@ module that imports this one for a protection record stays quick to import.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import json
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from photoimmune.sdk.protection import Protection
@@ -171,3 +178,17 @@ class LoopbackServer:
         self._thread.join(WAIT_S)
         self._sock.close()
         self._server = None
+
+
+@functools.cache
+def service_world() -> tuple[Path, Path]:
+    """A registry folder where tiny-ldm@1 is published and a development key folder (a CA
+    and a vendor key, as ``make demo`` leaves in out/demo), made once per test process and
+    only read afterwards: the service's tests share them. Removed at exit."""
+    from photoimmune.registry.admin import local_registry
+    from photoimmune.sdk.keys import init_keys
+
+    base = Path(tempfile.mkdtemp(prefix="photoimmune-service-tests-"))
+    atexit.register(shutil.rmtree, base, True)
+    local_registry(base / "registry", ["tiny-ldm@1"])
+    return base / "registry", init_keys(base / "keys").path

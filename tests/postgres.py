@@ -36,8 +36,8 @@ from sqlalchemy.pool import NullPool
 
 ENV = "PHOTOIMMUNE_TEST_POSTGRES_URL"
 _DRIVER = "postgresql+psycopg"
-#: Registry and catalog tables, dropped between tests when the server won't let us create
-#: databases.
+#: Registry, catalog and service tables, dropped between tests when the server won't let us
+#: create databases.
 _TABLES = (
     "metadata_files",
     "target_files",
@@ -47,6 +47,10 @@ _TABLES = (
     "immunized_copies",
     "originals",
     "photoimmune_catalog_version",
+    "api_keys",
+    "service_jobs",
+    "service_blobs",
+    "photoimmune_service_version",
 )
 
 

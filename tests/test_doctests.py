@@ -1,4 +1,4 @@
-"""The library's docstring examples run (sdk and registry).
+"""The library's docstring examples run (sdk, registry and service).
 
 Each module's examples run in a fresh folder holding the guides' sample photos
 (``python -m photoimmune.sdk.samples``: ``photo.jpg``, ``portrait.png``, ``photos/``),
@@ -16,6 +16,7 @@ import pytest
 
 import photoimmune.registry
 import photoimmune.sdk
+import photoimmune.service
 from photoimmune.sdk.samples import write_samples
 
 # Examples whose fix belongs to another change: each entry says what fails.
@@ -24,7 +25,7 @@ KNOWN_BROKEN: set[str] = set()
 
 def _library_modules() -> list[str]:
     names = []
-    for package in (photoimmune.sdk, photoimmune.registry):
+    for package in (photoimmune.sdk, photoimmune.registry, photoimmune.service):
         names.append(package.__name__)
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if ".migrations" not in info.name:  # Alembic scripts, run by Alembic only

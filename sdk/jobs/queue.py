@@ -20,10 +20,12 @@ jobs take different items without waiting; SQLite serialises writers instead
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -38,15 +40,17 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ..database import utc_now
 from .catalog import Base, Catalog, ImmunizedCopy, OfAnOriginal, Original
 
 #: Seconds a lease lasts without renewal; a job renews at a third of it.
 DEFAULT_LEASE_SECONDS = 120
+logger = logging.getLogger(__name__)
 
 
 class WorkItem(OfAnOriginal, Base):
@@ -155,13 +159,27 @@ class WorkQueue:
         ``retry`` puts failed items back in the queue. Items of other keys are left
         alone: another job may be working on them.
         """
-        created = 0
         with self.catalog.write() as session:
-            if session.bind.dialect.name == "postgresql":
-                # Two jobs planning at once would both insert the same new items.
-                session.execute(text("SELECT pg_advisory_xact_lock(74689)"))
-            for chunk in _chunks(original_ids):
-                created += self._enqueue_chunk(session, chunk, targets_key, targets, retry)
+            return self.enqueue_in(session, original_ids, targets_key, targets, retry=retry)
+
+    def enqueue_in(
+        self,
+        session: Session,
+        original_ids: Sequence[int],
+        targets_key: str,
+        targets: list[dict],
+        *,
+        retry=False,
+    ) -> int:
+        """:meth:`enqueue` inside the caller's write transaction, so that rows the caller
+        adds (a service's job naming the item) commit together with the items."""
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            # Two jobs planning at once would both insert the same new items.
+            session.execute(text("SELECT pg_advisory_xact_lock(74689)"))
+        created = 0
+        for chunk in _chunks(original_ids):
+            created += self._enqueue_chunk(session, chunk, targets_key, targets, retry)
+        session.flush()
         return created
 
     @staticmethod
@@ -196,10 +214,11 @@ class WorkQueue:
                 item.state, item.attempts, item.error = "pending", 0, None
         return created
 
-    def claim(self, n: int, targets_key: str) -> list[Claim]:
-        """Lease up to ``n`` items of this target set: pending ones, or ones whose job is gone."""
+    def claim(self, n: int, targets_key: str | None) -> list[Claim]:
+        """Lease up to ``n`` items of this target set (None: of any), pending ones first,
+        then ones whose job is gone."""
         now = utc_now()
-        mine = WorkItem.targets_key == targets_key
+        mine = WorkItem.targets_key == targets_key if targets_key is not None else true()
         with self.catalog.write() as session:
             pending = (
                 select(WorkItem)
@@ -283,12 +302,20 @@ class WorkQueue:
                 .values(lease_expires=utc_now() + self.lease)
             )
 
-    def complete(self, claim: Claim, copy: NewCopy) -> bool:
-        """Record the copy and mark the item done, if this job still holds it."""
+    def complete(
+        self, claim: Claim, copy: NewCopy, *, also: Callable[[Session], None] | None = None
+    ) -> bool:
+        """Record the copy and mark the item done, if this job still holds it.
+
+        ``also(session)`` runs in the same transaction, only when the item is still
+        held: what it writes (a service's result file) commits exactly with the copy.
+        """
         with self.catalog.write() as session:
             item = self._held(session, claim.item_id)
             if item is None:
                 return False
+            if also is not None:
+                also(session)
             row = ImmunizedCopy(
                 original_id=claim.original_id,
                 original_sha256=claim.original_sha256,
@@ -360,3 +387,26 @@ class WorkQueue:
                 )
             )
             return count or 0
+
+
+class LeaseHeartbeat(threading.Thread):
+    """Renews ``queue``'s leases on the items in ``in_flight`` (a dict keyed by item id)
+    every third of a lease, until ``halt`` is set.
+
+    Example:
+        >>> heartbeat = LeaseHeartbeat(queue, in_flight)  # doctest: +SKIP
+        >>> heartbeat.start(); ...; heartbeat.halt.set(); heartbeat.join()  # doctest: +SKIP
+    """
+
+    def __init__(self, queue: WorkQueue, in_flight: dict) -> None:
+        super().__init__(name="photoimmune-lease-heartbeat", daemon=True)
+        self.queue, self.in_flight = queue, in_flight
+        self.interval = queue.lease.total_seconds() / 3
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            try:
+                self.queue.renew(list(self.in_flight))  # list(): a snapshot of the keys
+            except Exception:  # a lapse is recovered by the lease checks; keep beating
+                logger.exception("jobs: renewing leases failed")

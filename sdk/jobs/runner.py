@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,7 +55,7 @@ from ..protection import Protection
 from .catalog import Catalog, CatalogError
 from .engines import Engine, make_engine
 from .planning import Plan, plan
-from .queue import DEFAULT_LEASE_SECONDS, Claim, NewCopy, WorkQueue
+from .queue import DEFAULT_LEASE_SECONDS, Claim, LeaseHeartbeat, NewCopy, WorkQueue
 from .worker import JobSettings, WorkOrder, WorkOutput
 
 logger = logging.getLogger(__name__)
@@ -112,22 +111,6 @@ def output_name(location: str, original_sha256: str, targets_key: str) -> str:
     while len(os.fsencode(stem + suffix)) > _NAME_BYTES and len(stem) > 1:
         stem = stem[:-1]
     return stem + suffix
-
-
-class _Heartbeat(threading.Thread):
-    """Renews the leases of in-flight items until stopped."""
-
-    def __init__(self, queue: WorkQueue, in_flight: dict, interval: float) -> None:
-        super().__init__(name="photoimmune-lease-heartbeat", daemon=True)
-        self.queue, self.in_flight, self.interval = queue, in_flight, interval
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.wait(self.interval):
-            try:
-                self.queue.renew(list(self.in_flight))  # list(): a snapshot of the keys
-            except Exception:  # a lapse is recovered by the lease checks; keep beating
-                logger.exception("jobs: renewing leases failed")
 
 
 def run(
@@ -311,7 +294,7 @@ class _Job:
         self.total = 0
 
     def drive(self, engine: Engine, limit: int | None) -> None:
-        heartbeat = _Heartbeat(self.queue, self.in_flight, self.queue.lease.total_seconds() / 3)
+        heartbeat = LeaseHeartbeat(self.queue, self.in_flight)
         heartbeat.start()
         claimed = 0
         try:
