@@ -42,6 +42,7 @@ from .assertion import ASSERTION_LABEL, ImmunizationAssertion
 from .codec import decode_image, encode_image
 from .errors import InputError, ManifestError
 from .protection import Protection
+from .softbinding import SOFT_BINDING_LABEL, binding_codes, soft_binding_assertion
 
 if TYPE_CHECKING:  # annotations only: keys writes through io, which sits above this module
     from .keys import ManifestSigner
@@ -165,7 +166,14 @@ def sign_image(
     definition = {
         "claim_generator_info": [{"name": "photoimmune", "version": __version__}],
         "title": title or f"immunized.{mime.split('/')[1]}",
-        "assertions": [{"label": ASSERTION_LABEL, "data": assertion.model_dump(mode="json")}],
+        "assertions": [
+            {"label": ASSERTION_LABEL, "data": assertion.model_dump(mode="json")},
+            # Finds this manifest again once a re-save has stripped it (sdk/softbinding.py).
+            {
+                "label": SOFT_BINDING_LABEL,
+                "data": soft_binding_assertion(binding_codes(image.pixels)),
+            },
+        ],
     }
     parent_mime = _ingredient_mime(parent)
     if parent is not None and parent_mime is not None:
