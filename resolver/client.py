@@ -7,7 +7,7 @@ manifest read and judged as usual, and its pixels compared with the query's
 (:func:`similarity`, after cutting out the region whose code matched). A recovered
 manifest speaks for the query only when the pixels are close
 (:attr:`Recovery.counts`): a code collision, or a different photo that happens to
-look alike at 32×32, is reported but never counted.
+look alike at 32x32, is reported but never counted.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
 from .errors import ResolverError, ResolverUnavailableError, UnknownAssetError
 from .match import Match
 
-#: Pixels at least this correlated (64×64 grey thumbnails, best of small shifts) are
+#: Pixels at least this correlated (64x64 grey thumbnails, best of small shifts) are
 #: the same picture (bench/softbinding.py measures re-saved copies and near misses).
 CLOSE_SIMILARITY = 0.9
 _THUMB = 64
@@ -102,7 +102,8 @@ def recover(
         ResolverUnavailableError: a resolver could not be reached.
 
     Example:
-        >>> found = recover(load_image("copy.jpg").pixels, ["http://127.0.0.1:8500"])  # doctest: +SKIP
+        >>> copy = load_image("copy.jpg").pixels  # doctest: +SKIP
+        >>> found = recover(copy, ["http://127.0.0.1:8500"])  # doctest: +SKIP
         >>> found.counts, found.manifest.protected_against  # doctest: +SKIP
         (True, ('photoimmune/tiny-ldm@1',))
     """
@@ -146,7 +147,7 @@ def _judge(
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation (−1…1) of two pictures' 64×64 grey thumbnails, best over small shifts.
+    """Correlation (-1 to 1) of two pictures' 64x64 grey thumbnails, best over small shifts.
 
     Example:
         >>> x = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)

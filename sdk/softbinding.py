@@ -4,14 +4,14 @@ A re-save by a platform (strip metadata, JPEG, resize, crop) removes the C2PA
 manifest; the pixels still look the same. Every signed immunized image therefore
 carries a ``c2pa.soft-binding`` assertion with the **ISCC image code**
 (ISO 24138, algorithm ``io.iscc.v0`` on the C2PA soft-binding algorithm list,
-computed by the maintained ``iscc-core`` library): a 64-bit DCT hash of a 32×32
+computed by the maintained ``iscc-core`` library): a 64-bit DCT hash of a 32x32
 grey thumbnail. A resolver (:mod:`photoimmune.resolver`) keeps manifests by code
 and returns the one whose code is within :data:`MATCH_BITS` bits of a query's.
 
 One ISCC code of the whole picture survives JPEG and resizing but not a 10 %
 crop: the thumbnail's content shifts and the low DCT frequencies change. So
 the assertion holds :data:`REGIONS`: the whole picture plus crops keeping 90 %
-of each side at a 3×3 grid of offsets (and 95 % crops likewise); a copy cut
+of each side at a 3x3 grid of offsets (and 95 % crops likewise); a copy cut
 anywhere in that range lands near one of them. The query side computes one code,
 of the copy as it is. ``bench/softbinding.py`` measures the choice
 (docs/manifests.md, "Soft bindings").
@@ -77,7 +77,7 @@ class BoundCode(BaseModel):
 def image_code(pixels: np.ndarray) -> int:
     """The 64-bit ISCC image code of uint8 RGB (or grey) pixels, as an int.
 
-    Normalised as ISCC prescribes: grey, 32×32 bicubic thumbnail.
+    Normalised as ISCC prescribes: grey, 32x32 bicubic thumbnail.
 
     Example:
         >>> image_code(np.zeros((8, 8, 3), np.uint8)) < 2**64
