@@ -100,3 +100,15 @@ def input_files(paths: Iterable[Path], option: str = "") -> list[Path]:
             what = "a folder" if path.is_dir() else "no such file"
             raise InputError(f"{option + ' ' if option else ''}{path}: {what}; check the path")
     return found
+
+
+def urls(values: Iterable[str], option: str) -> list[str]:
+    """http(s) URLs with a host, such as ``http://127.0.0.1:8480``."""
+    from urllib.parse import urlsplit
+
+    found = list(values)
+    for value in found:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InputError(f"{option} {value!r}: give an http(s) URL, e.g. http://127.0.0.1:8480")
+    return found

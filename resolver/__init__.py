@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from photoimmune.sdk.lazy import lazy_getattr
 
-from .errors import NotSignedError, ResolverError, ResolverUnavailableError, UnknownAssetError
+from .errors import (
+    NotSignedError,
+    ResolverError,
+    ResolverUnavailableError,
+    StoreUnavailableError,
+    UnknownAssetError,
+)
 from .match import Match
 
 if TYPE_CHECKING:
@@ -46,6 +52,7 @@ __all__ = [
     "ResolverClient",
     "ResolverError",
     "ResolverUnavailableError",
+    "StoreUnavailableError",
     "UnknownAssetError",
     "create_app",
     "recover",

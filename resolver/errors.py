@@ -25,3 +25,9 @@ class UnknownAssetError(ResolverError, InputError):
 
 class ResolverUnavailableError(ResolverError):
     """A resolver could not be reached, or answered with an error."""
+
+
+class StoreUnavailableError(ResolverError, InputError):
+    """The store's database cannot be opened (a wrong URL, a server that is down)."""
+
+    exit_code = 2

@@ -15,6 +15,7 @@ index to maintain. The array is reloaded when another process has added rows.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -22,15 +23,24 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from photoimmune.sdk.codec import decode_image
-from photoimmune.sdk.database import migrate, open_engine, utc_now, write_session
+from photoimmune.sdk.database import (
+    database_url,
+    migrate,
+    open_engine,
+    redact_error,
+    redact_url,
+    utc_now,
+    write_session,
+)
 from photoimmune.sdk.errors import ImageLoadError
 from photoimmune.sdk.manifest import MIME_TYPES, read_manifest
 from photoimmune.sdk.softbinding import MATCH_BITS, Region
 
-from .errors import NotSignedError, UnknownAssetError
+from .errors import NotSignedError, StoreUnavailableError, UnknownAssetError
 from .match import Match
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -77,9 +87,24 @@ class ManifestStore:
     []
     """
 
-    def __init__(self, url: str) -> None:
-        self.engine = open_engine(url)
-        migrate(self.engine, MIGRATIONS, version_table=VERSION_TABLE, lock_key=74689)
+    def __init__(self, db: str | os.PathLike[str]) -> None:
+        self.url = database_url(os.fspath(db))
+        try:
+            self.engine = open_engine(self.url)
+            migrate(self.engine, MIGRATIONS, version_table=VERSION_TABLE, lock_key=74689)
+        except SQLAlchemyError as err:
+            # Messages reach terminals and logs: never the password, not even the driver's.
+            reason = redact_error(str(err).splitlines()[0], self.url)
+            raise StoreUnavailableError(
+                f"cannot open the manifest store at {redact_url(self.url)}: "
+                f"{err.__class__.__name__}: {reason}; check the URL, that the server runs and "
+                "that the folder of an SQLite file exists"
+            ) from None
+        except ImportError as err:
+            raise StoreUnavailableError(
+                f"{redact_url(self.url)}: its database driver is missing ({err.name}); for "
+                "PostgreSQL `pip install photoimmune[postgres]` and use postgresql+psycopg://"
+            ) from None
         self._lock = threading.Lock()
         self._loaded_up_to = -1
         self._codes = np.zeros(0, np.uint64)
