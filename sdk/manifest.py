@@ -279,7 +279,9 @@ def sign_output(
 
     mime = _mime_type(_container_format(data))
     parent_mime = _ingredient_mime(ingredient)
-    edited = ingredient is not None and parent_mime is not None
+    if ingredient is not None and parent_mime is None:
+        raise InputError("the ingredient must be PNG, JPEG or WebP bytes (see can_be_ingredient)")
+    edited = ingredient is not None
     action = {
         "action": "c2pa.edited" if edited else "c2pa.created",
         "digitalSourceType": EDITED_WITH_AI if edited else GENERATED,
@@ -514,6 +516,16 @@ def _ingredient_mime(parent: bytes | None) -> str | None:
     if parent is None:
         return None
     return MIME_TYPES.get(_container_format(parent) or "")
+
+
+def can_be_ingredient(data: bytes) -> bool:
+    """Whether c2pa can take ``data`` as an ingredient (PNG, JPEG or WebP; reads the header).
+
+    Example:
+        >>> can_be_ingredient(b"BM not much of a bitmap")
+        False
+    """
+    return _ingredient_mime(data) is not None
 
 
 def _container_format(data: bytes) -> str | None:

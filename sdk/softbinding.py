@@ -87,7 +87,7 @@ def image_code(pixels: np.ndarray) -> int:
 
     grey = Image.fromarray(np.ascontiguousarray(pixels)).convert("L")
     thumb = grey.resize((32, 32), Image.Resampling.BICUBIC)
-    digest = soft_hash_image_v0(list(thumb.getdata()), bits=CODE_BITS)
+    digest = soft_hash_image_v0(list(thumb.tobytes()), bits=CODE_BITS)
     return int.from_bytes(digest, "big")
 
 
