@@ -75,7 +75,7 @@ def sign_outputs(
         started = time.perf_counter()
         given = inputs[index] if len(inputs) == len(pictures) else inputs[0] if inputs else None
         data = sign_output(
-            encode_image(pixels, "PNG"),
+            encode_image(pixels, "PNG", png_level=1),  # outputs are many; speed over bytes
             signer,
             model=model,
             ingredient=given[1] if given else None,
