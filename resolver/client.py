@@ -147,26 +147,29 @@ def _judge(
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation (-1 to 1) of two pictures' 64x64 grey thumbnails, best over small shifts.
+    """Correlation (-1 to 1) of two pictures' grey thumbnails (64x64, or the smaller
+    picture's size), best over shifts of up to 5 % of a side.
 
     Example:
         >>> x = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
         >>> round(similarity(x, x), 3)
         1.0
     """
-    ta, tb = _thumb(a), _thumb(b)
-    m, best = _MAX_SHIFT, -1.0
+    # Never finer than the smaller picture: upscaled JPEG blocks are not detail.
+    size = max(16, min(_THUMB, *a.shape[:2], *b.shape[:2]))
+    ta, tb = _thumb(a, size), _thumb(b, size)
+    m, best = max(1, size * _MAX_SHIFT // _THUMB), -1.0
     core = ta[m:-m, m:-m]
     for dy in range(-m, m + 1):
         for dx in range(-m, m + 1):
-            window = tb[m + dy : _THUMB - m + dy, m + dx : _THUMB - m + dx]
+            window = tb[m + dy : size - m + dy, m + dx : size - m + dx]
             best = max(best, _correlation(core, window))
     return best
 
 
-def _thumb(pixels: np.ndarray) -> np.ndarray:
+def _thumb(pixels: np.ndarray, size: int) -> np.ndarray:
     grey = Image.fromarray(np.ascontiguousarray(pixels)).convert("L")
-    return np.asarray(grey.resize((_THUMB, _THUMB), Image.Resampling.BOX), np.float64)
+    return np.asarray(grey.resize((size, size), Image.Resampling.BOX), np.float64)
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
