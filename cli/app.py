@@ -442,7 +442,7 @@ def _recovery_text(recovery) -> str:
     )
     if not recovery.pixels_close:
         return f"{where}; the pixels are not close to the signed file: it does not count"
-    return f"{where}; {recovery.manifest.explanation}"
+    return f"{where}; the signed file's manifest: {recovery.manifest.explanation}"
 
 
 @app.command()

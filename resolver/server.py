@@ -9,7 +9,7 @@ code, never an image. Bad input gets a 4xx JSON ``{"detail": ...}``.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from photoimmune.sdk.softbinding import ALGORITHM, MATCH_BITS
@@ -39,9 +39,8 @@ def create_app(store: ManifestStore) -> FastAPI:
         alg: str = Query(default=ALGORITHM, description="the soft-binding algorithm"),
     ) -> dict:
         if alg != ALGORITHM:
-            return JSONResponse(  # type: ignore[return-value]
-                {"detail": f"unknown soft-binding algorithm {alg!r}; this store holds {ALGORITHM}"},
-                status_code=400,
+            raise HTTPException(
+                400, detail=f"unknown soft-binding algorithm {alg!r}; this store holds {ALGORITHM}"
             )
         matches: list[Match] = store.lookup(int(code, 16))
         return {
