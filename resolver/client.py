@@ -28,9 +28,10 @@ from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
 from .errors import ResolverError, ResolverUnavailableError, UnknownAssetError
 from .match import Match
 
-#: Pixels at least this correlated (64x64 grey thumbnails, best of small shifts) are
-#: the same picture (bench/softbinding.py measures re-saved copies and near misses).
-CLOSE_SIMILARITY = 0.9
+#: Pixels at least this correlated (64x64 grey thumbnails, best of small shifts and of
+#: the signed file's regions) are the same picture: bench/softbinding.py measured
+#: re-saved copies at p1 0.89 and the nearest other photo at most 0.80.
+CLOSE_SIMILARITY = 0.85
 _THUMB = 64
 _MAX_SHIFT = 3  # thumbnail pixels: what a region's residual offset leaves
 
@@ -44,7 +45,7 @@ class Recovery(BaseModel):
     asset: int
     distance: int = Field(description="bits between the query's code and the asset's")
     region: Region = Field(description="the part of the signed asset the code matched")
-    similarity: float = Field(description="correlation of the pixels with that region")
+    similarity: float = Field(description="the pixels' correlation with the signed asset")
     pixels_close: bool
     manifest: ManifestReport = Field(description="the signed asset's manifest, judged")
     signed_asset: bytes = Field(repr=False, exclude=True)
@@ -133,7 +134,9 @@ def _judge(
         asset_pixels = decode_image(data).pixels
     except ImageLoadError:  # a store answering garbage: not a recovery
         return None
-    score = similarity(pixels, match.region.crop(asset_pixels))
+    manifest = read_manifest(data, trust=trust, pixels=asset_pixels)
+    regions = [b.region for b in manifest.soft_binding] or [match.region]
+    score = closeness(pixels, asset_pixels, regions)
     return Recovery(
         resolver=client.url,
         asset=match.asset,
@@ -141,9 +144,21 @@ def _judge(
         region=match.region,
         similarity=round(score, 4),
         pixels_close=score >= CLOSE_SIMILARITY,
-        manifest=read_manifest(data, trust=trust, pixels=asset_pixels),
+        manifest=manifest,
         signed_asset=data,
     )
+
+
+def closeness(query: np.ndarray, signed: np.ndarray, regions: Sequence[Region]) -> float:
+    """How close ``query`` is to the signed picture: the best :func:`similarity` over the
+    regions its soft binding covers (the copy may be any of those crops).
+
+    Example:
+        >>> x = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+        >>> round(closeness(x[4:76, 4:76], x, [Region(x=5, y=5, width=90, height=90)]), 3)
+        1.0
+    """
+    return max(similarity(query, region.crop(signed)) for region in regions)
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -33,8 +33,10 @@ def create_app(store: ManifestStore) -> FastAPI:
     async def _not_found(_request: Request, exc: UnknownAssetError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    # async: a lookup is a sub-millisecond scan of an in-memory array, cheaper than the
+    # hand-off to a worker thread (which on a busy machine waits for a time slice).
     @app.get("/v1/lookup")
-    def lookup(
+    async def lookup(
         code: str = Query(pattern=_HEX_CODE, description="the 64-bit code, 16 hex digits"),
         alg: str = Query(default=ALGORITHM, description="the soft-binding algorithm"),
     ) -> dict:
