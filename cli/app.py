@@ -388,7 +388,7 @@ def verify(
         raise typer.Exit(status)
 
 
-def _verify_one(path: Path, anchors: list[bytes], resolvers: list[str], listing) -> bool:
+def _verify_one(path: Path, anchors: list[bytes] | None, resolvers: list[str], listing) -> bool:
     """Judge one image, print it (JSON when ``listing`` is None); True when it counts."""
     from photoimmune.sdk.io import load_image
 
