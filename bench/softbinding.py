@@ -40,7 +40,12 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from photoimmune.resolver.client import CLOSE_SIMILARITY, ResolverClient, closeness
+from photoimmune.resolver.client import (
+    CLOSE_SIMILARITY,
+    ResolverClient,
+    aligned_regions,
+    closeness,
+)
 from photoimmune.resolver.errors import ResolverUnavailableError
 from photoimmune.resolver.store import MAX_MATCHES, ManifestStore, SignedAsset, SoftBindingCode
 from photoimmune.sdk.database import utc_now, write_session
@@ -115,8 +120,10 @@ def measure_recovery(crops: int, console: Console) -> None:
         own.append(nearest[i] if rank < MAX_MATCHES else 99)
         whole.append(distances[i, 0])
         other.append(nearest[best_other])
-        own_sim.append(closeness(query, asset, REGIONS))
-        other_sim.append(closeness(query, assets[best_other], REGIONS))
+        code = image_code(query)
+        own_sim.append(closeness(query, asset, aligned_regions(bound[i], code)))
+        other = assets[best_other]
+        other_sim.append(closeness(query, other, aligned_regions(bound[best_other], code)))
     own_a, whole_a, other_a = np.array(own), np.array(whole), np.array(other)
     close_own, close_other = (
         np.array(own_sim) >= CLOSE_SIMILARITY,
@@ -167,7 +174,9 @@ def measure_lookup(n_codes: int, lookups: int, console: Console) -> None:
             "--db",
             db,
         ]
-        server = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             client = ResolverClient(f"http://127.0.0.1:{port}")
             _wait_for(client)
@@ -227,13 +236,15 @@ def fill(store: ManifestStore, n_codes: int, rng: np.random.Generator) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crops", type=int, default=60, help="augmented crops per photo")
+    parser.add_argument("--crops", type=int, default=60, help="augmented crops per photo (0: skip)")
     parser.add_argument("--codes", type=int, default=100_000, help="codes stored for lookups")
-    parser.add_argument("--lookups", type=int, default=2000)
+    parser.add_argument("--lookups", type=int, default=2000, help="0: skip the lookups")
     args = parser.parse_args()
     console = Console()
-    measure_lookup(args.codes, args.lookups, console)
-    measure_recovery(args.crops, console)
+    if args.lookups:
+        measure_lookup(args.codes, args.lookups, console)
+    if args.crops:
+        measure_recovery(args.crops, console)
 
 
 if __name__ == "__main__":
