@@ -122,8 +122,8 @@ def measure_recovery(crops: int, console: Console) -> None:
         other.append(nearest[best_other])
         code = image_code(query)
         own_sim.append(closeness(query, asset, aligned_regions(bound[i], code)))
-        other = assets[best_other]
-        other_sim.append(closeness(query, other, aligned_regions(bound[best_other], code)))
+        rival = assets[best_other]
+        other_sim.append(closeness(query, rival, aligned_regions(bound[best_other], code)))
     own_a, whole_a, other_a = np.array(own), np.array(whole), np.array(other)
     close_own, close_other = (
         np.array(own_sim) >= CLOSE_SIMILARITY,
