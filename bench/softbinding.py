@@ -43,7 +43,6 @@ from rich.table import Table
 from photoimmune.resolver.client import (
     CLOSE_SIMILARITY,
     ResolverClient,
-    aligned_regions,
     closeness,
 )
 from photoimmune.resolver.errors import ResolverUnavailableError
@@ -120,10 +119,8 @@ def measure_recovery(crops: int, console: Console) -> None:
         own.append(nearest[i] if rank < MAX_MATCHES else 99)
         whole.append(distances[i, 0])
         other.append(nearest[best_other])
-        code = image_code(query)
-        own_sim.append(closeness(query, asset, aligned_regions(bound[i], code)))
-        rival = assets[best_other]
-        other_sim.append(closeness(query, rival, aligned_regions(bound[best_other], code)))
+        own_sim.append(closeness(query, asset, REGIONS))
+        other_sim.append(closeness(query, assets[best_other], REGIONS))
     own_a, whole_a, other_a = np.array(own), np.array(whole), np.array(other)
     close_own, close_other = (
         np.array(own_sim) >= CLOSE_SIMILARITY,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from photoimmune.sdk.codec import decode_image
 from photoimmune.sdk.errors import ImageLoadError
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest
-from photoimmune.sdk.softbinding import ALGORITHM, BoundCode, Region, hamming, image_code
+from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
 
 from .errors import ResolverError, ResolverUnavailableError, UnknownAssetError
 from .match import Match
@@ -34,7 +34,6 @@ from .match import Match
 CLOSE_SIMILARITY = 0.85
 _THUMB = 64
 _MAX_SHIFT = 3  # thumbnail pixels: what a region's residual offset leaves
-_REGION_SLACK = 4  # bits: regions this much farther than the nearest are still tried
 
 
 class Recovery(BaseModel):
@@ -115,7 +114,7 @@ def recover(
         client = given if isinstance(given, ResolverClient) else ResolverClient(given)
         try:
             for match in client.lookup(code):
-                found = _judge(client, match, pixels, code, trust)
+                found = _judge(client, match, pixels, trust)
                 if found is None:
                     continue
                 if found.counts:
@@ -128,7 +127,7 @@ def recover(
 
 
 def _judge(
-    client: ResolverClient, match: Match, pixels: np.ndarray, code: int, trust: TrustAnchors
+    client: ResolverClient, match: Match, pixels: np.ndarray, trust: TrustAnchors
 ) -> Recovery | None:
     data = client.asset(match.asset)
     try:
@@ -136,7 +135,11 @@ def _judge(
     except ImageLoadError:  # a store answering garbage: not a recovery
         return None
     manifest = read_manifest(data, trust=trust, pixels=asset_pixels)
-    score = closeness(pixels, asset_pixels, aligned_regions(manifest.soft_binding, code))
+    # Every region of the soft binding, not only the nearest code's: codes of regions a
+    # few percent apart are often equally near, and the nearest may be misaligned
+    # (bench/softbinding.py: trying only those within 4 bits lost 6 % of the copies).
+    regions = [b.region for b in manifest.soft_binding] or [match.region]
+    score = closeness(pixels, asset_pixels, regions)
     return Recovery(
         resolver=client.url,
         asset=match.asset,
@@ -147,23 +150,6 @@ def _judge(
         manifest=manifest,
         signed_asset=data,
     )
-
-
-def aligned_regions(codes: Sequence[BoundCode], code: int) -> list[Region]:
-    """The regions of a soft binding where a copy with ``code`` may have been cut: those
-    whose code is within :data:`_REGION_SLACK` bits of the nearest (codes of regions a
-    few percent apart are often equally near, so the nearest alone may be misaligned).
-
-    Example:
-        >>> whole = Region(x=0, y=0, width=100, height=100)
-        >>> aligned_regions([BoundCode(code=0, region=whole)], 1) == [whole]
-        True
-    """
-    if not codes:
-        return [Region(x=0, y=0, width=100, height=100)]
-    distances = [hamming(b.code, code) for b in codes]
-    nearest = min(distances)
-    return [b.region for b, d in zip(codes, distances, strict=True) if d <= nearest + _REGION_SLACK]
 
 
 def closeness(query: np.ndarray, signed: np.ndarray, regions: Sequence[Region]) -> float:

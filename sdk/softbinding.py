@@ -34,7 +34,7 @@ SOFT_BINDING_LABEL = "c2pa.soft-binding"
 CODE_BITS = 64
 #: Codes at most this many bits apart are taken as the same picture (chosen from
 #: bench/softbinding.py: recovered copies and unrelated photos, docs/manifests.md).
-MATCH_BITS = 10
+MATCH_BITS = 12
 
 
 class Region(BaseModel):
