@@ -15,6 +15,7 @@ import pkgutil
 import pytest
 
 import photoimmune.registry
+import photoimmune.resolver
 import photoimmune.sdk
 from photoimmune.sdk.samples import write_samples
 
@@ -24,7 +25,7 @@ KNOWN_BROKEN: set[str] = set()
 
 def _library_modules() -> list[str]:
     names = []
-    for package in (photoimmune.sdk, photoimmune.registry):
+    for package in (photoimmune.sdk, photoimmune.registry, photoimmune.resolver):
         names.append(package.__name__)
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if ".migrations" not in info.name:  # Alembic scripts, run by Alembic only
