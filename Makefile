@@ -24,7 +24,7 @@ test: venv
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Style, the layering contract (cli > service | diffusers_plugin > registry > sdk) and types.
+# Style, the layering contract (cli > service | diffusers_plugin > registry | resolver > sdk) and types.
 # mypy cannot follow the editable install's import hook, so the package folders are
 # linked under build/mypy/photoimmune/ where they have their installed names.
 MYPY_ROOT := build/mypy/photoimmune
@@ -33,7 +33,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	mkdir -p $(MYPY_ROOT) && touch $(MYPY_ROOT)/__init__.py
-	for p in sdk registry diffusers_plugin service cli; do ln -sfn ../../../$$p $(MYPY_ROOT)/$$p; done
+	for p in sdk registry resolver diffusers_plugin service cli; do ln -sfn ../../../$$p $(MYPY_ROOT)/$$p; done
 	$(VENV)/bin/mypy
 
 clean:

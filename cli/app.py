@@ -14,6 +14,7 @@ line (no traceback) and the process exits with the error's ``exit_code``
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ from .common import (
     table,
 )
 from .evaluate import eval_command
+from .manifests import manifests_app
 from .model import model_app
 from .registry import registry_app, targets_app
 from .service import service_app
@@ -59,6 +61,7 @@ app.add_typer(targets_app, name="targets")
 app.add_typer(service_app, name="service")
 app.command("eval")(eval_command)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(manifests_app, name="manifests")
 app.command("reimmunize")(reimmunize_command)
 keys_app = typer.Typer(help="Signing keys for immunization manifests.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -342,27 +345,37 @@ def verify(
         list[Path] | None,
         typer.Option(help="PEM CA certificate to trust; repeatable (default: the key folder CA)."),
     ] = None,
+    resolver: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Manifest resolver URL to ask for an image without a manifest (sends only "
+            "its 64-bit soft-binding code, never the image); repeatable."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per image.")
     ] = False,
 ) -> None:
     """Check each image's signed manifest: validity, trust, pixel binding, protections.
 
-    Exit status: 0 when every image carries a valid, trusted, pixel-bound
-    manifest; 1 when any does not; 2 when any image cannot be read.
-    """
-    import json
+    With --resolver, an image whose manifest was stripped is looked up by its soft
+    binding; a recovered manifest counts only when it is trusted and the pixels are
+    close to the signed file the resolver returned.
 
+    Exit status: 0 when every image carries a valid, trusted, pixel-bound
+    manifest (or one recovered that counts); 1 when any does not; 2 when any image
+    cannot be read or a resolver URL is malformed.
+    """
     from photoimmune.sdk.errors import ImageLoadError
-    from photoimmune.sdk.io import load_image
     from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
 
+    resolvers = checks.urls(resolver or [], "--resolver")
     anchors = read_trust_anchors(trust) if trust else default_trust_anchors()
-    listing = table("image", "verdict", "state", "pixels", "protected against", "chain")
+    listing = table("image", "verdict", "state", "pixels", "protected against", "source", "chain")
     status = 0
     for path in images:
         try:
-            report = load_image(path, verify=True, trust=anchors).manifest
+            ok = _verify_one(path, anchors, resolvers, listing if not as_json else None)
         except ImageLoadError as err:
             status = 2
             if as_json:
@@ -370,27 +383,68 @@ def verify(
             else:
                 err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
             continue
-        assert report is not None
-        if not report.ok:
-            status = max(status, 1)
-        if as_json:
-            typer.echo(json.dumps({"image": str(path), **report.model_dump(mode="json")}))
-            continue
-        refs = [p.target_ref for p in report.assertion.protections] if report.assertion else []
-        chain = [" + ".join(p.target_ref for p in a.protections) or "?" for a in report.history]
-        listing.add_row(
-            plain(path),
-            f"[{'green' if report.ok else 'red'}]{report.verdict}[/]",
-            plain(report.validation_state or "-"),
-            "bound" if report.pixel_bound else "-",
-            plain(", ".join(refs) or "-"),  # a comma and a space: the column wraps between refs
-            plain(" → ".join(chain) or "-"),
-        )
-        listing.add_row("", f"[dim]{escape(report.explanation)}[/]", "", "", "", "")
+        status = status or (0 if ok else 1)
     if not as_json and listing.rows:
         console.print(listing)
     if status:
         raise typer.Exit(status)
+
+
+def _verify_one(path: Path, anchors: list[bytes] | None, resolvers: list[str], listing) -> bool:
+    """Judge one image, print it (JSON when ``listing`` is None); True when it counts."""
+    from photoimmune.sdk.io import load_image
+
+    loaded = load_image(path, verify=True, trust=anchors)
+    report = loaded.manifest
+    assert report is not None
+    recovery = None
+    if not report.present and resolvers:
+        from photoimmune.resolver.client import recover
+
+        recovery = recover(loaded.pixels, resolvers, trust=anchors)
+    ok = report.ok or (recovery is not None and recovery.counts)
+    if listing is None:
+        found = None
+        if recovery is not None:
+            found = {
+                "binding": "soft",
+                "counts": recovery.counts,
+                "explanation": _recovery_text(recovery),
+                "protected_against": list(recovery.manifest.protected_against),
+                **recovery.model_dump(mode="json"),
+            }
+        typer.echo(
+            json.dumps({"image": str(path), **report.model_dump(mode="json"), "recovered": found})
+        )
+        return ok
+    shown = recovery.manifest if recovery is not None else report
+    refs = [p.target_ref for p in shown.assertion.protections] if shown.assertion else []
+    chain = [" + ".join(p.target_ref for p in a.protections) or "?" for a in shown.history]
+    verdict = f"{shown.verdict}, recovered" if recovery is not None else report.verdict
+    listing.add_row(
+        plain(path),
+        f"[{'green' if ok else 'red'}]{escape(verdict)}[/]",
+        plain(shown.validation_state or "-"),
+        "bound" if report.pixel_bound else "close" if recovery and recovery.pixels_close else "-",
+        plain(", ".join(refs) or "-"),  # a comma and a space: the column wraps between refs
+        plain((shown.digital_source_type or "-").rsplit("/", 1)[-1]),
+        plain(" → ".join(chain) or "-"),
+    )
+    text = _recovery_text(recovery) if recovery is not None else report.explanation
+    listing.add_row("", f"[dim]{escape(text)}[/]", "", "", "", "", "")
+    return ok
+
+
+def _recovery_text(recovery) -> str:
+    """What a recovered manifest is worth, in words."""
+    where = (
+        f"manifest recovered through a soft binding from {recovery.resolver} "
+        f"({recovery.distance} bits apart, pixel similarity {recovery.similarity}), not bound "
+        "to these bytes"
+    )
+    if not recovery.pixels_close:
+        return f"{where}; the pixels are not close to the signed file: it does not count"
+    return f"{where}; the signed file's manifest: {recovery.manifest.explanation}"
 
 
 @app.command()

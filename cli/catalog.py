@@ -168,6 +168,10 @@ def reimmunize_command(
         Path | None, typer.Option("--keys", help="Key folder (default: development keys).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    manifest_store: Annotated[
+        str | None,
+        typer.Option(help="Also record each copy's manifest in this manifest store (a URL)."),
+    ] = None,
 ) -> None:
     """Re-immunize every catalogued image that lacks the latest release of a subscribed model."""
     # Every option first: the job below imports torch and may run for hours.
@@ -231,6 +235,7 @@ def reimmunize_command(
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
             progress=progress,
+            on_copy=_copy_recorder(manifest_store),
         )
     if as_json:
         typer.echo(summary.model_dump_json())
@@ -305,3 +310,13 @@ def _print_summary(summary) -> None:
 def _reason(location: str, why: str) -> str:
     """``location: why``, without naming the file twice (load errors start with it)."""
     return why if why.startswith(location) else f"{location}: {why}"
+
+
+def _copy_recorder(url: str | None):
+    """``on_copy`` for a job: each copy's manifest into the manifest store at ``url``."""
+    if url is None:
+        return None
+    from photoimmune.resolver.store import ManifestStore
+
+    store = ManifestStore(url)
+    return lambda path, data: store.add(data, source=path)

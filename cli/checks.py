@@ -109,3 +109,15 @@ def weights(value: str) -> tuple[str, str]:
         raise InputError(f"--weights {value!r}: expected vendor/model=FOLDER")
     models([folder], "--weights")
     return model, folder
+
+
+def urls(values: Iterable[str], option: str) -> list[str]:
+    """http(s) URLs with a host, such as ``http://127.0.0.1:8480``."""
+    from urllib.parse import urlsplit
+
+    found = list(values)
+    for value in found:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InputError(f"{option} {value!r}: give an http(s) URL, e.g. http://127.0.0.1:8480")
+    return found

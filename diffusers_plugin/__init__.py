@@ -29,7 +29,7 @@ from .detection import LatentDetector
 from .errors import ImmunizationCheckError, ImmunizedImageError, UnregisteredModelError
 from .hook import disable_immunization_check, enable_immunization_check, install
 from .inputs import edited_argument_names
-from .report import ImageCheck, ImmunizationReport, Policy
+from .report import ImageCheck, ImmunizationReport, Policy, SignedOutput
 
 install()
 
@@ -42,6 +42,7 @@ __all__ = [
     "ImmunizedImageError",
     "LatentDetector",
     "Policy",
+    "SignedOutput",
     "UnregisteredModelError",
     "disable_immunization_check",
     "edited_argument_names",

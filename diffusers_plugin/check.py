@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from photoimmune.registry.client import RegistryClient, connect
+from photoimmune.resolver.client import Recovery, ResolverClient, recover
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.descriptor import METHODS, Budget, Method
 from photoimmune.sdk.errors import InputError, OutputExistsError
@@ -46,13 +47,20 @@ from photoimmune.sdk.keys import (
     read_trust_anchors,
     resolve_signer,
 )
-from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest, sign_pixels
+from photoimmune.sdk.manifest import (
+    ManifestReport,
+    TrustAnchors,
+    can_be_ingredient,
+    read_manifest,
+    sign_pixels,
+)
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_fingerprints
 
 from .detection import LatentDetector
 from .errors import ImmunizationCheckError, ImmunizedImageError, UnregisteredModelError
 from .inputs import EditedImage, bind_call, edited_argument_names, is_latents, read_argument
+from .outputs import output_images, sign_outputs
 from .report import (
     POLICIES,
     PROTECTED_ELSEWHERE,
@@ -98,6 +106,8 @@ class ImmunizationCheck:
         output_dir: str | os.PathLike[str] | None = None,
         trusted_root: bytes | os.PathLike[str] | None = None,
         progress: ProgressFn | None = None,
+        resolvers: Sequence[str | ResolverClient] = (),
+        sign_outputs: bool | None = None,
     ) -> None:
         if policy not in POLICIES:
             raise InputError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
@@ -127,6 +137,14 @@ class ImmunizationCheck:
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.progress = progress
         self._signer = signer
+        # A stripped image's manifest is looked up by its soft binding (only the code is sent).
+        self.resolvers = [
+            r if isinstance(r, ResolverClient) else ResolverClient(r) for r in resolvers
+        ]
+        # Outputs are signed as the model's work when asked, and by default when the
+        # vendor configured a signer (the development key is not a vendor's statement).
+        self.sign_outputs = signer is not None if sign_outputs is None else sign_outputs
+        self._inputs: list[tuple[str, bytes]] = []
         self._ref = ModelRef.parse(model) if isinstance(model, str) else model
         self._fingerprints: WeightFingerprints | None = None
         self._target: AttackTarget | None = None
@@ -199,6 +217,7 @@ class ImmunizationCheck:
         bound = bind_call(call, args, kwargs)
         checks: list[ImageCheck] = []
         refused: ImageCheck | None = None
+        self._inputs = []
         for name in edited_argument_names(self.pipe):
             value = bound.arguments.get(name)
             if is_latents(value):
@@ -211,6 +230,8 @@ class ImmunizationCheck:
             for image in argument.images:
                 check, pixels = self._check_image(image)
                 checks.append(check)
+                if self.sign_outputs:
+                    self._inputs.append(_ingredient(image, check))
                 refused = refused or (check if check.action == "refused" else None)
                 values.append(image.as_input(pixels))
             bound.arguments[name] = argument.rebuild(values)
@@ -228,6 +249,25 @@ class ImmunizationCheck:
                 refused,
             )
         return bound.args[1:], bound.kwargs
+
+    def finish_call(self, output: Any) -> None:
+        """With ``sign_outputs``, sign the call's output pictures into the report's ``outputs``."""
+        report: ImmunizationReport | None = self.pipe.__dict__.get("immunization_report")
+        if not self.sign_outputs or report is None:
+            return
+        pictures = output_images(output)
+        if pictures is None:
+            logger.warning("the output holds no RGB pictures (latents?); nothing was signed")
+            return
+        signed = sign_outputs(pictures, self._inputs, self.signer, self._software_agent())
+        self.pipe.__dict__["immunization_report"] = report.model_copy(update={"outputs": signed})
+
+    def _software_agent(self) -> str:
+        """The release ref; for a generation by weights no registry knows, the pipeline's name."""
+        try:
+            return str(self.ref)
+        except UnregisteredModelError:
+            return str(getattr(self.pipe, "name_or_path", "") or type(self.pipe).__name__)
 
     def _latents(self, name: str) -> None:
         """Latents carry no pixels to check: refused under ``refuse``, else logged and passed."""
@@ -247,6 +287,9 @@ class ImmunizationCheck:
     def _check_image(self, image: EditedImage) -> tuple[ImageCheck, np.ndarray | None]:
         started = time.perf_counter()
         manifest = self._manifest(image)
+        recovery = self._recover(image) if manifest is None else None
+        if recovery is not None:
+            manifest = recovery.manifest
         ref = str(self.ref)
         # Only our own assertion is a claim; a camera's or an editor's manifest is not.
         score = detected_against = None
@@ -269,6 +312,7 @@ class ImmunizationCheck:
             "protected_against": _chain_refs(manifest),
             "detection_score": score,
             "detected_against": detected_against if status == "detected" else None,
+            "recovered_from": recovery.resolver if recovery is not None else None,
         }
         if status not in PROTECTED_ELSEWHERE:
             return self._done(fields, "passed", started), None
@@ -283,7 +327,7 @@ class ImmunizationCheck:
                 logger.warning(message)
                 warnings.warn(message, ImmunizationWarning, stacklevel=4)
             return check, None
-        return self._reimmunize(image, manifest, fields, started)
+        return self._reimmunize(image, manifest, fields, started, recovery)
 
     def _manifest(self, image: EditedImage) -> ManifestReport | None:
         if image.data is None:
@@ -291,8 +335,21 @@ class ImmunizationCheck:
         report = read_manifest(image.data, trust=self.trust, pixels=image.pixels)
         return report if report.present else None
 
+    def _recover(self, image: EditedImage) -> Recovery | None:
+        """The manifest the resolvers hold for an image without one, when its pixels are
+        close to the signed file's (a far candidate says nothing about this image)."""
+        if not self.resolvers:
+            return None
+        recovery = recover(image.pixels, self.resolvers, trust=self.trust)
+        return recovery if recovery is not None and recovery.pixels_close else None
+
     def _reimmunize(
-        self, image: EditedImage, manifest: ManifestReport | None, fields: dict, started: float
+        self,
+        image: EditedImage,
+        manifest: ManifestReport | None,
+        fields: dict,
+        started: float,
+        recovery: Recovery | None = None,
     ) -> tuple[ImageCheck, np.ndarray]:
         from photoimmune.sdk.immunization import immunize
 
@@ -309,6 +366,8 @@ class ImmunizationCheck:
             progress=self.progress,
         )
         parent = image.data if manifest is not None and manifest.verdict in _INTACT else None
+        if recovery is not None and manifest is not None and manifest.verdict in _INTACT:
+            parent = recovery.signed_asset  # the stripped file's signed original: chain kept
         # A trusted, pixel-bound parent's perturbations are still in these pixels: its
         # protections are listed again, so a pipeline of an older version finds its own
         # and does not add another ε (the chain keeps who measured what).
@@ -396,6 +455,18 @@ class ImmunizationCheck:
         with contextlib.suppress(OutputExistsError):
             atomic_write_bytes(path, signed)
         return str(path)
+
+
+def _ingredient(image: EditedImage, check: ImageCheck) -> tuple[str, bytes]:
+    """What an output was made from: the re-immunized, signed input, else the input's file
+    (its manifest, if any, becomes the chain), else its pixels as PNG."""
+    if check.signed_image is not None:
+        return image.source, check.signed_image
+    if image.data is not None and can_be_ingredient(image.data):
+        return image.source, image.data
+    from photoimmune.sdk.codec import encode_image
+
+    return image.source, encode_image(image.pixels, "PNG")
 
 
 def _describe(check: ImageCheck, ref: str) -> str:

@@ -46,7 +46,10 @@ def _checked_class(cls: type) -> type:
                 # Re-immunizing needs gradients, even in a caller's no_grad/inference_mode.
                 with torch.inference_mode(False), torch.enable_grad():
                     args, kwargs = check.prepare_call(original, args, kwargs)
-            return original(self, *args, **kwargs)
+            output = original(self, *args, **kwargs)
+            if check is not None:
+                check.finish_call(output)
+            return output
 
         def __reduce_ex__(self, protocol):  # noqa: N807 (the pickle protocol's name)
             # Pickled or deep-copied, a checked pipeline is its plain class again: the
@@ -90,6 +93,14 @@ def enable_immunization_check(
         output_dir: also write each re-immunized, signed image there (never overwriting).
         trusted_root: the registry's ``root.json`` when ``registry`` is a URL.
         progress: ``progress(step, total, loss)`` during a re-immunization.
+        resolvers: manifest resolver URLs (``photoimmune manifests serve``): an image without
+            a manifest is looked up by its soft binding (only its 64-bit code is sent); a
+            recovered manifest is used when its signed file's pixels are close to the image's.
+        sign_outputs: sign each output as the model's work (``c2pa.edited`` +
+            compositeWithTrainedAlgorithmicMedia for edits, ``c2pa.created`` +
+            trainedAlgorithmicMedia for generation), into
+            ``pipe.immunization_report.outputs[i].signed_image``; default: on when
+            ``signer`` is given.
 
     The settings are those of :class:`~photoimmune.diffusers_plugin.check.ImmunizationCheck`.
 

@@ -66,6 +66,27 @@ class ImageCheck(BaseModel):
         default=None, repr=False, description="the re-immunized image, signed (PNG bytes)"
     )
     saved_to: str | None = None
+    recovered_from: str | None = Field(
+        default=None,
+        description="the resolver whose manifest was used: the file had none, and the "
+        "manifest of the signed file its soft binding led to was close enough in pixels",
+    )
+    seconds: float = 0.0
+
+
+class SignedOutput(BaseModel):
+    """One output image of the call, signed as the model's work (``sign_outputs``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    action: Literal["c2pa.edited", "c2pa.created"]
+    digital_source_type: str = Field(description="IPTC digital source type URL")
+    software_agent: str = Field(description="the model release that made it")
+    ingredient: str | None = Field(
+        default=None, description="the edited input's source (its manifest chain is kept)"
+    )
+    signed_image: bytes = Field(repr=False, description="the output, signed (PNG bytes)")
     seconds: float = 0.0
 
 
@@ -87,6 +108,9 @@ class ImmunizationReport(BaseModel):
     )
     policy: Policy
     images: tuple[ImageCheck, ...] = ()
+    outputs: tuple[SignedOutput, ...] = Field(
+        default=(), description="the call's outputs, signed (with sign_outputs)"
+    )
     seconds: float = 0.0
 
     @property

@@ -397,7 +397,9 @@ def _freeze(pixels: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- encoding
 
 
-def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 95) -> bytes:
+def encode_image(
+    pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 95, png_level: int = 6
+) -> bytes:
     """Encode RGB pixels as ``fmt`` (``"PNG"``, ``"JPEG"`` or ``"WEBP"``) bytes.
 
     PNG is lossless and the default everywhere an exact perturbation matters;
@@ -407,6 +409,8 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
         pixels: uint8 RGB ``(H, W, 3)`` (grayscale ``(H, W)`` is expanded) or a PIL image.
         fmt: ``"PNG"``, ``"JPEG"`` or ``"WEBP"``.
         quality: JPEG/WebP quality, 1-100. Default: 95.
+        png_level: PNG zlib level, 0-9; 1 writes a 512x512 picture several times faster
+            for about 10 % more bytes. Default: 6.
 
     Example:
         >>> len(encode_image(np.zeros((8, 8, 3), np.uint8), "PNG")) > 0
@@ -418,7 +422,7 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
     img = pixels if isinstance(pixels, Image.Image) else Image.fromarray(as_rgb_pixels(pixels))
     buf = io.BytesIO()
     if fmt == "PNG":
-        img.save(buf, "PNG", optimize=False)
+        img.save(buf, "PNG", optimize=False, compress_level=png_level)
     elif fmt == "WEBP":
         img.save(buf, "WEBP", quality=quality, lossless=quality >= 100)
     else:

@@ -42,6 +42,13 @@ from .assertion import ASSERTION_LABEL, ImmunizationAssertion
 from .codec import decode_image, encode_image
 from .errors import InputError, ManifestError
 from .protection import Protection
+from .softbinding import (
+    SOFT_BINDING_LABEL,
+    BoundCode,
+    binding_codes,
+    codes_of_assertion,
+    soft_binding_assertion,
+)
 
 if TYPE_CHECKING:  # annotations only: keys writes through io, which sits above this module
     from .keys import ManifestSigner
@@ -96,6 +103,8 @@ class ManifestReport(BaseModel):
     pixel_bound: bool = False
     assertion: ImmunizationAssertion | None = None
     history: tuple[ImmunizationAssertion, ...] = ()
+    soft_binding: tuple[BoundCode, ...] = ()
+    digital_source_type: str | None = None
 
     @property
     def present(self) -> bool:
@@ -174,7 +183,14 @@ def sign_image(
     definition = {
         "claim_generator_info": [{"name": "photoimmune", "version": __version__}],
         "title": title or f"immunized.{mime.split('/')[1]}",
-        "assertions": [{"label": ASSERTION_LABEL, "data": assertion.model_dump(mode="json")}],
+        "assertions": [
+            {"label": ASSERTION_LABEL, "data": assertion.model_dump(mode="json")},
+            # Finds this manifest again once a re-save has stripped it (sdk/softbinding.py).
+            {
+                "label": SOFT_BINDING_LABEL,
+                "data": soft_binding_assertion(binding_codes(image.pixels)),
+            },
+        ],
     }
     parent_mime = _ingredient_mime(parent)
     if parent is not None and parent_mime is not None:
@@ -232,6 +248,72 @@ def _sign(
             {"title": "original", "relationship": "parentOf"}, parent_mime, io.BytesIO(parent_data)
         )
     builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
+    return out.getvalue()
+
+
+#: IPTC digital source types (C2PA's vocabulary) of what a generative model outputs.
+IPTC_SOURCE_TYPES = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+GENERATED = IPTC_SOURCE_TYPES + "trainedAlgorithmicMedia"
+EDITED_WITH_AI = IPTC_SOURCE_TYPES + "compositeWithTrainedAlgorithmicMedia"
+
+
+def sign_output(
+    data: bytes,
+    signer: ManifestSigner,
+    *,
+    model: str,
+    ingredient: bytes | None = None,
+    title: str | None = None,
+) -> bytes:
+    """Sign what a generative model made: ``data`` (PNG, JPEG or WebP bytes) with a manifest
+    saying so, without our immunization assertion (an output is not immunized).
+
+    With ``ingredient`` (the input it edited, its own manifest kept as the chain), the
+    action is ``c2pa.edited`` with source type compositeWithTrainedAlgorithmicMedia;
+    without, ``c2pa.created`` with trainedAlgorithmicMedia. ``model`` (the release ref)
+    is the action's softwareAgent.
+
+    Raises:
+        InputError: ``data`` is not PNG, JPEG or WebP.
+        ManifestError: signing failed.
+
+    Example:
+        >>> signed = sign_output(png, signer, model="photoimmune/tiny-ldm@1")  # doctest: +SKIP
+        >>> read_manifest(signed, trust=ca).digital_source_type  # doctest: +SKIP
+        'http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia'
+    """
+    import c2pa
+
+    from . import __version__
+
+    mime = _mime_type(_container_format(data))
+    parent_mime = _ingredient_mime(ingredient)
+    if ingredient is not None and parent_mime is None:
+        raise InputError("the ingredient must be PNG, JPEG or WebP bytes (see can_be_ingredient)")
+    edited = ingredient is not None
+    action = {
+        "action": "c2pa.edited" if edited else "c2pa.created",
+        "digitalSourceType": EDITED_WITH_AI if edited else GENERATED,
+        "softwareAgent": {"name": model},
+    }
+    definition = {
+        "claim_generator_info": [{"name": "photoimmune", "version": __version__}],
+        "title": title or f"output.{mime.split('/')[1]}",
+        "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [action]}}],
+    }
+    out = io.BytesIO()
+    try:
+        builder = c2pa.Builder(definition, context=_context(None))
+        if edited:
+            assert ingredient is not None and parent_mime is not None
+            # EDIT opens the ingredient first (c2pa.opened), as C2PA requires before c2pa.edited.
+            builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
+            builder.add_ingredient(
+                {"title": "input", "relationship": "parentOf"}, parent_mime, io.BytesIO(ingredient)
+            )
+        builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
+    except c2pa.C2paError as err:
+        raise ManifestError(f"signing the output failed ({err}); check the signer") from None
     return out.getvalue()
 
 
@@ -303,15 +385,20 @@ def read_manifest(
         return _report("invalid", "the manifest store names no active manifest", state=state)
     active = manifests[label]
     failures = tuple(f["code"] for f in results.get("activeManifest", {}).get("failure", []))
-    signer = _signer_name(active)
-    common = {"state": state, "failures": failures, "signer": signer}
+    common = {
+        "state": state,
+        "failures": failures,
+        "signer": _signer_name(active),
+        "soft_binding": _soft_binding_of(active),
+        "digital_source_type": _source_type_of(active),
+    }
     try:
         assertion = _assertion_of(active)
     except ValidationError as err:
         return _report("invalid", f"the immunization assertion is malformed ({err})", **common)
-    if assertion is None:
-        return _report("not_immunized", **common)
     history = _history(label, manifests)
+    if assertion is None:  # a camera's, an editor's, or a model's output (kept: its chain)
+        return _report("not_immunized", history=history, **common)
     bound = assertion.binds(pixels)
     if set(failures) - _ASSET_CODES - _TRUST_CODES:
         verdict: Verdict = "invalid"
@@ -354,6 +441,8 @@ def _report(
     pixel_bound: bool = False,
     assertion: ImmunizationAssertion | None = None,
     history: tuple[ImmunizationAssertion, ...] = (),
+    soft_binding: tuple[BoundCode, ...] = (),
+    digital_source_type: str | None = None,
 ) -> ManifestReport:
     explanation = _EXPLANATIONS[verdict] + (f": {detail}" if detail else "")
     return ManifestReport(
@@ -365,6 +454,8 @@ def _report(
         pixel_bound=pixel_bound,
         assertion=assertion,
         history=history,
+        soft_binding=soft_binding,
+        digital_source_type=digital_source_type,
     )
 
 
@@ -372,6 +463,25 @@ def _assertion_of(manifest: dict) -> ImmunizationAssertion | None:
     for item in manifest.get("assertions", []):
         if item.get("label") == ASSERTION_LABEL:
             return ImmunizationAssertion.model_validate(item.get("data"))
+    return None
+
+
+def _soft_binding_of(manifest: dict) -> tuple[BoundCode, ...]:
+    for item in manifest.get("assertions", []):
+        if item.get("label") == SOFT_BINDING_LABEL:
+            codes = codes_of_assertion(item.get("data"))
+            if codes:
+                return codes
+    return ()
+
+
+def _source_type_of(manifest: dict) -> str | None:
+    """The IPTC digital source type of the manifest's creating or editing action (its URL)."""
+    for item in manifest.get("assertions", []):
+        if str(item.get("label", "")).startswith("c2pa.actions"):
+            for action in (item.get("data") or {}).get("actions", []):
+                if isinstance(action, dict) and action.get("digitalSourceType"):
+                    return str(action["digitalSourceType"])
     return None
 
 
@@ -415,6 +525,16 @@ def _ingredient_mime(parent: bytes | None) -> str | None:
     if parent is None:
         return None
     return MIME_TYPES.get(_container_format(parent) or "")
+
+
+def can_be_ingredient(data: bytes) -> bool:
+    """Whether c2pa can take ``data`` as an ingredient (PNG, JPEG or WebP; reads the header).
+
+    Example:
+        >>> can_be_ingredient(b"BM not much of a bitmap")
+        False
+    """
+    return _ingredient_mime(data) is not None
 
 
 def _container_format(data: bytes) -> str | None:

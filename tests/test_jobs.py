@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 
 from photoimmune.registry.admin import local_registry, open_registry, publish
 from photoimmune.registry.keys import load_signer
+from photoimmune.resolver import ManifestStore
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.io import load_image, save_image
 from photoimmune.sdk.jobs import (
@@ -338,9 +339,19 @@ def test_a_file_written_before_a_crash_is_adopted_not_redone(workspace):
         session.delete(copy)
     (ws["out"] / f".{path.name}.abc123.tmp").write_bytes(b"half")  # and a torn temp file
 
-    summary = run(ws["catalog"], ws["client"], [MODEL], out_dir=ws["out"], settings=FAST)
+    # Every copy the job makes or adopts is recorded in a manifest store too.
+    store = ManifestStore(f"sqlite:///{ws['out'].parent / 'manifests.db'}")
+    summary = run(
+        ws["catalog"],
+        ws["client"],
+        [MODEL],
+        out_dir=ws["out"],
+        settings=FAST,
+        on_copy=lambda location, data: store.add(data, source=location),
+    )
     assert summary.adopted == [str(path)]
     assert len(summary.done) == 17
+    assert store.count() == 18
     assert sha(path) == written
     assert not list(ws["out"].glob(".*.tmp"))
 

@@ -61,6 +61,8 @@ from .worker import JobSettings, WorkOrder, WorkOutput
 logger = logging.getLogger(__name__)
 #: progress(finished, total, location): after each item this job finishes.
 JobProgress = Callable[[int, int, str], None]
+#: on_copy(path, signed bytes): after each copy is recorded (e.g. into a manifest store).
+CopyHook = Callable[[str, bytes], None]
 #: Longest output name :func:`output_name` makes, in bytes (NAME_MAX on nearly every system).
 _NAME_BYTES = 255
 
@@ -132,6 +134,7 @@ def run(
     cpus_per_worker: float = 1,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     progress: JobProgress | None = None,
+    on_copy: CopyHook | None = None,
 ) -> JobSummary:
     """Re-immunize what ``catalog`` lacks against the latest releases of ``models``.
 
@@ -147,6 +150,10 @@ def run(
         engine, workers, ray_address, gpus_per_worker, cpus_per_worker: where the
             images are immunized (see :mod:`.engines`).
         limit: finish at most this many items, then stop (the rest stay queued).
+        on_copy: called with each copy's path and signed bytes once it is recorded
+            (written or adopted), e.g. to record its manifest in a manifest store
+            (``photoimmune catalog reimmunize --manifest-store``). A failure there is
+            logged and does not fail the copy.
 
     The steps, numbered as in the code:
 
@@ -196,6 +203,7 @@ def run(
         )
         out = Path(out_dir).expanduser().resolve()
         job = _Job(queue, key, out, signer, trust, settings, summary, progress)
+        job.on_copy = on_copy
         job.total = queue.unfinished(key)
         # 3. Drive the engine until the queue (or ``limit``) is done.
         runner = make_engine(
@@ -290,6 +298,7 @@ class _Job:
         self.levels = budget_levels(parse_budget(settings.eps))  # what a saved copy may move
         self.summary, self.progress = summary, progress
         self.in_flight: dict[int, tuple[Claim, bytes]] = {}
+        self.on_copy: CopyHook | None = None
         self.finished = 0
         self.total = 0
 
@@ -437,10 +446,19 @@ class _Job:
         )
         if self.queue.complete(claim, copy):
             bucket.append(str(path))
+            self._announce(path, data)
         else:  # our lease lapsed and another job took the item; it will adopt the file
             self.summary.lost_leases += 1
             logger.warning("jobs: lost the lease on %s; another job finishes it", claim.location)
         self._advance(claim)
+
+    def _announce(self, path: Path, data: bytes) -> None:
+        if self.on_copy is None:
+            return
+        try:
+            self.on_copy(str(path), data)
+        except PhotoimmuneError as err:  # the copy is done and recorded in the catalog
+            logger.warning("jobs: %s: recording its manifest failed: %s", path, err)
 
     def _fail(self, claim: Claim, error: str, permanent: bool) -> None:
         state = self.queue.fail(claim, error, permanent=permanent)

@@ -1,0 +1,75 @@
+"""``photoimmune manifests``: a manifest store, so stripped copies of signed files are found.
+
+``add`` records signed immunized files by their soft-binding codes; ``serve``
+answers lookups by code over HTTP (``photoimmune verify --resolver URL`` asks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from . import checks
+from .common import console, plain, table
+
+manifests_app = typer.Typer(
+    help="A manifest store and resolver: find the manifest of a stripped copy.",
+    no_args_is_help=True,
+)
+STORE_HELP = "Manifest store: an SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...)."
+
+
+@manifests_app.command("add")
+def add(
+    files: Annotated[list[Path], typer.Argument(help="Signed immunized files to record.")],
+    db: Annotated[str, typer.Option(help=STORE_HELP)] = "manifests.db",
+) -> None:
+    """Record signed files' manifests by their soft binding (a file twice is kept once).
+
+    Exit status: 0 when every file was recorded; 2 when one is not a signed
+    immunized file with a soft binding (the others are recorded).
+    """
+    from photoimmune.resolver.errors import NotSignedError
+    from photoimmune.resolver.store import ManifestStore
+    from photoimmune.sdk.database import redact_url
+
+    checks.input_files(files)
+    store = ManifestStore(db)
+    listing = table("file", "asset", "codes", "")
+    failed: list[str] = []
+    for path in files:
+        try:
+            added = store.add(path.read_bytes(), source=str(path))
+        except NotSignedError as err:
+            failed.append(str(err))
+            continue
+        listing.add_row(
+            plain(path), str(added.asset), str(added.codes), "new" if added.new else "known"
+        )
+    store.dispose()
+    if listing.rows:
+        console.print(listing)
+    console.print(f"{store.count()} signed files in {escape(redact_url(store.url))}")
+    if failed:
+        raise NotSignedError("; ".join(failed))
+
+
+@manifests_app.command("serve")
+def serve(
+    db: Annotated[str, typer.Option(help=STORE_HELP)] = "manifests.db",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8480,
+) -> None:
+    """Answer lookups by soft-binding code over HTTP (FastAPI + uvicorn).
+
+    Lookups carry a 64-bit code, never an image.
+    """
+    import uvicorn
+
+    from photoimmune.resolver.server import create_app
+    from photoimmune.resolver.store import ManifestStore
+
+    uvicorn.run(create_app(ManifestStore(db)), host=host, port=port)

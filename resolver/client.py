@@ -1,0 +1,224 @@
+"""Asking resolvers for the manifest of a stripped image, and judging what comes back.
+
+:func:`recover` computes the image's ISCC code locally and sends only that
+(16 hex digits) to each resolver: the image never leaves the machine. The
+resolver answers the signed assets whose codes are near; each is fetched, its
+manifest read and judged as usual, and its pixels compared with the query's
+(:func:`similarity`, after cutting out the region whose code matched). A recovered
+manifest speaks for the query only when the pixels are close
+(:attr:`Recovery.counts`): a code collision, or a different photo that happens to
+look alike at 32x32, is reported but never counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from photoimmune.sdk.codec import decode_image
+from photoimmune.sdk.errors import ImageLoadError
+from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest
+from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
+
+from .errors import ResolverError, ResolverUnavailableError, UnknownAssetError
+from .match import Match
+
+#: Pixels at least this correlated (64x64 grey thumbnails, best of small shifts and of
+#: the signed file's regions) are the same picture: bench/softbinding.py measured
+#: re-saved copies at p1 0.89 and the nearest other photo at most 0.80.
+CLOSE_SIMILARITY = 0.85
+_THUMB = 64
+_MAX_SHIFT = 3  # thumbnail pixels: what a region's residual offset leaves
+
+
+class Recovery(BaseModel):
+    """A manifest recovered through a soft binding, not bound to the query's bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    resolver: str
+    asset: int
+    distance: int = Field(description="bits between the query's code and the asset's")
+    region: Region = Field(description="the part of the signed asset the code matched")
+    similarity: float = Field(description="the pixels' correlation with the signed asset")
+    pixels_close: bool
+    manifest: ManifestReport = Field(description="the signed asset's manifest, judged")
+    signed_asset: bytes = Field(repr=False, exclude=True)
+
+    @property
+    def counts(self) -> bool:
+        """Whether the recovered manifest may speak for the query: trusted and close."""
+        return self.manifest.ok and self.pixels_close
+
+
+class ResolverClient:
+    """One resolver over HTTP. Example:
+
+    >>> ResolverClient("http://127.0.0.1:8500").lookup(0x0123456789ABCDEF)  # doctest: +SKIP
+    []
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def lookup(self, code: int) -> list[Match]:
+        """Stored assets with a code near ``code``, nearest first (sends only the code)."""
+        with _translated(self.url):
+            response = self._http.get(
+                "/v1/lookup", params={"alg": ALGORITHM, "code": f"{code:016x}"}
+            )
+            _raise_for(response, self.url)
+            return [Match.model_validate(m) for m in response.json()["matches"]]
+
+    def asset(self, asset_id: int) -> bytes:
+        """A stored asset's signed bytes."""
+        with _translated(self.url):
+            response = self._http.get(f"/v1/assets/{asset_id}")
+            _raise_for(response, self.url)
+            return response.content
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def recover(
+    pixels: np.ndarray,
+    resolvers: Sequence[str | ResolverClient],
+    *,
+    trust: TrustAnchors = None,
+) -> Recovery | None:
+    """The manifest the resolvers hold for ``pixels``, or None when none holds one.
+
+    Resolvers are asked in order; the first recovery that :attr:`~Recovery.counts`
+    wins, else the nearest candidate is returned (so a verdict can say why it does
+    not count).
+
+    Raises:
+        ResolverUnavailableError: a resolver could not be reached.
+
+    Example:
+        >>> copy = load_image("copy.jpg").pixels  # doctest: +SKIP
+        >>> found = recover(copy, ["http://127.0.0.1:8500"])  # doctest: +SKIP
+        >>> found.counts, found.manifest.protected_against  # doctest: +SKIP
+        (True, ('photoimmune/tiny-ldm@1',))
+    """
+    code = image_code(pixels)
+    best: Recovery | None = None
+    for given in resolvers:
+        client = given if isinstance(given, ResolverClient) else ResolverClient(given)
+        try:
+            for match in client.lookup(code):
+                found = _judge(client, match, pixels, trust)
+                if found is None:
+                    continue
+                if found.counts:
+                    return found
+                best = best or found
+        finally:
+            if client is not given:
+                client.close()
+    return best
+
+
+def _judge(
+    client: ResolverClient, match: Match, pixels: np.ndarray, trust: TrustAnchors
+) -> Recovery | None:
+    data = client.asset(match.asset)
+    try:
+        asset_pixels = decode_image(data).pixels
+    except ImageLoadError:  # a store answering garbage: not a recovery
+        return None
+    manifest = read_manifest(data, trust=trust, pixels=asset_pixels)
+    # Every region of the soft binding, not only the nearest code's: codes of regions a
+    # few percent apart are often equally near, and the nearest may be misaligned
+    # (bench/softbinding.py: trying only those within 4 bits lost 6 % of the copies).
+    regions = [b.region for b in manifest.soft_binding] or [match.region]
+    score = closeness(pixels, asset_pixels, regions)
+    return Recovery(
+        resolver=client.url,
+        asset=match.asset,
+        distance=match.distance,
+        region=match.region,
+        similarity=round(score, 4),
+        pixels_close=score >= CLOSE_SIMILARITY,
+        manifest=manifest,
+        signed_asset=data,
+    )
+
+
+def closeness(query: np.ndarray, signed: np.ndarray, regions: Sequence[Region]) -> float:
+    """How close ``query`` is to the signed picture: the best :func:`similarity` over the
+    regions its soft binding covers (the copy may be any of those crops).
+
+    Example:
+        >>> x = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+        >>> round(closeness(x[4:76, 4:76], x, [Region(x=5, y=5, width=90, height=90)]), 3)
+        1.0
+    """
+    return max(similarity(query, region.crop(signed)) for region in regions)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation (-1 to 1) of two pictures' grey thumbnails (64x64, or the smaller
+    picture's size), best over shifts of up to 5 % of a side.
+
+    Example:
+        >>> x = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+        >>> round(similarity(x, x), 3)
+        1.0
+    """
+    # Never finer than the smaller picture: upscaled JPEG blocks are not detail.
+    size = max(16, min(_THUMB, *a.shape[:2], *b.shape[:2]))
+    ta, tb = _thumb(a, size), _thumb(b, size)
+    m, best = max(1, size * _MAX_SHIFT // _THUMB), -1.0
+    core = ta[m:-m, m:-m]
+    for dy in range(-m, m + 1):
+        for dx in range(-m, m + 1):
+            window = tb[m + dy : size - m + dy, m + dx : size - m + dx]
+            best = max(best, _correlation(core, window))
+    return best
+
+
+def _thumb(pixels: np.ndarray, size: int) -> np.ndarray:
+    grey = Image.fromarray(np.ascontiguousarray(pixels)).convert("L")
+    return np.asarray(grey.resize((size, size), Image.Resampling.BOX), np.float64)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / norm) if norm else 0.0
+
+
+def _raise_for(response: httpx.Response, url: str) -> None:
+    if response.is_success:
+        return
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text[:200]
+    if response.status_code == 404:
+        raise UnknownAssetError(f"{url}: {detail}")
+    if response.status_code < 500:
+        raise ResolverError(f"{url} refused the request ({response.status_code}): {detail}")
+    raise ResolverUnavailableError(
+        f"{url} failed ({response.status_code}); try again later or ask its operator"
+    )
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """httpx's transport errors become ours: the one place they are translated."""
+    try:
+        yield
+    except httpx.HTTPError as err:
+        raise ResolverUnavailableError(
+            f"cannot reach the resolver at {url} ({err}); check the URL and that "
+            "`photoimmune manifests serve` runs there"
+        ) from None

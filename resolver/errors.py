@@ -1,0 +1,33 @@
+"""Resolver errors: each says what happened and what to do."""
+
+from __future__ import annotations
+
+from photoimmune.sdk.errors import InputError, PhotoimmuneError
+
+
+class ResolverError(PhotoimmuneError):
+    """Base class of manifest-store and resolver errors."""
+
+    exit_code = 1
+
+
+class NotSignedError(ResolverError, InputError):
+    """A file to record carries no signed immunization manifest with a soft binding."""
+
+    exit_code = 2
+
+
+class UnknownAssetError(ResolverError, InputError):
+    """No such asset in the store (the server answers 404)."""
+
+    exit_code = 2
+
+
+class ResolverUnavailableError(ResolverError):
+    """A resolver could not be reached, or answered with an error."""
+
+
+class StoreUnavailableError(ResolverError, InputError):
+    """The store's database cannot be opened (a wrong URL, a server that is down)."""
+
+    exit_code = 2

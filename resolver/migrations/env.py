@@ -1,0 +1,14 @@
+"""Alembic environment: runs on the connection photoimmune.sdk.database.migrate hands over."""
+
+from alembic import context
+
+from photoimmune.resolver.store import Base
+
+attributes = context.config.attributes
+context.configure(
+    connection=attributes["connection"],
+    target_metadata=Base.metadata,
+    version_table=attributes["version_table"],
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,210 @@
+"""Soft-binding recovery of stripped manifests, the manifest store and resolver, signed outputs.
+
+The end-to-end tests follow issue 27's check: a signed file recorded in an SQLite
+store, served on loopback, a JPEG q75 half-size copy recovered (naming the
+target ref), an unrelated photo not; a tiny-ldm pipeline signing its outputs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
+from photoimmune.cli import main
+from photoimmune.registry import local_registry
+from photoimmune.resolver import (
+    ManifestStore,
+    NotSignedError,
+    ResolverClient,
+    ResolverUnavailableError,
+    StoreUnavailableError,
+    create_app,
+    recover,
+)
+from photoimmune.sdk.codec import decode_image, encode_image
+from photoimmune.sdk.keys import init_keys
+from photoimmune.sdk.manifest import (
+    EDITED_WITH_AI,
+    GENERATED,
+    read_manifest,
+    sign_output,
+    sign_pixels,
+)
+from photoimmune.sdk.models import load_pipeline
+from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.softbinding import REGIONS
+
+from .helpers import LoopbackServer, edit, protection
+
+V1, V2 = "photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return init_keys(tmp_path_factory.mktemp("keys") / "dev")
+
+
+@pytest.fixture(scope="module")
+def registry_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("registry") / "reg"
+    local_registry(folder, ["tiny-ldm@1", "tiny-ldm@2"])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def signed(keys, registry_dir, tmp_path_factory):
+    """astronaut, signed by a publisher as immunized against tiny-ldm@1 (its real digest)."""
+    digest = local_registry(registry_dir, []).get(V1).digest
+    data = sign_pixels(
+        sample_pixels("astronaut.png", 128),
+        [protection(V1, target_digest=digest)],
+        keys.signer("publisher"),
+    )
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def resolver(signed, tmp_path_factory):
+    """The signed file recorded with `manifests add` in an SQLite store, served on loopback."""
+    db = f"sqlite:///{tmp_path_factory.mktemp('store') / 'manifests.db'}"
+    assert main(["manifests", "add", str(signed), "--db", db]) == 0
+    server = LoopbackServer(create_app(ManifestStore(db)))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+def _stripped_copy(path, tmp_path, name="copy.jpg"):
+    """What a platform serves: no metadata, half size, JPEG quality 75."""
+    image = Image.open(path).convert("RGB")
+    copy = tmp_path / name
+    image.resize((image.width // 2, image.height // 2)).save(copy, quality=75)
+    return copy
+
+
+def test_every_signed_image_carries_its_soft_binding(signed, keys):
+    report = read_manifest(signed.read_bytes(), trust=keys.trust_anchor_pem())
+    assert report.ok and len(report.soft_binding) == len(REGIONS)
+    assert {c.region for c in report.soft_binding} == set(REGIONS)
+
+
+def test_a_stripped_copy_is_recovered_and_names_the_target(
+    resolver, signed, keys, tmp_path, capsys
+):
+    copy = _stripped_copy(signed, tmp_path)
+    ca = str(keys.ca_cert)
+    assert main(["verify", str(copy), "--resolver", resolver, "--trust", ca, "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["verdict"] == "missing"  # these bytes carry nothing ...
+    found = answer["recovered"]  # ... the resolver's signed file does
+    assert found["binding"] == "soft" and found["counts"] and found["pixels_close"]
+    assert found["protected_against"] == [V1]
+    assert found["manifest"]["verdict"] == "trusted" and "soft binding" in found["explanation"]
+    # An unrelated photo is not recovered (exit 1: nothing protects it).
+    other = tmp_path / "coffee.png"
+    Image.fromarray(sample_pixels("coffee.png", 128)).save(other)
+    assert main(["verify", str(other), "--resolver", resolver, "--trust", ca, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["recovered"] is None
+
+
+def test_a_recovery_counts_only_when_trusted_and_close(resolver, signed, tmp_path):
+    copy = decode_image(_stripped_copy(signed, tmp_path).read_bytes()).pixels
+    untrusted = recover(copy, [resolver], trust=None)
+    assert untrusted is not None and untrusted.pixels_close and not untrusted.counts
+    assert untrusted.manifest.verdict == "untrusted"
+
+
+def test_the_resolver_answers_bad_requests_with_4xx_json(resolver):
+    with httpx.Client(base_url=resolver) as http:
+        for path, params, status in [
+            ("/v1/lookup", {"code": "not-hex"}, 422),
+            ("/v1/lookup", {"code": "0" * 16, "alg": "com.example.other"}, 400),
+            ("/v1/assets/999", {}, 404),
+        ]:
+            response = http.get(path, params=params)
+            assert response.status_code == status and "detail" in response.json()
+
+
+def test_errors_say_what_to_do(tmp_path, capsys):
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(encode_image(sample_pixels("coffee.png", 32), "PNG"))
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["manifests", "add", str(plain), "--db", db]) == 2
+    assert "no signed immunization manifest" in capsys.readouterr().err
+    with pytest.raises(NotSignedError):
+        ManifestStore(db).add(b"not an image")
+    with pytest.raises(StoreUnavailableError, match="check the URL"):
+        ManifestStore(str(tmp_path / "no-such-folder" / "m.db"))
+    assert main(["verify", str(plain), "--resolver", "ftp://example"]) == 2
+    assert "http(s) URL" in capsys.readouterr().err
+    with pytest.raises(ResolverUnavailableError, match="manifests serve"):
+        ResolverClient("http://127.0.0.1:9", timeout=2).lookup(0)
+
+
+def test_the_store_runs_on_postgres(fresh_postgres_url, signed):
+    store = ManifestStore(fresh_postgres_url)
+    added = store.add(signed.read_bytes())
+    assert added.new and added.codes == len(REGIONS)
+    assert not store.add(signed.read_bytes()).new
+    code = read_manifest(signed.read_bytes()).soft_binding[0].code
+    assert [m.asset for m in store.lookup(code ^ 0b11)] == [added.asset]  # 2 bits off
+    assert store.asset(added.asset)[0] == signed.read_bytes()
+    store.dispose()
+
+
+def test_outputs_are_signed_as_the_models_work(keys):
+    source = sign_pixels(sample_pixels("chelsea.png", 32), [protection()], keys.signer())
+    output = encode_image(sample_pixels("coffee.png", 32), "PNG")
+    ca = keys.trust_anchor_pem()
+    created = read_manifest(sign_output(output, keys.signer("vendor"), model=V1), trust=ca)
+    assert created.digital_source_type == GENERATED and created.validation_state == "Trusted"
+    edited = read_manifest(
+        sign_output(output, keys.signer("vendor"), model=V1, ingredient=source), trust=ca
+    )
+    assert edited.digital_source_type == EDITED_WITH_AI
+    assert edited.protected_against == (V1,)  # the input's chain is kept
+
+
+@pytest.mark.slow
+def test_a_pipeline_signs_its_outputs(registry_dir, keys, signed):
+    pipe = load_pipeline("tiny-ldm@1")
+    pipe.enable_immunization_check(registry_dir, trust=[keys.ca_cert], sign_outputs=True)
+    edit(pipe, str(signed))
+    report = pipe.immunization_report
+    assert report.images[0].status == "covered" and report.images[0].action == "passed"
+    output = report.outputs[0]
+    assert output.action == "c2pa.edited" and output.software_agent == V1
+    checked = read_manifest(output.signed_image)
+    assert checked.digital_source_type == EDITED_WITH_AI
+    assert checked.digital_source_type.endswith("TrainedAlgorithmicMedia")
+    assert checked.protected_against == (V1,)
+
+
+@pytest.mark.slow
+def test_a_recovered_outdated_image_is_reimmunized(registry_dir, keys, resolver, signed, tmp_path):
+    copy = _stripped_copy(signed, tmp_path)
+    pipe = load_pipeline("tiny-ldm@2")
+    pipe.enable_immunization_check(
+        registry_dir,
+        signer=keys.signer("vendor"),
+        trust=[keys.ca_cert],
+        resolvers=[resolver],
+        steps=4,
+    )
+    edited = edit(pipe, str(copy))
+    check = pipe.immunization_report.images[0]
+    assert check.recovered_from == resolver and check.status == "outdated"
+    assert check.action == "reimmunized" and check.protected_against == (V1,)
+    chain = read_manifest(check.signed_image, trust=keys.trust_anchor_pem())
+    assert chain.ok and chain.protected_against == (V1, V2)  # the recovered original kept
+    signed_output = pipe.immunization_report.outputs[0].signed_image  # signer given: on
+    assert np.array_equal(
+        decode_image(signed_output).pixels, (edited[0] * 255).round().astype(np.uint8)
+    )
