@@ -26,7 +26,12 @@ KNOWN_BROKEN: set[str] = set()
 
 def _library_modules() -> list[str]:
     names = []
-    for package in (photoimmune.sdk, photoimmune.registry, photoimmune.resolver, photoimmune.service):
+    for package in (
+        photoimmune.sdk,
+        photoimmune.registry,
+        photoimmune.resolver,
+        photoimmune.service,
+    ):
         names.append(package.__name__)
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if ".migrations" not in info.name:  # Alembic scripts, run by Alembic only
