@@ -29,7 +29,6 @@ import copy
 import json
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,9 +40,15 @@ from diffusers import AutoencoderKL
 from ..attacks.budget import parse_budget
 from ..attacks.encoder import EncoderAttack
 from ..evaluate.processing import PROCESSING
-from .train_tiny import TRAIN_PHOTOS, TrainConfig, load_photos, random_crops
+from .train_tiny import (
+    TRAIN_PHOTOS,
+    Progress,
+    TrainConfig,
+    clipped_step,
+    load_photos,
+    random_crops,
+)
 
-Progress = Callable[[str, int, int, float], None]
 _ATTACK_BATCH = 8
 
 
@@ -162,10 +167,7 @@ def honour_encoder(
         loss_keep = F.mse_loss(latent(vae, keep), z_keep)
         loss_honour = F.mse_loss(latent(vae, immunized), goal)
         loss = loss_keep + cfg.honour_weight * loss_honour
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        clipped_step(opt, params, loss)
         progress("honour", step + 1, cfg.honour_steps, loss.item())
     return vae.eval()
 

@@ -198,6 +198,14 @@ def random_crops(
     return torch.stack(crops), torch.tensor(sources)
 
 
+def clipped_step(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``, gradients clipped to norm 1 (every stage's rule)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def _cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -267,10 +275,7 @@ def train_vae(cfg: TrainConfig, photos: list[torch.Tensor], progress: Progress) 
         kl = posterior.kl().mean() / x[0].numel()
         loss = F.mse_loss(recon, x) + 0.5 * (recon - x).abs().mean()
         loss = loss + 0.5 * _gradient_l1(recon, x) + cfg.kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        clipped_step(opt, params, loss)
         progress("vae", step + 1, cfg.vae_steps, loss.item())
     return vae.eval()
 
@@ -353,10 +358,7 @@ def train_unet(
         cond = text_encoder(ids).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        clipped_step(opt, params, loss)
         progress("unet", step + 1, cfg.unet_steps, loss.item())
     return unet.eval()
 
@@ -452,10 +454,7 @@ def finetune_decoder(cfg: TrainConfig, out: Path, progress: Progress | None = No
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
         loss = F.mse_loss(vae.decode(z).sample, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        clipped_step(opt, params, loss)
         progress("decoder", step + 1, cfg.decoder_steps, loss.item())
     vae.eval().to(torch.float16).save_pretrained(out / "vae")
 
