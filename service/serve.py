@@ -83,6 +83,10 @@ class Workers:
                 process.kill()
 
 
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(
     db: str,
     registry: str | os.PathLike[str],
@@ -108,6 +112,10 @@ def serve(
     count = min(settings.workers, 1) if settings.engine == "ray" else settings.workers
     args = (db, os.fspath(registry), os.fspath(keys), settings.model_dump_json())
     workers = Workers(count, (*args, None if root is None else os.fspath(Path(root))))
+    # uvicorn stops on SIGTERM, then raises that signal again: under the default
+    # handler it would end this process before `finally` stops the workers, and
+    # they would live on as orphans. Raising SystemExit lets `finally` run.
+    signal.signal(signal.SIGTERM, _exit)
     try:
         # "Uvicorn running on ..." says when it answers; one access line per request would not.
         uvicorn.run(create_app(service), host=host, port=port, access_log=False)

@@ -153,6 +153,36 @@ def test_cli_key_then_serve_immunizes_a_photo_that_verifies_as_trusted(world, tm
         server.wait(WAIT_S)
 
 
+def test_sigterm_stops_the_service_and_its_worker_processes(world, tmp_path):
+    port = _free_port()
+    args = ["--registry", str(world["registry"]), "--keys", str(world["keys"].path)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    db = f"sqlite:///{tmp_path / 'term.db'}"
+    server = subprocess.Popen([CLI, "service", "serve", "--db", db, *args])
+    _wait_for(f"http://127.0.0.1:{port}", server)
+    children = _children(server.pid)
+    assert children  # the worker (and multiprocessing's resource tracker)
+    server.send_signal(signal.SIGTERM)
+    server.wait(WAIT_S)
+    give_up = time.monotonic() + WAIT_S
+    while any(Path(f"/proc/{pid}").exists() for pid in children):
+        assert time.monotonic() < give_up, f"orphaned: {children}"
+        time.sleep(0.2)
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux: read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _free_port() -> int:
     import socket
 
