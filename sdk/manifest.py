@@ -301,19 +301,47 @@ def sign_output(
         "title": title or f"output.{mime.split('/')[1]}",
         "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [action]}}],
     }
-    out = io.BytesIO()
     try:
-        builder = c2pa.Builder(definition, context=_context(None))
-        if edited:
-            assert ingredient is not None and parent_mime is not None
-            # EDIT opens the ingredient first (c2pa.opened), as C2PA requires before c2pa.edited.
-            builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
-            builder.add_ingredient(
-                {"title": "input", "relationship": "parentOf"}, parent_mime, io.BytesIO(ingredient)
-            )
-        builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
+        return _sign_output(definition, signer, mime, data, parent_mime, ingredient)
+    except c2pa.C2paError as err:
+        if not edited:
+            raise ManifestError(f"signing the output failed ({err}); check the signer") from None
+        # As in sign_image: the input only adds history, and failing the pipeline call
+        # for it would lose the edit. C2PA allows c2pa.edited only after the input was
+        # opened, so the output is signed as created, still as an AI edit.
+        logger.warning(
+            "%s: the edited input could not be attached as an ingredient (%s); signed as "
+            "c2pa.created without it, so its manifest chain is not kept in this one",
+            definition["title"],
+            err,
+        )
+    action["action"] = "c2pa.created"
+    try:
+        return _sign_output(definition, signer, mime, data, None, None)
     except c2pa.C2paError as err:
         raise ManifestError(f"signing the output failed ({err}); check the signer") from None
+
+
+def _sign_output(
+    definition: dict,
+    signer: ManifestSigner,
+    mime: str,
+    data: bytes,
+    ingredient_mime: str | None,
+    ingredient: bytes | None,
+) -> bytes:
+    """c2pa's signing of an output: intent EDIT with the ingredient when there is one."""
+    import c2pa
+
+    out = io.BytesIO()
+    builder = c2pa.Builder(definition, context=_context(None))
+    if ingredient is not None and ingredient_mime is not None:
+        # EDIT opens the ingredient first (c2pa.opened), as C2PA requires before c2pa.edited.
+        builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
+        builder.add_ingredient(
+            {"title": "input", "relationship": "parentOf"}, ingredient_mime, io.BytesIO(ingredient)
+        )
+    builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
     return out.getvalue()
 
 

@@ -313,6 +313,11 @@ def test_a_failing_parent_attachment_does_not_fail_the_pipeline_call(
     report = read_manifest(check.signed_image, trust=keys.trust_anchor_pem())
     assert report.ok and report.covers(V2)
     assert "could not be attached" in caplog.text
+    # The output is signed too, still as an AI edit, without the input it could not attach.
+    (output,) = pipe.immunization_report.outputs
+    made = read_manifest(output.signed_image, trust=keys.trust_anchor_pem())
+    assert made.digital_source_type.endswith("/compositeWithTrainedAlgorithmicMedia")
+    assert "the edited input could not be attached" in caplog.text
 
 
 @pytest.mark.slow
