@@ -66,6 +66,8 @@ Verdict = Literal[
 TrustAnchors = bytes | Sequence[bytes] | None
 logger = logging.getLogger(__name__)
 
+#: The C2PA assertion that lists how an asset was made (created, opened, edited...).
+ACTIONS_LABEL = "c2pa.actions.v2"
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # Failure codes that concern the asset's bytes or the certificate, not the manifest's integrity.
 _ASSET_CODES = {"assertion.dataHash.mismatch", "assertion.boxesHash.mismatch"}
@@ -231,21 +233,24 @@ def _sign(
     mime: str,
     data: bytes,
     parent: tuple[str, bytes] | None,
+    *,
+    parent_title: str = "original",
 ) -> bytes:
-    """c2pa's signing: intent EDIT with ``parent`` (MIME type, bytes) as ingredient, else CREATE."""
+    """c2pa's signing: intent EDIT with ``parent`` (MIME type, bytes) as its ``parentOf``
+    ingredient; without one, intent CREATE, unless ``definition`` brings its own actions
+    (an output says itself how it was made)."""
     import c2pa
 
     out = io.BytesIO()
     builder = c2pa.Builder(definition, context=_context(None))
-    if parent is None:
-        builder.set_intent(
-            c2pa.C2paBuilderIntent.CREATE, c2pa.C2paDigitalSourceType.ALGORITHMICALLY_ENHANCED
-        )
-    else:
+    if parent is not None:
         parent_mime, parent_data = parent
         builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
-        builder.add_ingredient(
-            {"title": "original", "relationship": "parentOf"}, parent_mime, io.BytesIO(parent_data)
+        ingredient = {"title": parent_title, "relationship": "parentOf"}
+        builder.add_ingredient(ingredient, parent_mime, io.BytesIO(parent_data))
+    elif not any(a["label"] == ACTIONS_LABEL for a in definition["assertions"]):
+        builder.set_intent(
+            c2pa.C2paBuilderIntent.CREATE, c2pa.C2paDigitalSourceType.ALGORITHMICALLY_ENHANCED
         )
     builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
     return out.getvalue()
@@ -299,10 +304,11 @@ def sign_output(
     definition = {
         "claim_generator_info": [{"name": "photoimmune", "version": __version__}],
         "title": title or f"output.{mime.split('/')[1]}",
-        "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [action]}}],
+        "assertions": [{"label": ACTIONS_LABEL, "data": {"actions": [action]}}],
     }
+    parent = (parent_mime, ingredient) if ingredient is not None and parent_mime else None
     try:
-        return _sign_output(definition, signer, mime, data, parent_mime, ingredient)
+        return _sign(definition, signer, mime, data, parent, parent_title="input")
     except c2pa.C2paError as err:
         if not edited:
             raise ManifestError(f"signing the output failed ({err}); check the signer") from None
@@ -317,32 +323,9 @@ def sign_output(
         )
     action["action"] = "c2pa.created"
     try:
-        return _sign_output(definition, signer, mime, data, None, None)
+        return _sign(definition, signer, mime, data, None)
     except c2pa.C2paError as err:
         raise ManifestError(f"signing the output failed ({err}); check the signer") from None
-
-
-def _sign_output(
-    definition: dict,
-    signer: ManifestSigner,
-    mime: str,
-    data: bytes,
-    ingredient_mime: str | None,
-    ingredient: bytes | None,
-) -> bytes:
-    """c2pa's signing of an output: intent EDIT with the ingredient when there is one."""
-    import c2pa
-
-    out = io.BytesIO()
-    builder = c2pa.Builder(definition, context=_context(None))
-    if ingredient is not None and ingredient_mime is not None:
-        # EDIT opens the ingredient first (c2pa.opened), as C2PA requires before c2pa.edited.
-        builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
-        builder.add_ingredient(
-            {"title": "input", "relationship": "parentOf"}, ingredient_mime, io.BytesIO(ingredient)
-        )
-    builder.sign(signer.to_c2pa(), mime, io.BytesIO(data), out)
-    return out.getvalue()
 
 
 def sign_pixels(
