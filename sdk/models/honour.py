@@ -40,6 +40,7 @@ from diffusers import AutoencoderKL
 from ..attacks.budget import parse_budget
 from ..attacks.encoder import EncoderAttack
 from ..evaluate.processing import PROCESSING
+from ..io import pixels_to_tensor, tensor_to_pixels
 from .train_tiny import (
     TRAIN_PHOTOS,
     Progress,
@@ -54,14 +55,13 @@ _ATTACK_BATCH = 8
 
 def _eight_bit(x01: torch.Tensor) -> torch.Tensor:
     """Round to the 8-bit values a saved photo has."""
-    return (x01.clamp(0, 1) * 255).round() / 255
+    return pixels_to_tensor(list(tensor_to_pixels(x01)))
 
 
 def _processed(x01: torch.Tensor, name: str) -> torch.Tensor:
     """Each image of the batch through a real re-upload step (``PROCESSING[name]``)."""
-    pixels = (x01.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    out = np.stack([PROCESSING[name](np.ascontiguousarray(p)) for p in pixels])  # type: ignore[index]
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255
+    process = PROCESSING[name]  # type: ignore[index]
+    return pixels_to_tensor([process(np.ascontiguousarray(p)) for p in tensor_to_pixels(x01)])
 
 
 def latent(vae: AutoencoderKL, x01: torch.Tensor) -> torch.Tensor:
