@@ -7,8 +7,10 @@ target ref), an unrelated photo not; a tiny-ldm pipeline signing its outputs.
 
 from __future__ import annotations
 
+import io
 import json
 
+import c2pa
 import httpx
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from PIL import Image
 
 import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
 from photoimmune.cli import main
+from photoimmune.diffusers_plugin.outputs import sign_outputs
 from photoimmune.registry import local_registry
 from photoimmune.resolver import (
     ManifestStore,
@@ -26,9 +29,10 @@ from photoimmune.resolver import (
     create_app,
     recover,
 )
-from photoimmune.sdk.codec import decode_image, encode_image
+from photoimmune.sdk.codec import decode_image, encode_image, encode_png_fast
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.manifest import (
+    ACTIONS_LABEL,
     EDITED_WITH_AI,
     GENERATED,
     read_manifest,
@@ -161,15 +165,39 @@ def test_the_store_runs_on_postgres(fresh_postgres_url, signed):
 
 def test_outputs_are_signed_as_the_models_work(keys):
     source = sign_pixels(sample_pixels("chelsea.png", 32), [protection()], keys.signer())
-    output = encode_image(sample_pixels("coffee.png", 32), "PNG")
+    output = encode_png_fast(sample_pixels("coffee.png", 32))
     ca = keys.trust_anchor_pem()
-    created = read_manifest(sign_output(output, keys.signer("vendor"), model=V1), trust=ca)
-    assert created.digital_source_type == GENERATED and created.validation_state == "Trusted"
-    edited = read_manifest(
-        sign_output(output, keys.signer("vendor"), model=V1, ingredient=source), trust=ca
-    )
-    assert edited.digital_source_type == EDITED_WITH_AI
-    assert edited.protected_against == (V1,)  # the input's chain is kept
+    created = sign_output(output, keys.signer("vendor"), model=V1)
+    assert created.action == "c2pa.created" and created.digital_source_type == GENERATED
+    report = read_manifest(created.data, trust=ca)
+    assert report.digital_source_type == GENERATED and report.validation_state == "Trusted"
+    edited = sign_output(output, keys.signer("vendor"), model=V1, ingredient=source)
+    assert edited.action == "c2pa.edited" and edited.ingredient_attached
+    report = read_manifest(edited.data, trust=ca)
+    assert report.digital_source_type == edited.digital_source_type == EDITED_WITH_AI
+    assert report.protected_against == (V1,)  # the input's chain is kept
+    assert (decode_image(edited.data).pixels == sample_pixels("coffee.png", 32)).all()
+
+
+def test_an_output_whose_input_cannot_be_attached_reports_created(keys, caplog):
+    broken = encode_image(sample_pixels("chelsea.png", 32), "PNG")[:60]  # PNG magic, no image
+    output = encode_png_fast(sample_pixels("coffee.png", 32))
+    signed = sign_output(output, keys.signer("vendor"), model=V1, ingredient=broken)
+    actions = _actions(signed.data)
+    assert signed.action == "c2pa.created" and not signed.ingredient_attached
+    assert [a["action"] for a in actions] == ["c2pa.created"]
+    assert signed.digital_source_type == EDITED_WITH_AI == actions[0]["digitalSourceType"]
+    pictures = [sample_pixels("coffee.png", 32)]
+    reported = sign_outputs(pictures, [("in.png", broken)], keys.signer("vendor"), V1)
+    assert reported[0].action == "c2pa.created" and reported[0].ingredient is None
+
+
+def _actions(data: bytes) -> list[dict]:
+    """The actions of the active manifest in ``data``, as c2pa reads them."""
+    with c2pa.Reader("image/png", io.BytesIO(data)) as reader:
+        store = json.loads(reader.json())
+    manifest = store["manifests"][store["active_manifest"]]
+    return next(a["data"]["actions"] for a in manifest["assertions"] if a["label"] == ACTIONS_LABEL)
 
 
 @pytest.mark.slow
