@@ -29,6 +29,7 @@ from photoimmune.resolver import (
     create_app,
     recover,
 )
+from photoimmune.resolver.client import CLOSE_SIMILARITY, closeness, similarity
 from photoimmune.sdk.codec import decode_image, encode_image, encode_png_fast
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.manifest import (
@@ -40,7 +41,7 @@ from photoimmune.sdk.manifest import (
     sign_pixels,
 )
 from photoimmune.sdk.models import load_pipeline
-from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.samples import sample_dir, sample_pixels
 from photoimmune.sdk.softbinding import REGIONS
 
 from .helpers import LoopbackServer, edit, protection
@@ -123,6 +124,41 @@ def test_a_recovery_counts_only_when_trusted_and_close(resolver, signed, tmp_pat
     untrusted = recover(copy, [resolver], trust=None)
     assert untrusted is not None and untrusted.pixels_close and not untrusted.counts
     assert untrusted.manifest.verdict == "untrusted"
+
+
+def _dark_photo(name: str, top: int, left: int) -> np.ndarray:
+    """A 256x256 crop of a dark sample photo, "immunized" with ±8/255 noise."""
+    pixels = np.asarray(Image.open(sample_dir() / name).convert("RGB"))[top:, left:][:256, :256]
+    noise = np.random.default_rng(0).integers(-8, 9, pixels.shape)
+    return np.clip(pixels + noise, 0, 255).astype(np.uint8)
+
+
+def _laundered(pixels: np.ndarray) -> np.ndarray:
+    """A platform's copy: 10 % cropped off, halved, JPEG quality 75."""
+    h, w = pixels.shape[:2]
+    crop = Image.fromarray(pixels[h // 20 : h // 20 + h * 9 // 10, w // 20 : w // 20 + w * 9 // 10])
+    buf = io.BytesIO()
+    crop.resize((crop.width // 2, crop.height // 2), Image.Resampling.BICUBIC).save(
+        buf, "JPEG", quality=75
+    )
+    return decode_image(buf.getvalue()).pixels
+
+
+def test_the_pixel_check_tells_dark_photos_apart():
+    hubble = _dark_photo("hubble_deep_field.jpg", 100, 100)
+    elsewhere = _dark_photo("hubble_deep_field.jpg", 500, 700)  # same sky, other galaxies
+    retina = _dark_photo("retina.jpg", 20, 20)
+    assert max(hubble.mean(), elsewhere.mean(), retina.mean()) < 30  # all nearly black
+    for signed in (hubble, retina):
+        assert closeness(_laundered(signed), signed, REGIONS) >= CLOSE_SIMILARITY
+    for copy, signed in ((elsewhere, hubble), (retina, hubble), (hubble, retina)):
+        assert closeness(_laundered(copy), signed, REGIONS) < CLOSE_SIMILARITY
+
+
+def test_similarity_is_zero_for_a_flat_picture():
+    flat = np.full((40, 40, 3), 7, np.uint8)
+    noise = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert similarity(flat, noise) == 0.0 and similarity(flat, flat) == 0.0
 
 
 def test_the_resolver_answers_bad_requests_with_4xx_json(resolver):
