@@ -47,7 +47,7 @@ class Recovery(BaseModel):
     asset: int
     distance: int = Field(description="bits between the query's code and the asset's")
     region: Region = Field(description="the part of the signed asset the code matched")
-    similarity: float = Field(description="the pixels' correlation with the signed asset")
+    similarity: float = Field(description="how alike the pixels are to the signed asset")
     pixels_close: bool
     manifest: ManifestReport = Field(description="the signed asset's manifest, judged")
     signed_asset: bytes = Field(repr=False, exclude=True)
