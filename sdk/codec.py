@@ -457,7 +457,7 @@ def encode_png_fast(pixels: np.ndarray) -> bytes:
     scanlines[:, 1:4] = rows[:, :3]
     np.subtract(rows[:, 3:], rows[:, :-3], out=scanlines[:, 4:])  # uint8 wraps: mod 256
     deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    stream = deflate.compress(scanlines) + deflate.flush()
+    stream = deflate.compress(scanlines.data) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
     return b"".join(
         (

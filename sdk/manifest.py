@@ -312,11 +312,9 @@ def sign_output(
     if ingredient is not None and parent_mime is None:
         raise InputError("the ingredient must be PNG, JPEG or WebP bytes (see can_be_ingredient)")
     edited = ingredient is not None
-    action = {
-        "action": "c2pa.edited" if edited else "c2pa.created",
-        "digitalSourceType": EDITED_WITH_AI if edited else GENERATED,
-        "softwareAgent": {"name": model},
-    }
+    verb: Literal["c2pa.edited", "c2pa.created"] = "c2pa.edited" if edited else "c2pa.created"
+    source_type = EDITED_WITH_AI if edited else GENERATED
+    action = {"action": verb, "digitalSourceType": source_type, "softwareAgent": {"name": model}}
     definition = {
         "claim_generator_info": [{"name": "photoimmune", "version": __version__}],
         "title": title or f"output.{mime.split('/')[1]}",
@@ -337,16 +335,16 @@ def sign_output(
             definition["title"],
             err,
         )
-        action["action"] = "c2pa.created"
+        verb = action["action"] = "c2pa.created"
         try:
             signed = _sign(definition, signer, mime, data, None)
         except c2pa.C2paError as again:
             raise ManifestError(f"signing the output failed ({again}); check the signer") from None
     return OutputSignature(
         data=signed,
-        action=action["action"],
-        digital_source_type=action["digitalSourceType"],
-        ingredient_attached=action["action"] == "c2pa.edited",
+        action=verb,
+        digital_source_type=source_type,
+        ingredient_attached=verb == "c2pa.edited",
     )
 
 
