@@ -16,7 +16,9 @@ random offset (a 10 % crop), halved and saved as JPEG quality 75.
   (leave-one-photo-out: every stored asset of other photos is unrelated to it);
   "after pixels" adds the resolver client's pixel comparison
   (:data:`~photoimmune.resolver.client.CLOSE_SIMILARITY`), which decides whether a
-  recovered manifest counts;
+  recovered manifest counts; the similarities of every copy to its own asset and
+  to the nearest other photo's (whether or not its code is near) are printed, the
+  distributions the threshold is chosen from;
 * lookup: p50/p99 of ``GET /v1/lookup`` on loopback (uvicorn, httpx) with
   ``--codes`` random codes stored besides, through the real server and store.
 
@@ -149,9 +151,13 @@ def measure_recovery(crops: int, console: Console) -> None:
     console.print(listing)
     missed = collections.Counter(f for f, d in zip(family, own_a, strict=True) if d > MATCH_BITS)
     console.print(f"missed at MATCH_BITS, by photo: {dict(missed.most_common())}")
+    # The threshold goes between these: true copies' low tail, unrelated photos' high one.
     console.print(
-        f"pixel similarity, own asset: p1 {np.percentile(own_sim, 1):.3f}; nearest other photo's: "
-        f"p99 {np.percentile(other_sim, 99):.3f} (threshold {CLOSE_SIMILARITY})"
+        f"pixel similarity (threshold {CLOSE_SIMILARITY}), own asset: "
+        f"min {np.min(own_sim):.3f}, p0.5 {np.percentile(own_sim, 0.5):.3f}, "
+        f"p1 {np.percentile(own_sim, 1):.3f}; nearest other photo's: "
+        f"p99 {np.percentile(other_sim, 99):.3f}, p99.9 {np.percentile(other_sim, 99.9):.3f}, "
+        f"max {np.max(other_sim):.3f}"
     )
 
 

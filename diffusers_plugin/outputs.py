@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from photoimmune.sdk.codec import encode_image
+from photoimmune.sdk.codec import encode_png_fast
 from photoimmune.sdk.keys import ManifestSigner
-from photoimmune.sdk.manifest import EDITED_WITH_AI, GENERATED, sign_output
+from photoimmune.sdk.manifest import sign_output
 
 from .report import SignedOutput
 
@@ -74,8 +74,8 @@ def sign_outputs(
     for index, pixels in enumerate(pictures):
         started = time.perf_counter()
         given = inputs[index] if len(inputs) == len(pictures) else inputs[0] if inputs else None
-        data = sign_output(
-            encode_image(pixels, "PNG", png_level=1),  # outputs are many; speed over bytes
+        signature = sign_output(
+            encode_png_fast(pixels),  # outputs are many: speed over bytes
             signer,
             model=model,
             ingredient=given[1] if given else None,
@@ -84,11 +84,12 @@ def sign_outputs(
         signed.append(
             SignedOutput(
                 index=index,
-                action="c2pa.edited" if given else "c2pa.created",
-                digital_source_type=EDITED_WITH_AI if given else GENERATED,
+                action=signature.action,
+                digital_source_type=signature.digital_source_type,
                 software_agent=model,
-                ingredient=given[0] if given else None,
-                signed_image=data,
+                # only an input c2pa attached is in the chain (see sign_output's fallback)
+                ingredient=given[0] if given and signature.ingredient_attached else None,
+                signed_image=signature.data,
                 seconds=round(time.perf_counter() - started, 4),
             )
         )

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import httpx
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,10 +29,11 @@ from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
 from .errors import ResolverError, ResolverUnavailableError, UnknownAssetError
 from .match import Match
 
-#: Pixels at least this correlated (64x64 grey thumbnails, best of small shifts and of
-#: the signed file's regions) are the same picture: bench/softbinding.py measured
-#: re-saved copies at p1 0.89 and the nearest other photo at most 0.80.
-CLOSE_SIMILARITY = 0.85
+#: Pixels at least this similar (:func:`similarity`: grey and high-pass 64x64 thumbnails,
+#: best of small shifts and of the signed file's regions) are the same picture.
+#: bench/softbinding.py: re-saved copies at p1 0.71, unrelated photos at most 0.49;
+#: the grey thumbnails alone put them at 0.86 and 0.89, inseparable (docs/manifests.md).
+CLOSE_SIMILARITY = 0.55
 _THUMB = 64
 _MAX_SHIFT = 3  # thumbnail pixels: what a region's residual offset leaves
 
@@ -45,7 +47,7 @@ class Recovery(BaseModel):
     asset: int
     distance: int = Field(description="bits between the query's code and the asset's")
     region: Region = Field(description="the part of the signed asset the code matched")
-    similarity: float = Field(description="the pixels' correlation with the signed asset")
+    similarity: float = Field(description="how alike the pixels are to the signed asset")
     pixels_close: bool
     manifest: ManifestReport = Field(description="the signed asset's manifest, judged")
     signed_asset: bytes = Field(repr=False, exclude=True)
@@ -165,35 +167,61 @@ def closeness(query: np.ndarray, signed: np.ndarray, regions: Sequence[Region]) 
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation (-1 to 1) of two pictures' grey thumbnails (64x64, or the smaller
-    picture's size), best over shifts of up to 5 % of a side.
+    """How alike two pictures are (-1 to 1), at two scales: the mean of the correlations
+    of their grey thumbnails (64x64, or the smaller picture's size) and of those
+    thumbnails' high-pass residuals (each minus its 3x3 local mean), best over shifts
+    of up to 5 % of a side.
+
+    The grey thumbnails alone tell large shapes apart but not fine detail: two
+    dark, nearly featureless photos, or two blurred ones, correlate as well as a
+    picture and its re-saved copy. The residuals carry the detail that makes a
+    picture itself, and they are left largely intact by JPEG and halving; smooth
+    pictures, whose residuals are mostly noise, are still told apart by their shapes.
+    Correlation already ignores brightness and contrast, so dark pictures need no
+    other normalisation.
 
     Example:
         >>> x = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
         >>> round(similarity(x, x), 3)
         1.0
+        >>> similarity(x, x[::-1]) < 0.3  # the same noise, upside down
+        True
     """
     # Never finer than the smaller picture: upscaled JPEG blocks are not detail.
     size = max(16, min(_THUMB, *a.shape[:2], *b.shape[:2]))
-    ta, tb = _thumb(a, size), _thumb(b, size)
-    m, best = max(1, size * _MAX_SHIFT // _THUMB), -1.0
-    core = ta[m:-m, m:-m]
-    for dy in range(-m, m + 1):
-        for dx in range(-m, m + 1):
-            window = tb[m + dy : size - m + dy, m + dx : size - m + dx]
-            best = max(best, _correlation(core, window))
-    return best
+    margin = max(1, size * _MAX_SHIFT // _THUMB)
+    scales = _correlations(_scales(a, size), _scales(b, size), margin)
+    return float(scales.mean(axis=0).max())
 
 
-def _thumb(pixels: np.ndarray, size: int) -> np.ndarray:
+def _scales(pixels: np.ndarray, size: int) -> np.ndarray:
+    """The grey thumbnail and its high-pass residual, ``(2, size, size)``."""
     grey = Image.fromarray(np.ascontiguousarray(pixels)).convert("L")
-    return np.asarray(grey.resize((size, size), Image.Resampling.BOX), np.float64)
+    thumb = np.asarray(grey.resize((size, size), Image.Resampling.BOX), np.float64)
+    padded = np.pad(thumb, 1, mode="edge")
+    local_mean = (
+        sum(padded[dy : dy + size, dx : dx + size] for dy in range(3) for dx in range(3)) / 9
+    )
+    return np.stack([thumb, thumb - local_mean])
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / norm) if norm else 0.0
+def _correlations(a: np.ndarray, b: np.ndarray, margin: int) -> np.ndarray:
+    """Correlation of each of ``a``'s channels, cut by ``margin`` on every side, with the
+    same channel of each window of ``b`` it can be shifted to: ``(channels, shifts)``.
+    A flat channel (no variance) correlates 0 with anything."""
+    n = a.shape[1] - 2 * margin
+    core = a[:, margin:-margin, margin:-margin]
+    core = core - core.mean(axis=(1, 2), keepdims=True)
+    core_norm = np.sqrt((core * core).sum(axis=(1, 2)))[:, None, None]
+    windows = sliding_window_view(b, (n, n), axis=(1, 2))  # (channels, dy, dx, n, n)
+    # The core sums to 0, so the windows' own means drop out of the numerator.
+    products = np.einsum("kyx,kijyx->kij", core, windows)
+    sums = windows.sum(axis=(3, 4))
+    squares = sliding_window_view(b * b, (n, n), axis=(1, 2)).sum(axis=(3, 4))
+    spread = np.sqrt(np.maximum(squares - sums * sums / (n * n), 0)) * core_norm
+    flat = spread < 1e-9
+    found = np.where(flat, 0.0, products / np.where(flat, 1.0, spread))
+    return found.reshape(len(a), -1)
 
 
 def _raise_for(response: httpx.Response, url: str) -> None:

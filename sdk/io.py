@@ -55,6 +55,7 @@ from .codec import (
     as_rgb_pixels,
     decode_image,
     encode_image,
+    encode_png_fast,
     read_image_bytes,
 )
 from .errors import ImageWriteError, InputError, OutputExistsError, OutputPathError
@@ -77,6 +78,7 @@ __all__ = [
     "check_output_path",
     "decode_image",
     "encode_image",
+    "encode_png_fast",
     "load_image",
     "max_abs_delta",
     "pixels_to_tensor",

@@ -262,6 +262,18 @@ GENERATED = IPTC_SOURCE_TYPES + "trainedAlgorithmicMedia"
 EDITED_WITH_AI = IPTC_SOURCE_TYPES + "compositeWithTrainedAlgorithmicMedia"
 
 
+class OutputSignature(BaseModel):
+    """What :func:`sign_output` wrote: the signed bytes and the action their manifest holds
+    (``c2pa.created`` for an edit whose input could not be attached, see there)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: bytes
+    action: Literal["c2pa.edited", "c2pa.created"]
+    digital_source_type: str
+    ingredient_attached: bool
+
+
 def sign_output(
     data: bytes,
     signer: ManifestSigner,
@@ -269,14 +281,16 @@ def sign_output(
     model: str,
     ingredient: bytes | None = None,
     title: str | None = None,
-) -> bytes:
+) -> OutputSignature:
     """Sign what a generative model made: ``data`` (PNG, JPEG or WebP bytes) with a manifest
     saying so, without our immunization assertion (an output is not immunized).
 
     With ``ingredient`` (the input it edited, its own manifest kept as the chain), the
     action is ``c2pa.edited`` with source type compositeWithTrainedAlgorithmicMedia;
     without, ``c2pa.created`` with trainedAlgorithmicMedia. ``model`` (the release ref)
-    is the action's softwareAgent.
+    is the action's softwareAgent. Should c2pa refuse the ingredient, the output is
+    signed ``c2pa.created`` without it, still as an AI edit: the returned
+    :class:`OutputSignature` says which action the manifest holds.
 
     Raises:
         InputError: ``data`` is not PNG, JPEG or WebP.
@@ -284,7 +298,9 @@ def sign_output(
 
     Example:
         >>> signed = sign_output(png, signer, model="photoimmune/tiny-ldm@1")  # doctest: +SKIP
-        >>> read_manifest(signed, trust=ca).digital_source_type  # doctest: +SKIP
+        >>> signed.action  # doctest: +SKIP
+        'c2pa.created'
+        >>> read_manifest(signed.data, trust=ca).digital_source_type  # doctest: +SKIP
         'http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia'
     """
     import c2pa
@@ -296,11 +312,9 @@ def sign_output(
     if ingredient is not None and parent_mime is None:
         raise InputError("the ingredient must be PNG, JPEG or WebP bytes (see can_be_ingredient)")
     edited = ingredient is not None
-    action = {
-        "action": "c2pa.edited" if edited else "c2pa.created",
-        "digitalSourceType": EDITED_WITH_AI if edited else GENERATED,
-        "softwareAgent": {"name": model},
-    }
+    verb: Literal["c2pa.edited", "c2pa.created"] = "c2pa.edited" if edited else "c2pa.created"
+    source_type = EDITED_WITH_AI if edited else GENERATED
+    action = {"action": verb, "digitalSourceType": source_type, "softwareAgent": {"name": model}}
     definition = {
         "claim_generator_info": [{"name": "photoimmune", "version": __version__}],
         "title": title or f"output.{mime.split('/')[1]}",
@@ -308,7 +322,7 @@ def sign_output(
     }
     parent = (parent_mime, ingredient) if ingredient is not None and parent_mime else None
     try:
-        return _sign(definition, signer, mime, data, parent, parent_title="input")
+        signed = _sign(definition, signer, mime, data, parent, parent_title="input")
     except c2pa.C2paError as err:
         if not edited:
             raise ManifestError(f"signing the output failed ({err}); check the signer") from None
@@ -321,11 +335,17 @@ def sign_output(
             definition["title"],
             err,
         )
-    action["action"] = "c2pa.created"
-    try:
-        return _sign(definition, signer, mime, data, None)
-    except c2pa.C2paError as err:
-        raise ManifestError(f"signing the output failed ({err}); check the signer") from None
+        verb = action["action"] = "c2pa.created"
+        try:
+            signed = _sign(definition, signer, mime, data, None)
+        except c2pa.C2paError as again:
+            raise ManifestError(f"signing the output failed ({again}); check the signer") from None
+    return OutputSignature(
+        data=signed,
+        action=verb,
+        digital_source_type=source_type,
+        ingredient_attached=verb == "c2pa.edited",
+    )
 
 
 def sign_pixels(

@@ -16,6 +16,7 @@ from PIL import Image
 from photoimmune.sdk import ImageLoadError, InputError, OutputExistsError, PhotoimmuneError
 from photoimmune.sdk.io import (
     atomic_write_bytes,
+    encode_png_fast,
     load_image,
     pixels_to_tensor,
     save_image,
@@ -190,6 +191,29 @@ def test_rgb_png_round_trip_is_exact(tmp_path, gradient):
     assert img.original_mode == "RGB"
     np.testing.assert_array_equal(img.pixels, gradient)
     assert not img.pixels.flags.writeable
+
+
+def test_fast_png_is_exact_and_readable_by_pillow(gradient):
+    noisy = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for pixels in (gradient, noisy, np.zeros((1, 1, 3), np.uint8)):
+        data = encode_png_fast(pixels)
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # checks every chunk's CRC and the zlib stream's checksum
+            assert img.format == "PNG" and img.mode == "RGB"
+            np.testing.assert_array_equal(np.asarray(img), pixels)
+
+
+def test_fast_png_of_a_smooth_picture_is_compressed(gradient):
+    assert len(encode_png_fast(gradient)) < gradient.nbytes / 2
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)],
+)
+def test_fast_png_refuses_what_is_not_an_rgb_picture(pixels):
+    with pytest.raises(InputError):
+        encode_png_fast(pixels)
 
 
 def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):

@@ -7,8 +7,10 @@ target ref), an unrelated photo not; a tiny-ldm pipeline signing its outputs.
 
 from __future__ import annotations
 
+import io
 import json
 
+import c2pa
 import httpx
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from PIL import Image
 
 import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
 from photoimmune.cli import main
+from photoimmune.diffusers_plugin.outputs import sign_outputs
 from photoimmune.registry import local_registry
 from photoimmune.resolver import (
     ManifestStore,
@@ -26,9 +29,11 @@ from photoimmune.resolver import (
     create_app,
     recover,
 )
-from photoimmune.sdk.codec import decode_image, encode_image
+from photoimmune.resolver.client import CLOSE_SIMILARITY, closeness, similarity
+from photoimmune.sdk.codec import decode_image, encode_image, encode_png_fast
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.manifest import (
+    ACTIONS_LABEL,
     EDITED_WITH_AI,
     GENERATED,
     read_manifest,
@@ -36,7 +41,7 @@ from photoimmune.sdk.manifest import (
     sign_pixels,
 )
 from photoimmune.sdk.models import load_pipeline
-from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.samples import sample_dir, sample_pixels
 from photoimmune.sdk.softbinding import REGIONS
 
 from .helpers import LoopbackServer, edit, protection
@@ -121,6 +126,41 @@ def test_a_recovery_counts_only_when_trusted_and_close(resolver, signed, tmp_pat
     assert untrusted.manifest.verdict == "untrusted"
 
 
+def _dark_photo(name: str, top: int, left: int) -> np.ndarray:
+    """A 256x256 crop of a dark sample photo, "immunized" with ±8/255 noise."""
+    pixels = np.asarray(Image.open(sample_dir() / name).convert("RGB"))[top:, left:][:256, :256]
+    noise = np.random.default_rng(0).integers(-8, 9, pixels.shape)
+    return np.clip(pixels + noise, 0, 255).astype(np.uint8)
+
+
+def _laundered(pixels: np.ndarray) -> np.ndarray:
+    """A platform's copy: 10 % cropped off, halved, JPEG quality 75."""
+    h, w = pixels.shape[:2]
+    crop = Image.fromarray(pixels[h // 20 : h // 20 + h * 9 // 10, w // 20 : w // 20 + w * 9 // 10])
+    buf = io.BytesIO()
+    crop.resize((crop.width // 2, crop.height // 2), Image.Resampling.BICUBIC).save(
+        buf, "JPEG", quality=75
+    )
+    return decode_image(buf.getvalue()).pixels
+
+
+def test_the_pixel_check_tells_dark_photos_apart():
+    hubble = _dark_photo("hubble_deep_field.jpg", 100, 100)
+    elsewhere = _dark_photo("hubble_deep_field.jpg", 500, 700)  # same sky, other galaxies
+    retina = _dark_photo("retina.jpg", 20, 20)
+    assert max(hubble.mean(), elsewhere.mean(), retina.mean()) < 30  # all nearly black
+    for signed in (hubble, retina):
+        assert closeness(_laundered(signed), signed, REGIONS) >= CLOSE_SIMILARITY
+    for copy, signed in ((elsewhere, hubble), (retina, hubble), (hubble, retina)):
+        assert closeness(_laundered(copy), signed, REGIONS) < CLOSE_SIMILARITY
+
+
+def test_similarity_is_zero_for_a_flat_picture():
+    flat = np.full((40, 40, 3), 7, np.uint8)
+    noise = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert similarity(flat, noise) == 0.0 and similarity(flat, flat) == 0.0
+
+
 def test_the_resolver_answers_bad_requests_with_4xx_json(resolver):
     with httpx.Client(base_url=resolver) as http:
         for path, params, status in [
@@ -161,15 +201,39 @@ def test_the_store_runs_on_postgres(fresh_postgres_url, signed):
 
 def test_outputs_are_signed_as_the_models_work(keys):
     source = sign_pixels(sample_pixels("chelsea.png", 32), [protection()], keys.signer())
-    output = encode_image(sample_pixels("coffee.png", 32), "PNG")
+    output = encode_png_fast(sample_pixels("coffee.png", 32))
     ca = keys.trust_anchor_pem()
-    created = read_manifest(sign_output(output, keys.signer("vendor"), model=V1), trust=ca)
-    assert created.digital_source_type == GENERATED and created.validation_state == "Trusted"
-    edited = read_manifest(
-        sign_output(output, keys.signer("vendor"), model=V1, ingredient=source), trust=ca
-    )
-    assert edited.digital_source_type == EDITED_WITH_AI
-    assert edited.protected_against == (V1,)  # the input's chain is kept
+    created = sign_output(output, keys.signer("vendor"), model=V1)
+    assert created.action == "c2pa.created" and created.digital_source_type == GENERATED
+    report = read_manifest(created.data, trust=ca)
+    assert report.digital_source_type == GENERATED and report.validation_state == "Trusted"
+    edited = sign_output(output, keys.signer("vendor"), model=V1, ingredient=source)
+    assert edited.action == "c2pa.edited" and edited.ingredient_attached
+    report = read_manifest(edited.data, trust=ca)
+    assert report.digital_source_type == edited.digital_source_type == EDITED_WITH_AI
+    assert report.protected_against == (V1,)  # the input's chain is kept
+    assert (decode_image(edited.data).pixels == sample_pixels("coffee.png", 32)).all()
+
+
+def test_an_output_whose_input_cannot_be_attached_reports_created(keys, caplog):
+    broken = encode_image(sample_pixels("chelsea.png", 32), "PNG")[:60]  # PNG magic, no image
+    output = encode_png_fast(sample_pixels("coffee.png", 32))
+    signed = sign_output(output, keys.signer("vendor"), model=V1, ingredient=broken)
+    actions = _actions(signed.data)
+    assert signed.action == "c2pa.created" and not signed.ingredient_attached
+    assert [a["action"] for a in actions] == ["c2pa.created"]
+    assert signed.digital_source_type == EDITED_WITH_AI == actions[0]["digitalSourceType"]
+    pictures = [sample_pixels("coffee.png", 32)]
+    reported = sign_outputs(pictures, [("in.png", broken)], keys.signer("vendor"), V1)
+    assert reported[0].action == "c2pa.created" and reported[0].ingredient is None
+
+
+def _actions(data: bytes) -> list[dict]:
+    """The actions of the active manifest in ``data``, as c2pa reads them."""
+    with c2pa.Reader("image/png", io.BytesIO(data)) as reader:
+        store = json.loads(reader.json())
+    manifest = store["manifests"][store["active_manifest"]]
+    return next(a["data"]["actions"] for a in manifest["assertions"] if a["label"] == ACTIONS_LABEL)
 
 
 @pytest.mark.slow
