@@ -191,7 +191,7 @@ def score_target(
     """
     from datetime import UTC, datetime
 
-    from .evaluate.harness import EvalSettings, evaluate
+    from .evaluate.harness import GAP_METRICS, EvalSettings, evaluate
     from .samples import sample_path
     from .targets import AttackTarget, build_target
 
@@ -215,17 +215,16 @@ def score_target(
         eot=used.eot,
     )
     report = evaluate(sources, settings, target=built, progress=progress)
-    table = {(r.method, r.processing): r.metrics for r in report.rows}
     scores = []
     for kept in report.kept():
-        noise, immunized = table[("noise", kept.processing)], table[(used.method, kept.processing)]
         row: dict[str, Any] = {"processing": kept.processing}
-        for name in ("ssim", "psnr"):
+        for name in GAP_METRICS:
+            fraction = kept.kept[name]
             row |= {
-                f"{name}_noise": _round(noise[name].mean),  # type: ignore[union-attr]
-                f"{name}_immunized": _round(immunized[name].mean),  # type: ignore[union-attr]
+                f"{name}_noise": _round(report.mean("noise", kept.processing, name)),
+                f"{name}_immunized": _round(report.mean(used.method, kept.processing, name)),
                 f"{name}_gap": _round(kept.gap[name]),
-                f"{name}_kept": None if kept.kept[name] is None else _round(kept.kept[name]),
+                f"{name}_kept": None if fraction is None else _round(fraction),
             }
         scores.append(PurifierScore(**row))
     return Scorecard(

@@ -117,6 +117,19 @@ class EvalReport(BaseModel):
     def columns(self) -> list[str]:
         return [*PAIR_METRICS, *SET_METRICS, "clip"]
 
+    def mean(self, method: str, processing: str, metric: str) -> float:
+        """One cell of the table: the mean of ``metric`` (NaN where absent).
+
+        Example:
+            >>> report.mean("encoder", "jpeg75", "ssim")  # doctest: +SKIP
+            0.93
+        """
+        for row in self.rows:
+            if (row.method, row.processing) == (method, processing):
+                stat = row.metrics.get(metric)
+                return math.nan if stat is None else stat.mean
+        return math.nan
+
     def kept(self) -> list[KeptRow]:
         """Per method (noise aside) and processing step: the gap over same-ε noise and the
         fraction of the unprocessed gap kept. Empty without ``noise`` and ``none`` rows.
@@ -125,20 +138,20 @@ class EvalReport(BaseModel):
             >>> [(k.processing, round(k.kept["ssim"], 2)) for k in report.kept()]  # doctest: +SKIP
             [('none', 1.0), ('jpeg75', 0.98), ('upscale', 0.71)]
         """
-        table = {(r.method, r.processing): r.metrics for r in self.rows}
+        order = [(r.method, r.processing) for r in self.rows]
+        present = set(order)
         out = []
-        for (method, processing), metrics in table.items():
-            noise, plain, noise_plain = (
-                table.get(("noise", processing)),
-                table.get((method, "none")),
-                table.get(("noise", "none")),
-            )
-            if method == "noise" or noise is None or plain is None or noise_plain is None:
+        for method, processing in order:
+            needed = {("noise", processing), (method, "none"), ("noise", "none")}
+            if method == "noise" or not needed <= present:
                 continue
-            gap, kept = {}, {}
+            gap: dict[str, float] = {}
+            kept: dict[str, float | None] = {}
             for name in GAP_METRICS:
-                gap[name] = _mean(noise, name) - _mean(metrics, name)
-                before = _mean(noise_plain, name) - _mean(plain, name)
+                gap[name] = self.mean("noise", processing, name) - self.mean(
+                    method, processing, name
+                )
+                before = self.mean("noise", "none", name) - self.mean(method, "none", name)
                 kept[name] = gap[name] / before if before > 0 else None
             out.append(KeptRow(method=method, processing=processing, gap=gap, kept=kept))
         return out
@@ -164,11 +177,6 @@ class EvalReport(BaseModel):
                 if kept is not None:
                     lines.append(f"{k.method},{k.processing},{name}_kept,{kept:.6g},")
         return "\n".join(lines) + "\n"
-
-
-def _mean(metrics: dict[str, Stat | None], name: str) -> float:
-    stat = metrics.get(name)
-    return math.nan if stat is None else stat.mean
 
 
 def _stat(values: list[float]) -> Stat:
@@ -283,7 +291,8 @@ def evaluate(
     reference = [[edit(px, p) for p in s.prompts] for px in images]
     flat_reference = [e for edits in reference for e in edits]
     reference_features = features(flat_reference) if features else None
-    rows, treated_by, plain_edits, seconds = [], {}, {}, {}
+    rows, treated_by, plain_edits = [], {}, {}
+    seconds: dict[str, float] = {}
     for method in s.methods:
         say(f"{method}: treating {len(images)} photo(s)")
         started = time.perf_counter()
