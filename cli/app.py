@@ -178,7 +178,12 @@ def immunize_command(
     recipe: Annotated[
         str, typer.Option(help="Target image: gray (PhotoGuard) or checker.")
     ] = "gray",
-    eot: Annotated[bool, typer.Option(help="Make it survive JPEG/resize/blur (slower).")] = False,
+    eot: Annotated[
+        bool,
+        typer.Option(
+            help="Harden it against JPEG, resize, blur, noise and noisy upscaling (2x time)."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
     sign: Annotated[
         bool, typer.Option(help="Embed a signed C2PA manifest saying what the image resists.")
