@@ -91,6 +91,13 @@ def test_a_published_scorecard_is_signed_verified_and_shown(tmp_path, scored, ca
     (folder / SCORECARD_NAME).write_bytes(other.to_json())
     with pytest.raises(ReleaseRejectedError, match="measure it again"):
         publish(registry, "acme", folder, [acme])
+    # Published again without a card, the release no longer lists the old one.
+    (folder / SCORECARD_NAME).unlink()
+    publish(registry, "acme", folder, [acme])
+    client = RegistryClient(
+        tmp_path / "reg", trusted_root=paths.trusted_root, cache_dir=tmp_path / "cache2"
+    )
+    assert client.scorecard("acme/quick@1") is None
 
 
 def test_the_registry_refuses_a_signed_card_of_another_target(tmp_path, scored):
@@ -113,12 +120,17 @@ def test_the_registry_refuses_a_signed_card_of_another_target(tmp_path, scored):
         registry.publish("acme", tm.sign(md, [acme]), files)
 
 
-def test_bundled_releases_ship_scorecards_of_their_targets():
+def test_bundled_releases_ship_scorecards_of_their_targets(tmp_path):
+    from photoimmune.registry.admin import local_registry
+
     for model in bundled_models():
         digest = build_target(model.name).digest
         card = parse_scorecard(bundled_scorecard(model.name), digest=digest)
         assert card.protocol == PROTOCOL
         assert [r.processing for r in card.scores] == list(PROTOCOL.processing)
+    client = local_registry(tmp_path / "reg", ["tiny-ldm@2"])
+    card = client.scorecard("photoimmune/tiny-ldm@2")
+    assert card is not None and card.target_digest == build_target("tiny-ldm@2").digest
 
 
 def test_targets_score_cli(tmp_path, tiny_models, monkeypatch, capsys):
