@@ -45,6 +45,7 @@ from .evaluate import eval_command
 from .manifests import manifests_app
 from .model import model_app
 from .registry import registry_app, targets_app
+from .scorecard import score_command
 from .service import service_app
 
 app = typer.Typer(
@@ -58,6 +59,7 @@ app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(registry_app, name="registry")
 app.add_typer(targets_app, name="targets")
+targets_app.command("score")(score_command)
 app.add_typer(service_app, name="service")
 app.command("eval")(eval_command)
 app.add_typer(catalog_app, name="catalog")
@@ -176,7 +178,12 @@ def immunize_command(
     recipe: Annotated[
         str, typer.Option(help="Target image: gray (PhotoGuard) or checker.")
     ] = "gray",
-    eot: Annotated[bool, typer.Option(help="Make it survive JPEG/resize/blur (slower).")] = False,
+    eot: Annotated[
+        bool,
+        typer.Option(
+            help="Harden it against JPEG, resize, blur, noise and noisy upscaling (2x time)."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
     sign: Annotated[
         bool, typer.Option(help="Embed a signed C2PA manifest saying what the image resists.")

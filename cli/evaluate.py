@@ -17,6 +17,18 @@ from .common import console, print_wide, progress_bar, quiet_libraries
 #: What ``photoimmune.sdk.evaluate`` offers (its harness imports torch; a test keeps these equal).
 EVAL_METHODS = ("noise", "encoder", "diffusion")
 EDITS = ("img2img", "inpaint")
+EVAL_PROCESSING = (
+    "none",
+    "jpeg95",
+    "jpeg75",
+    "jpeg50",
+    "resize0.5",
+    "blur1",
+    "gauss",
+    "upscale",
+    "diffpure",
+    "impress",
+)
 
 
 def eval_command(
@@ -39,9 +51,28 @@ def eval_command(
     methods: Annotated[str, typer.Option(help="Comma-separated: noise,encoder,diffusion.")] = (
         "noise,encoder,diffusion"
     ),
+    processing: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated processing before each edit: none, jpeg95, jpeg75, jpeg50, "
+            "resize0.5, blur1, gauss, upscale, diffpure, impress (docs/evaluation.md). "
+            "Overrides --robustness."
+        ),
+    ] = None,
     robustness: Annotated[
-        bool, typer.Option(help="Also edit after JPEG 95/75/50, resize and blur.")
+        bool,
+        typer.Option(
+            help="Shorthand for --processing with every step (common processing and "
+            "purifiers); --no-robustness: none only."
+        ),
     ] = True,
+    eot: Annotated[
+        bool,
+        typer.Option(
+            help="Immunize with EOT (expectation over JPEG, resize, blur, noise and noisy "
+            "upscaling): the hardened protection."
+        ),
+    ] = False,
     size: Annotated[
         int, typer.Option(min=64, help="Photos are centre-cropped to this square.")
     ] = 128,
@@ -61,11 +92,10 @@ def eval_command(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Edit clean and immunized photos; report SSIM, PSNR, VIFp, FSIM (FID, P/R, CLIP)."""
-    _check_options(model, edit, eps, methods, out, csv, features, clip)
+    _check_options(model, edit, eps, methods, processing, out, csv, features, clip)
     from pydantic import ValidationError
 
     from photoimmune.sdk.evaluate.harness import EvalSettings, evaluate
-    from photoimmune.sdk.evaluate.processing import PROCESSING
     from photoimmune.sdk.io import atomic_write_bytes
     from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS
     from photoimmune.sdk.samples import sample_path
@@ -85,7 +115,8 @@ def eval_command(
             steps=steps,
             diffusion_steps=diffusion_steps,
             methods=tuple(m.strip() for m in methods.split(",")),  # type: ignore[misc]  # ditto
-            processing=tuple(PROCESSING) if robustness else ("none",),
+            processing=_processing(processing, robustness),  # type: ignore[arg-type]  # ditto
+            eot=eot,
             features=str(features) if features else None,
             features_arch=features_arch,
             clip=str(clip) if clip else None,
@@ -133,7 +164,36 @@ def eval_command(
         console.print(
             f"CLIP similarity of the clean photos' edits: {report.reference_clip.mean:.2f}"
         )
+    _print_kept(report)
+    seconds = ", ".join(f"{m} {t:.1f} s" for m, t in report.treat_seconds.items())
+    console.print(f"treating took: {seconds}{' (EOT)' if settings.eot else ''}")
     console.print(f"pictures: {', '.join(report.grids)}, {report.chart}")
+
+
+def _processing(processing: str | None, robustness: bool) -> tuple[str, ...]:
+    if processing is not None:
+        return tuple(p.strip() for p in processing.split(","))
+    return EVAL_PROCESSING if robustness else ("none",)
+
+
+def _print_kept(report) -> None:
+    """The gap over same-ε noise per processing step, and the fraction of it kept."""
+    kept = report.kept()
+    if not kept:
+        return
+    table = Table(
+        title="protection kept: gap over same-ε noise after each processing step "
+        "(noise's similarity - the method's) / the gap without processing"
+    )
+    for column in ("method", "processing", "SSIM gap", "SSIM kept", "PSNR gap", "PSNR kept"):
+        table.add_column(column)
+    for k in kept:
+        cells = []
+        for name in ("ssim", "psnr"):
+            fraction = k.kept[name]
+            cells += [f"{k.gap[name]:.3f}", "-" if fraction is None else f"{fraction:.0%}"]
+        table.add_row(k.method, k.processing, *cells)
+    print_wide(table)
 
 
 def _check_options(
@@ -141,6 +201,7 @@ def _check_options(
     edit: str,
     eps: str,
     methods: str,
+    processing: str | None,
     out: Path,
     csv: Path | None,
     features: Path | None,
@@ -153,6 +214,8 @@ def _check_options(
     checks.budget(eps)
     for method in methods.split(","):
         checks.one_of(method.strip(), EVAL_METHODS, "--methods")
+    for step in (processing or "none").split(","):
+        checks.one_of(step.strip(), EVAL_PROCESSING, "--processing")
     checks.output_folder(out, "--out")
     if csv is not None:
         checks.output_file(csv, "--csv", overwrite=True)

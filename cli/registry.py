@@ -168,13 +168,21 @@ def show(
         bool, typer.Option("--json", help="One line of JSON (default: indented, coloured).")
     ] = False,
 ) -> None:
-    """Print one release's descriptor (downloaded and verified, tensors included)."""
+    """Print one release's descriptor (downloaded and verified, tensors included) and its
+    scorecard, when the vendor published one (docs/vendor-guide.md: reading a scorecard)."""
     from photoimmune.registry.client import connect
 
     client = connect(registry, root)
     ref = ref if "@" in ref else str(client.latest(ref))
     target = client.get(ref)
-    record = json.dumps({"digest": target.digest, **target.model_dump(mode="json")})
+    card = client.scorecard(ref)
+    record = json.dumps(
+        {
+            "digest": target.digest,
+            **target.model_dump(mode="json"),
+            "scorecard": None if card is None else card.model_dump(mode="json"),
+        }
+    )
     if as_json:
         typer.echo(record)
     else:

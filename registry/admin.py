@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -29,6 +30,7 @@ import httpx
 from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root
 
+from photoimmune.sdk.scorecard import SCORECARD_NAME
 from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
 
 from . import metadata as tm
@@ -36,6 +38,8 @@ from .client import RegistryClient
 from .errors import RegistryUnavailableError, ReleaseRejectedError
 from .keys import write_key
 from .service import RegistryPaths, RegistryService
+
+logger = logging.getLogger(__name__)
 
 
 class Registry(Protocol):
@@ -245,7 +249,8 @@ def add_vendor(
 def publish(registry: Registry, vendor: str, target_dir: Path, signers: Sequence[Signer]) -> int:
     """Add the target in ``target_dir`` (from ``targets build``) to ``vendor``'s role, sign, upload.
 
-    Returns the vendor role's new version.
+    A ``scorecard.json`` in ``target_dir`` (from ``targets score``) is published and
+    signed with the release. Returns the vendor role's new version.
     """
     target = load_target(target_dir)
     if target.ref.vendor != vendor:
@@ -255,12 +260,18 @@ def publish(registry: Registry, vendor: str, target_dir: Path, signers: Sequence
         )
     descriptor = (target_dir / DESCRIPTOR_NAME).read_bytes()
     tensors = (target_dir / target.tensors.path).read_bytes()
+    card_file = target_dir / SCORECARD_NAME
+    scorecard = card_file.read_bytes() if card_file.is_file() else None
     current = registry.current(vendor)
-    md = tm.vendor_release(current, descriptor, tensors, tm.LIFETIMES["vendor"])
+    md = tm.vendor_release(
+        current, descriptor, tensors, tm.LIFETIMES["vendor"], scorecard=scorecard
+    )
     files = {
         f"{tm.release_dir(target.ref)}/{DESCRIPTOR_NAME}": descriptor,
         f"{tm.release_dir(target.ref)}/{target.tensors.path}": tensors,
     }
+    if scorecard is not None:
+        files[f"{tm.release_dir(target.ref)}/{SCORECARD_NAME}"] = scorecard
     return registry.publish(vendor, tm.sign(md, signers), files)
 
 
@@ -295,7 +306,9 @@ def local_registry(folder: Path, models: list[str]) -> RegistryClient:
         >>> client.get("photoimmune/tiny-ldm@1").ref.version  # doctest: +SKIP
         '1'
     """
+    from photoimmune.sdk.io import atomic_write_bytes
     from photoimmune.sdk.models.bundled import VENDOR
+    from photoimmune.sdk.scorecard import ScorecardError, bundled_scorecard, parse_scorecard
     from photoimmune.sdk.targets import build_target, save_target
 
     from .keys import load_signer
@@ -318,6 +331,13 @@ def local_registry(folder: Path, models: list[str]) -> RegistryClient:
         target = build_target(model)
         release = folder / "releases" / str(target.ref).replace("/", "_")
         save_target(target, release)
+        card = bundled_scorecard(model)
+        try:
+            if card is not None:  # measured once and committed: scoring takes minutes
+                parse_scorecard(card, digest=target.digest)
+                atomic_write_bytes(release / SCORECARD_NAME, card, overwrite=True)
+        except ScorecardError as exc:  # e.g. this machine's z_target differs in its last bits
+            logger.warning("%s: bundled scorecard not published: %s", model, exc)
         publish(registry, VENDOR, release, [load_signer(vendor_key)])
     # A new client: one client answers from the snapshot of its one refresh.
     return RegistryClient(folder, trusted_root=paths.trusted_root, cache_dir=folder / "cache")

@@ -56,6 +56,7 @@ from tuf.api.metadata import Metadata, Root, Signed, Snapshot, Targets, Timestam
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from photoimmune.sdk.refs import ModelRef
+from photoimmune.sdk.scorecard import SCORECARD_NAME, Scorecard, ScorecardError, parse_scorecard
 from photoimmune.sdk.targets import (
     DESCRIPTOR_NAME,
     AttackTarget,
@@ -458,6 +459,29 @@ class RegistryClient:
             )
         attach_bundled(result)
         return result
+
+    @_query
+    def scorecard(self, ref: ModelRef | str) -> Scorecard | None:
+        """The release's signed scorecard (:mod:`photoimmune.sdk.scorecard`), verified to
+        measure its target; None when the vendor published none.
+
+        Example:
+            >>> card = client.scorecard("photoimmune/tiny-ldm@2")  # doctest: +SKIP
+            >>> card.score("jpeg75").ssim_kept  # doctest: +SKIP
+            0.98
+        """
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        descriptor = self._targetinfo(f"{release_dir(ref)}/{DESCRIPTOR_NAME}")
+        info = self._targetinfo(f"{release_dir(ref)}/{SCORECARD_NAME}")
+        target = None if descriptor is None else descriptor_of(descriptor)
+        if info is None or target is None:
+            return None
+        try:
+            return parse_scorecard(self._download(info), digest=target.digest)
+        except ScorecardError as exc:
+            raise errors.TamperedTargetError(
+                f"{ref}: its signed scorecard is not this release's: {exc}"
+            ) from None
 
     @_query
     def identify(self, fingerprints: WeightFingerprints) -> ModelRef | None:

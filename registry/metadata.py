@@ -5,7 +5,8 @@ Layout of the repository (consistent snapshots on):
 * ``root``: keys and thresholds of the four top-level roles;
 * ``targets``: no targets of its own; delegates ``<vendor>/*/*/*`` to each vendor's role;
 * ``<vendor>``: one target pair per release, ``<vendor>/<model>/<version>/target.json``
-  (carrying the descriptor in its ``custom`` field) and the tensor file beside it;
+  (carrying the descriptor in its ``custom`` field) and the tensor file beside it,
+  optionally with the release's ``scorecard.json`` (:mod:`photoimmune.sdk.scorecard`);
 * ``snapshot``: the version, length and hash of ``targets`` and every vendor role;
 * ``timestamp``: the version, length and hash of ``snapshot``.
 
@@ -42,6 +43,7 @@ from photoimmune.sdk.descriptor import (
     parse_descriptor,
 )
 from photoimmune.sdk.refs import ModelRef
+from photoimmune.sdk.scorecard import SCORECARD_NAME, ScorecardError, parse_scorecard
 
 from .errors import InvalidNameError, ReleaseRejectedError
 
@@ -145,9 +147,17 @@ def delegate_vendor(targets: Targets, vendor: str, keys: list[Key], threshold: i
 
 
 def vendor_release(
-    current: Metadata[Targets] | None, target_json: bytes, tensors: bytes, lifetime: timedelta
+    current: Metadata[Targets] | None,
+    target_json: bytes,
+    tensors: bytes,
+    lifetime: timedelta,
+    *,
+    scorecard: bytes | None = None,
 ) -> Metadata[Targets]:
     """The vendor role's next version with one release added (or replaced); unsigned.
+
+    ``scorecard`` (the release's ``scorecard.json``, checked to measure this target) is
+    listed beside the descriptor; a replaced release without one loses its old card.
 
     Example:
         >>> md = vendor_release(None, descriptor, tensors, LIFETIMES["vendor"])  # doctest: +SKIP
@@ -165,6 +175,14 @@ def vendor_release(
     tensor_file = TargetFile.from_data(f"{base}/{target.tensors.path}", tensors, ["sha256"])
     signed.targets[descriptor.path] = descriptor
     signed.targets[tensor_file.path] = tensor_file
+    card_path = f"{base}/{SCORECARD_NAME}"
+    signed.targets.pop(card_path, None)
+    if scorecard is not None:
+        try:
+            parse_scorecard(scorecard, digest=target.digest)
+        except ScorecardError as exc:
+            raise ReleaseRejectedError(f"{card_path}: {exc}") from None
+        signed.targets[card_path] = TargetFile.from_data(card_path, scorecard, ["sha256"])
     return md
 
 
@@ -219,6 +237,20 @@ def check_descriptor(vendor: str, info: TargetFile, contents: dict[str, bytes]) 
         raise ReleaseRejectedError(
             f"{info.path}: describes {uploaded.ref}, which does not live at this path"
         )
+
+
+def check_scorecard(info: TargetFile, contents: dict[str, bytes]) -> None:
+    """A ``scorecard.json`` entry must be a scorecard of the target listed beside it."""
+    if not info.path.endswith(f"/{SCORECARD_NAME}"):
+        return
+    descriptor = f"{info.path.rpartition('/')[0]}/{DESCRIPTOR_NAME}"
+    if descriptor not in contents:
+        raise ReleaseRejectedError(f"{info.path}: no {DESCRIPTOR_NAME} beside it to score")
+    try:
+        target = AttackTarget.model_validate_json(contents[descriptor])
+        parse_scorecard(contents[info.path], digest=target.digest)
+    except (ValueError, ScorecardError) as exc:
+        raise ReleaseRejectedError(f"{info.path}: {exc}") from None
 
 
 def check_signed_by(delegator: Root | Targets, role: str, md: Metadata) -> None:

@@ -228,6 +228,7 @@ class RegistryService:
                     contents[path] = stored
             for info in signed.targets.values():
                 tm.check_descriptor(vendor, info, contents)
+                tm.check_scorecard(info, contents)
             uploaded = {
                 signed.targets[path].hashes["sha256"]: len(blob) for path, blob in files.items()
             }

@@ -193,8 +193,10 @@ def immunize(
         weights: one weight per target in an ensemble's loss. Default: None, equal.
         mask: ``(H, W)`` array, nonzero where pixels may change (e.g. the region an
             inpainting edit keeps); the same mask for every image. Default: None, all.
-        eot: average gradients over random JPEG/resize/blur for robustness.
-            Default: False.
+        eot: average gradients over two random draws of JPEG, resize, blur, noise or noisy
+            upscaling per step (:func:`~photoimmune.sdk.attacks.transforms.default_eot`):
+            hardened against those purifiers, at twice the time. Default: False (see
+            docs/evaluation.md, "Purifiers", for why).
         prompt: the diffusion attack's prompt. Default: ``""``, PhotoGuard's.
         device: where the attack runs. Default: ``"cpu"``.
         autocast: e.g. ``torch.bfloat16`` to run the model under autocast.

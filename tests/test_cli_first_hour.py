@@ -129,8 +129,9 @@ def test_option_checks_name_the_option_and_the_choices():
 
 def test_the_torch_free_choices_match_the_library():
     # The checks keep their own copies so as not to import torch: they must not drift.
-    from photoimmune.cli.evaluate import EDITS, EVAL_METHODS
+    from photoimmune.cli.evaluate import EDITS, EVAL_METHODS, EVAL_PROCESSING
     from photoimmune.sdk.evaluate.harness import METHODS, EvalSettings
+    from photoimmune.sdk.evaluate.processing import PROCESSING_NAMES
     from photoimmune.sdk.immunization import Method
     from photoimmune.sdk.targets import Recipe
 
@@ -138,6 +139,7 @@ def test_the_torch_free_choices_match_the_library():
     # "image" is what --target-image sets, never a --recipe of its own.
     assert typing.get_args(Recipe) == (*checks.RECIPES, "image")
     assert EVAL_METHODS == METHODS
+    assert EVAL_PROCESSING == PROCESSING_NAMES
     assert typing.get_args(EvalSettings.model_fields["edit"].annotation) == EDITS
 
 

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
     from .precision import PrecisionWarning, bf16_is_native, fast_dtype
     from .sizing import working_size
-    from .transforms import JpegApprox, RandomBlur, RandomChoice, RandomResize, default_eot
+    from .transforms import (
+        JpegApprox,
+        NoisyUpscale,
+        RandomBlur,
+        RandomChoice,
+        RandomNoise,
+        RandomResize,
+        default_eot,
+    )
 
 # Imported on first use: they pull in torch. Budgets stay torch-free, so the CLI can
 # check --eps before it pays seconds for torch.
@@ -42,6 +50,8 @@ _LAZY = {
     "fast_dtype": "precision",
     "working_size": "sizing",
     "JpegApprox": "transforms",
+    "NoisyUpscale": "transforms",
+    "RandomNoise": "transforms",
     "RandomBlur": "transforms",
     "RandomChoice": "transforms",
     "RandomResize": "transforms",
@@ -56,11 +66,13 @@ __all__ = [
     "EncoderAttack",
     "Ensemble",
     "JpegApprox",
+    "NoisyUpscale",
     "PGDConfig",
     "PGDResult",
     "PrecisionWarning",
     "RandomBlur",
     "RandomChoice",
+    "RandomNoise",
     "RandomResize",
     "VAEEncoder",
     "bf16_is_native",

@@ -1,10 +1,18 @@
 """Differentiable random transforms for EOT (expectation over transformation).
 
 A perturbation that only works on the exact pixels is fragile: a re-save as
-JPEG, a resize or a blur can wash it out. With EOT the attack averages its
+JPEG, a resize or a blur can wash it out, and so can the purifiers of
+:mod:`photoimmune.sdk.evaluate.purifiers`. With EOT the attack averages its
 gradient over random draws of such transforms, so the δ it finds survives them.
 Every transform maps an ``(N, 3, H, W)`` tensor in [0, 1] to the same shape and
 is differentiable (JPEG's rounding uses a straight-through estimator).
+
+What covers which purifier: :class:`JpegApprox` JPEG, :class:`RandomResize`
+resizing, :class:`RandomBlur` blur, :class:`RandomNoise` Gaussian noise and
+:class:`NoisyUpscale` noisy upscaling (bicubic here, Lanczos in the purifier:
+close, and bicubic is differentiable in torch). DiffPure and IMPRESS run the
+model's denoiser or an optimisation of their own; differentiating through them
+at every PGD step would cost more than the attack, so EOT does not cover them.
 """
 
 from __future__ import annotations
@@ -57,6 +65,32 @@ class RandomBlur:
         padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
         out = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
         return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+class RandomNoise:
+    """Gaussian noise with a random standard deviation in ``[0, max_sigma]``."""
+
+    def __init__(self, max_sigma: float = 0.03) -> None:
+        self.max_sigma = max_sigma
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        sigma = _uniform(gen, 0.0, self.max_sigma)
+        return x + sigma * torch.randn(x.shape, generator=gen).to(x)
+
+
+class NoisyUpscale:
+    """Noisy upscaling: Gaussian noise (standard deviation up to ``sigma``), down by
+    ``factor``, back up (bicubic)."""
+
+    def __init__(self, sigma: float = 0.05, factor: float = 0.5) -> None:
+        self.noise = RandomNoise(sigma)
+        self.factor = factor
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        small = (max(8, round(h * self.factor)), max(8, round(w * self.factor)))
+        down = F.interpolate(self.noise(x, gen), size=small, mode="bicubic", antialias=True)
+        return F.interpolate(down, size=(h, w), mode="bicubic", align_corners=False)
 
 
 # The JPEG standard's luminance and chrominance quantisation tables (Annex K).
@@ -144,5 +178,12 @@ class RandomChoice:
 
 
 def default_eot() -> RandomChoice:
-    """JPEG (quality 50-95), resize (down to 50%) and blur (sigma up to 1), or nothing."""
-    return RandomChoice([JpegApprox(), RandomResize(), RandomBlur()])
+    """JPEG (quality 50-95), resize (down to 50%), blur (sigma up to 1), Gaussian noise
+    (sigma up to 0.03) or noisy upscaling (noise up to 0.05, half size and back), or nothing.
+
+    Example:
+        >>> x = torch.full((1, 3, 16, 16), 0.5)
+        >>> default_eot()(x, torch.Generator().manual_seed(0)).shape
+        torch.Size([1, 3, 16, 16])
+    """
+    return RandomChoice([JpegApprox(), RandomResize(), RandomBlur(), RandomNoise(), NoisyUpscale()])

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         EvalReport,
         EvalRow,
         EvalSettings,
+        KeptRow,
         Stat,
         evaluate,
         same_eps_noise,
@@ -35,13 +36,14 @@ if TYPE_CHECKING:
         edit_similarity,
         pair_metrics,
     )
-    from .processing import PROCESSING
+    from .processing import PROCESSING, PROCESSING_NAMES, processing_steps
 
 _LAZY = {
     "METHODS": "harness",
     "EvalReport": "harness",
     "EvalRow": "harness",
     "EvalSettings": "harness",
+    "KeptRow": "harness",
     "Stat": "harness",
     "evaluate": "harness",
     "treat": "harness",
@@ -53,6 +55,8 @@ _LAZY = {
     "edit_similarity": "metrics",
     "pair_metrics": "metrics",
     "PROCESSING": "processing",
+    "PROCESSING_NAMES": "processing",
+    "processing_steps": "processing",
 }
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
@@ -61,16 +65,19 @@ __all__ = [
     "METHODS",
     "PAIR_METRICS",
     "PROCESSING",
+    "PROCESSING_NAMES",
     "SET_METRICS",
     "ClipScorer",
     "EvalReport",
     "EvalRow",
     "EvalSettings",
     "FeatureExtractor",
+    "KeptRow",
     "Stat",
     "edit_similarity",
     "evaluate",
     "pair_metrics",
+    "processing_steps",
     "same_eps_noise",
     "treat",
 ]

@@ -3,16 +3,19 @@
 For each photo and prompt, the model edits the clean photo (the reference) and
 the photo treated by each method: random noise of the same ε (the baseline),
 the encoder attack, the diffusion attack. Each treated photo is also edited
-after common processing (JPEG, resize, blur: :mod:`.processing`), to show how
-much protection survives it. Edits are compared with the reference edit (lower
-similarity = the edit was disrupted more) and summarised as mean ± standard
-deviation over photos and prompts, as in the paper.
+after common processing (JPEG, resize, blur) and after purifiers (noise, noisy
+upscaling, DiffPure, IMPRESS: :mod:`.processing`), to show how much protection
+survives them. Edits are compared with the reference edit (lower similarity =
+the edit was disrupted more) and summarised as mean ± standard deviation over
+photos and prompts, as in the paper. :meth:`EvalReport.kept` turns the table into
+the gap over same-ε noise per processing step and the fraction of it kept.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -31,7 +34,7 @@ from .metrics import (
     pair_metrics,
     set_metrics,
 )
-from .processing import PROCESSING, ProcessingName
+from .processing import PROCESSING_NAMES, ProcessingName, processing_steps
 
 Method = Literal["noise", "encoder", "diffusion"]
 METHODS: tuple[Method, ...] = ("noise", "encoder", "diffusion")
@@ -57,7 +60,10 @@ class EvalSettings(BaseModel):
     steps: int = Field(default=100, ge=0, description="encoder attack iterations")
     diffusion_steps: int = Field(default=20, ge=0)
     methods: tuple[Method, ...] = Field(default=METHODS, min_length=1)
-    processing: tuple[ProcessingName, ...] = Field(default=tuple(PROCESSING), min_length=1)
+    processing: tuple[ProcessingName, ...] = Field(default=PROCESSING_NAMES, min_length=1)
+    eot: bool = Field(
+        default=False, description="immunize with EOT over the differentiable purifiers"
+    )
     features: str | None = Field(default=None, description="torchvision weights for FID/PR")
     features_arch: str = "inception_v3"
     clip: str | None = Field(default=None, description="local CLIP folder for CLIP similarity")
@@ -76,6 +82,21 @@ class EvalRow(BaseModel):
     metrics: dict[str, Stat | None]
 
 
+#: The metrics whose gap over noise :meth:`EvalReport.kept` reports.
+GAP_METRICS = ("ssim", "psnr")
+
+
+class KeptRow(BaseModel):
+    """How much protection one processing step leaves: per metric of :data:`GAP_METRICS`,
+    the gap over same-ε noise (noise's similarity minus the method's, both after this
+    step; larger = more disrupted) and the fraction of the unprocessed gap it keeps."""
+
+    method: str
+    processing: str
+    gap: dict[str, float]
+    kept: dict[str, float | None] = Field(description="None where the unprocessed gap is not > 0")
+
+
 class EvalReport(BaseModel):
     """The table, why columns are absent, and where the pictures went."""
 
@@ -88,13 +109,57 @@ class EvalReport(BaseModel):
     absent: dict[str, str] = Field(default_factory=dict, description="column -> why it is empty")
     grids: list[str] = Field(default_factory=list)
     chart: str | None = None
+    treat_seconds: dict[str, float] = Field(
+        default_factory=dict, description="method -> seconds spent treating all photos"
+    )
 
     @property
     def columns(self) -> list[str]:
         return [*PAIR_METRICS, *SET_METRICS, "clip"]
 
+    def mean(self, method: str, processing: str, metric: str) -> float:
+        """One cell of the table: the mean of ``metric`` (NaN where absent).
+
+        Example:
+            >>> report.mean("encoder", "jpeg75", "ssim")  # doctest: +SKIP
+            0.93
+        """
+        for row in self.rows:
+            if (row.method, row.processing) == (method, processing):
+                stat = row.metrics.get(metric)
+                return math.nan if stat is None else stat.mean
+        return math.nan
+
+    def kept(self) -> list[KeptRow]:
+        """Per method (noise aside) and processing step: the gap over same-ε noise and the
+        fraction of the unprocessed gap kept. Empty without ``noise`` and ``none`` rows.
+
+        Example:
+            >>> [(k.processing, round(k.kept["ssim"], 2)) for k in report.kept()]  # doctest: +SKIP
+            [('none', 1.0), ('jpeg75', 0.98), ('upscale', 0.71)]
+        """
+        order = [(r.method, r.processing) for r in self.rows]
+        present = set(order)
+        out = []
+        for method, processing in order:
+            needed = {("noise", processing), (method, "none"), ("noise", "none")}
+            if method == "noise" or not needed <= present:
+                continue
+            gap: dict[str, float] = {}
+            kept: dict[str, float | None] = {}
+            for name in GAP_METRICS:
+                gap[name] = self.mean("noise", processing, name) - self.mean(
+                    method, processing, name
+                )
+                before = self.mean("noise", "none", name) - self.mean(method, "none", name)
+                kept[name] = gap[name] / before if before > 0 else None
+            out.append(KeptRow(method=method, processing=processing, gap=gap, kept=kept))
+        return out
+
     def to_csv(self) -> str:
-        """One line per method x processing x metric: mean and std."""
+        """One line per method x processing x metric: mean and std; then the gaps over noise
+        and fractions kept (:meth:`kept`) as metrics ``ssim_gap``, ``ssim_kept``... without std.
+        """
         lines = ["method,processing,metric,mean,std"]
         if self.reference_clip is not None:
             clip = self.reference_clip
@@ -105,6 +170,12 @@ class EvalReport(BaseModel):
                 if stat is not None:
                     std = "" if stat.std is None else f"{stat.std:.6g}"
                     lines.append(f"{row.method},{row.processing},{name},{stat.mean:.6g},{std}")
+        for k in self.kept():
+            for name in GAP_METRICS:
+                lines.append(f"{k.method},{k.processing},{name}_gap,{k.gap[name]:.6g},")
+                kept = k.kept[name]
+                if kept is not None:
+                    lines.append(f"{k.method},{k.processing},{name}_kept,{kept:.6g},")
         return "\n".join(lines) + "\n"
 
 
@@ -169,6 +240,7 @@ def treat(
         seed=settings.seed,
         mask=keep,
         prompt=settings.prompts[0] if method == "diffusion" else "",
+        eot=settings.eot,
     )
     return [r.pixels for r in results]
 
@@ -177,10 +249,14 @@ def evaluate(
     photos: Sequence[ImageSource],
     settings: EvalSettings | None = None,
     *,
+    target=None,
     out_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Edit clean and treated photos; return the table (and draw pictures into ``out_dir``).
+
+    ``target`` (an :class:`~photoimmune.sdk.targets.AttackTarget` with weights attached)
+    is what the attacks optimise against; default: the target built from ``settings.model``.
 
     Example:
         >>> report = evaluate(["photo.png"], EvalSettings(steps=50))  # doctest: +SKIP
@@ -195,7 +271,8 @@ def evaluate(
     if out_dir is not None:  # the pictures are drawn last: a file in the way must fail first
         check_output_dir(out_dir, option="out_dir")
     pipe = load_pipeline(s.model, s.edit)
-    target = build_target(s.model)
+    target = target or build_target(s.model)
+    steps = processing_steps(s.processing, s.model, seed=s.seed)
     loaded = [load_image(p) for p in photos]
     names = [image.name for image in loaded]
     images = [square_resize(image.pixels, s.size) for image in loaded]
@@ -215,12 +292,15 @@ def evaluate(
     flat_reference = [e for edits in reference for e in edits]
     reference_features = features(flat_reference) if features else None
     rows, treated_by, plain_edits = [], {}, {}
+    seconds: dict[str, float] = {}
     for method in s.methods:
         say(f"{method}: treating {len(images)} photo(s)")
+        started = time.perf_counter()
         treated_by[method] = treat(method, images, s, target, keep)
+        seconds[method] = time.perf_counter() - started
         for name in s.processing:
             say(f"{method}, {name}: editing")
-            edits = [[edit(PROCESSING[name](t), p) for p in s.prompts] for t in treated_by[method]]
+            edits = [[edit(steps[name](t), p) for p in s.prompts] for t in treated_by[method]]
             if name == "none":
                 plain_edits[method] = edits
             rows.append(
@@ -237,6 +317,7 @@ def evaluate(
         rows=rows,
         reference_clip=reference_clip,
         absent=_absent(s, len(images) * len(s.prompts)),
+        treat_seconds=seconds,
     )
     if out_dir is None:
         return report

@@ -60,7 +60,7 @@ def _eight_bit(x01: torch.Tensor) -> torch.Tensor:
 
 def _processed(x01: torch.Tensor, name: str) -> torch.Tensor:
     """Each image of the batch through a real re-upload step (``PROCESSING[name]``)."""
-    process = PROCESSING[name]  # type: ignore[index]
+    process = PROCESSING[name]
     return pixels_to_tensor([process(np.ascontiguousarray(p)) for p in tensor_to_pixels(x01)])
 
 
