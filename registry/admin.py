@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import tempfile
@@ -38,8 +37,6 @@ from .client import RegistryClient
 from .errors import RegistryUnavailableError, ReleaseRejectedError
 from .keys import write_key
 from .service import RegistryPaths, RegistryService
-
-logger = logging.getLogger(__name__)
 
 
 class Registry(Protocol):
@@ -308,7 +305,7 @@ def local_registry(folder: Path, models: list[str]) -> RegistryClient:
     """
     from photoimmune.sdk.io import atomic_write_bytes
     from photoimmune.sdk.models.bundled import VENDOR
-    from photoimmune.sdk.scorecard import ScorecardError, bundled_scorecard, parse_scorecard
+    from photoimmune.sdk.scorecard import bundled_scorecard
     from photoimmune.sdk.targets import build_target, save_target
 
     from .keys import load_signer
@@ -331,13 +328,9 @@ def local_registry(folder: Path, models: list[str]) -> RegistryClient:
         target = build_target(model)
         release = folder / "releases" / str(target.ref).replace("/", "_")
         save_target(target, release)
-        card = bundled_scorecard(model)
-        try:
-            if card is not None:  # measured once and committed: scoring takes minutes
-                parse_scorecard(card, digest=target.digest)
-                atomic_write_bytes(release / SCORECARD_NAME, card, overwrite=True)
-        except ScorecardError as exc:  # e.g. this machine's z_target differs in its last bits
-            logger.warning("%s: bundled scorecard not published: %s", model, exc)
+        card = bundled_scorecard(target)  # measured once and committed: scoring takes minutes
+        if card is not None:
+            atomic_write_bytes(release / SCORECARD_NAME, card, overwrite=True)
         publish(registry, VENDOR, release, [load_signer(vendor_key)])
     # A new client: one client answers from the snapshot of its one refresh.
     return RegistryClient(folder, trusted_root=paths.trusted_root, cache_dir=folder / "cache")

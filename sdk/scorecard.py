@@ -154,17 +154,32 @@ def parse_scorecard(data: bytes, *, digest: str | None = None) -> Scorecard:
     return card
 
 
-def bundled_scorecard(model: str) -> bytes | None:
-    """The committed scorecard of a bundled model version (``"tiny-ldm@2"``), if any.
+def bundled_scorecard(target: Any) -> bytes | None:
+    """The committed scorecard of a bundled release, bound to ``target`` as built here.
+
+    A target's digest covers its target latent, which the encoder computes, and that
+    latent differs in its last bits between CPUs and even thread counts (measured:
+    AVX-512 against AVX2, and 2 threads against 1, give four digests for tiny-ldm@2).
+    The card measured the same model and recipe, so the bundle, acting as the
+    vendor, binds it to the target this machine built, as it binds its immunizer.
 
     Example:
-        >>> bundled_scorecard("tiny-ldm@2") is not None
+        >>> from photoimmune.sdk.targets import build_target
+        >>> target = build_target("tiny-ldm@2")
+        >>> parse_scorecard(bundled_scorecard(target), digest=target.digest).target == target.ref
         True
     """
-    from .models.bundled import BUNDLED_ROOT
+    from .models.bundled import BUNDLED_ROOT, VENDOR
 
-    path = BUNDLED_ROOT / "scorecards" / f"{model.replace('@', '-')}.json"
-    return path.read_bytes() if path.is_file() else None
+    if target.ref.vendor != VENDOR:
+        return None
+    path = BUNDLED_ROOT / "scorecards" / f"{target.ref.model}-{target.ref.version}.json"
+    if not path.is_file():
+        return None
+    card = parse_scorecard(path.read_bytes())
+    if card.target != target.ref:
+        raise ScorecardError(f"{path.name} measured {card.target}, not {target.ref}")
+    return card.model_copy(update={"target_digest": target.digest}).to_json()
 
 
 def score_target(

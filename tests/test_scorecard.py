@@ -124,8 +124,8 @@ def test_bundled_releases_ship_scorecards_of_their_targets(tmp_path):
     from photoimmune.registry.admin import local_registry
 
     for model in bundled_models():
-        digest = build_target(model.name).digest
-        card = parse_scorecard(bundled_scorecard(model.name), digest=digest)
+        target = build_target(model.name)
+        card = parse_scorecard(bundled_scorecard(target), digest=target.digest)
         assert card.protocol == PROTOCOL
         assert [r.processing for r in card.scores] == list(PROTOCOL.processing)
     client = local_registry(tmp_path / "reg", ["tiny-ldm@2"])
