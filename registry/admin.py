@@ -255,12 +255,15 @@ def publish(registry: Registry, vendor: str, target_dir: Path, signers: Sequence
         )
     descriptor = (target_dir / DESCRIPTOR_NAME).read_bytes()
     tensors = (target_dir / target.tensors.path).read_bytes()
+    immunizer = target._immunizer_weights  # read and checked by load_target
     current = registry.current(vendor)
-    md = tm.vendor_release(current, descriptor, tensors, tm.LIFETIMES["vendor"])
+    md = tm.vendor_release(current, descriptor, tensors, tm.LIFETIMES["vendor"], immunizer)
     files = {
         f"{tm.release_dir(target.ref)}/{DESCRIPTOR_NAME}": descriptor,
         f"{tm.release_dir(target.ref)}/{target.tensors.path}": tensors,
     }
+    if target.immunizer is not None and immunizer is not None:
+        files[f"{tm.release_dir(target.ref)}/{target.immunizer.weights.path}"] = immunizer
     return registry.publish(vendor, tm.sign(md, signers), files)
 
 

@@ -131,10 +131,11 @@ def test_the_torch_free_choices_match_the_library():
     # The checks keep their own copies so as not to import torch: they must not drift.
     from photoimmune.cli.evaluate import EDITS, EVAL_METHODS
     from photoimmune.sdk.evaluate.harness import METHODS, EvalSettings
-    from photoimmune.sdk.immunization import Method
+    from photoimmune.sdk.immunization import ImmunizeMethod, Method
     from photoimmune.sdk.targets import Recipe
 
     assert typing.get_args(Method) == checks.METHODS
+    assert typing.get_args(ImmunizeMethod) == checks.IMMUNIZE_METHODS
     # "image" is what --target-image sets, never a --recipe of its own.
     assert typing.get_args(Recipe) == (*checks.RECIPES, "image")
     assert EVAL_METHODS == METHODS
