@@ -244,19 +244,14 @@ def immunize(
             check_attack_size(image.height, image.width, target.resolution, name=image.name)
 
     # 2. Choose the budget, and whether the immunizers give PGD its start
-    amortized = method == "amortized"
-    attack_method: Method | None = "encoder" if method == "amortized" else method
-    chosen = choose_budget(resolved[0], attack_method, eps, steps)
+    plan = choose_schedule(resolved, method, eps, steps, warm_start=warm_start, norm=norm)
+    chosen, start = plan.budget, plan.warm_start
     budget = parse_budget(chosen.eps, upper=None if norm == "l2" else Fraction(1))
-    start = _use_immunizers(resolved, chosen.method, norm, amortized, warm_start, steps)
-    pgd_steps = chosen.steps
-    if amortized:
-        pgd_steps, pgd = 0, {**pgd, "quant_steps": 0}  # the pass, then rounding only
-    elif start and steps is None:
-        pgd_steps = max(t.immunizer.finish_steps for t in resolved if t.immunizer)
+    if plan.steps == 0:
+        pgd = {**pgd, "quant_steps": 0}  # the pass alone, then rounding only
     eot_options: dict[str, Any] = {"eot": default_eot(), "eot_samples": 2} if eot else {}
     config = PGDConfig(
-        eps=float(budget), steps=pgd_steps, norm=norm, autocast=autocast, **eot_options, **pgd
+        eps=float(budget), steps=plan.steps, norm=norm, autocast=autocast, **eot_options, **pgd
     )
 
     # 3. Build the attack
@@ -282,18 +277,43 @@ def immunize(
     return final[0] if single else final
 
 
-def _use_immunizers(
-    targets: list[AttackTarget],
-    method: Method,
-    norm: str,
-    amortized: bool,
-    warm_start: bool | None,
-    steps: int | None,
-) -> bool:
-    """Whether the targets' one-pass immunizers give PGD its start (always for
-    ``"amortized"``); refuses a request they cannot serve, saying what to do."""
+@dataclass(frozen=True)
+class Schedule:
+    """What :func:`immunize` runs: the attack's budget, its PGD steps (0: the one-pass
+    immunizer alone) and whether PGD starts from the targets' immunizers."""
+
+    budget: Budget
+    steps: int
+    warm_start: bool
+
+
+def choose_schedule(
+    targets: Sequence[AttackTarget],
+    method: ImmunizeMethod | None = None,
+    eps: str | float | None = None,
+    steps: int | None = None,
+    *,
+    warm_start: bool | None = None,
+    norm: str = "linf",
+) -> Schedule:
+    """The budget (:func:`choose_budget`), the steps and the start :func:`immunize` runs.
+
+    The targets' one-pass immunizers give PGD its start when asked, and by default
+    whenever every target carries one and the attack is an L∞ encoder attack; the
+    steps are then, unless given, their recommended few ``finish_steps``.
+    ``"amortized"`` is the pass alone. Refuses what the targets cannot serve.
+
+    Example:
+        >>> choose_schedule([build_target("tiny-ldm@2")]).steps  # doctest: +SKIP
+        10
+        >>> choose_schedule([build_target("tiny-ldm@2")], warm_start=False).steps  # doctest: +SKIP
+        100
+    """
     from .errors import InputError
 
+    amortized = method == "amortized"
+    attack_method: Method | None = "encoder" if method == "amortized" else method
+    budget = choose_budget(targets[0], attack_method, eps, steps)
     wanted = amortized or warm_start
     lacking = [str(t.ref) for t in targets if t.immunizer is None]
     if amortized and steps:
@@ -309,8 +329,15 @@ def _use_immunizers(
     if wanted and norm != "linf":
         raise InputError("one-pass immunizers are trained for L∞ budgets; use --norm linf")
     if warm_start is None:
-        return not lacking and method == "encoder" and norm == "linf"
-    return bool(wanted)
+        start = not lacking and budget.method == "encoder" and norm == "linf"
+    else:
+        start = bool(wanted)
+    if amortized:
+        return Schedule(budget, 0, True)
+    if start and steps is None:
+        finish = max(t.immunizer.finish_steps for t in targets if t.immunizer is not None)
+        return Schedule(budget, finish, True)
+    return Schedule(budget, budget.steps, start)
 
 
 def _group_results(

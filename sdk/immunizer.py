@@ -21,7 +21,7 @@ refused (:class:`~photoimmune.sdk.descriptor.ImmunizerMismatchError`).
 
 Example:
     >>> target = build_target("tiny-ldm@2")  # doctest: +SKIP
-    >>> trained = train_immunizer(target, steps=300)  # doctest: +SKIP
+    >>> trained = train_immunizer(target, ImmunizerTraining(steps=300))  # doctest: +SKIP
     >>> delta = immunizer_delta(trained, x, eps=8 / 255)  # doctest: +SKIP
     >>> bool(delta.abs().max() <= 8 / 255)  # doctest: +SKIP
     True
@@ -285,7 +285,8 @@ def attach_immunizer(
     """A new target carrying ``net`` as its immunizer, bound to ``target.base_digest``.
 
     Example:
-        >>> attach_immunizer(target, ImmunizerNet(8), ImmunizerTraining(width=8)).immunizer.width
+        >>> small = ImmunizerTraining(width=8)
+        >>> attach_immunizer(target, ImmunizerNet(8), small).immunizer.width  # doctest: +SKIP
         8
     """
     state = {k: v.detach().float().contiguous() for k, v in sorted(net.state_dict().items())}
