@@ -273,7 +273,8 @@ def train_immunizer_command(
     seed: Annotated[int, typer.Option(help="Seed of the weights and the crops.")] = 0,
 ) -> None:
     """Train a one-pass immunizer for a release's target and write the target carrying it
-    (publish that folder as usual: its weights are signed with it)."""
+    (publish that folder as usual: its weights are signed with it), with training.json,
+    the settings, time and loss ratios (kept for the record; not published)."""
     from photoimmune.sdk.refs import ModelRef
 
     if ref is not None:
@@ -282,7 +283,10 @@ def train_immunizer_command(
     checks.one_of(recipe, checks.RECIPES, "--recipe")
     eps = checks.budget(eps)
     checks.output_folder(out, "-o/--out")
-    from photoimmune.sdk.immunizer import ImmunizerTraining, train_immunizer
+    import time
+
+    from photoimmune.sdk.immunizer import ImmunizerTraining, train_immunizer, training_record
+    from photoimmune.sdk.io import atomic_write_bytes
     from photoimmune.sdk.targets import build_target, save_target
 
     training = ImmunizerTraining(
@@ -295,14 +299,19 @@ def train_immunizer_command(
         seed=seed,
     )
     target = build_target(model, ref=ref, recipe=recipe)  # type: ignore[arg-type]
+    history: list[float] = []
+    started = time.perf_counter()
     with progress_bar("loss ratio {task.fields[loss]:.4f}", remaining=True) as bar:
         task = bar.add_task("training", total=steps, loss=1.0)
-        trained = train_immunizer(
-            target,
-            training,
-            progress=lambda step, _total, loss: bar.update(task, completed=step, loss=loss),
-        )
+
+        def report(step: int, _total: int, loss: float) -> None:
+            history.append(loss)
+            bar.update(task, completed=step, loss=loss)
+
+        trained = train_immunizer(target, training, progress=report)
     path = save_target(trained, out)
+    record = training_record(training, time.perf_counter() - started, history)
+    atomic_write_bytes(out / "training.json", json.dumps(record, indent=2).encode(), overwrite=True)
     console.print(
         f"{trained.ref}: {escape(str(path))} with a one-pass immunizer "
         f"(digest {trained.digest[:16]}…, trained for {trained.base_digest[:16]}…)"

@@ -211,6 +211,9 @@ class AttackTarget(BaseModel):
     _model_path: str | None = PrivateAttr(default=None)
     _encoder: Any = PrivateAttr(default=None)
     _immunizer_weights: bytes | None = PrivateAttr(default=None)
+    # Target latents the encoder attack computed with this target's encoder, by device then
+    # working size; a copy with other weights starts afresh (with_weights).
+    _latents: dict[Any, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def resolution(self) -> int:
@@ -307,6 +310,7 @@ class AttackTarget(BaseModel):
         copy._model_path = model_path if model_path is not None else self._model_path
         copy._encoder = encoder if encoder is not None else self._encoder
         copy._immunizer_weights = self._immunizer_weights
+        copy._latents = {}
         return copy
 
     def bind_model(self, model: str | os.PathLike[str]) -> AttackTarget:

@@ -95,7 +95,10 @@ def _build_attack(
         from .attacks.encoder import EncoderAttack
 
         encoder = target.vae_encoder().to(device)
-        return EncoderAttack(encoder, image, resolution=target.resolution, config=config)
+        latents = target._latents.setdefault(str(device), {})
+        return EncoderAttack(
+            encoder, image, resolution=target.resolution, latents=latents, config=config
+        )
     if method == "diffusion":
         from .attacks.diffusion import DiffusionAttack
         from .models.pipelines import load_pipeline

@@ -93,10 +93,16 @@ def test_the_delta_is_bounded_and_sized_like_the_photo(carried):
 
 
 def test_the_bundled_immunizer_cuts_the_loss_in_one_pass():
-    image = sample_pixels("coffee.png")[100:228, 200:328]  # held out: never trained on
-    result = immunize(image, "tiny-ldm@2", method="amortized")
-    protection = result.protections[0]
-    assert float(protection.loss_after) < 0.8 * float(protection.loss_before)
+    from photoimmune.sdk.evaluate import same_eps_noise
+
+    target = build_target("tiny-ldm@2")
+    image = sample_pixels("coffee.png", 128)  # held out: never trained on
+    protection = immunize(image, target, method="amortized").protections[0]
+    noisy = same_eps_noise(image, "8/255", np.random.default_rng(0))
+    # The loss of the noisy photo as it is (loss_before), with no perturbation added.
+    noise = immunize(noisy, target, steps=0, warm_start=False).protections[0]
+    assert float(protection.loss_after) < 0.95 * float(protection.loss_before)
+    assert float(protection.loss_after) < 0.95 * float(noise.loss_before)
 
 
 def test_warm_start_is_the_default_with_an_immunizer_and_can_be_turned_off(
@@ -172,3 +178,38 @@ def test_a_registry_publishes_and_verifies_the_immunizer(tmp_path, carried):
     weights.write_bytes(b"\0" * len(weights.read_bytes()))
     with pytest.raises(TamperedTargetError):
         client("c2").get("acme/quick@1")
+
+
+def test_cli_refuses_bad_immunizer_options_with_exit_2(tmp_path, capsys):
+    from photoimmune.cli import main
+    from photoimmune.sdk.io import save_image
+
+    photo = tmp_path / "photo.png"
+    save_image(sample_pixels("chelsea.png", 32), photo)
+    out = str(tmp_path / "out")
+    assert main(["immunize", str(photo), "-o", out, "--method", "fast"]) == 2
+    assert "amortized" in capsys.readouterr().err  # the choices are named
+    # A checker target is not the one the bundled generator was trained for.
+    args = ["immunize", str(photo), "-o", out, "--recipe", "checker", "--no-sign"]
+    assert main([*args, "--method", "amortized"]) == 2
+    assert "train-immunizer" in capsys.readouterr().err
+    train = ["targets", "train-immunizer", "-o", str(tmp_path / "rel")]
+    assert main([*train, "--model", "no-such-model"]) == 2
+    assert main([*train, "--model", "tiny-ldm@1", "--eps", "300/255"]) == 2
+    assert main([*train, "--model", "tiny-ldm@1", "--steps", "0"]) == 2
+    assert not (tmp_path / "rel").exists()
+
+
+def test_cli_trains_an_immunizer_and_immunizes_with_it(tmp_path):
+    from photoimmune.cli import main
+
+    release = tmp_path / "rel"
+    small = ["--steps", "1", "--batch", "1", "--width", "4", "--finish-steps", "1"]
+    train = ["targets", "train-immunizer", "--model", "tiny-ldm@1", "-o", str(release)]
+    assert main([*train, "--ref", "acme/quick@1", *small]) == 0
+    trained = load_target(release)
+    assert trained.immunizer is not None and trained.immunizer.finish_steps == 1
+    assert json.loads((release / "training.json").read_text())["config"]["steps"] == 1
+    bound = trained.bind_model("tiny-ldm@1")  # a target read from a folder names no weights
+    result = immunize(sample_pixels("chelsea.png", 32), bound, method="amortized")
+    assert result.protections[0].target_digest == trained.digest == bound.digest
