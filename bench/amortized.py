@@ -11,8 +11,9 @@ On the held-out photos (chelsea, coffee; never trained on), at each ``--sizes``:
     share of PGD's, and the edit SSIM (immunized photo's edit vs the clean photo's
     edit, lower = more disrupted; ``sdk.evaluate.edit_similarity``) as a gap to PGD's,
     with same-ε uniform noise as the floor (``same_eps_noise``);
-(c) the plugin: one re-immunizing check of an unsigned 128 px photo
-    (``ImmunizationCheck.prepare_call``), with and without the immunizer's start;
+(c) the plugin: one re-immunizing check of a 128 px photo signed as protected
+    against v1 only (``ImmunizationCheck.prepare_call``), with and without the
+    immunizer's start;
 (d) the catalog job: images per second with the target's default (warm start) and
     with ``warm_start=False`` (today's 100 steps), local engine;
 (e) transfer: each bundled version's generator (those that ship one) applied in one
@@ -96,27 +97,32 @@ def part_ab(args, target, pipe) -> None:
 def part_c(args) -> None:
     import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
     from photoimmune.registry.admin import local_registry
+    from photoimmune.sdk import sign_pixels
     from photoimmune.sdk.keys import init_keys
     from photoimmune.sdk.models.bundled import VENDOR
 
     work = Path(tempfile.mkdtemp(prefix="bench-amortized-"))
-    client = local_registry(work / "registry", [args.model])
+    client = local_registry(work / "registry", ["tiny-ldm@1", args.model])
     keys = init_keys(work / "keys")
-    photo = sample_pixels("chelsea.png", 128)[:128, :128]
+    # A photo protected against v1 only: the check re-immunizes it for this version.
+    photo = sample_pixels("chelsea.png", 128)
+    old = immunize(photo, client.get(f"{VENDOR}/tiny-ldm@1"), steps=1, warm_start=False)
+    path = work / "outdated.png"
+    path.write_bytes(sign_pixels(old.pixels, old.protections, keys.signer("publisher")))
     pipe = load_pipeline(args.model)
-    print(f"\n(c) plugin: re-immunizing check of an unsigned 128 px photo ({VENDOR}/{args.model})")
+    print(f"\n(c) plugin: re-immunizing check of a v1-protected 128 px photo ({args.model})")
     times = {}
     for name, steps in (("PGD 100 (no immunizer)", 100), ("immunizer start (default)", None)):
         pipe.enable_immunization_check(
-            client, trust=keys.ca_cert, signer=keys.signer("vendor"), steps=steps, detect=False
+            client, trust=keys.ca_cert, signer=keys.signer("vendor"), steps=steps
         )
         check = pipe._immunization_check
         call = type(pipe).__mro__[1].__call__
+        target = check.target  # fingerprints and registry: once per pipeline, not timed
         if steps is not None:  # the reference: the target without its immunizer's start
-            check._target = check.target.model_copy(update={"immunizer": None})
-        check.prepare_call(call, (PROMPT,), {"image": photo})  # warm-up
+            check._target = target.model_copy(update={"immunizer": None})
         started = time.perf_counter()
-        check.prepare_call(call, (PROMPT,), {"image": photo})
+        check.prepare_call(call, (PROMPT,), {"image": str(path)})
         times[name] = time.perf_counter() - started
         image = pipe.immunization_report.images[0]
         print(f"{name:>28}: {times[name] * 1000:8.1f} ms  ({image.action})")
