@@ -154,7 +154,8 @@ def immunize_command(
     method: Annotated[
         str | None,
         typer.Option(
-            help="encoder (fast) or diffusion (stronger, slower) (default: the target's "
+            help="encoder (fast) or diffusion (stronger, slower) PGD, or amortized (the "
+            "target's one-pass immunizer alone, no PGD step: fastest) (default: the target's "
             "recommendation; encoder for the bundled models)."
         ),
     ] = None,
@@ -172,6 +173,14 @@ def immunize_command(
             min=1,
             help="PGD iterations (default: the target's recommendation for the method; 100 "
             "for the bundled models' encoder attack).",
+        ),
+    ] = None,
+    warm_start: Annotated[
+        bool | None,
+        typer.Option(
+            "--warm-start/--no-warm-start",
+            help="Start PGD from the targets' one-pass immunizers; then --steps defaults to "
+            "their recommended few (default: on when every target carries an immunizer).",
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
@@ -226,6 +235,7 @@ def immunize_command(
                 method=method,  # type: ignore[arg-type]  # checked by _check_immunize_options
                 eps=eps,  # None: the target's recommendation, as for method and steps
                 steps=steps,
+                warm_start=warm_start,
                 seed=seed,
                 eot=eot,
                 progress=attack_task(bar, src.name),
@@ -271,7 +281,7 @@ def _check_immunize_options(
     """Every option of ``immunize`` that can be checked without torch, checked first
     (``None``: not given, the target's recommendation)."""
     if method is not None:
-        checks.one_of(method, checks.METHODS, "--method")
+        checks.one_of(method, checks.IMMUNIZE_METHODS, "--method")
     if eps is not None:
         checks.budget(eps)
     checks.one_of(recipe, checks.RECIPES, "--recipe")

@@ -22,6 +22,9 @@ from photoimmune.sdk.models.bundled import bundled_models, resolve_model
 #: The attacks ``immunize`` runs (``photoimmune.sdk.immunization.Method``; a test keeps
 #: them equal without importing torch here).
 METHODS = ("encoder", "diffusion")
+#: What ``photoimmune immunize --method`` accepts (``photoimmune.sdk.immunization.
+#: ImmunizeMethod``): the attacks, or a target's one-pass immunizer alone.
+IMMUNIZE_METHODS = (*METHODS, "amortized")
 #: Target images of ``build_target`` (``photoimmune.sdk.targets.Recipe``, likewise).
 RECIPES = ("gray", "checker")
 _SUBSCRIPTION = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*$")

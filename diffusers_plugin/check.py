@@ -360,7 +360,9 @@ class ImmunizationCheck:
             target,
             method=budget.method,
             eps=budget.eps,
-            steps=budget.steps,
+            # None unless the caller chose: immunize() then runs the target's recommended
+            # steps, or only its immunizer's few finishing ones when it carries one.
+            steps=self.steps,
             seed=self.seed,
             device=getattr(self.pipe, "_execution_device", self.pipe.device),
             progress=self.progress,

@@ -88,7 +88,8 @@ def enable_immunization_check(
         method: the re-immunization's attack, ``"encoder"`` or ``"diffusion"`` (default:
             the one the target recommends first).
         eps, steps, seed: re-immunization budget and seed (default: the target's
-            recommended budget for that method).
+            recommended budget for that method; when the target carries a one-pass
+            immunizer, PGD starts from its pass and runs only its few finishing steps).
         detect, detection_threshold: look for immunization in images without a manifest.
         output_dir: also write each re-immunized, signed image there (never overwriting).
         trusted_root: the registry's ``root.json`` when ``registry`` is a URL.

@@ -259,9 +259,15 @@ def publish(registry: Registry, vendor: str, target_dir: Path, signers: Sequence
     tensors = (target_dir / target.tensors.path).read_bytes()
     card_file = target_dir / SCORECARD_NAME
     scorecard = card_file.read_bytes() if card_file.is_file() else None
+    immunizer = target._immunizer_weights  # read and checked by load_target
     current = registry.current(vendor)
     md = tm.vendor_release(
-        current, descriptor, tensors, tm.LIFETIMES["vendor"], scorecard=scorecard
+        current,
+        descriptor,
+        tensors,
+        tm.LIFETIMES["vendor"],
+        immunizer=immunizer,
+        scorecard=scorecard,
     )
     files = {
         f"{tm.release_dir(target.ref)}/{DESCRIPTOR_NAME}": descriptor,
@@ -269,6 +275,8 @@ def publish(registry: Registry, vendor: str, target_dir: Path, signers: Sequence
     }
     if scorecard is not None:
         files[f"{tm.release_dir(target.ref)}/{SCORECARD_NAME}"] = scorecard
+    if target.immunizer is not None and immunizer is not None:
+        files[f"{tm.release_dir(target.ref)}/{target.immunizer.weights.path}"] = immunizer
     return registry.publish(vendor, tm.sign(md, signers), files)
 
 

@@ -438,7 +438,8 @@ class RegistryClient:
 
     @_query
     def get(self, ref: ModelRef | str) -> AttackTarget:
-        """Download (or take from the cache) and verify one release's target and tensors."""
+        """Download (or take from the cache) and verify one release's target and tensors
+        (and its one-pass immunizer's weights, when it carries one)."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
         descriptor_path = f"{release_dir(ref)}/{DESCRIPTOR_NAME}"
         info = self._targetinfo(descriptor_path)
@@ -452,7 +453,15 @@ class RegistryClient:
         tensors_info = self._targetinfo(f"{release_dir(ref)}/{target.tensors.path}")
         if tensors_info is None:
             raise errors.TamperedTargetError(f"{ref}: its tensor file is not in signed metadata")
-        result = parse_target(descriptor, self._download(tensors_info))
+        weights = None
+        if target.immunizer is not None:
+            weights_info = self._targetinfo(f"{release_dir(ref)}/{target.immunizer.weights.path}")
+            if weights_info is None:
+                raise errors.TamperedTargetError(
+                    f"{ref}: its immunizer's weights are not in signed metadata"
+                )
+            weights = self._download(weights_info)
+        result = parse_target(descriptor, self._download(tensors_info), weights)
         if result.ref != ref or result.canonical_json() != target.canonical_json():
             raise errors.TamperedTargetError(
                 f"{ref}: the downloaded descriptor differs from the signed one"

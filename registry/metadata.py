@@ -151,10 +151,15 @@ def vendor_release(
     target_json: bytes,
     tensors: bytes,
     lifetime: timedelta,
+    immunizer: bytes | None = None,
     *,
     scorecard: bytes | None = None,
 ) -> Metadata[Targets]:
     """The vendor role's next version with one release added (or replaced); unsigned.
+
+    A release is its descriptor and every file it names: the tensors, and the one-pass
+    immunizer's weights (``immunizer``) when it carries one; each is listed by sha256,
+    so the vendor's signature covers them all.
 
     ``scorecard`` (the release's ``scorecard.json``, checked to measure this target) is
     listed beside the descriptor; a replaced release without one loses its old card.
@@ -163,7 +168,11 @@ def vendor_release(
         >>> md = vendor_release(None, descriptor, tensors, LIFETIMES["vendor"])  # doctest: +SKIP
         >>> md.sign(vendor_signer)  # doctest: +SKIP
     """
-    target = parse_descriptor(target_json, tensors)
+    target = parse_descriptor(target_json, tensors, immunizer)
+    if target.immunizer is not None and immunizer is None:
+        raise TargetIntegrityError(
+            f"{target.ref}: its descriptor names immunizer weights; pass them to publish"
+        )
     base = release_dir(target.ref)
     md = Metadata(Targets(expires=expiry(lifetime))) if current is None else current
     signed = md.signed
@@ -175,6 +184,11 @@ def vendor_release(
     tensor_file = TargetFile.from_data(f"{base}/{target.tensors.path}", tensors, ["sha256"])
     signed.targets[descriptor.path] = descriptor
     signed.targets[tensor_file.path] = tensor_file
+    if target.immunizer is not None and immunizer is not None:
+        weights = TargetFile.from_data(
+            f"{base}/{target.immunizer.weights.path}", immunizer, ["sha256"]
+        )
+        signed.targets[weights.path] = weights
     card_path = f"{base}/{SCORECARD_NAME}"
     signed.targets.pop(card_path, None)
     if scorecard is not None:
@@ -224,8 +238,14 @@ def check_descriptor(vendor: str, info: TargetFile, contents: dict[str, bytes]) 
         carried = descriptor_of(info)
         if carried is None:
             raise ReleaseRejectedError(f"{info.path}: its custom descriptor differs from the file")
-        tensors = f"{info.path.rpartition('/')[0]}/{carried.tensors.path}"
-        uploaded = parse_descriptor(contents[info.path], contents[tensors])
+        folder = info.path.rpartition("/")[0]
+        tensors = f"{folder}/{carried.tensors.path}"
+        weights = (
+            None
+            if carried.immunizer is None
+            else contents[f"{folder}/{carried.immunizer.weights.path}"]
+        )
+        uploaded = parse_descriptor(contents[info.path], contents[tensors], weights)
     except (ValueError, KeyError, TargetIntegrityError) as exc:
         raise ReleaseRejectedError(f"{info.path}: not a valid attack target ({exc})") from None
     if carried.canonical_json() != uploaded.canonical_json():

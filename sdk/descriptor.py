@@ -47,6 +47,9 @@ RECIPES: tuple[Recipe, ...] = ("gray", "checker")
 PipelineKind = Literal["img2img", "inpaint"]
 DESCRIPTOR_NAME = "target.json"
 TENSORS_NAME = "tensors.safetensors"
+IMMUNIZER_NAME = "immunizer.safetensors"
+#: Largest immunizer weights file a target may carry: it travels with every fetch.
+MAX_IMMUNIZER_BYTES = 5 * 1024 * 1024
 _HEX64 = r"^[0-9a-f]{64}$"
 #: Bytes per element of each safetensors dtype (the format's own list).
 _DTYPE_BYTES = {
@@ -72,6 +75,12 @@ class TargetIntegrityError(PhotoimmuneError):
     """A target's files do not match its descriptor (tampered or truncated)."""
 
     exit_code = 1
+
+
+class ImmunizerMismatchError(TargetIntegrityError):
+    """A one-pass immunizer was trained for another target than the one it comes with."""
+
+    exit_code = 2
 
 
 class WeightFingerprints(BaseModel):
@@ -135,6 +144,27 @@ class TensorFile(BaseModel):
     length: int = Field(ge=0)
 
 
+class ImmunizerSpec(BaseModel):
+    """A one-pass immunizer (:mod:`photoimmune.sdk.immunizer`): ``δ = ε · tanh(G(x))``.
+
+    ``target`` is the :attr:`AttackTarget.base_digest` of the target it was trained
+    for: the descriptor it is carried in must have that digest, so a generator is
+    never paired with another release's target. ``weights`` names its safetensors
+    file by sha256, so signing the descriptor signs the weights too.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    arch: Literal["unet3-tanh"] = "unet3-tanh"
+    width: int = Field(gt=0)
+    eps: str = Field(description="the budget it was trained at, e.g. 8/255")
+    finish_steps: int = Field(
+        default=10, ge=0, description="PGD steps the vendor recommends after the pass"
+    )
+    target: str = Field(pattern=_HEX64)
+    weights: TensorFile
+
+
 DEFAULT_BUDGETS = (
     Budget(method="encoder", eps="8/255", steps=100),
     Budget(method="encoder", eps="16/255", steps=200),
@@ -173,11 +203,17 @@ class AttackTarget(BaseModel):
     honours: tuple[Annotated[str, Field(pattern=_HEX64)], ...] = Field(
         default=(), exclude_if=lambda digests: not digests
     )
+    # Left out when absent, for the same reason.
+    immunizer: ImmunizerSpec | None = Field(default=None, exclude_if=lambda spec: spec is None)
 
     # Filled by the weights side (photoimmune.sdk.targets); torch objects, typed Any here.
     _tensors: dict[str, Any] = PrivateAttr(default_factory=dict)
     _model_path: str | None = PrivateAttr(default=None)
     _encoder: Any = PrivateAttr(default=None)
+    _immunizer_weights: bytes | None = PrivateAttr(default=None)
+    # Target latents the encoder attack computed with this target's encoder, by device then
+    # working size; a copy with other weights starts afresh (with_weights).
+    _latents: dict[Any, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def resolution(self) -> int:
@@ -197,15 +233,50 @@ class AttackTarget(BaseModel):
         """
         return next((b for b in self.budgets if method in (None, b.method)), None)
 
-    def canonical_json(self) -> bytes:
-        """The descriptor as canonical JSON (sorted keys, no spaces): what is hashed and signed."""
-        data = self.model_dump(mode="json")
+    def canonical_json(self, *, immunizer: bool = True) -> bytes:
+        """The descriptor as canonical JSON (sorted keys, no spaces): what is hashed and signed.
+
+        ``immunizer=False`` leaves the immunizer out: what :attr:`base_digest` hashes.
+        """
+        data = self.model_dump(mode="json", exclude=None if immunizer else {"immunizer"})
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     @property
     def digest(self) -> str:
         """sha256 of :meth:`canonical_json`; names this exact target in a Protection."""
         return hashlib.sha256(self.canonical_json()).hexdigest()
+
+    @property
+    def base_digest(self) -> str:
+        """The digest of this target without its immunizer: what an immunizer is bound to
+        (equal to :attr:`digest` when there is none)."""
+        return hashlib.sha256(self.canonical_json(immunizer=False)).hexdigest()
+
+    def files(self) -> dict[str, TensorFile]:
+        """Every file the descriptor names besides itself, by path: the tensors, and the
+        immunizer's weights when it carries one (each published and hash-checked)."""
+        files = {self.tensors.path: self.tensors}
+        if self.immunizer is not None:
+            files[self.immunizer.weights.path] = self.immunizer.weights
+        return files
+
+    def with_immunizer(self, spec: ImmunizerSpec, weights: bytes) -> AttackTarget:
+        """A copy carrying a one-pass immunizer, after checking that ``spec`` was trained
+        for this target and that ``weights`` are the file it names.
+
+        Raises:
+            ImmunizerMismatchError: ``spec.target`` is not this target's base digest.
+            TargetIntegrityError: ``weights`` are not the file ``spec`` names.
+        """
+        copy = self.model_copy(update={"immunizer": spec})
+        check_immunizer(copy, weights)
+        copy._tensors, copy._model_path, copy._encoder = (
+            self._tensors,
+            self._model_path,
+            self._encoder,
+        )
+        copy._immunizer_weights = weights
+        return copy
 
     def tensor(self, name: str) -> Any:  # -> torch.Tensor
         """A tensor of this target (``"x_target"``, ``"z_target"``), float32."""
@@ -238,6 +309,8 @@ class AttackTarget(BaseModel):
         copy._tensors = self._tensors
         copy._model_path = model_path if model_path is not None else self._model_path
         copy._encoder = encoder if encoder is not None else self._encoder
+        copy._immunizer_weights = self._immunizer_weights
+        copy._latents = {}
         return copy
 
     def bind_model(self, model: str | os.PathLike[str]) -> AttackTarget:
@@ -323,13 +396,61 @@ def safetensors_names(data: bytes) -> set[str]:
     return set(header)
 
 
-def parse_descriptor(descriptor: bytes, tensors: bytes) -> AttackTarget:
+def check_file(target: AttackTarget, spec: TensorFile, data: bytes) -> None:
+    """Raise :class:`TargetIntegrityError` unless ``data`` is the file ``spec`` names."""
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != spec.length or digest != spec.sha256:
+        raise TargetIntegrityError(
+            f"{target.ref}: {spec.path} does not match the descriptor (sha256 {digest[:12]}… "
+            f"!= {spec.sha256[:12]}…); fetch the release again from its registry"
+        )
+
+
+def check_immunizer(target: AttackTarget, weights: bytes | None) -> None:
+    """Check a target's immunizer: trained for this target (by digest), and ``weights``
+    (when given) the file its spec names. Nothing to check without an immunizer.
+
+    Raises:
+        ImmunizerMismatchError: the immunizer names another target's digest.
+        TargetIntegrityError: the weights are not the file the spec names.
+    """
+    spec = target.immunizer
+    if spec is None:
+        return
+    if spec.weights.length > MAX_IMMUNIZER_BYTES:
+        raise TargetIntegrityError(
+            f"{target.ref}: its immunizer's weights take {spec.weights.length} bytes, over the "
+            f"{MAX_IMMUNIZER_BYTES} a target may carry; train a narrower one (--width)"
+        )
+    if spec.target != target.base_digest:
+        raise ImmunizerMismatchError(
+            f"{target.ref}: its immunizer was trained for target {spec.target[:12]}…, not "
+            f"this one ({target.base_digest[:12]}…); train one for this target with "
+            "`photoimmune targets train-immunizer`"
+        )
+    if weights is not None:
+        check_file(target, spec.weights, weights)
+        try:
+            safetensors_names(weights)
+        except TargetIntegrityError as exc:
+            raise TargetIntegrityError(f"{target.ref}: immunizer weights: {exc}") from None
+
+
+def parse_descriptor(
+    descriptor: bytes, tensors: bytes, immunizer: bytes | None = None
+) -> AttackTarget:
     """A target from its descriptor bytes, checked against its tensor file's bytes (length,
     sha256, layout, the tensors the specs name), without loading the tensors.
 
     Args:
         descriptor: the ``target.json`` bytes.
         tensors: the safetensors file's bytes.
+        immunizer: the immunizer weights' bytes, when the descriptor names some.
+            Default: None (not checked here; the spec's binding still is).
+
+    Raises:
+        TargetIntegrityError: a file does not match the descriptor.
+        ImmunizerMismatchError: the immunizer was trained for another target.
 
     Example:
         >>> parse_descriptor(descriptor, tensors).ref  # doctest: +SKIP
@@ -339,12 +460,8 @@ def parse_descriptor(descriptor: bytes, tensors: bytes) -> AttackTarget:
         target = AttackTarget.model_validate_json(descriptor)
     except ValueError as exc:
         raise TargetIntegrityError(f"not an attack target descriptor: {exc}") from None
-    digest = hashlib.sha256(tensors).hexdigest()
-    if len(tensors) != target.tensors.length or digest != target.tensors.sha256:
-        raise TargetIntegrityError(
-            f"{target.ref}: the tensor file does not match the descriptor (sha256 {digest[:12]}… "
-            f"!= {target.tensors.sha256[:12]}…); fetch the release again from its registry"
-        )
+    check_file(target, target.tensors, tensors)
+    check_immunizer(target, immunizer)
     try:
         names = safetensors_names(tensors)
     except TargetIntegrityError as exc:
@@ -355,21 +472,28 @@ def parse_descriptor(descriptor: bytes, tensors: bytes) -> AttackTarget:
     return target
 
 
-def read_target_files(folder: Path) -> tuple[bytes, bytes]:
-    """The descriptor's and the tensor file's bytes in a target folder.
+def read_target_files(folder: Path) -> tuple[bytes, bytes, bytes | None]:
+    """The descriptor's, the tensor file's and (when it names one) the immunizer
+    weights' bytes in a target folder.
 
     Args:
         folder: a folder written by :func:`~photoimmune.sdk.targets.save_target`.
 
     Example:
-        >>> descriptor, tensors = read_target_files(Path("release"))  # doctest: +SKIP
+        >>> descriptor, tensors, immunizer = read_target_files(Path("release"))  # doctest: +SKIP
     """
     try:
         descriptor = (folder / DESCRIPTOR_NAME).read_bytes()
         meta = json.loads(descriptor)
         tensors = (folder / meta.get("tensors", {}).get("path", TENSORS_NAME)).read_bytes()
+        spec = meta.get("immunizer")
+        immunizer = (
+            (folder / spec.get("weights", {}).get("path", IMMUNIZER_NAME)).read_bytes()
+            if spec
+            else None
+        )
     except (OSError, ValueError, AttributeError) as exc:
         raise InputError(
             f"{folder}: not a target folder ({exc}); build one with `photoimmune targets build`"
         ) from None
-    return descriptor, tensors
+    return descriptor, tensors, immunizer

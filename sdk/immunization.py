@@ -5,6 +5,11 @@ per target (an :class:`Ensemble` when there are several, so one δ under one
 budget covers all of them), runs PGD, and returns the 8-bit pixels together
 with one :class:`Protection` record per target.
 
+Speed: a target that carries a one-pass immunizer (:mod:`photoimmune.sdk.immunizer`)
+gives PGD its start: by default its δ is refined by the vendor's recommended few
+steps (``warm_start``), and ``method="amortized"`` keeps the pass alone, rounded
+to 8-bit levels within ε, with no PGD step at all.
+
 Sizes: images of any size are accepted. The perturbation is computed at the
 image's own size, but the loss sees the image resized to the model's working
 resolution (short side at most ``target.resolution``), the way an editor would
@@ -32,6 +37,7 @@ from .attacks.pgd import PGDConfig, PGDResult
 from .attacks.sizing import check_attack_size
 from .attacks.transforms import default_eot
 from .descriptor import Budget, Method
+from .immunizer import combined_delta
 from .io import (
     ImageSource,
     LoadedImage,
@@ -44,6 +50,10 @@ from .protection import Protection, format_loss
 from .targets import AttackTarget, Recipe, build_target
 
 TargetLike = AttackTarget | str | os.PathLike[str]
+#: What ``immunize(method=...)`` accepts: a target's PGD methods, or the one-pass
+#: immunizer alone ("amortized", which attacks the encoder loss in one pass).
+ImmunizeMethod = Literal["encoder", "diffusion", "amortized"]
+IMMUNIZE_METHODS: tuple[ImmunizeMethod, ...] = ("encoder", "diffusion", "amortized")
 #: Iterations when the caller does not say: enough for the tiny model at 8/255.
 DEFAULT_STEPS = {"encoder": 100, "diffusion": 20}
 
@@ -85,7 +95,10 @@ def _build_attack(
         from .attacks.encoder import EncoderAttack
 
         encoder = target.vae_encoder().to(device)
-        return EncoderAttack(encoder, image, resolution=target.resolution, config=config)
+        latents = target._latents.setdefault(str(device), {})
+        return EncoderAttack(
+            encoder, image, resolution=target.resolution, latents=latents, config=config
+        )
     if method == "diffusion":
         from .attacks.diffusion import DiffusionAttack
         from .models.pipelines import load_pipeline
@@ -105,9 +118,10 @@ def immunize(
     images: ImageSource,
     targets: TargetLike | Sequence[TargetLike],
     *,
-    method: Method | None = None,
+    method: ImmunizeMethod | None = None,
     eps: str | float | None = None,
     steps: int | None = None,
+    warm_start: bool | None = None,
     seed: int = 0,
     norm: Literal["linf", "l2"] = "linf",
     recipe: Recipe = "gray",
@@ -127,9 +141,10 @@ def immunize(
     images: list[ImageSource] | tuple[ImageSource, ...],
     targets: TargetLike | Sequence[TargetLike],
     *,
-    method: Method | None = None,
+    method: ImmunizeMethod | None = None,
     eps: str | float | None = None,
     steps: int | None = None,
+    warm_start: bool | None = None,
     seed: int = 0,
     norm: Literal["linf", "l2"] = "linf",
     recipe: Recipe = "gray",
@@ -148,9 +163,10 @@ def immunize(
     images: ImageSource | list[ImageSource] | tuple[ImageSource, ...],
     targets: TargetLike | Sequence[TargetLike],
     *,
-    method: Method | None = None,
+    method: ImmunizeMethod | None = None,
     eps: str | float | None = None,
     steps: int | None = None,
+    warm_start: bool | None = None,
     seed: int = 0,
     norm: Literal["linf", "l2"] = "linf",
     recipe: Recipe = "gray",
@@ -180,12 +196,19 @@ def immunize(
         targets: one or several :class:`AttackTarget` objects, bundled model names
             (``"tiny-ldm@1"``) or local diffusers folders; several share one δ (an
             ensemble).
-        method: ``"encoder"`` or ``"diffusion"``. Default: None, the method of the
-            (first) target's recommended budget (:meth:`AttackTarget.recommended_budget`).
+        method: ``"encoder"``, ``"diffusion"`` or ``"amortized"`` (each target's
+            one-pass immunizer alone, then the 8-bit projection; no PGD step). Default:
+            None, the method of the (first) target's recommended budget
+            (:meth:`AttackTarget.recommended_budget`).
         eps: budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``. Default: None, the
             target's recommended ε for that method.
         steps: PGD iterations. Default: None, the target's recommended number for that
-            method (:data:`DEFAULT_STEPS` without a recommendation).
+            method (:data:`DEFAULT_STEPS` without a recommendation); under a warm start,
+            the immunizers' recommended ``finish_steps`` (the largest of them).
+        warm_start: start PGD from the targets' one-pass immunizers (combined for an
+            ensemble, :func:`~photoimmune.sdk.immunizer.combined_delta`) instead of a
+            random point. Default: None, on whenever every target carries an
+            immunizer and the attack is an L∞ encoder attack.
         seed: seed of the attack's random start and noise. Default: 0.
         norm: ``"linf"`` or ``"l2"``, the norm ``eps`` bounds. Default: ``"linf"``.
         recipe: how a target is built from a model name or folder (see
@@ -225,12 +248,15 @@ def immunize(
         for target in resolved:
             check_attack_size(image.height, image.width, target.resolution, name=image.name)
 
-    # 2. Choose the budget
-    chosen = choose_budget(resolved[0], method, eps, steps)
+    # 2. Choose the budget, and whether the immunizers give PGD its start
+    plan = choose_schedule(resolved, method, eps, steps, warm_start=warm_start, norm=norm)
+    chosen, start = plan.budget, plan.warm_start
     budget = parse_budget(chosen.eps, upper=None if norm == "l2" else Fraction(1))
+    if plan.steps == 0:
+        pgd = {**pgd, "quant_steps": 0}  # the pass alone, then rounding only
     eot_options: dict[str, Any] = {"eot": default_eot(), "eot_samples": 2} if eot else {}
     config = PGDConfig(
-        eps=float(budget), steps=chosen.steps, norm=norm, autocast=autocast, **eot_options, **pgd
+        eps=float(budget), steps=plan.steps, norm=norm, autocast=autocast, **eot_options, **pgd
     )
 
     # 3. Build the attack
@@ -246,13 +272,77 @@ def immunize(
         x = pixels_to_tensor([im.pixels for im in group], device=dev)
         pixel_mask = None if mask is None else _mask_tensor(mask, x)
         started = time.perf_counter()
-        outcome = attack.perturb(x, mask=pixel_mask, seed=seed, progress=progress)
+        init = combined_delta(resolved, x, float(budget), weights) if start else None
+        outcome = attack.perturb(x, mask=pixel_mask, seed=seed, progress=progress, init=init)
         seconds = time.perf_counter() - started
         losses = _per_target_losses(attack, x, outcome)
         group_results = _group_results(group, resolved, applied, outcome, losses, seconds)
         results.update(zip(indices, group_results, strict=True))
     final = [results[i] for i in range(len(loaded))]
     return final[0] if single else final
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What :func:`immunize` runs: the attack's budget, its PGD steps (0: the one-pass
+    immunizer alone) and whether PGD starts from the targets' immunizers."""
+
+    budget: Budget
+    steps: int
+    warm_start: bool
+
+
+def choose_schedule(
+    targets: Sequence[AttackTarget],
+    method: ImmunizeMethod | None = None,
+    eps: str | float | None = None,
+    steps: int | None = None,
+    *,
+    warm_start: bool | None = None,
+    norm: str = "linf",
+) -> Schedule:
+    """The budget (:func:`choose_budget`), the steps and the start :func:`immunize` runs.
+
+    The targets' one-pass immunizers give PGD its start when asked, and by default
+    whenever every target carries one and the attack is an L∞ encoder attack; the
+    steps are then, unless given, their recommended few ``finish_steps``.
+    ``"amortized"`` is the pass alone. Refuses what the targets cannot serve.
+
+    Example:
+        >>> choose_schedule([build_target("tiny-ldm@2")]).steps  # doctest: +SKIP
+        10
+        >>> choose_schedule([build_target("tiny-ldm@2")], warm_start=False).steps  # doctest: +SKIP
+        100
+    """
+    from .errors import InputError
+
+    amortized = method == "amortized"
+    attack_method: Method | None = "encoder" if method == "amortized" else method
+    budget = choose_budget(targets[0], attack_method, eps, steps)
+    wanted = amortized or warm_start
+    lacking = [str(t.ref) for t in targets if t.immunizer is None]
+    if amortized and steps:
+        raise InputError(
+            "--method amortized runs no PGD step; for N steps after the pass use "
+            "--method encoder --warm-start --steps N"
+        )
+    if wanted and lacking:
+        raise InputError(
+            f"{', '.join(lacking)}: no one-pass immunizer in this target; train one with "
+            "`photoimmune targets train-immunizer`, or use --method encoder --no-warm-start"
+        )
+    if wanted and norm != "linf":
+        raise InputError("one-pass immunizers are trained for L∞ budgets; use --norm linf")
+    if warm_start is None:
+        start = not lacking and budget.method == "encoder" and norm == "linf"
+    else:
+        start = bool(wanted)
+    if amortized:
+        return Schedule(budget, 0, True)
+    if start and steps is None:
+        finish = max(t.immunizer.finish_steps for t in targets if t.immunizer is not None)
+        return Schedule(budget, finish, True)
+    return Schedule(budget, budget.steps, start)
 
 
 def _group_results(

@@ -39,12 +39,15 @@ from safetensors.torch import save as save_safetensors
 from .descriptor import (
     DEFAULT_BUDGETS,
     DESCRIPTOR_NAME,
+    IMMUNIZER_NAME,
     RECIPES,
     TENSORS_NAME,
     AttackTarget,
     Budget,
     DiffusionSpec,
     EncoderSpec,
+    ImmunizerMismatchError,
+    ImmunizerSpec,
     PipelineKind,
     Recipe,
     TargetIntegrityError,
@@ -59,12 +62,15 @@ from .refs import ModelRef
 __all__ = [
     "DEFAULT_BUDGETS",
     "DESCRIPTOR_NAME",
+    "IMMUNIZER_NAME",
     "RECIPES",
     "TENSORS_NAME",
     "AttackTarget",
     "Budget",
     "DiffusionSpec",
     "EncoderSpec",
+    "ImmunizerMismatchError",
+    "ImmunizerSpec",
     "PipelineKind",
     "Recipe",
     "TargetIntegrityError",
@@ -304,7 +310,31 @@ def build_target(
     )
     target._tensors.update(tensors)
     target._model_path = str(path)
-    return target
+    published = ref is None and image is None and recipe == "gray" and prompts == ("",)
+    return _with_bundled_immunizer(target, path) if published else target
+
+
+#: Where a model folder keeps the immunizer trained for its published (gray) target.
+BUNDLED_IMMUNIZER = "immunizer"
+
+
+def _with_bundled_immunizer(target: AttackTarget, path: Path) -> AttackTarget:
+    """``target``, the model folder's published (gray) target, carrying the immunizer
+    the folder ships, if it ships one.
+
+    The shipped spec names the digest its trainer's machine built, but a digest covers
+    the target latent the encoder computes here, which differs in its last bits
+    between CPUs and even thread counts (tiny-ldm@2: four digests from AVX-512 and
+    AVX2, 2 threads and 1). The bundle is the vendor of both, so it binds its
+    generator to the target as built here, as the vendor does when it publishes;
+    a target loaded from a registry is still checked against the signed spec.
+    """
+    folder = path / BUNDLED_IMMUNIZER
+    if not (folder / "spec.json").is_file():
+        return target
+    spec = ImmunizerSpec.model_validate_json((folder / "spec.json").read_bytes())
+    spec = spec.model_copy(update={"target": target.base_digest})
+    return target.with_immunizer(spec, (folder / spec.weights.path).read_bytes())
 
 
 def _digests(targets: Sequence[AttackTarget | str]) -> tuple[str, ...]:
@@ -348,16 +378,28 @@ def save_target(target: AttackTarget, folder: Path) -> Path:
         raise TargetIntegrityError(f"{target.ref}: its tensors changed after it was built")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / target.tensors.path, data, overwrite=True)
+    if target.immunizer is not None:
+        if target._immunizer_weights is None:
+            raise TargetIntegrityError(f"{target.ref}: its immunizer's weights are not loaded")
+        path = folder / target.immunizer.weights.path
+        atomic_write_bytes(path, target._immunizer_weights, overwrite=True)
     descriptor = json.dumps(target.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(folder / DESCRIPTOR_NAME, descriptor.encode(), overwrite=True)
     return folder / DESCRIPTOR_NAME
 
 
-def parse_target(descriptor: bytes, tensors: bytes) -> AttackTarget:
-    """A target from its descriptor bytes and tensor-file bytes, checked against each other
+def parse_target(descriptor: bytes, tensors: bytes, immunizer: bytes | None = None) -> AttackTarget:
+    """A target from its descriptor bytes and tensor-file bytes (and its immunizer's weights
+    when it names some), checked against each other
     (:func:`~photoimmune.sdk.descriptor.parse_descriptor`), with its tensors loaded."""
-    target = parse_descriptor(descriptor, tensors)
+    target = parse_descriptor(descriptor, tensors, immunizer)
+    if target.immunizer is not None and immunizer is None:
+        raise TargetIntegrityError(
+            f"{target.ref}: its immunizer's weights ({target.immunizer.weights.path}) are "
+            "missing; fetch the release again from its registry"
+        )
     target._tensors.update(load_safetensors(tensors))  # a new object: no one else holds it yet
+    target._immunizer_weights = immunizer
     return target
 
 

@@ -24,15 +24,19 @@ from .settings import ServiceSettings
 def immunizer_settings(targets: list[Any], eps: str, settings: ServiceSettings) -> JobSettings:
     """The fastest immunizer ``targets`` offer, as the settings the jobs' workers run.
 
-    Today every target offers PGD (the target's recommended method, immunize()'s
-    default path); a target that ships a one-pass immunizer (issue 25) is to be
-    chosen here, and only here, for both the immediate answers and the queued jobs.
+    When every target carries a one-pass immunizer, PGD starts from their pass and
+    runs only their recommended finishing steps (unless the service fixes
+    ``steps``); otherwise the targets' recommended PGD. Chosen here, and only here,
+    for both the immediate answers and the queued jobs.
 
     Example:
         >>> immunizer_settings([], "8/255", ServiceSettings(steps=5)).steps
         5
+        >>> immunizer_settings([], "8/255", ServiceSettings()).warm_start
+        False
     """
-    return JobSettings(eps=eps, steps=settings.steps, threads=None)
+    carried = bool(targets) and all(t.immunizer is not None for t in targets)
+    return JobSettings(eps=eps, steps=settings.steps, warm_start=carried, threads=None)
 
 
 class Offer:

@@ -132,10 +132,11 @@ def test_the_torch_free_choices_match_the_library():
     from photoimmune.cli.evaluate import EDITS, EVAL_METHODS, EVAL_PROCESSING
     from photoimmune.sdk.evaluate.harness import METHODS, EvalSettings
     from photoimmune.sdk.evaluate.processing import PROCESSING_NAMES
-    from photoimmune.sdk.immunization import Method
+    from photoimmune.sdk.immunization import ImmunizeMethod, Method
     from photoimmune.sdk.targets import Recipe
 
     assert typing.get_args(Method) == checks.METHODS
+    assert typing.get_args(ImmunizeMethod) == checks.IMMUNIZE_METHODS
     # "image" is what --target-image sets, never a --recipe of its own.
     assert typing.get_args(Recipe) == (*checks.RECIPES, "image")
     assert EVAL_METHODS == METHODS

@@ -54,8 +54,11 @@ class Attack:
         mask: torch.Tensor | None = None,
         seed: int = 0,
         progress: ProgressFn | None = None,
+        init: torch.Tensor | None = None,
     ) -> PGDResult:
         """Run the attack on a batch and return the full result (losses, history).
+
+        ``init`` is the starting δ instead of the random start (see :func:`run_pgd`).
 
         Example:
             >>> result = attack.perturb(x, seed=0)  # doctest: +SKIP
@@ -73,6 +76,7 @@ class Attack:
             generator=gen,
             progress=progress,
             terms=self.loss_terms,
+            init=init,
         )
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:

@@ -158,6 +158,9 @@ class EncoderAttack(Attack):
         target: target *image* in [0, 1], ``(1, 3, h, w)``; tiled to the working size.
             Defaults to mid-gray.
         resolution: the model's working resolution (default: the VAE's ``sample_size``).
+        latents: a dict the target latents are kept in by working size, shared by the
+            attacks built for one target and encoder (default: this attack's own), so a
+            call per photo does not encode the target again.
 
     Example:
         >>> encoder = VAEEncoder.from_pretrained("tiny-ldm@1")  # doctest: +SKIP
@@ -173,6 +176,7 @@ class EncoderAttack(Attack):
         target: torch.Tensor | None = None,
         *,
         resolution: int | None = None,
+        latents: dict[tuple[int, int], torch.Tensor] | None = None,
         config: PGDConfig | None = None,
         **overrides: Any,
     ) -> None:
@@ -187,8 +191,7 @@ class EncoderAttack(Attack):
         if self.target.ndim == 3:
             self.target = self.target[None]
         self.resolution = resolution or self.encoder.resolution
-        self._size: tuple[int, int] | None = None
-        self._z_target: torch.Tensor | None = None
+        self._latents = {} if latents is None else latents
 
     @property
     def device(self) -> torch.device:
@@ -196,12 +199,10 @@ class EncoderAttack(Attack):
 
     @torch.no_grad()
     def target_latent(self, size: tuple[int, int]) -> torch.Tensor:
-        """The target's latent at a working size (cached for the last size used)."""
-        if self._size != size or self._z_target is None:
-            image = fill_like(self.target.to(self.device), size)
-            self._z_target = self.encoder(image)
-            self._size = size
-        return self._z_target
+        """The target's latent at a working size (cached by size)."""
+        if size not in self._latents:
+            self._latents[size] = self.encoder(fill_like(self.target.to(self.device), size))
+        return self._latents[size]
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
         self.target_latent(working_size(x.shape[-2], x.shape[-1], self.resolution))

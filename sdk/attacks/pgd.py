@@ -273,6 +273,7 @@ def run_pgd(
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     terms: TermsFn | None = None,
+    init: torch.Tensor | None = None,
 ) -> PGDResult:
     """Minimise ``loss_fn(x + δ)`` (one value per image) under ``cfg``'s budget.
 
@@ -280,7 +281,10 @@ def run_pgd(
     should hold 8-bit values (``k / 255``), as loaded images do. ``mask`` is
     ``(N or 1, 1 or 3, H, W)`` with 1 where pixels may change. ``terms``, if
     given, splits the loss into a sum of terms whose gradients are taken one by
-    one (see :func:`loss_and_grad`); by default the loss is one term.
+    one (see :func:`loss_and_grad`); by default the loss is one term. ``init``, if
+    given, is the starting δ (projected into the budget) instead of the random
+    start: a warm start from a one-pass immunizer (:mod:`photoimmune.sdk.immunizer`);
+    with ``steps=0`` and ``quant_steps=0`` only the 8-bit projection runs on it.
 
     With ``exact_steps``, the last iterations drop ``autocast``: the best
     iterate so far is re-scored in float32 when they start, so the one returned
@@ -301,7 +305,10 @@ def run_pgd(
     last_cfg = cfg.exact if cfg.exact_steps else cfg  # what the finish and the report use
     with torch.no_grad():
         loss_before = _evaluate(loss_fn, x, last_cfg, None)
-    delta = _random_start(x, cfg, gen) if cfg.random_start else torch.zeros_like(x)
+    if init is not None:
+        delta = init.detach().to(x)
+    else:
+        delta = _random_start(x, cfg, gen) if cfg.random_start else torch.zeros_like(x)
     delta = _project(delta, x, cfg, mask)
     best_delta, best_loss = delta.clone(), torch.full_like(loss_before, math.inf)
     velocity = torch.zeros_like(x)
@@ -370,6 +377,8 @@ def _quantized_finish(
     limit = math.floor(cfg.eps * 255 + 1e-9)
     levels = _in_pixel_range(base, torch.round(delta * 255).clamp(-limit, limit), mask)
     refine = cfg.quant_steps if cfg.quant_steps is not None else max(1, cfg.steps // 10)
+    if refine == 0:  # a one-pass immunizer's output: rounding only, no loss to pay for
+        return (base + levels) / 255
     best_levels = levels.clone()
     with torch.no_grad():
         best_loss = _evaluate(loss_fn, (base + levels) / 255, cfg, None)

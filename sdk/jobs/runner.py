@@ -188,7 +188,7 @@ def run(
         # 2. Settle the signer, the targets and the budget.
         signer, trust = _signing(signer, trust)
         targets = _fetch_targets(registry, job_plan, weights or {})
-        settings = _settled(settings, targets[0])
+        settings = _settled(settings, targets)
         summary = JobSummary(
             models=job_plan.models,
             targets=tuple(t.ref for t in job_plan.targets),
@@ -238,19 +238,31 @@ def work_key(job_plan: Plan, settings: JobSettings) -> str:
     settings (another ε, more steps) do their own work. A setting left open
     (None) is keyed as such: the target set's digests fix what it becomes.
     """
-    shaping = settings.model_dump_json(include={"method", "eps", "steps", "seed", "eot"})
+    shaping_fields = {"method", "eps", "steps", "seed", "eot"}
+    if settings.warm_start is not None:  # left open: keyed as before the option existed
+        shaping_fields.add("warm_start")
+    shaping = settings.model_dump_json(include=shaping_fields)
     joined = f"{job_plan.targets_key}\n{shaping}"
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def _settled(settings: JobSettings, first_target) -> JobSettings:
-    """``settings`` with the method, ε and steps it leaves open taken from what
-    ``first_target`` recommends (see :func:`~photoimmune.sdk.immunization.choose_budget`)."""
-    from ..immunization import choose_budget
+def _settled(settings: JobSettings, targets: list) -> JobSettings:
+    """``settings`` with the method, ε, steps and start it leaves open taken from what
+    the targets recommend (see :func:`~photoimmune.sdk.immunization.choose_schedule`):
+    targets that carry one-pass immunizers start PGD from them and run its few
+    finishing steps."""
+    from ..immunization import choose_schedule
 
-    budget = choose_budget(first_target, settings.method, settings.eps, settings.steps)
+    plan = choose_schedule(
+        targets, settings.method, settings.eps, settings.steps, warm_start=settings.warm_start
+    )
     return settings.model_copy(
-        update={"method": budget.method, "eps": budget.eps, "steps": budget.steps}
+        update={
+            "method": plan.budget.method,
+            "eps": plan.budget.eps,
+            "steps": plan.steps or None,  # 0: the pass alone, which immunize() picks itself
+            "warm_start": plan.warm_start,
+        }
     )
 
 

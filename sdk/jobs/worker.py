@@ -42,6 +42,8 @@ class JobSettings(BaseModel):
     method: Literal["encoder", "diffusion"] | None = None
     eps: str | None = None
     steps: int | None = Field(default=None, gt=0)
+    #: Start PGD from the targets' one-pass immunizers (None: whenever they all carry one).
+    warm_start: bool | None = None
     seed: int = 0
     eot: bool = False
     threads: int | None = Field(
@@ -106,6 +108,7 @@ class Immunizer:
                 method=s.method,
                 eps=s.eps,
                 steps=s.steps,
+                warm_start=s.warm_start,
                 seed=s.seed,
                 eot=s.eot,
                 device=self.device,

@@ -1,0 +1,314 @@
+"""The amortized immunizer: one network pass instead of PGD's hundred.
+
+A small fully convolutional generator G, trained per target, maps a photo to its
+perturbation ``δ = ε · tanh(G(x))`` (after FastProtect, CVPR 2025, and DiffVax).
+Training minimises the target's own encoder loss (:class:`EncoderAttack`'s) on
+augmented crops of the scikit-image training photos, so applying it costs one
+forward pass; the 8-bit projection PGD ends with (:func:`run_pgd` with no steps)
+then makes the saved file hold it within ε. Its output is also PGD's best start:
+a few steps from it reach what 100 steps from a random start do
+(``immunize(warm_start=True)``, the default when a target carries one).
+
+The generator runs at the model's working size (what the loss sees, short side at
+most the target's resolution) and its δ is upsampled to the photo's size, so its
+cost and its effect do not depend on how large the photo is.
+
+Binding: the weights are one more file of the release, named with its sha256 and
+length by the target's :class:`~photoimmune.sdk.descriptor.ImmunizerSpec`, which
+also names the digest of the target it was trained for (the target without its
+immunizer, :attr:`AttackTarget.base_digest`); a target whose digest differs is
+refused (:class:`~photoimmune.sdk.descriptor.ImmunizerMismatchError`).
+
+Example:
+    >>> target = build_target("tiny-ldm@2")  # doctest: +SKIP
+    >>> trained = train_immunizer(target, ImmunizerTraining(steps=300))  # doctest: +SKIP
+    >>> delta = immunizer_delta(trained, x, eps=8 / 255)  # doctest: +SKIP
+    >>> bool(delta.abs().max() <= 8 / 255)  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from .attacks.budget import format_budget, parse_budget
+from .attacks.sizing import to_working, working_size
+from .descriptor import IMMUNIZER_NAME, AttackTarget, ImmunizerSpec, TensorFile
+from .errors import InputError
+
+__all__ = [
+    "ImmunizerNet",
+    "ImmunizerTraining",
+    "attach_immunizer",
+    "combined_delta",
+    "immunizer_delta",
+    "load_generator",
+    "train_immunizer",
+]
+
+#: Called as ``progress(step, steps, loss)``; ``loss`` is the batch's mean loss ratio.
+TrainProgress = Callable[[int, int, float], None]
+
+
+def _block(c_in: int, c_out: int, stride: int = 1) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
+        torch.nn.GroupNorm(min(8, c_out // 4), c_out),
+        torch.nn.SiLU(),
+        torch.nn.Conv2d(c_out, c_out, 3, padding=1),
+        torch.nn.SiLU(),
+    )
+
+
+class ImmunizerNet(torch.nn.Module):
+    """A three-level U-Net without attention: pixels in [0, 1] -> raw δ (before tanh).
+
+    Fully convolutional, so any size works; sides that are not multiples of 4 are
+    padded by reflection and the output cropped back. ``width=32`` has about 0.6 M
+    parameters (2.4 MB in float32).
+
+    Example:
+        >>> net = ImmunizerNet(width=8)
+        >>> net(torch.rand(1, 3, 30, 42)).shape
+        torch.Size([1, 3, 30, 42])
+    """
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.enc1, self.enc2, self.enc3 = _block(3, w), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2)
+        self.up2, self.dec2 = torch.nn.Conv2d(4 * w, 2 * w, 3, padding=1), _block(4 * w, 2 * w)
+        self.up1, self.dec1 = torch.nn.Conv2d(2 * w, w, 3, padding=1), _block(2 * w, w)
+        self.out = torch.nn.Conv2d(w, 3, 3, padding=1)
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        h, w = x01.shape[-2:]
+        pad_h, pad_w = -h % 4, -w % 4
+        x = (
+            F.pad(x01 * 2 - 1, (0, pad_w, 0, pad_h), mode="reflect")
+            if pad_h or pad_w
+            else x01 * 2 - 1
+        )
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        d2 = self.dec2(torch.cat([self.up2(F.interpolate(e3, size=e2.shape[-2:])), e2], 1))
+        d1 = self.dec1(torch.cat([self.up1(F.interpolate(d2, size=e1.shape[-2:])), e1], 1))
+        return self.out(d1)[..., :h, :w]
+
+
+def _apply(net: ImmunizerNet, x: torch.Tensor, eps: float, resolution: int) -> torch.Tensor:
+    """``ε · tanh(G(x))`` computed at the working size, upsampled to ``x``'s size."""
+    size = working_size(x.shape[-2], x.shape[-1], resolution)
+    delta = eps * torch.tanh(net(to_working(x, size)))
+    if tuple(x.shape[-2:]) != size:
+        # Bilinear upsampling keeps |δ| ≤ ε (a convex combination of values within it).
+        delta = F.interpolate(delta, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return delta
+
+
+_GENERATORS: dict[str, ImmunizerNet] = {}
+
+
+def load_generator(target: AttackTarget) -> ImmunizerNet:
+    """The target's generator, built from its immunizer weights (cached by their sha256).
+
+    Raises:
+        InputError: the target carries no immunizer.
+    """
+    spec = target.immunizer
+    weights = target._immunizer_weights
+    if spec is None or weights is None:
+        raise InputError(
+            f"{target.ref}: this target carries no one-pass immunizer; train one with "
+            "`photoimmune targets train-immunizer`, or immunize with --method encoder"
+        )
+    net = _GENERATORS.get(spec.weights.sha256)
+    if net is None:
+        net = ImmunizerNet(spec.width)
+        net.load_state_dict(load_safetensors(weights))
+        net.requires_grad_(False).eval()
+        _GENERATORS[spec.weights.sha256] = net
+    return net
+
+
+@torch.no_grad()
+def immunizer_delta(target: AttackTarget, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """One pass of ``target``'s immunizer: δ for the batch ``x`` (``(N, 3, H, W)`` in [0, 1]).
+
+    ``|δ| ≤ eps`` everywhere; ``x + δ`` may leave [0, 1] until projected (``run_pgd``
+    with ``init=δ`` does that, then rounds to 8-bit levels).
+
+    Example:
+        >>> delta = immunizer_delta(target, x, eps=8 / 255)  # doctest: +SKIP
+    """
+    net = load_generator(target).to(x.device)
+    return _apply(net, x, eps, target.resolution)
+
+
+def combined_delta(
+    targets: Sequence[AttackTarget],
+    x: torch.Tensor,
+    eps: float,
+    weights: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Several targets' immunizers in one δ: their weighted sum, clipped to ε.
+
+    Where generators agree the sum saturates at ±ε; where they disagree it cancels
+    and PGD, which follows, settles the pixel. Weights are normalised to sum to the
+    number of targets, so equal weights give the plain sum.
+
+    Example:
+        >>> delta = combined_delta([v1, v2], x, eps=8 / 255)  # doctest: +SKIP
+    """
+    weights = [1.0] * len(targets) if weights is None else list(weights)
+    scale = len(targets) / sum(weights)
+    total = sum(
+        (w * scale * immunizer_delta(t, x, eps) for w, t in zip(weights, targets, strict=True)),
+        torch.zeros_like(x),
+    )
+    return total.clamp(-eps, eps)
+
+
+@dataclass(frozen=True)
+class ImmunizerTraining:
+    """How a generator is trained (sizes measured for ≤ 30 min on 2 busy CPU cores).
+
+    Each step draws ``batch`` augmented crops of the training photos (random scale,
+    flips, 90° turns, channel permutations), at ``crop`` pixels times a random
+    factor in ``scales``: above the target's resolution the loss sees them resized,
+    so the generator learns the upsampling round trip large photos take. The
+    loss is the batch's mean of ``loss(x + δ) / loss(x)`` (the ensemble's
+    normalisation), so photos with large clean losses do not dominate.
+    """
+
+    steps: int = 400
+    batch: int = 8
+    crop: int | None = None  # None: the target's resolution
+    scales: tuple[float, ...] = (1.0, 1.0, 1.5, 2.0)
+    lr: float = 2e-3
+    width: int = 32
+    eps: str = "8/255"
+    eot: bool = False
+    seed: int = 0
+    finish_steps: int = 10
+
+
+def _training_crops(cfg: ImmunizerTraining, photos, crop: int, gen: torch.Generator):
+    from .models.train_tiny import random_crops
+
+    scale = cfg.scales[int(torch.randint(len(cfg.scales), (1,), generator=gen))]
+    side = round(crop * scale / 8) * 8
+    x, _ = random_crops(photos, cfg.batch, side, gen, colour=True)
+    return torch.round((x + 1) * 127.5) / 255  # [-1, 1] -> 8-bit levels in [0, 1], as loaded
+
+
+def train_immunizer(
+    target: AttackTarget,
+    training: ImmunizerTraining | None = None,
+    *,
+    progress: TrainProgress | None = None,
+) -> AttackTarget:
+    """Train a one-pass immunizer for ``target``; returns the target carrying it.
+
+    Trains only on the scikit-image training photos (``TRAIN_PHOTOS`` of
+    :mod:`~photoimmune.sdk.models.train_tiny`; the held-out ``chelsea`` and
+    ``coffee`` are never seen). Deterministic under ``training.seed`` as far as
+    PyTorch's CPU kernels are (set ``torch.set_num_threads`` for bit-equality).
+
+    Args:
+        target: the release's target, with weights attached (bundled, or bound).
+        training: sizes and seed. Default: :class:`ImmunizerTraining`'s.
+        progress: called as ``progress(step, steps, loss_ratio)`` after each step.
+
+    Returns:
+        A new target whose descriptor carries the :class:`ImmunizerSpec` (bound to
+        ``target.base_digest``) and whose weights are attached; save it with
+        :func:`~photoimmune.sdk.targets.save_target`.
+
+    Example:
+        >>> trained = train_immunizer(build_target("tiny-ldm@2"))  # doctest: +SKIP
+        >>> trained.immunizer.target == trained.base_digest  # doctest: +SKIP
+        True
+    """
+    from .attacks.encoder import EncoderAttack
+    from .attacks.transforms import default_eot
+    from .models.train_tiny import TRAIN_PHOTOS, load_photos
+
+    cfg = training or ImmunizerTraining()
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.width < 4:
+        raise InputError("training needs steps ≥ 1, batch ≥ 1 and width ≥ 4; raise them")
+    eps = float(parse_budget(cfg.eps, upper=Fraction(1)))
+    torch.manual_seed(cfg.seed)  # the network's initial weights
+    net = ImmunizerNet(cfg.width)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    encoder = target.vae_encoder()
+    attack = EncoderAttack(
+        encoder, target.tensor(target.encoder.x_target), resolution=target.resolution
+    )
+    eot = default_eot() if cfg.eot else None
+    photos = load_photos(list(TRAIN_PHOTOS))
+    crop = cfg.crop or target.resolution
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    for step in range(cfg.steps):
+        for group in opt.param_groups:  # cosine decay: late steps refine, not jump
+            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        x = _training_crops(cfg, photos, crop, gen)
+        with torch.no_grad():
+            clean = attack.loss(x).clamp_min(1e-12)
+        adv = (x + _apply(net, x, eps, target.resolution)).clamp(0, 1)
+        if eot is not None:
+            adv = eot(adv, gen)
+        ratio = (attack.loss(adv) / clean).mean()
+        opt.zero_grad(set_to_none=True)
+        ratio.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        if progress is not None:
+            progress(step + 1, cfg.steps, float(ratio.detach()))
+    return attach_immunizer(target, net, cfg)
+
+
+def attach_immunizer(
+    target: AttackTarget, net: ImmunizerNet, training: ImmunizerTraining
+) -> AttackTarget:
+    """A new target carrying ``net`` as its immunizer, bound to ``target.base_digest``.
+
+    Example:
+        >>> small = ImmunizerTraining(width=8)
+        >>> attach_immunizer(target, ImmunizerNet(8), small).immunizer.width  # doctest: +SKIP
+        8
+    """
+    state = {k: v.detach().float().contiguous() for k, v in sorted(net.state_dict().items())}
+    data = save_safetensors(state)
+    spec = ImmunizerSpec(
+        width=training.width,
+        eps=format_budget(parse_budget(training.eps, upper=Fraction(1))),
+        finish_steps=training.finish_steps,
+        target=target.base_digest,
+        weights=TensorFile(
+            path=IMMUNIZER_NAME, sha256=hashlib.sha256(data).hexdigest(), length=len(data)
+        ),
+    )
+    return target.with_immunizer(spec, data)
+
+
+def training_record(training: ImmunizerTraining, seconds: float, history: list[float]) -> dict:
+    """What a bundled immunizer's ``training.json`` keeps: the settings, time and losses."""
+    return {
+        "config": asdict(training),
+        "seconds": round(seconds, 1),
+        "loss_ratio_first": history[0] if history else None,
+        "loss_ratio_last_20": sum(history[-20:]) / max(1, len(history[-20:])),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,233 @@
+"""The one-pass immunizer: bound to its target by digest, published and checked with it,
+inside the budget after the 8-bit projection, and PGD's default start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from photoimmune.sdk.descriptor import ImmunizerMismatchError, TargetIntegrityError
+from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.immunization import immunize
+from photoimmune.sdk.immunizer import (
+    ImmunizerNet,
+    ImmunizerTraining,
+    attach_immunizer,
+    immunizer_delta,
+    train_immunizer,
+)
+from photoimmune.sdk.refs import ModelRef
+from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.targets import build_target, load_target, parse_target, save_target
+
+
+@pytest.fixture(scope="module")
+def plain():
+    """tiny-ldm@1's target under another name: the bundled immunizer is not for it."""
+    return build_target("tiny-ldm@1", ref="acme/quick@1")
+
+
+@pytest.fixture(scope="module")
+def carried(plain):
+    """``plain`` carrying a small untrained generator that recommends 2 finishing steps."""
+    torch.manual_seed(0)
+    return attach_immunizer(plain, ImmunizerNet(4), ImmunizerTraining(width=4, finish_steps=2))
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return sample_pixels("chelsea.png")[:48, 40:104]  # held out, small: 64x48
+
+
+def test_the_immunizer_is_bound_to_its_target_by_digest(plain, carried):
+    assert plain.immunizer is None and plain.digest == plain.base_digest
+    assert carried.immunizer.target == plain.digest == carried.base_digest
+    assert carried.digest != plain.digest  # publishing a generator makes a new target
+    other = plain.model_copy(update={"ref": ModelRef.parse("acme/quick@2")})
+    with pytest.raises(ImmunizerMismatchError, match="train-immunizer"):
+        other.with_immunizer(carried.immunizer, carried._immunizer_weights)
+    with pytest.raises(TargetIntegrityError, match="does not match"):
+        plain.with_immunizer(carried.immunizer, carried._immunizer_weights + b"x")
+
+
+def test_a_saved_target_keeps_its_immunizer_and_refuses_a_swapped_one(tmp_path, carried):
+    path = save_target(carried, tmp_path / "release")
+    loaded = load_target(tmp_path / "release")
+    assert loaded.digest == carried.digest
+    assert loaded._immunizer_weights == carried._immunizer_weights
+    descriptor = json.loads(path.read_bytes())
+    descriptor["immunizer"]["target"] = "0" * 64  # a generator for another target
+    tensors = (tmp_path / "release" / carried.tensors.path).read_bytes()
+    with pytest.raises(ImmunizerMismatchError):
+        parse_target(json.dumps(descriptor).encode(), tensors, carried._immunizer_weights)
+    (tmp_path / "release" / carried.immunizer.weights.path).unlink()
+    with pytest.raises(InputError, match="not a target folder"):
+        load_target(tmp_path / "release")
+
+
+def test_the_bundled_immunizer_attaches_only_to_the_target_it_was_trained_for():
+    published = build_target("tiny-ldm@2")
+    assert published.immunizer is not None
+    assert published.immunizer.target == published.base_digest
+    assert published.immunizer.weights.length <= 5 * 1024 * 1024
+    assert build_target("tiny-ldm@2", recipe="checker").immunizer is None
+    assert build_target("tiny-ldm@2", ref="acme/copy@1").immunizer is None
+
+
+def test_the_bundled_immunizer_attaches_where_the_target_latent_differs_in_its_last_bits():
+    # One thread sums the encoder's convolutions in another order than two: another
+    # z_target, another digest (as on another CPU), and still the bundle's generator.
+    script = (
+        "from photoimmune.sdk.targets import build_target; t = build_target('tiny-ldm@2'); "
+        "print(t.base_digest, t.immunizer.target == t.base_digest)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[1] == "True"
+
+
+@pytest.mark.parametrize("eps", ["8/255", "3/255"])
+def test_one_pass_stays_within_eps_after_the_8_bit_projection(carried, photo, eps):
+    result = immunize(photo, carried, method="amortized", eps=eps)
+    assert result.max_abs_delta <= int(eps.split("/")[0])
+    assert result.protections[0].steps == 0
+    assert result.pixels.dtype == np.uint8 and result.pixels.shape == photo.shape
+
+
+def test_the_delta_is_bounded_and_sized_like_the_photo(carried):
+    x = torch.rand(2, 3, 300, 200)  # above the working size: computed small, upsampled
+    delta = immunizer_delta(carried, x, eps=8 / 255)
+    assert delta.shape == x.shape
+    assert float(delta.abs().max()) <= 8 / 255 + 1e-7
+
+
+def test_the_bundled_immunizer_cuts_the_loss_in_one_pass():
+    from photoimmune.sdk.evaluate import same_eps_noise
+
+    target = build_target("tiny-ldm@2")
+    image = sample_pixels("coffee.png", 128)  # held out: never trained on
+    protection = immunize(image, target, method="amortized").protections[0]
+    noisy = same_eps_noise(image, "8/255", np.random.default_rng(0))
+    # The loss of the noisy photo as it is (loss_before), with no perturbation added.
+    noise = immunize(noisy, target, steps=0, warm_start=False).protections[0]
+    assert float(protection.loss_after) < 0.95 * float(protection.loss_before)
+    assert float(protection.loss_after) < 0.95 * float(noise.loss_before)
+
+
+def test_warm_start_is_the_default_with_an_immunizer_and_can_be_turned_off(
+    carried, plain, photo, monkeypatch
+):
+    import photoimmune.sdk.immunization as immunization
+
+    calls = []
+    real = immunization.combined_delta
+    monkeypatch.setattr(
+        immunization, "combined_delta", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    warm = immunize(photo, carried)
+    assert calls and warm.protections[0].steps == 2  # the immunizer's finish_steps
+    calls.clear()
+    cold = immunize(photo, carried, warm_start=False, steps=3)
+    assert not calls and cold.protections[0].steps == 3
+    immunize(photo, plain, steps=1)  # no immunizer: plain PGD, no warm start asked
+    assert not calls
+
+
+def test_an_immunizer_that_is_not_there_is_a_clear_error(plain, carried, photo):
+    with pytest.raises(InputError, match="train-immunizer"):
+        immunize(photo, plain, method="amortized")
+    with pytest.raises(InputError, match="train-immunizer"):
+        immunize(photo, [carried, plain], warm_start=True)
+    with pytest.raises(InputError, match="--warm-start --steps"):
+        immunize(photo, carried, method="amortized", steps=5)
+
+
+def test_an_ensemble_combines_its_generators_then_runs_pgd(carried, photo):
+    other = build_target("tiny-ldm@2")
+    result = immunize(photo, [carried, other], steps=1)
+    assert [p.steps for p in result.protections] == [1, 1]
+    assert result.max_abs_delta <= 8
+
+
+def test_training_is_quick_deterministic_and_binds_the_result(plain):
+    small = ImmunizerTraining(steps=2, batch=2, crop=32, scales=(1.0, 2.0), width=4, seed=3)
+    seen: list[float] = []
+    first = train_immunizer(plain, small, progress=lambda s, n, loss: seen.append(loss))
+    again = train_immunizer(plain, small)
+    assert len(seen) == 2 and all(np.isfinite(seen))
+    assert first.immunizer.target == plain.digest
+    assert first.immunizer.weights == again.immunizer.weights  # same seed, same bytes
+    with pytest.raises(InputError, match="steps"):
+        train_immunizer(plain, ImmunizerTraining(steps=0))
+
+
+def test_a_registry_publishes_and_verifies_the_immunizer(tmp_path, carried):
+    from photoimmune.registry.admin import add_vendor, init_registry, open_registry, publish
+    from photoimmune.registry.client import RegistryClient
+    from photoimmune.registry.errors import TamperedTargetError
+    from photoimmune.registry.keys import load_signer, write_key
+
+    paths = init_registry(tmp_path / "reg")
+    registry = open_registry(tmp_path / "reg")
+    acme = write_key(tmp_path / "acme.pem")
+    add_vendor(registry, "acme", [acme.public_key], 1, [load_signer(paths.keys / "targets.pem")])
+    save_target(carried, tmp_path / "release")
+    publish(registry, "acme", tmp_path / "release", [acme])
+    mirror = tmp_path / "mirror"
+    registry.service.export(mirror)
+
+    def client(cache: str) -> RegistryClient:
+        return RegistryClient(mirror, trusted_root=paths.trusted_root, cache_dir=tmp_path / cache)
+
+    fetched = client("c1").get("acme/quick@1")
+    assert fetched.digest == carried.digest
+    assert fetched._immunizer_weights == carried._immunizer_weights
+    # A mirror that swaps the weights is caught by the signed hash.
+    (weights,) = Path(mirror).rglob(f"*{carried.immunizer.weights.path}")
+    weights.write_bytes(b"\0" * len(weights.read_bytes()))
+    with pytest.raises(TamperedTargetError):
+        client("c2").get("acme/quick@1")
+
+
+def test_cli_refuses_bad_immunizer_options_with_exit_2(tmp_path, capsys):
+    from photoimmune.cli import main
+    from photoimmune.sdk.io import save_image
+
+    photo = tmp_path / "photo.png"
+    save_image(sample_pixels("chelsea.png", 32), photo)
+    out = str(tmp_path / "out")
+    assert main(["immunize", str(photo), "-o", out, "--method", "fast"]) == 2
+    assert "amortized" in capsys.readouterr().err  # the choices are named
+    # A checker target is not the one the bundled generator was trained for.
+    args = ["immunize", str(photo), "-o", out, "--recipe", "checker", "--no-sign"]
+    assert main([*args, "--method", "amortized"]) == 2
+    assert "train-immunizer" in capsys.readouterr().err
+    train = ["targets", "train-immunizer", "-o", str(tmp_path / "rel")]
+    assert main([*train, "--model", "no-such-model"]) == 2
+    assert main([*train, "--model", "tiny-ldm@1", "--eps", "300/255"]) == 2
+    assert main([*train, "--model", "tiny-ldm@1", "--steps", "0"]) == 2
+    assert not (tmp_path / "rel").exists()
+
+
+def test_cli_trains_an_immunizer_and_immunizes_with_it(tmp_path):
+    from photoimmune.cli import main
+
+    release = tmp_path / "rel"
+    small = ["--steps", "1", "--batch", "1", "--width", "4", "--finish-steps", "1"]
+    train = ["targets", "train-immunizer", "--model", "tiny-ldm@1", "-o", str(release)]
+    assert main([*train, "--ref", "acme/quick@1", *small]) == 0
+    trained = load_target(release)
+    assert trained.immunizer is not None and trained.immunizer.finish_steps == 1
+    assert json.loads((release / "training.json").read_text())["config"]["steps"] == 1
+    bound = trained.bind_model("tiny-ldm@1")  # a target read from a folder names no weights
+    result = immunize(sample_pixels("chelsea.png", 32), bound, method="amortized")
+    assert result.protections[0].target_digest == trained.digest == bound.digest
