@@ -28,13 +28,22 @@ def _jpeg(quality: int) -> Callable[[np.ndarray], np.ndarray]:
     return process
 
 
-def _resize(pixels: np.ndarray, factor: float = 0.5) -> np.ndarray:
+def resize_round_trip(
+    pixels: np.ndarray,
+    factor: float = 0.5,
+    resample: Image.Resampling = Image.Resampling.BICUBIC,
+) -> np.ndarray:
+    """``pixels`` scaled by ``factor`` and back to their size (what a re-upload's resize does).
+
+    Example:
+        >>> resize_round_trip(np.full((6, 10, 3), 7, np.uint8)).shape
+        (6, 10, 3)
+    """
     img = Image.fromarray(pixels)
     small = img.resize(
-        (max(1, round(img.width * factor)), max(1, round(img.height * factor))),
-        Image.Resampling.BICUBIC,
+        (max(1, round(img.width * factor)), max(1, round(img.height * factor))), resample
     )
-    return np.asarray(small.resize(img.size, Image.Resampling.BICUBIC))
+    return np.asarray(small.resize(img.size, resample))
 
 
 def _blur(pixels: np.ndarray, radius: float = 1.0) -> np.ndarray:
@@ -62,7 +71,7 @@ PROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "jpeg95": _jpeg(95),
     "jpeg75": _jpeg(75),
     "jpeg50": _jpeg(50),
-    "resize0.5": _resize,
+    "resize0.5": resize_round_trip,
     "blur1": _blur,
 }
 

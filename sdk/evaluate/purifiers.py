@@ -38,6 +38,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..io import pixels_to_tensor, tensor_to_pixels
+from .processing import resize_round_trip
 
 
 def _add_noise(pixels: np.ndarray, sigma: float, seed: int) -> np.ndarray:
@@ -79,11 +80,8 @@ class NoisyUpscale:
     seed: int = 0
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        noisy = Image.fromarray(_add_noise(pixels, self.sigma, self.seed))
-        width, height = noisy.size
-        small = (max(1, round(width * self.factor)), max(1, round(height * self.factor)))
-        lanczos = Image.Resampling.LANCZOS
-        return np.asarray(noisy.resize(small, lanczos).resize(noisy.size, lanczos))
+        noisy = _add_noise(pixels, self.sigma, self.seed)
+        return resize_round_trip(noisy, self.factor, Image.Resampling.LANCZOS)
 
 
 @dataclass(frozen=True)
