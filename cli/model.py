@@ -89,11 +89,11 @@ def check(
 
 @model_app.command("train-tiny")
 def train_tiny_command(
-    version: Annotated[int, typer.Option(help="Which bundled release recipe to train (1-3).")],
+    version: Annotated[int, typer.Option(help="Which bundled release recipe to train (1-4).")],
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
 ) -> None:
-    """Train a bundled tiny model release (deterministic; v1 from scratch, v2 from v1,
-    v3 from v2 with an encoder that honours v2's protections)."""
+    """Train a bundled tiny model release (deterministic; v1 from scratch, v2 and v3
+    each from the one before, v4 from v3 with an encoder that honours v3's protections)."""
     from photoimmune.sdk.models.train_tiny import RELEASES, train_tiny
 
     checks.one_of(str(version), [str(v) for v in RELEASES], "--version")

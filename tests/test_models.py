@@ -121,6 +121,32 @@ def test_training_is_deterministic_under_a_seed(tmp_path):
         assert first != (tmp_path / "other-seed" / part / name).read_bytes(), part
 
 
+def test_min_snr_weights_cap_the_easy_timesteps_for_either_prediction_target():
+    from photoimmune.sdk.models.train_tiny import _loss_weights
+
+    snr = torch.tensor([0.5, 5.0, 50.0])
+    eps = replace(RELEASES[1], min_snr=5.0)
+    assert torch.allclose(_loss_weights(eps, snr), torch.tensor([1.0, 1.0, 0.1]))
+    v = _loss_weights(RELEASES[3], snr)  # v's loss already carries SNR + 1
+    assert torch.allclose(v, torch.tensor([0.5 / 1.5, 5 / 6, 5 / 51]))
+    assert torch.equal(_loss_weights(RELEASES[1], snr), torch.ones(3))
+
+
+def test_the_v3_recipe_trains_a_v_prediction_model_that_edits(tmp_path):
+    from diffusers import DDIMScheduler
+
+    from photoimmune.sdk.models.pipelines import edit_image
+
+    cfg = quick_config(RELEASES[3])
+    assert cfg.decoder_latent_noise > 0 and cfg.ema_decay and cfg.min_snr
+    train_tiny(cfg, tmp_path / "v3")
+    scheduler = DDIMScheduler.from_pretrained(tmp_path / "v3" / "scheduler")
+    assert scheduler.config.prediction_type == "v_prediction"
+    pipe = load_pipeline(tmp_path / "v3")
+    edit = edit_image(pipe, np.full((32, 32, 3), 128, np.uint8), "a photo", steps=2, seed=0)
+    assert edit.shape == (32, 32, 3) and edit.dtype == np.uint8
+
+
 def test_a_release_with_a_base_starts_from_the_bundled_weights():
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -161,15 +187,15 @@ def test_a_cooperative_release_is_its_base_with_an_encoder_taught_to_honour(tmp_
 
     from photoimmune.sdk.targets import build_target, fingerprint_module, model_fingerprints
 
-    cfg = quick_config(RELEASES[3])
-    assert cfg.base == 2 and cfg.honours == (2,)
-    train_tiny(cfg, tmp_path / "v3")
-    base, new = resolve_model("tiny-ldm@2"), tmp_path / "v3"
+    cfg = quick_config(RELEASES[4])
+    assert cfg.base == 3 and cfg.honours == (3,)
+    train_tiny(cfg, tmp_path / "v4")
+    base, new = resolve_model("tiny-ldm@3"), tmp_path / "v4"
     assert model_fingerprints(str(new)).denoiser == model_fingerprints(str(base)).denoiser
     vaes = [AutoencoderKL.from_pretrained(p / "vae") for p in (base, new)]
     assert fingerprint_module(vaes[0].decoder) == fingerprint_module(vaes[1].decoder)
     assert fingerprint_module(vaes[0].encoder) != fingerprint_module(vaes[1].encoder)
-    assert build_target(new).honours == (build_target("tiny-ldm@2").digest,)
+    assert build_target(new).honours == (build_target("tiny-ldm@3").digest,)
 
 
 def test_quality_check_reports_finite_numbers(tiny_models):

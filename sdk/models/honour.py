@@ -20,7 +20,7 @@ base release's. What honouring cannot do: an attacker who runs the older open
 weights is not affected (docs/models.md).
 
 Example:
-    photoimmune model train-tiny --version 3 --out /tmp/tiny-ldm-3
+    photoimmune model train-tiny --version 4 --out /tmp/tiny-ldm-4
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
     """Write a release that is ``cfg.base`` with an encoder that honours ``cfg.honours``.
 
     Example:
-        >>> train_honouring(RELEASES[3], Path("/tmp/tiny-ldm-3"))  # doctest: +SKIP
+        >>> train_honouring(RELEASES[4], Path("/tmp/tiny-ldm-4"))  # doctest: +SKIP
         {'version': 3, 'config': {..., 'honours': [2]}, ...}
     """
     from .bundled import resolve_model

@@ -15,11 +15,17 @@ Recipe, in four stages:
    (no pretrained perceptual network may be downloaded here).
 2. **Latent scaling**: ``scaling_factor = 1 / std(latents)``, measured on the
    training crops, the way SD's 0.18215 was chosen.
-3. **UNet + text encoder** jointly, epsilon prediction on DDPM noise with SD's
-   ``scaled_linear`` betas, captions dropped 10% of the time so classifier-free
-   guidance works.
+3. **UNet + text encoder** jointly, captions dropped 10% of the time so
+   classifier-free guidance works. v1 and v2 predict epsilon on SD's
+   ``scaled_linear`` betas; v3 predicts v on a cosine schedule, with min-SNR-5
+   loss weights, and keeps an exponential moving average of its weights (what
+   later diffusion recipes converged on: each of these makes a small UNet keep
+   more of an image at the noise levels img2img starts from).
 4. **Decoder fine-tune** with the encoder frozen, MSE only (SD's "ft-MSE"
-   idea): reconstructions sharpen, the latent space does not move.
+   idea): reconstructions sharpen, the latent space does not move. From v3 on,
+   the latents it decodes carry Gaussian noise: a denoiser never returns a
+   latent exactly, and a decoder trained only on the encoder's exact means
+   draws its small errors as texture (docs/models.md).
 
 One 4-channel UNet serves both img2img and inpainting: diffusers'
 ``StableDiffusionInpaintPipeline`` blends the known region back in latent space
@@ -31,7 +37,7 @@ Two photos (``chelsea`` and ``coffee``) are held out for validation.
 A release with ``base`` set (v2) runs the same four stages starting from the
 bundled base release's weights instead of random ones; with ``fresh_encoder``
 its stage 1 trains a new, randomly initialised encoder against the base's
-frozen decoder instead. A release with ``honours`` (v3) is a cooperative
+frozen decoder instead. A release with ``honours`` (v4) is a cooperative
 release: the base with its encoder fine-tuned to honour earlier targets
 (:mod:`.honour`).
 
@@ -41,12 +47,14 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
@@ -78,14 +86,23 @@ _PROMPT_WORDS = (
 )
 
 _TRAIN_TIMESTEPS = 1000
-# SD 1.x noise schedule: the same numbers the real scheduler configs carry.
-_SCHEDULE = {
-    "num_train_timesteps": _TRAIN_TIMESTEPS,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
-}
+
+
+def noise_schedule(cfg: TrainConfig) -> dict:
+    """The release's noise schedule, as the DDPM and DDIM scheduler configs carry it.
+
+    Example:
+        >>> noise_schedule(RELEASES[1])["beta_schedule"]
+        'scaled_linear'
+    """
+    schedule: dict = {
+        "num_train_timesteps": _TRAIN_TIMESTEPS,
+        "beta_schedule": cfg.beta_schedule,
+        "prediction_type": cfg.prediction_type,
+    }
+    if cfg.beta_schedule == "scaled_linear":  # SD 1.x: the numbers its scheduler configs carry
+        schedule.update(beta_start=0.00085, beta_end=0.012)
+    return schedule
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,15 @@ class TrainConfig:
     #: With ``base``: replace the base's encoder by a randomly initialised one and
     #: train it against the base's frozen decoder (see :func:`train_vae`).
     fresh_encoder: bool = False
+    #: With ``base``: train the UNet from random weights (a new schedule or
+    #: prediction target cannot start from the base's).
+    fresh_unet: bool = False
+    beta_schedule: Literal["scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    #: Min-SNR-gamma loss weights (Hang et al. 2023): no timestep's loss dominates.
+    min_snr: float | None = None
+    #: Save an exponential moving average of the UNet's weights with this decay.
+    ema_decay: float | None = None
     vae_steps: int = 1200
     vae_batch: int = 8
     vae_crop: int = 48
@@ -114,6 +140,9 @@ class TrainConfig:
     decoder_steps: int = 1600
     decoder_crop: int = 64
     decoder_lr: float = 5e-4
+    #: Most Gaussian noise added to the decoder's latents in stage 4, in units of
+    #: the latents' std (each crop draws its level uniformly below it).
+    decoder_latent_noise: float = 0.0
     unet_steps: int = 2000
     unet_batch: int = 32
     unet_crop: int = 64
@@ -160,9 +189,30 @@ RELEASES = {
         unet_lr=5e-4,
         decoder_steps=800,
     ),
-    # v3 is v2 with an encoder fine-tuned to honour v2's target (a cooperative
-    # release, :mod:`.honour`): v2-immunized photos edit badly on it as they are.
-    3: TrainConfig(version=3, seed=3, base=2, honours=(2,)),
+    # v3 follows v2's route to a new encoder (fresh, against v2's frozen decoder),
+    # then trains a new UNet with the later diffusion recipe (cosine schedule,
+    # v-prediction, min-SNR-5, EMA) and fine-tunes the decoder on noisy latents:
+    # both for edits that keep the photo (issue 23).
+    3: TrainConfig(
+        version=3,
+        seed=3,
+        base=2,
+        fresh_encoder=True,
+        vae_steps=1500,
+        vae_crop=64,
+        fresh_unet=True,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        min_snr=5.0,
+        ema_decay=0.999,
+        unet_steps=5000,
+        decoder_steps=600,
+        decoder_lr=2e-4,
+        decoder_latent_noise=0.15,
+    ),
+    # v4 is v3 with an encoder fine-tuned to honour v3's target (a cooperative
+    # release, :mod:`.honour`): v3-immunized photos edit badly on it as they are.
+    4: TrainConfig(version=4, seed=4, base=3, honours=(3,)),
 }
 
 Progress = Callable[[str, int, int, float], None]
@@ -336,11 +386,14 @@ def train_unet(
 ) -> UNet2DConditionModel:
     gen = torch.Generator().manual_seed(cfg.seed + 1000)
     torch.manual_seed(cfg.seed + 1000)
-    unet = (_base_component(cfg, "unet", UNet2DConditionModel) or build_unet(cfg)).train()
+    base = None if cfg.fresh_unet else _base_component(cfg, "unet", UNet2DConditionModel)
+    unet = (base or build_unet(cfg)).train()
     text_encoder.train()
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-4)
-    noise_sched = DDPMScheduler(**_SCHEDULE)
+    ema = _Ema(unet, cfg.ema_decay) if cfg.ema_decay else None
+    noise_sched = DDPMScheduler(**noise_schedule(cfg))
+    snr = noise_sched.alphas_cumprod / (1 - noise_sched.alphas_cumprod)
     empty = captions[-1]  # the last row is the empty prompt
     for step in range(cfg.unet_steps):
         for group in opt.param_groups:
@@ -357,10 +410,41 @@ def train_unet(
         zt = noise_sched.add_noise(z0, noise, t)
         cond = text_encoder(ids).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample.float()
-        loss = F.mse_loss(pred, noise)
+        velocity = cfg.prediction_type == "v_prediction"
+        wanted = noise_sched.get_velocity(z0, noise, t) if velocity else noise
+        per_sample = ((pred - wanted) ** 2).mean((1, 2, 3))
+        loss = (per_sample * _loss_weights(cfg, snr[t])).mean()
         clipped_step(opt, params, loss)
+        if ema is not None:
+            ema.update(unet, step)
         progress("unet", step + 1, cfg.unet_steps, loss.item())
-    return unet.eval()
+    return (ema.model if ema is not None else unet).eval()
+
+
+def _loss_weights(cfg: TrainConfig, snr: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights: 1, or min-SNR's ``min(SNR, gamma) / SNR`` expressed for the
+    prediction target (``/ (SNR + 1)`` for v, whose loss already carries SNR + 1)."""
+    if cfg.min_snr is None:
+        return torch.ones_like(snr)
+    clipped = snr.clamp(max=cfg.min_snr)
+    if cfg.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr.clamp(min=1e-8)
+
+
+class _Ema:
+    """An exponential moving average of a model's weights, warmed up over the first
+    steps (``decay`` reaches its value as ``(1 + step) / (10 + step)`` does)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for average, current in zip(self.model.parameters(), model.parameters(), strict=True):
+            average.lerp_(current, 1 - decay)
 
 
 def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) -> dict:
@@ -409,7 +493,7 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
     unet.to(torch.float16).save_pretrained(out / "unet")
     text_encoder.eval().save_pretrained(out / "text_encoder")
     DDIMScheduler(
-        **_SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1
+        **noise_schedule(cfg), clip_sample=False, set_alpha_to_one=False, steps_offset=1
     ).save_pretrained(out / "scheduler")
     _write_model_index(out)
     decoder_started = time.perf_counter()
@@ -453,6 +537,9 @@ def finetune_decoder(cfg: TrainConfig, out: Path, progress: Progress | None = No
         x, _ = random_crops(photos, cfg.vae_batch, cfg.decoder_crop, gen, colour=True)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
+            if cfg.decoder_latent_noise:
+                level = torch.rand(len(z), 1, 1, 1, generator=gen) * cfg.decoder_latent_noise
+                z = z + level / vae.config.scaling_factor * torch.randn(z.shape, generator=gen)
         loss = F.mse_loss(vae.decode(z).sample, x)
         clipped_step(opt, params, loss)
         progress("decoder", step + 1, cfg.decoder_steps, loss.item())
