@@ -12,7 +12,7 @@ from photoimmune.sdk.models import bundled_models, check_model, resolve_model
 
 def test_bundled_models_are_in_diffusers_layout_and_small():
     models = bundled_models()
-    assert [m.name for m in models] == ["tiny-ldm@1", "tiny-ldm@2"]
+    assert [m.name for m in models] == ["tiny-ldm@1", "tiny-ldm@2", "tiny-ldm@3"]
     for m in models:
         index = json.loads((m.path / "model_index.json").read_text())
         assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
@@ -24,7 +24,7 @@ def test_bundled_models_are_in_diffusers_layout_and_small():
 
 def test_bundled_names_resolve():
     assert resolve_model("tiny-ldm@1") == resolve_model("photoimmune/tiny-ldm@1")
-    assert resolve_model("tiny-ldm") == resolve_model("tiny-ldm@2")  # the latest version
+    assert resolve_model("tiny-ldm") == resolve_model("tiny-ldm@3")  # the latest version
 
 
 def test_version_2_is_a_new_release_not_a_copy():
@@ -44,6 +44,21 @@ def test_version_2_is_a_new_release_not_a_copy():
     assert fingerprint_module(encoders[0]) != fingerprint_module(encoders[1])
     training = json.loads((v2 / "training.json").read_text())
     assert training["config"]["base"] == 1 and training["config"]["seed"] != 1
+
+
+def test_version_3_has_its_own_encoder_and_the_later_diffusion_recipe():
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    from photoimmune.sdk.targets import fingerprint_module
+
+    v2, v3 = (bundled_models()[i].path for i in (1, 2))
+    encoders = [AutoencoderKL.from_pretrained(p / "vae").encoder for p in (v2, v3)]
+    assert fingerprint_module(encoders[0]) != fingerprint_module(encoders[1])
+    scheduler = DDIMScheduler.from_pretrained(v3 / "scheduler")
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    config = json.loads((v3 / "training.json").read_text())["config"]
+    assert config["base"] == 2 and config["decoder_latent_noise"] > 0
 
 
 def test_bundled_models_meet_the_quality_bars():
