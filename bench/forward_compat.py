@@ -17,7 +17,7 @@ edit was disrupted more):
   own edit of the clean photo.
 
     .venv/bin/python bench/forward_compat.py [--old tiny-ldm@1] [--new tiny-ldm@2]
-        [--honoured-by tiny-ldm@3] [--eps 8] [--steps 100] [--photos chelsea.png coffee.png]
+        [--honoured-by FOLDER] [--eps 8] [--steps 100] [--photos chelsea.png coffee.png]
 """
 
 from __future__ import annotations

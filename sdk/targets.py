@@ -277,8 +277,9 @@ def build_target(
     Example:
         >>> build_target("tiny-ldm@2", recipe="checker").resolution  # doctest: +SKIP
         128
-        >>> previous = build_target("tiny-ldm@2")  # doctest: +SKIP
-        >>> previous.digest in build_target("tiny-ldm@3").honours  # doctest: +SKIP
+        >>> previous = build_target("tiny-ldm@3")  # doctest: +SKIP
+        >>> # a release trained to honour it: `photoimmune model train-tiny --version 4`
+        >>> previous.digest in build_target("/tmp/tiny-ldm-4").honours  # doctest: +SKIP
         True
     """
     from .models.bundled import resolve_model

@@ -45,7 +45,8 @@ from photoimmune.sdk.targets import build_target, save_target
 from .helpers import edit, protection
 from .tiny_pipelines import SIZE, tiny_flux, tiny_sdxl
 
-V1, V2, V3 = "photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2", "photoimmune/tiny-ldm@3"
+V1, V2 = "photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2"
+HONOURING = "photoimmune/tiny-ldm@4"  # a cooperative release no bundle ships
 FAST = {"steps": 8}  # re-immunization iterations in tests: the mechanics, not the strength
 
 
@@ -195,20 +196,20 @@ def test_outdated_image_is_reimmunized_signed_and_chained(
 def test_a_release_that_honours_an_older_target_passes_its_images_untouched(
     keys, v1_signed, tmp_path
 ):
-    """v2's weights republished as a cooperative @3 whose target honours v1's: the v1 image
+    """v2's weights republished as a cooperative @4 whose target honours v1's: the v1 image
     is covered (no re-immunization, no added ε); an image protected against nothing it
     honours is still outdated."""
     folder = tmp_path / "reg"
     client = local_registry(folder, ["tiny-ldm@1"])
-    honouring = build_target("tiny-ldm@2", ref=V3, honours=[client.get(V1)])
-    save_target(honouring, tmp_path / "v3")
+    honouring = build_target("tiny-ldm@2", ref=HONOURING, honours=[client.get(V1)])
+    save_target(honouring, tmp_path / "v4")
     vendor_key = load_signer(folder / "vendor-keys" / "photoimmune.pem")
-    publish(open_registry(folder), "photoimmune", tmp_path / "v3", [vendor_key])
-    pipe = _enable(load_pipeline("tiny-ldm@2"), folder, keys)  # newest wins: it runs as @3
+    publish(open_registry(folder), "photoimmune", tmp_path / "v4", [vendor_key])
+    pipe = _enable(load_pipeline("tiny-ldm@2"), folder, keys)  # newest wins: it runs as @4
     plain = edit(load_pipeline("tiny-ldm@2"), load_image(v1_signed).to_pil())
     assert np.array_equal(edit(pipe, str(v1_signed)), plain)
     (check,) = pipe.immunization_report.images
-    assert pipe.immunization_report.model == V3
+    assert pipe.immunization_report.model == HONOURING
     assert (check.status, check.action, check.protected_against) == ("covered", "passed", (V1,))
     other = sign_pixels(load_image(v1_signed).pixels, [_claim(V1)], keys.signer("publisher"))
     edit(pipe, other)
