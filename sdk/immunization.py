@@ -96,6 +96,10 @@ def _build_attack(
 
         encoder = target.vae_encoder().to(device)
         latents = target._latents.setdefault(str(device), {})
+        # The signed z_target is the target image's latent at its own size: the loss the
+        # descriptor names, with no second encoding of the image.
+        z_target = target.tensor(target.encoder.z_target).to(device)
+        latents.setdefault(tuple(image.shape[-2:]), z_target)
         return EncoderAttack(
             encoder, image, resolution=target.resolution, latents=latents, config=config
         )
