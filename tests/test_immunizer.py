@@ -23,6 +23,7 @@ from photoimmune.sdk.immunizer import (
     immunizer_delta,
     train_immunizer,
 )
+from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import build_target, load_target, parse_target, save_target
@@ -108,6 +109,34 @@ def test_the_delta_is_bounded_and_sized_like_the_photo(carried):
     delta = immunizer_delta(carried, x, eps=8 / 255)
     assert delta.shape == x.shape
     assert float(delta.abs().max()) <= 8 / 255 + 1e-7
+
+
+def test_the_pass_in_reduced_precision_gives_the_float32_pass_s_levels():
+    # Where bf16 is native the pass runs in it (fp32 elsewhere): whole 8-bit levels
+    # must come out (almost) as float32's, and never past ε.
+    from photoimmune.sdk.immunizer import load_generator
+
+    target = build_target("tiny-ldm@3")
+    x = pixels_to_tensor([sample_pixels("coffee.png", 128)])
+    exact = 8 / 255 * torch.tanh(load_generator(target)(x))
+    delta = immunizer_delta(target, x, eps=8 / 255)
+    assert float(delta.abs().max()) <= 8 / 255 + 1e-7  # ε in float32
+    levels, exact_levels = torch.round(delta * 255), torch.round(exact * 255)
+    assert float((levels - exact_levels).abs().max()) <= 1
+    assert float((levels != exact_levels).float().mean()) < 0.05
+
+
+def test_the_encoder_attack_aims_at_the_signed_target_latent():
+    # At the target's own size the loss is the distance to the published z_target,
+    # not to a re-encoding of the target image: sign another latent and the loss follows.
+    target = build_target("tiny-ldm@1", ref="acme/aim@1")
+    z_name = target.encoder.z_target
+    target._tensors[z_name] = torch.zeros_like(target.tensor(z_name))
+    image = sample_pixels("coffee.png", 128)
+    loss = immunize(image, target, steps=0, warm_start=False).protections[0].loss_before
+    with torch.no_grad():
+        latent = target.vae_encoder()(pixels_to_tensor([image]))
+    assert float(loss) == pytest.approx(float(latent.pow(2).mean()), rel=1e-3)
 
 
 def test_the_bundled_immunizer_cuts_the_loss_in_one_pass():
