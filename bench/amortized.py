@@ -174,7 +174,9 @@ def part_e(args) -> None:
     from photoimmune.sdk.immunizer import immunizer_delta
     from photoimmune.sdk.io import pixels_to_tensor
 
-    targets = {v: build_target(f"tiny-ldm@{v}") for v in (1, 2)}
+    from photoimmune.sdk.models.bundled import bundled_models
+
+    targets = {m.name: build_target(m.name) for m in bundled_models()}
     print("\n(e) transfer: loss cut (1 - after/before) on each version, chelsea + coffee")
     for size in (int(s) for s in args.sizes.split(",")):
         x = pixels_to_tensor([sample_pixels(n, size) for n in PHOTOS])
@@ -197,11 +199,11 @@ def part_e(args) -> None:
                 if generator.immunizer is None:  # this version ships no generator
                     continue
                 result = attack.perturb(x, init=immunizer_delta(generator, x, 8 / 255))
-                cuts[f"v{source}'s pass"] = float(
+                cuts[f"{source}'s pass"] = float(
                     (1 - result.loss_after / result.loss_before).mean()
                 )
             shown = ", ".join(f"{name} {cut:.3f}" for name, cut in cuts.items())
-            print(f"{size:>5} px, loss cut on v{scored}: {shown}")
+            print(f"{size:>5} px, loss cut on {scored}: {shown}")
 
 
 def part_f(args) -> None:
