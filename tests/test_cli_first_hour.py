@@ -185,6 +185,7 @@ def test_listings_have_json(tmp_path, photo):
     assert [json.loads(line)["name"] for line in models.stdout.splitlines()] == [
         "tiny-ldm@1",
         "tiny-ldm@2",
+        "tiny-ldm@3",
     ]
     info = _cli("info", "--json", "photo.jpg", cwd=tmp_path)
     assert json.loads(info.stdout) == {
