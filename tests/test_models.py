@@ -31,7 +31,7 @@ def test_folder_without_model_index_is_refused(tmp_path):
         resolve_model(tmp_path)
 
 
-@pytest.mark.parametrize("model", ["tiny-ldm@1", "tiny-ldm@2"])
+@pytest.mark.parametrize("model", ["tiny-ldm@1", "tiny-ldm@2", "tiny-ldm@3"])
 def test_bundled_versions_run_img2img_and_inpaint_end_to_end(model):
     photo = Image.fromarray(sample_pixels("chelsea.png", 128))
     img2img = load_pipeline(model, "img2img")
