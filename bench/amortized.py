@@ -173,7 +173,6 @@ def part_e(args) -> None:
     from photoimmune.sdk.attacks import EncoderAttack
     from photoimmune.sdk.immunizer import immunizer_delta
     from photoimmune.sdk.io import pixels_to_tensor
-
     from photoimmune.sdk.models.bundled import bundled_models
 
     targets = {m.name: build_target(m.name) for m in bundled_models()}

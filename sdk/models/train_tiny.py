@@ -167,8 +167,9 @@ class TrainConfig:
     text_width: int = 64
 
 
-#: The releases: 1-3 are bundled, 4 is the cooperative recipe. v2 is a new release with a new encoder: trained
-#: from random weights (seed 2) against v1's frozen decoder, so it speaks v1's
+#: The releases: 1-3 are bundled, 4 is the cooperative recipe. v2 is a new
+#: release with a new encoder: trained from random weights (seed 2) against
+#: v1's frozen decoder, so it speaks v1's
 #: latent language, v1's UNet carries over, and the quality v1's decoder earned
 #: is kept, yet its gradients are its own, so perturbations crafted against v1
 #: carry over to it only in part. Its decoder and UNet are then fine-tuned on top.
