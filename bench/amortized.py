@@ -208,17 +208,18 @@ def part_e(args) -> None:
 def part_f(args) -> None:
     from architectures import sd15_vae  # bench/ is on sys.path when this script runs
 
-    from photoimmune.sdk.attacks import EncoderAttack, VAEEncoder
+    from photoimmune.sdk.attacks import EncoderAttack, VAEEncoder, fast_dtype
     from photoimmune.sdk.immunizer import ImmunizerNet
 
     net = ImmunizerNet(32).eval().requires_grad_(False)
     encoder = VAEEncoder(sd15_vae())
     attack = EncoderAttack(encoder, steps=1, quant_steps=0, random_start=False)
     x = torch.rand(1, 3, 512, 512)
-    with torch.no_grad():
+    # immunize() runs the pass in bf16 where the CPU has it natively (immunizer_delta).
+    dtype = fast_dtype("cpu")
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=dtype is not None):
         net(x)
-    started = time.perf_counter()
-    with torch.no_grad():
+        started = time.perf_counter()
         net(x)
     pass_s = time.perf_counter() - started
     attack.perturb(x)  # warm-up
@@ -226,7 +227,9 @@ def part_f(args) -> None:
     attack.perturb(x)
     step_s = time.perf_counter() - started  # one step, plus its two loss evaluations
     print("\n(f) SD 1.5 VAE architecture (random weights), 512 px, CPU")
-    print(f"generator pass {pass_s * 1000:.0f} ms; one PGD iteration {step_s * 1000:.0f} ms")
+    precision = "bf16" if dtype is not None else "float32"
+    print(f"generator pass ({precision}) {pass_s * 1000:.0f} ms", end="; ")
+    print(f"one PGD iteration {step_s * 1000:.0f} ms")
     print(f"100-step PGD ≈ {100 * step_s:.0f} s: the pass is {100 * step_s / pass_s:.0f}x faster")
 
 
