@@ -208,7 +208,7 @@ def part_e(args) -> None:
 def part_f(args) -> None:
     from architectures import sd15_vae  # bench/ is on sys.path when this script runs
 
-    from photoimmune.sdk.attacks import EncoderAttack, VAEEncoder, fast_dtype
+    from photoimmune.sdk.attacks import EncoderAttack, VAEEncoder, autocast_to, fast_dtype
     from photoimmune.sdk.immunizer import ImmunizerNet
 
     net = ImmunizerNet(32).eval().requires_grad_(False)
@@ -217,7 +217,7 @@ def part_f(args) -> None:
     x = torch.rand(1, 3, 512, 512)
     # immunize() runs the pass in bf16 where the CPU has it natively (immunizer_delta).
     dtype = fast_dtype("cpu")
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=dtype is not None):
+    with torch.no_grad(), autocast_to("cpu", dtype):
         net(x)
         started = time.perf_counter()
         net(x)

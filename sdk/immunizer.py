@@ -42,7 +42,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .attacks.budget import format_budget, parse_budget
-from .attacks.precision import fast_dtype
+from .attacks.precision import autocast_to, fast_dtype
 from .attacks.sizing import to_working, working_size
 from .descriptor import IMMUNIZER_NAME, AttackTarget, ImmunizerSpec, TensorFile
 from .errors import InputError
@@ -156,8 +156,7 @@ def immunizer_delta(target: AttackTarget, x: torch.Tensor, eps: float) -> torch.
     net = load_generator(target).to(x.device)
     # δ ends as whole 8-bit levels within ε (±8 at 8/255), so bf16's three significant
     # digits are ample; where the hardware has bf16 the pass takes a quarter of the time.
-    dtype = fast_dtype(x.device)
-    with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with autocast_to(x.device, fast_dtype(x.device)):
         delta = _apply(net, x, eps, target.resolution)
     return delta.float().clamp(-eps, eps)  # ε itself may round up in bf16
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .encoder import EncoderAttack, VAEEncoder, gray_target
     from .ensemble import Ensemble
     from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
-    from .precision import PrecisionWarning, bf16_is_native, fast_dtype
+    from .precision import PrecisionWarning, autocast_to, bf16_is_native, fast_dtype
     from .sizing import working_size
     from .transforms import (
         JpegApprox,
@@ -46,6 +46,7 @@ _LAZY = {
     "loss_and_grad": "pgd",
     "run_pgd": "pgd",
     "PrecisionWarning": "precision",
+    "autocast_to": "precision",
     "bf16_is_native": "precision",
     "fast_dtype": "precision",
     "working_size": "sizing",
@@ -75,6 +76,7 @@ __all__ = [
     "RandomNoise",
     "RandomResize",
     "VAEEncoder",
+    "autocast_to",
     "bf16_is_native",
     "budget_levels",
     "default_eot",

@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 
 from ..errors import InputError
-from .precision import warn_if_emulated
+from .precision import autocast_to, warn_if_emulated
 from .transforms import Transform
 
 Norm = Literal["linf", "l2"]
@@ -139,10 +139,8 @@ def _random_start(x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator) -> torc
     return noise / _l2(noise) * radius
 
 
-def _autocast(x: torch.Tensor, cfg: PGDConfig):
-    return torch.autocast(
-        x.device.type, dtype=cfg.autocast or torch.bfloat16, enabled=cfg.autocast is not None
-    )
+def _autocast(x: torch.Tensor, cfg: PGDConfig) -> torch.autocast:
+    return autocast_to(x.device, cfg.autocast)
 
 
 def _evaluate(

@@ -42,6 +42,18 @@ def fast_dtype(device: torch.device | str) -> torch.dtype | None:
     return torch.bfloat16 if bf16_is_native(device) else None
 
 
+def autocast_to(device: torch.device | str, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device``; with None a disabled one (stay in float32).
+
+    Example:
+        >>> with autocast_to("cpu", None):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.float32
+    """
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def warn_if_emulated(dtype: torch.dtype | None, device: torch.device | str) -> None:
     """Warn (once per call site) when ``dtype`` is bf16 and ``device`` would emulate it."""
     if dtype == torch.bfloat16 and not bf16_is_native(device):
