@@ -177,7 +177,7 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
 
     Example:
         >>> train_honouring(RELEASES[4], Path("/tmp/tiny-ldm-4"))  # doctest: +SKIP
-        {'version': 3, 'config': {..., 'honours': [2]}, ...}
+        {'version': 4, 'config': {..., 'honours': [3]}, ...}
     """
     from .bundled import resolve_model
 

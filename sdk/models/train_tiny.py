@@ -167,18 +167,19 @@ class TrainConfig:
     text_width: int = 64
 
 
+#: How v2 and v3 get a new encoder: from random weights, on the base's frozen decoder.
+_NEW_ENCODER: dict[str, Any] = {"fresh_encoder": True, "vae_steps": 1500, "vae_crop": 64}
+
 #: The releases: 1-3 are bundled, 4 is the cooperative recipe. v2 is a new
 #: release with a new encoder: trained from random weights (seed 2) against
-#: v1's frozen decoder, so it speaks v1's
-#: latent language, v1's UNet carries over, and the quality v1's decoder earned
-#: is kept, yet its gradients are its own, so perturbations crafted against v1
+#: v1's frozen decoder, so it speaks v1's latent language, v1's UNet carries
+#: over, and the quality v1's decoder earned is kept, yet its gradients are
+#: its own, so perturbations crafted against v1
 #: carry over to it only in part. Its decoder and UNet are then fine-tuned on top.
 #: (Two other v2s were tried: v1 trained further with a new seed, whose
 #: encoder stayed so close to v1's that v1's immunization protected v2 just
 #: as well; and a retrain of everything from scratch, which reached only
 #: 21.1 dB VAE PSNR, below the 22 dB bar.)
-#: How v2 and v3 get a new encoder: from random weights, on the base's frozen decoder.
-_NEW_ENCODER: dict[str, Any] = {"fresh_encoder": True, "vae_steps": 1500, "vae_crop": 64}
 RELEASES = {
     1: TrainConfig(version=1, seed=1),
     2: TrainConfig(
