@@ -265,7 +265,8 @@ def train_immunizer_command(
     ] = None,
     recipe: Annotated[str, typer.Option(help="gray (PhotoGuard) or checker (Mist-like).")] = "gray",
     steps: Annotated[
-        int, typer.Option(min=1, help="Training steps (about 6 s each on 2 cores).")
+        int,
+        typer.Option(min=1, help="Training steps (0.7 s each on 2 cores in bf16, 1.4 s in fp32)."),
     ] = 400,
     batch: Annotated[int, typer.Option(min=1, help="Photo crops per step.")] = 8,
     width: Annotated[
@@ -274,7 +275,7 @@ def train_immunizer_command(
     eps: Annotated[str, typer.Option(help="L-inf budget it is trained at.")] = "8/255",
     finish_steps: Annotated[
         int, typer.Option(min=0, help="PGD steps publishers run after the pass by default.")
-    ] = 10,
+    ] = 5,
     eot: Annotated[
         bool, typer.Option(help="Train under random JPEG/resize/blur (robuster).")
     ] = False,
