@@ -4,6 +4,7 @@ inside the budget after the 8-bit projection, and PGD's default start."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -113,7 +114,8 @@ def test_the_delta_is_bounded_and_sized_like_the_photo(carried):
 
 def test_the_pass_in_reduced_precision_gives_the_float32_pass_s_levels():
     # Where bf16 is native the pass runs in it (fp32 elsewhere): whole 8-bit levels
-    # must come out (almost) as float32's, and never past ε.
+    # must come out (almost) as float32's, and never past ε. Where tanh is steepest
+    # one level spans a 1/8 change of G's output, which bf16 can move by two.
     from photoimmune.sdk.immunizer import load_generator
 
     target = build_target("tiny-ldm@3")
@@ -122,7 +124,7 @@ def test_the_pass_in_reduced_precision_gives_the_float32_pass_s_levels():
     delta = immunizer_delta(target, x, eps=8 / 255)
     assert float(delta.abs().max()) <= 8 / 255 + 1e-7  # ε in float32
     levels, exact_levels = torch.round(delta * 255), torch.round(exact * 255)
-    assert float((levels - exact_levels).abs().max()) <= 1
+    assert float((levels - exact_levels).abs().max()) <= 2
     assert float((levels != exact_levels).float().mean()) < 0.05
 
 
@@ -169,6 +171,29 @@ def test_warm_start_is_the_default_with_an_immunizer_and_can_be_turned_off(
     assert not calls and cold.protections[0].steps == 3
     immunize(photo, plain, steps=1)  # no immunizer: plain PGD, no warm start asked
     assert not calls
+
+
+def test_a_cold_run_is_momentum_pgd_on_a_share_of_the_recommended_steps(plain, carried):
+    from photoimmune.sdk.immunization import COLD_MOMENTUM, COLD_STEP_SHARE, choose_schedule
+
+    recommended = plain.recommended_budget().steps
+    cold = choose_schedule([plain])
+    assert not cold.warm_start and cold.momentum == COLD_MOMENTUM
+    assert cold.steps == math.ceil(recommended * COLD_STEP_SHARE) < recommended
+    given = choose_schedule([plain], steps=7)
+    assert (given.steps, given.warm_start, given.momentum) == (7, False, COLD_MOMENTUM)
+    # The warm start's few steps refine; the diffusion and L2 attacks keep plain steps.
+    assert choose_schedule([carried]).momentum == 0
+    assert choose_schedule([plain], "diffusion").momentum == 0
+    assert choose_schedule([plain], norm="l2").momentum == 0
+
+
+def test_the_cold_default_reaches_photoguard_s_hundred_steps(plain):
+    image = sample_pixels("coffee.png", 64)  # held out: never trained on
+    default = immunize(image, plain, warm_start=False).protections[0]
+    photoguard = immunize(image, plain, steps=100, warm_start=False, momentum=0.0).protections[0]
+    assert default.steps < 100
+    assert float(default.loss_after) <= 1.01 * float(photoguard.loss_after)
 
 
 def test_an_immunizer_that_is_not_there_is_a_clear_error(plain, carried, photo):
