@@ -196,6 +196,8 @@ def test_a_cooperative_release_is_its_base_with_an_encoder_taught_to_honour(tmp_
     assert fingerprint_module(vaes[0].decoder) == fingerprint_module(vaes[1].decoder)
     assert fingerprint_module(vaes[0].encoder) != fingerprint_module(vaes[1].encoder)
     assert build_target(new).honours == (build_target("tiny-ldm@3").digest,)
+    assert not (new / "immunizer").exists()  # the base's generator fits the base's encoder
+    assert build_target(new).immunizer is None
 
 
 def test_quality_check_reports_finite_numbers(tiny_models):

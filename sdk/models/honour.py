@@ -8,10 +8,11 @@ fine-tunes N+1's encoder with two losses:
 * **keep**: on clean crops, the same crops with same-ε uniform noise, and their
   JPEG 75 copies, the new encoder's latent stays the base encoder's (so the
   decoder and the UNet carry over unchanged and clean edits stay as they were);
-* **honour**: on crops immunized with the publishers' own immunizer (the
-  encoder attack at the honoured target's recommended budget) and their JPEG 75
-  copies, the new encoder's latent moves ``honour_gain`` times as far as the
-  base's did along the way the perturbation pushed it, toward the target latent
+* **honour**: on crops immunized as publishers immunize them (``immunize``'s
+  defaults against the honoured target: its one-pass immunizer's start and a few
+  PGD steps, or the pass alone) and their JPEG 75 copies, the new encoder's
+  latent moves ``honour_gain`` times as far as the base's did along the way the
+  perturbation pushed it, toward the target latent
   (the base's latent of the gray target image, which the keep loss also pins)
   and never past it (:func:`amplified_goal`).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,8 +39,6 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from diffusers import AutoencoderKL
 
-from ..attacks.budget import parse_budget
-from ..attacks.encoder import EncoderAttack
 from ..evaluate.processing import PROCESSING
 from ..io import pixels_to_tensor, tensor_to_pixels
 from .train_tiny import (
@@ -73,26 +73,32 @@ def immunized_pool(
     cfg: TrainConfig, photos: list[torch.Tensor], progress: Progress
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``cfg.honour_pool`` training crops and the same crops immunized as publishers do:
-    the encoder attack against each honoured release at its recommended budget."""
+    :func:`~photoimmune.sdk.immunization.immunize` against each honoured release with
+    its defaults (the one-pass immunizer's start and its few finishing steps where the
+    target ships one) and, for every other batch, the one-pass immunizer alone."""
+    from ..immunization import immunize
     from ..targets import build_target
 
     gen = torch.Generator().manual_seed(cfg.seed + 4000)
     crops, _ = random_crops(photos, cfg.honour_pool, cfg.honour_pool_crop, gen, colour=False)
     clean = _eight_bit((crops + 1) / 2)
+    targets = [build_target(f"tiny-ldm@{version}") for version in cfg.honours]
     immunized = []
-    attacks = []
-    for version in cfg.honours:
-        target = build_target(f"tiny-ldm@{version}")
-        budget = target.recommended_budget("encoder")
-        assert budget is not None  # every bundled target recommends one
-        eps = float(parse_budget(budget.eps))
-        steps = cfg.honour_attack_steps or budget.steps
-        attacks.append(EncoderAttack(target.vae_encoder(), eps=eps, steps=steps))
-    for start in range(0, len(clean), _ATTACK_BATCH):
-        attack = attacks[(start // _ATTACK_BATCH) % len(attacks)]
-        result = attack.perturb(clean[start : start + _ATTACK_BATCH], seed=start)
-        immunized.append(result.x_adv)
-        cut = float((1 - result.loss_after / result.loss_before).mean())
+    for batch, start in enumerate(range(0, len(clean), _ATTACK_BATCH)):
+        target = targets[batch % len(targets)]
+        one_pass = target.immunizer is not None and batch // len(targets) % 2 == 1
+        results = immunize(
+            list(tensor_to_pixels(clean[start : start + _ATTACK_BATCH])),
+            target,
+            method="amortized" if one_pass else None,
+            steps=None if one_pass else cfg.honour_attack_steps,
+            seed=start,
+        )
+        immunized.append(pixels_to_tensor([r.pixels for r in results]))
+        cut = statistics.fmean(
+            1 - float(r.protections[0].loss_after) / float(r.protections[0].loss_before)
+            for r in results
+        )
         progress("immunize", min(start + _ATTACK_BATCH, len(clean)), len(clean), cut)
     return clean, torch.cat(immunized)
 
@@ -179,12 +185,15 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
         >>> train_honouring(RELEASES[4], Path("/tmp/tiny-ldm-4"))  # doctest: +SKIP
         {'version': 4, 'config': {..., 'honours': [3]}, ...}
     """
+    from ..targets import BUNDLED_IMMUNIZER
     from .bundled import resolve_model
 
     progress = progress or (lambda *_: None)
     started = time.perf_counter()
     base_path = resolve_model(f"tiny-ldm@{cfg.base}")
-    shutil.copytree(base_path, out, dirs_exist_ok=True)
+    # The base's one-pass immunizer was trained for the base's encoder, not this one.
+    not_ours = shutil.ignore_patterns(BUNDLED_IMMUNIZER)
+    shutil.copytree(base_path, out, dirs_exist_ok=True, ignore=not_ours)
     photos = load_photos(list(TRAIN_PHOTOS))
     pool = immunized_pool(cfg, photos, progress)
     pool_seconds = time.perf_counter() - started

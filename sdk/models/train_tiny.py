@@ -152,9 +152,9 @@ class TrainConfig:
     #: With ``base``: bundled releases whose published targets this release honours
     #: (:mod:`.honour`); only the encoder is fine-tuned, the rest is the base's.
     honours: tuple[int, ...] = ()
-    honour_pool: int = 192  # immunized crops, each made with the full PGD a publisher runs
+    honour_pool: int = 192  # immunized crops, each made as a publisher makes them
     honour_pool_crop: int = 64
-    honour_attack_steps: int | None = None  # None: the honoured target's recommended steps
+    honour_attack_steps: int | None = None  # None: immunize()'s default steps
     honour_crop: int = 32  # training windows of the pool's crops
     honour_steps: int = 1000
     honour_batch: int = 8
