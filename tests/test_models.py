@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from PIL import Image
 
 from photoimmune.sdk import InputError
@@ -119,6 +120,17 @@ def test_training_is_deterministic_under_a_seed(tmp_path):
         first = (tmp_path / "a" / part / name).read_bytes()
         assert first == (tmp_path / "b" / part / name).read_bytes(), part
         assert first != (tmp_path / "other-seed" / part / name).read_bytes(), part
+
+
+def test_the_spectral_loss_counts_fine_detail_and_ignores_a_uniform_shift():
+    from photoimmune.sdk.models.train_tiny import spectral_l1
+
+    photo = torch.rand(1, 3, 16, 16)
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2 - 1
+    fine, shifted = photo + 0.05 * checker, photo + 0.05  # the same mean square error
+    assert torch.isclose(F.mse_loss(fine, photo), F.mse_loss(shifted, photo))
+    assert spectral_l1(photo, photo) == 0
+    assert spectral_l1(shifted, photo) < 1e-6 < spectral_l1(fine, photo)
 
 
 def test_min_snr_weights_cap_the_easy_timesteps_for_either_prediction_target():

@@ -6,8 +6,9 @@ on top). Instead, as GuardDoor (Wang et al., ICML 2025) proposes, the vendor
 fine-tunes N+1's encoder with two losses:
 
 * **keep**: on clean crops, the same crops with same-ε uniform noise, and their
-  JPEG 75 copies, the new encoder's latent stays the base encoder's (so the
-  decoder and the UNet carry over unchanged and clean edits stay as they were);
+  JPEG 75 copies, the new encoder's latent stays the base encoder's, and so does
+  its decoded picture (so the decoder and the UNet carry over unchanged and clean
+  edits stay as they were);
 * **honour**: on crops immunized as publishers immunize them (``immunize``'s
   defaults against the honoured target: its one-pass immunizer's start and a few
   PGD steps, or the pass alone) and their JPEG 75 copies, the new encoder's
@@ -145,9 +146,7 @@ def honour_encoder(
     gen = torch.Generator().manual_seed(cfg.seed + 5000)
     torch.manual_seed(cfg.seed + 5000)
     teacher = base.requires_grad_(False).eval()
-    vae = copy.deepcopy(base)
-    vae.decoder.requires_grad_(False)
-    vae.post_quant_conv.requires_grad_(False)
+    vae = copy.deepcopy(base).requires_grad_(False)
     params = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
     params = [p.requires_grad_(True) for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.honour_lr, weight_decay=0.0)
@@ -170,7 +169,14 @@ def honour_encoder(
             z_keep = latent(teacher, keep)
             z_clean = z_keep[-len(clean) :]
             goal = amplified_goal(z_clean, latent(teacher, immunized), z_keep[:1], cfg.honour_gain)
-        loss_keep = F.mse_loss(latent(vae, keep), z_keep)
+        z_new = latent(vae, keep)
+        loss_keep = F.mse_loss(z_new, z_keep)
+        if cfg.honour_pixel_keep:
+            scale = vae.config.scaling_factor
+            with torch.no_grad():
+                seen = teacher.decode(z_keep / scale).sample
+            drift = F.mse_loss(vae.decode(z_new / scale).sample, seen)
+            loss_keep = loss_keep + cfg.honour_pixel_keep * drift
         loss_honour = F.mse_loss(latent(vae, immunized), goal)
         loss = loss_keep + cfg.honour_weight * loss_honour
         clipped_step(opt, params, loss)
