@@ -75,11 +75,11 @@ def main() -> None:
         rows[label] = measure(vae, args.photos, args.steps)
         print(f"{label}: trained in {time.perf_counter() - started:.0f} s", flush=True)
     print(f"\n8/255, {args.steps} PGD steps, {SIZE} px, photos {' / '.join(args.photos)}")
-    print(f"{'VAE':34} {'latent cut':>28} {'PSNR (dB)':>24}")
+    print(f"{'VAE':40} {'latent cut':>28} {'PSNR (dB)':>24}")
     for label, (cuts, psnrs) in rows.items():
         cut = " / ".join(f"{c:.1%}" for c in cuts) + f" ({statistics.fmean(cuts):.1%})"
         psnr = " / ".join(f"{p:.1f}" for p in psnrs) + f" ({statistics.fmean(psnrs):.1f})"
-        print(f"{label:34} {cut:>28} {psnr:>24}")
+        print(f"{label:40} {cut:>28} {psnr:>24}")
 
 
 if __name__ == "__main__":
