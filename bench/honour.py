@@ -38,10 +38,11 @@ from photoimmune.sdk.samples import sample_pixels
 EPS = "8/255"
 
 
-def reconstruction_psnr(pipe, pixels: np.ndarray) -> float:
+def reconstruction_psnr(vae, pixels: np.ndarray) -> float:
+    """The VAE's encode-decode PSNR on one uint8 photo (float output, not rounded)."""
     x = pixels_to_tensor(pixels, value_range="signed")
     with torch.no_grad():
-        recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
     return float(-10 * torch.log10(((recon - x) / 2).pow(2).mean()))
 
 
@@ -72,7 +73,9 @@ def main() -> None:
         gaps["honoured, JPEG 75"].append(ssim(jpeg(noise)) - ssim(jpeg(old)))
         if not args.no_native:
             gaps["native"].append(ssim(noise) - ssim(immunize(photo, args.newest, eps=EPS).pixels))
-        drops.append(reconstruction_psnr(previous, photo) - reconstruction_psnr(newest, photo))
+        drops.append(
+            reconstruction_psnr(previous.vae, photo) - reconstruction_psnr(newest.vae, photo)
+        )
         print(name, {k: round(v[-1], 4) for k, v in gaps.items() if v}, flush=True)
     print(f"\n{args.newest} edits, {args.size}px, ε {EPS}; SSIM gap over same-ε noise")
     for row, values in gaps.items():

@@ -27,6 +27,7 @@ from dataclasses import replace
 
 import torch
 from diffusers import AutoencoderKL
+from honour import reconstruction_psnr
 from vae_attackability import attack, latent
 
 from photoimmune.sdk.io import pixels_to_tensor
@@ -43,13 +44,12 @@ def measure(vae: AutoencoderKL, photos: list[str], steps: int) -> tuple[list[flo
     target = latent(vae, torch.full((1, 3, SIZE, SIZE), 0.5))
     cuts, psnrs = [], []
     for name in photos:
-        x = pixels_to_tensor(sample_pixels(name, SIZE))
+        pixels = sample_pixels(name, SIZE)
+        x = pixels_to_tensor(pixels)
         before = (latent(vae, x) - target).norm()
         adv = attack(vae, x, target, 8 / 255, steps, seed=0)
         cuts.append(float(1 - (latent(vae, adv) - target).norm() / before))
-        with torch.no_grad():
-            recon = vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample.clamp(-1, 1)
-        psnrs.append(float(-10 * torch.log10(((recon + 1) / 2 - x).pow(2).mean())))
+        psnrs.append(reconstruction_psnr(vae, pixels))
     return cuts, psnrs
 
 
