@@ -173,6 +173,26 @@ def test_warm_start_is_the_default_with_an_immunizer_and_can_be_turned_off(
     assert not calls
 
 
+def test_a_warm_start_refines_in_bf16_where_native_and_a_cold_run_stays_float32(
+    carried, photo, monkeypatch
+):
+    from photoimmune.sdk.attacks.encoder import EncoderAttack
+    from photoimmune.sdk.attacks.precision import fast_dtype
+
+    seen: list[bool] = []
+    real = EncoderAttack.loss
+    monkeypatch.setattr(
+        EncoderAttack,
+        "loss",
+        lambda self, x: seen.append(torch.is_autocast_enabled("cpu")) or real(self, x),
+    )
+    immunize(photo, carried)
+    assert set(seen) == {fast_dtype("cpu") is not None}  # bf16 only where the CPU has it
+    seen.clear()
+    immunize(photo, carried, warm_start=False, steps=2)
+    assert set(seen) == {False}
+
+
 def test_a_cold_run_is_momentum_pgd_on_a_share_of_the_recommended_steps(plain, carried):
     from photoimmune.sdk.immunization import COLD_MOMENTUM, COLD_STEP_SHARE, choose_schedule
 
@@ -222,6 +242,23 @@ def test_training_is_quick_deterministic_and_binds_the_result(plain):
     assert first.immunizer.weights == again.immunizer.weights  # same seed, same bytes
     with pytest.raises(InputError, match="steps"):
         train_immunizer(plain, ImmunizerTraining(steps=0))
+
+
+def test_softened_training_crops_keep_the_picture_and_lose_its_fine_detail():
+    from photoimmune.sdk.immunizer import _training_crops
+    from photoimmune.sdk.models.train_tiny import load_photos
+
+    photos = load_photos(["astronaut.png"])
+
+    def crops(soften: float) -> torch.Tensor:
+        cfg = ImmunizerTraining(batch=4, scales=(1.0,), soften=soften)
+        return _training_crops(cfg, photos, 64, torch.Generator().manual_seed(5))
+
+    sharp, soft = crops(0.0), crops(1.0)
+    detail = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean().item()  # noqa: E731
+    assert detail(soft) < 0.7 * detail(sharp)  # blurred by a 2-4x down-and-up resize
+    assert (soft.mean((1, 2, 3)) - sharp.mean((1, 2, 3))).abs().max() < 0.02  # same crops
+    assert torch.equal(soft, torch.round(soft * 255) / 255)  # still 8-bit levels
 
 
 def test_a_registry_publishes_and_verifies_the_immunizer(tmp_path, carried):

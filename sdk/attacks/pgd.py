@@ -349,12 +349,16 @@ def run_pgd(
             delta = _project(delta - cfg.step_at(i) * step, x, cfg, mask)
     if cfg.steps == 0 or steps_run == 0:
         best_delta = delta
+    loss_after = None
     if not cfg.quantize:
         x_adv = (x + best_delta).clamp(0, 1)
     else:
-        x_adv = _quantized_finish(loss_fn, terms_fn, x, best_delta, last_cfg, mask, gen, progress)
-    with torch.no_grad():
-        loss_after = _evaluate(loss_fn, x_adv, last_cfg, None)
+        x_adv, loss_after = _quantized_finish(
+            loss_fn, terms_fn, x, best_delta, last_cfg, mask, gen, progress
+        )
+    if loss_after is None:
+        with torch.no_grad():
+            loss_after = _evaluate(loss_fn, x_adv, last_cfg, None)
     return PGDResult(x_adv.detach(), loss_before.detach(), loss_after.detach(), history, steps_run)
 
 
@@ -367,20 +371,24 @@ def _quantized_finish(
     mask: torch.Tensor,
     gen: torch.Generator,
     progress: ProgressFn | None,
-) -> torch.Tensor:
-    """Round δ to whole 8-bit levels inside the budget, then refine on that lattice."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Round δ to whole 8-bit levels inside the budget, then refine on that lattice.
+
+    Returns the rounded image and, when the refinement scored it, its loss (the
+    same evaluation the caller would make again).
+    """
     base = torch.round(x * 255)  # the clean image's levels
     if cfg.norm != "linf":
         levels = torch.round(delta * 255)
         too_long = _l2(levels / 255) > cfg.eps
         # Truncation towards zero never lengthens a vector: a safe fallback.
         levels = torch.where(too_long, torch.trunc(delta * 255), levels)
-        return (base + _in_pixel_range(base, levels, mask)) / 255
+        return (base + _in_pixel_range(base, levels, mask)) / 255, None
     limit = math.floor(cfg.eps * 255 + 1e-9)
     levels = _in_pixel_range(base, torch.round(delta * 255).clamp(-limit, limit), mask)
     refine = cfg.quant_steps if cfg.quant_steps is not None else max(1, cfg.steps // 10)
     if refine == 0:  # a one-pass immunizer's output: rounding only, no loss to pay for
-        return (base + levels) / 255
+        return (base + levels) / 255, None
     best_levels = levels.clone()
     with torch.no_grad():
         best_loss = _evaluate(loss_fn, (base + levels) / 255, cfg, None)
@@ -396,7 +404,7 @@ def _quantized_finish(
         best_levels[better] = levels[better]
         if progress is not None:
             progress(cfg.steps + j + 1, cfg.steps + refine, float(exact.mean()))
-    return (base + best_levels) / 255
+    return (base + best_levels) / 255, best_loss
 
 
 def _in_pixel_range(base: torch.Tensor, levels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
