@@ -22,7 +22,7 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
    64 or 128 px, or at the photo's own size.
 
     .venv/bin/python bench/effect_ceiling.py [--model tiny-ldm@1] [--size 128] [--tables 12345]
-        [--photos chelsea.png,coffee.png,camera.png]
+        [--photos chelsea.png,coffee.png,camera.png] [--levers gray,edit-away]
 """
 
 from __future__ import annotations
@@ -185,8 +185,12 @@ class EditAway(Attack):
         vae, scale = self.pipe.vae, self.pipe.vae.config.scaling_factor
         alpha = self.pipe.scheduler.alphas_cumprod[self.t]
         noisy = alpha.sqrt() * _latent_mean(vae, x) * scale + (1 - alpha).sqrt() * self.noise
-        eps = self.pipe.unet(noisy, self.t, encoder_hidden_states=self.embeds).sample
-        return vae.decode((noisy - (1 - alpha).sqrt() * eps) / alpha.sqrt() / scale).sample
+        out = self.pipe.unet(noisy, self.t, encoder_hidden_states=self.embeds).sample
+        if self.pipe.scheduler.config.prediction_type == "v_prediction":  # tiny-ldm@3 on
+            x0 = alpha.sqrt() * noisy - (1 - alpha).sqrt() * out
+        else:
+            x0 = (noisy - (1 - alpha).sqrt() * out) / alpha.sqrt()
+        return vae.decode(x0 / scale).sample
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         return -(self.predict(x) - self.clean).pow(2).flatten(1).mean(1)
@@ -232,7 +236,7 @@ def ceiling(s: Session, photos: dict, levels: int) -> None:
         print(f"{name:14}" + "".join(f"{v:8.3f}" for v in row))
 
 
-def levers(s: Session, photos: dict, levels: int) -> None:
+def levers(s: Session, photos: dict, levels: int, only: list[str] | None = None) -> None:
     print(f"\n4. targets and objectives: gap at strength 0.5, {levels}/255, 100 steps")
     encoder = VAEEncoder(s.vae)
     size = next(iter(photos.values())).shape[0]
@@ -250,6 +254,7 @@ def levers(s: Session, photos: dict, levels: int) -> None:
     attacks["pid-variance"] = PosteriorVariance(s.vae, **budget)
     attacks["latent-away"] = LatentAway(s.vae, **budget)
     attacks["edit-away"] = EditAway(s.pipe, **budget)
+    attacks = {k: a for k, a in attacks.items() if not only or k in only}
     print(f"{'attack':14}" + "".join(f"{n:>14}" for n in photos) + f"{'mean':>8}")
     for label, attack in attacks.items():
         gaps = []
@@ -296,6 +301,7 @@ def main() -> None:
         default=",".join(VALIDATION_PHOTOS),
         help="held-out scikit-image photos, comma-separated (e.g. add camera.png)",
     )
+    parser.add_argument("--levers", help="table 4's rows only, e.g. gray,edit-away")
     args = parser.parse_args()
     s = Session(args.model)
     photos = {name: sample_pixels(name, args.size) for name in args.photos.split(",")}
@@ -307,7 +313,7 @@ def main() -> None:
         elif key == "3":
             ceiling(s, photos, args.eps)
         elif key == "4":
-            levers(s, photos, args.eps)
+            levers(s, photos, args.eps, args.levers.split(",") if args.levers else None)
         elif key == "5":
             working_sizes(s, photos, args.eps)
 
