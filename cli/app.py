@@ -471,9 +471,10 @@ def demo(
     ),
     eps: Annotated[str, typer.Option(help="Budget (PhotoGuard's demo uses 16/255).")] = "16/255",
     steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 100,
-    model: Annotated[str, typer.Option(help="Bundled model: tiny-ldm@1 or tiny-ldm@2.")] = (
-        "tiny-ldm@1"
-    ),
+    model: Annotated[
+        str,
+        typer.Option(help="Bundled model (the forward step starts from the one before it)."),
+    ] = "tiny-ldm@3",
     size: Annotated[
         int, typer.Option(min=64, help="The photo's side in pixels (a multiple of 8).")
     ] = 128,
@@ -488,11 +489,17 @@ def demo(
         raise InputError(f"--size {size}: use a multiple of 8 (the model's latent grid)")
     from dataclasses import replace
 
-    from .demo import DemoSettings, run_demo
+    from .demo import DemoSettings, previous_version, run_demo
 
     quiet_libraries()
     settings = replace(
-        DemoSettings(), eps=eps, steps=steps, model=model, size=size, edit_steps=edit_steps
+        DemoSettings(),
+        eps=eps,
+        steps=steps,
+        model=model,
+        previous=previous_version(model),
+        size=size,
+        edit_steps=edit_steps,
     )
     console.print(
         f"[bold]photoimmune demo[/]: {settings.photo} at {settings.size}px, model {settings.model} "
@@ -527,21 +534,35 @@ def _print_effect(report, settings) -> None:
         "further from the normal edit; the gap is what immunization adds over noise."
     )
     gaps = " and ".join(f"{r.gap:.2f} at {r.eps}" for r in report.effect if r.gap is not None)
+    # 0.5: the fidelity issue 23 asks of a believable edit (docs/models.md).
+    fidelity = (
+        "it keeps the photo recognisable"
+        if report.fidelity >= 0.5
+        else "this tiny stand-in does not edit believably (Stable Diffusion keeps the photo "
+        "recognisable at this strength; look at grid.png for what is left of it)"
+    )
+    # 0.10: below it an immunized edit is hard to tell from a clean one by eye.
+    strength = " and ".join(
+        f"{'clear' if r.gap >= 0.10 else 'modest'} at {r.eps}"
+        for r in report.effect
+        if r.gap is not None
+    )
     console.print(
-        f"In plain words: the clean edit keeps SSIM {report.fidelity:.2f} to the photo: this "
-        "tiny stand-in does not edit believably (Stable Diffusion keeps the photo recognisable "
-        "at this strength), so both edits look like texture, protected or not. Measured as the "
-        f"paper does, protection adds a gap over noise of {gaps} here (PhotoGuard on SD: 0.17 "
-        "at 8/255); docs/models.md has the figures on photos the model never saw, and why."
+        f"In plain words: the clean edit keeps SSIM {report.fidelity:.2f} to the photo: "
+        f"{fidelity}. Measured as the paper does, protection adds a gap over noise of {gaps} "
+        f"here (PhotoGuard on SD: 0.17 at 8/255): on this photo the effect is {strength}. On "
+        "others it is often weaker: docs/models.md has the figures on photos the model never "
+        "saw, and why."
     )
 
 
 def _print_forward(forward, settings) -> None:
     """Step 2 of the demo: the new version meets the photo immunized against the old one."""
     console.print(
-        f"\n[bold]forward compatibility[/]: the vendor ships {forward.model}; its pipeline, "
-        f"with the immunization check on, edits {settings.model}'s immunized photo: "
-        f"{forward.status} → {forward.action} in {forward.seconds:.1f} s"
+        f"\n[bold]forward compatibility[/]: a copy protected against {forward.previous} only, "
+        f"as publishers made them before {forward.model} shipped, meets {forward.model}'s "
+        f"pipeline with the immunization check on: {forward.status} → {forward.action} in "
+        f"{forward.seconds:.1f} s"
     )
     table = Table(title=f"{forward.model} edits vs its edit of the original")
     for column in ("image edited", "SSIM", "PSNR (dB)"):

@@ -4,16 +4,17 @@ Everything is embedded: the bundled tiny model (it stands in for Stable
 Diffusion; its numbers are not SD's), a scikit-image sample photo, and a fixed
 prompt and seed, so two runs print the same table and draw the same grid.
 
-Two steps:
+Two steps, on the newest bundled version (its edits keep the photo best):
 
-1. the vendor publishes ``tiny-ldm@1``'s target to a local registry; a publisher
-   immunizes the photo against it and signs it (``immunized.png``);
-2. forward compatibility: the vendor ships ``tiny-ldm@2`` and publishes its
-   target; the photo, protected against v1 only, is edited by the v2 pipeline
-   with the immunization check on, which re-immunizes it against v2 and signs
-   it as a new link of its manifest chain (``reimmunized.png``). Its edit is
-   compared with the v2 edit of the v1-only image (no check) and of a v2-native
-   immunization (``forward.png``).
+1. the vendor publishes the targets of ``tiny-ldm@3`` and of the version before
+   it to a local registry; a publisher immunizes the photo against v3 and signs
+   it (``immunized.png``);
+2. forward compatibility: a copy protected against v2 only, as publishers made
+   them before v3 shipped (``immunized-previous.png``), is edited by the v3
+   pipeline with the immunization check on, which re-immunizes it against v3
+   and signs it as a new link of its manifest chain (``reimmunized.png``). Its
+   edit is compared with the v3 edit of the v2-only image (no check) and of
+   step 1's v3-native immunization (``forward.png``).
 """
 
 from __future__ import annotations
@@ -32,22 +33,36 @@ from photoimmune.sdk.immunization import ImmunizationResult, immunize
 from photoimmune.sdk.io import atomic_write_bytes, save_image
 from photoimmune.sdk.keys import KeyDir, open_keys
 from photoimmune.sdk.manifest import read_manifest, sign_pixels
-from photoimmune.sdk.models.bundled import VENDOR
+from photoimmune.sdk.models.bundled import VENDOR, bundled_models
 from photoimmune.sdk.models.pipelines import edit_image, load_pipeline
 from photoimmune.sdk.pictures import amplify_delta, bar_chart, comparison_grid, loss_curve
 from photoimmune.sdk.samples import sample_pixels
 
 
+def previous_version(model: str) -> str | None:
+    """The bundled version released before ``model`` (None for the first).
+
+    Example:
+        >>> previous_version("tiny-ldm@3"), previous_version("tiny-ldm@1")
+        ('tiny-ldm@2', None)
+    """
+    names = [m.name for m in bundled_models()]
+    index = names.index(model)
+    return names[index - 1] if index else None
+
+
 @dataclass(frozen=True)
 class DemoSettings:
-    model: str = "tiny-ldm@1"
-    new_model: str | None = "tiny-ldm@2"  # the forward-compatibility step; None skips it
+    model: str = "tiny-ldm@3"
+    previous: str | None = "tiny-ldm@2"  # the forward-compatibility step's; None skips it
     photo: str = "chelsea.png"
     size: int = 128
     eps: str = "16/255"  # PhotoGuard's demo budget (0.12 in its [-1, 1] scale)
     steps: int = 100
     prompt: str = "a photo of a cat in the snow"
-    strength: float = 0.5
+    # At 0.3 v3's edit of the cat is still a (blurred) cat, SSIM 0.48 to the photo;
+    # at the paper's 0.5 only 0.37 (docs/models.md). The demo prints which it used.
+    strength: float = 0.3
     edit_steps: int = 20
     seed: int = 0
 
@@ -59,9 +74,11 @@ class DemoSettings:
 
 @dataclass(frozen=True)
 class ForwardReport:
-    """Step 2: the new version's edits, each against its edit of the clean photo."""
+    """Step 2: the version's edits of older protections, each against its edit of the
+    clean photo."""
 
     model: str
+    previous: str
     status: str  # what the check found: "outdated"
     action: str  # what it did: "reimmunized"
     chain: tuple[str, ...]  # the re-signed image's protections, oldest first
@@ -119,8 +136,8 @@ def run_demo(
     s = settings or DemoSettings()
     keys, _ = open_keys(out_dir / "keys")
     photo = sample_pixels(s.photo, s.size)
-    # The vendor publishes the model's target; the publisher fetches it back, verified.
-    client = local_registry(out_dir / "registry", [s.model])
+    # The vendor publishes the targets; the publisher fetches them back, verified.
+    client = local_registry(out_dir / "registry", [m for m in (s.previous, s.model) if m])
     target = client.get(f"{VENDOR}/{s.model}")
     started = time.perf_counter()
     result = _immunized(photo, target, s.eps, s, progress)
@@ -150,7 +167,7 @@ def run_demo(
     signed = sign_pixels(result.pixels, result.protections, keys.signer("publisher"))
     atomic_write_bytes(out_dir / "immunized.png", signed, overwrite=True)
     forward = None
-    if s.new_model and s.new_model != s.model:
+    if s.previous and s.previous != s.model:
         forward = run_forward_step(out_dir, s, photo, result, keys, progress)
     protection = result.protections[0]
     return DemoReport(
@@ -198,7 +215,7 @@ def _effect_chart(rows: tuple[EffectRow, ...]):
 
 
 def _immunized(photo, target, eps: str, s: DemoSettings, progress) -> ImmunizationResult:
-    label = f"immunizing vs {s.model} at {eps}"
+    label = f"immunizing vs {target.ref.model}@{target.ref.version} at {eps}"
     return immunize(
         photo,
         target,
@@ -213,23 +230,28 @@ def run_forward_step(
     out_dir: Path,
     s: DemoSettings,
     photo: np.ndarray,
-    old: ImmunizationResult,
+    native: ImmunizationResult,
     keys: KeyDir,
     progress: Callable[[str], ProgressFn] | None = None,
 ) -> ForwardReport:
-    """Step 2 (see the module docstring): ``out_dir/immunized.png`` meets the new version.
+    """Step 2 (see the module docstring): a copy protected against ``s.previous`` only
+    meets ``s.model``'s checked pipeline; ``native`` is step 1's immunization.
 
     Example:
         >>> step = run_forward_step(out, DemoSettings(), photo, result, keys)  # doctest: +SKIP
         >>> step.action, step.chain  # doctest: +SKIP
-        ('reimmunized', ('photoimmune/tiny-ldm@1', 'photoimmune/tiny-ldm@2'))
+        ('reimmunized', ('photoimmune/tiny-ldm@2', 'photoimmune/tiny-ldm@3'))
     """
     import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
 
-    assert s.new_model is not None
-    client = local_registry(out_dir / "registry", [s.model, s.new_model])  # the vendor ships v2
-    plain = load_pipeline(s.new_model)
-    checked = load_pipeline(s.new_model)
+    assert s.previous is not None
+    client = local_registry(out_dir / "registry", [s.previous, s.model])
+    old = _immunized(photo, client.get(f"{VENDOR}/{s.previous}"), s.eps, s, progress)
+    old_image = out_dir / "immunized-previous.png"
+    signed = sign_pixels(old.pixels, old.protections, keys.signer("publisher"))
+    atomic_write_bytes(old_image, signed, overwrite=True)
+    plain = load_pipeline(s.model)
+    checked = load_pipeline(s.model)
     checked.enable_immunization_check(
         client,
         signer=keys.signer("vendor"),
@@ -237,26 +259,18 @@ def run_forward_step(
         eps=s.eps,
         steps=s.steps,
         seed=s.seed,
-        progress=progress(f"check re-immunizes for {s.new_model}") if progress else None,
+        progress=progress(f"check re-immunizes for {s.model}") if progress else None,
     )
     edit = s.edit_options
     clean_edit = edit_image(plain, photo, s.prompt, **edit)
     started = time.perf_counter()
-    hooked_edit = edit_image(checked, out_dir / "immunized.png", s.prompt, **edit)
+    hooked_edit = edit_image(checked, old_image, s.prompt, **edit)
     seconds = time.perf_counter() - started
     (check,) = checked.immunization_report.images
-    native = immunize(
-        photo,
-        client.get(f"{VENDOR}/{s.new_model}"),
-        eps=s.eps,
-        steps=s.steps,
-        seed=s.seed,
-        progress=progress(f"immunizing vs {s.new_model}") if progress else None,
-    )
     edits = {
-        f"{s.model} only, no check": edit_image(plain, old.pixels, s.prompt, **edit),
-        f"{s.model} + re-immunized by the check": hooked_edit,
-        f"{s.new_model} native": edit_image(plain, native.pixels, s.prompt, **edit),
+        f"{s.previous} only, no check": edit_image(plain, old.pixels, s.prompt, **edit),
+        f"{s.previous} + re-immunized by the check": hooked_edit,
+        f"{s.model} native": edit_image(plain, native.pixels, s.prompt, **edit),
     }
     rows = tuple((case, *edit_similarity(clean_edit, e)) for case, e in edits.items())
     image = out_dir / "reimmunized.png"
@@ -269,17 +283,18 @@ def run_forward_step(
         [photo, old.pixels, clean_edit, *edits.values()],
         [
             "original",
-            f"immunized vs {s.model}",
-            f"{s.new_model} edit of original",
+            f"immunized vs {s.previous}",
+            f"{s.model} edit of original",
             "edit, no check",
             "edit, check on",
-            f"edit, {s.new_model} native",
+            f"edit, {s.model} native",
         ],
     )
     grid_path = out_dir / "forward.png"
     save_image(np.asarray(grid), grid_path, overwrite=True)
     return ForwardReport(
-        model=s.new_model,
+        model=s.model,
+        previous=s.previous,
         status=check.status,
         action=check.action,
         chain=chain,

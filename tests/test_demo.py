@@ -17,7 +17,7 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
     settings = replace(DemoSettings(), steps=30, edit_steps=8)
     report = run_demo(tmp_path, settings)
     # The target came through the local registry: published by the vendor, verified on fetch.
-    assert report.target_ref == "photoimmune/tiny-ldm@1"
+    assert report.target_ref == "photoimmune/tiny-ldm@3"  # the newest bundled version
     assert (tmp_path / "registry" / "root.json").is_file()
     grid = load_image(report.grid)
     assert grid.width > 4 * grid.height  # five panels side by side
@@ -40,18 +40,22 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
     assert immunized.gap == noise.ssim - immunized.ssim and noise.gap is None
     assert immunized.ssim == report.ssim
     assert float(report.loss_after) < float(report.loss_before)
-    # The published image is signed; step 2 re-immunizes it for v2 and chains the manifests.
+    # The published image is signed; step 2 re-immunizes a v2-only copy for v3 and chains
+    # the manifests.
     assert read_manifest((tmp_path / "immunized.png").read_bytes()).assertion.covers(
         report.target_ref
     )
     forward = report.forward
     assert (forward.status, forward.action) == ("outdated", "reimmunized")
-    assert forward.chain == ("photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2")
+    assert forward.chain == ("photoimmune/tiny-ldm@2", "photoimmune/tiny-ldm@3")
     assert [row[0] for row in forward.rows] == [
-        "tiny-ldm@1 only, no check",
-        "tiny-ldm@1 + re-immunized by the check",
-        "tiny-ldm@2 native",
+        "tiny-ldm@2 only, no check",
+        "tiny-ldm@2 + re-immunized by the check",
+        "tiny-ldm@3 native",
     ]
+    assert read_manifest((tmp_path / "immunized-previous.png").read_bytes()).assertion.covers(
+        "photoimmune/tiny-ldm@2"
+    )
     assert all(-1 <= ssim <= 1 and psnr > 0 for _, ssim, psnr in forward.rows)
     assert load_image(forward.grid).width > 5 * load_image(forward.grid).height
     assert forward.image.is_file()
@@ -61,12 +65,17 @@ def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
     for _ in range(2):  # the second run finds the release already published
         assert main(["demo", "--out", str(tmp_path), "--steps", "5"]) == 0
         out = capsys.readouterr().out
-        assert "SSIM" in out and "max |δ|" in out and "photoimmune/tiny-ldm@1" in out
+        assert "SSIM" in out and "max |δ|" in out and "photoimmune/tiny-ldm@3" in out
         words = " ".join(out.split())  # rich wraps long lines
-        assert "gap over noise" in words and "does not edit believably" in words
+        assert "gap over noise" in words and "strength 0.3" in words
+        assert (
+            "the effect is" in words
+            and "often weaker" in words
+            and ("believably" in words or "recognisable" in words)
+        )
         assert "forward compatibility" in words and "outdated → reimmunized" in words
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "forward.png").is_file()
-    assert len(list((tmp_path / "registry" / "releases").iterdir())) == 2  # v1, then v2
+    assert len(list((tmp_path / "registry" / "releases").iterdir())) == 2  # v2, then v3
 
 
 def test_similarity_of_identical_and_different_images():
