@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from photoimmune.registry.admin import local_registry
+from photoimmune.registry.client import RegistryClient
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
 from photoimmune.sdk.immunization import ImmunizationResult, immunize
@@ -168,7 +169,7 @@ def run_demo(
     atomic_write_bytes(out_dir / "immunized.png", signed, overwrite=True)
     forward = None
     if s.previous and s.previous != s.model:
-        forward = run_forward_step(out_dir, s, photo, result, keys, progress)
+        forward = run_forward_step(out_dir, s, client, photo, result, keys, progress)
     protection = result.protections[0]
     return DemoReport(
         settings=s,
@@ -229,23 +230,24 @@ def _immunized(photo, target, eps: str, s: DemoSettings, progress) -> Immunizati
 def run_forward_step(
     out_dir: Path,
     s: DemoSettings,
+    client: RegistryClient,
     photo: np.ndarray,
     native: ImmunizationResult,
     keys: KeyDir,
     progress: Callable[[str], ProgressFn] | None = None,
 ) -> ForwardReport:
     """Step 2 (see the module docstring): a copy protected against ``s.previous`` only
-    meets ``s.model``'s checked pipeline; ``native`` is step 1's immunization.
+    meets ``s.model``'s checked pipeline; ``client`` reads the registry step 1 published
+    both targets to, and ``native`` is step 1's immunization.
 
     Example:
-        >>> step = run_forward_step(out, DemoSettings(), photo, result, keys)  # doctest: +SKIP
+        >>> step = run_forward_step(out, settings, client, photo, result, keys)  # doctest: +SKIP
         >>> step.action, step.chain  # doctest: +SKIP
         ('reimmunized', ('photoimmune/tiny-ldm@2', 'photoimmune/tiny-ldm@3'))
     """
     import photoimmune.diffusers_plugin  # noqa: F401  (adds enable_immunization_check)
 
     assert s.previous is not None
-    client = local_registry(out_dir / "registry", [s.previous, s.model])
     old = _immunized(photo, client.get(f"{VENDOR}/{s.previous}"), s.eps, s, progress)
     old_image = out_dir / "immunized-previous.png"
     signed = sign_pixels(old.pixels, old.protections, keys.signer("publisher"))
