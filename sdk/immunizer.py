@@ -46,6 +46,7 @@ from .attacks.precision import autocast_to, fast_dtype
 from .attacks.sizing import to_working, working_size
 from .descriptor import IMMUNIZER_NAME, AttackTarget, ImmunizerSpec, TensorFile
 from .errors import InputError
+from .samples import EXTRA_PHOTOS
 
 __all__ = [
     "ImmunizerNet",
@@ -56,11 +57,6 @@ __all__ = [
     "load_generator",
     "train_immunizer",
 ]
-
-#: What generators train on besides the model's own training photos: scikit-image's
-#: textures and grayscale photos, so the pass also meets fine texture, flat regions
-#: and gray images. Never chelsea, coffee or camera, the photos benches score on.
-EXTRA_PHOTOS: tuple[str, ...] = ("brick.png", "grass.png", "gravel.png", "coins.png", "moon.png")
 
 #: Called as ``progress(step, steps, loss)``; ``loss`` is the batch's mean loss ratio.
 TrainProgress = Callable[[int, int, float], None]
@@ -224,16 +220,12 @@ class ImmunizerTraining:
 
 
 def _training_crops(cfg: ImmunizerTraining, photos, crop: int, gen: torch.Generator):
-    from .models.train_tiny import random_crops
+    from .models.train_tiny import random_crops, soften
 
     scale = cfg.scales[int(torch.randint(len(cfg.scales), (1,), generator=gen))]
     side = round(crop * scale / 8) * 8
     x, _ = random_crops(photos, cfg.batch, side, gen, colour=True)
-    for i in range(len(x)):
-        if float(torch.rand((), generator=gen)) < cfg.soften:
-            factor = 2 + 2 * float(torch.rand((), generator=gen))
-            small = F.interpolate(x[i : i + 1], scale_factor=1 / factor, mode="area")
-            x[i] = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+    x = soften(x, cfg.soften, gen)
     return torch.round((x + 1) * 127.5) / 255  # [-1, 1] -> 8-bit levels in [0, 1], as loaded
 
 

@@ -14,6 +14,12 @@ from PIL import Image
 from .errors import InputError
 from .io import load_image
 
+#: What trainers of one-pass immunizers and honouring encoders add to the model's own
+#: training photos: scikit-image's textures and grayscale photos, so they also meet
+#: fine texture, flat regions and gray images. Never chelsea, coffee or camera, the
+#: photos benches score on.
+EXTRA_PHOTOS: tuple[str, ...] = ("brick.png", "grass.png", "gravel.png", "coins.png", "moon.png")
+
 
 def sample_dir() -> Path:
     """The folder holding scikit-image's bundled photos."""

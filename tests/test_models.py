@@ -212,6 +212,22 @@ def test_a_cooperative_release_is_its_base_with_an_encoder_taught_to_honour(tmp_
     assert build_target(new).immunizer is None
 
 
+def test_the_honour_goal_is_the_target_or_the_old_move_amplified_never_past_it():
+    import torch
+
+    from photoimmune.sdk.models.honour import honour_goal
+
+    z_clean = torch.zeros(2, 4, 1, 1)
+    z_target = torch.full((1, 4, 1, 1), 1.0)
+    z_immunized = torch.tensor([0.1, 0.4])[:, None, None, None].expand(2, 4, 1, 1)
+    assert torch.equal(
+        honour_goal(z_clean, z_immunized, z_target, None), z_target.expand(2, 4, 1, 1)
+    )
+    amplified = honour_goal(z_clean, z_immunized, z_target, 4.0)
+    assert torch.allclose(amplified[0], torch.full((4, 1, 1), 0.4))  # 4x the base's move
+    assert torch.equal(amplified[1], z_target[0])  # 1.6 would pass the target: stop there
+
+
 def test_quality_check_reports_finite_numbers(tiny_models):
     report = check_model(tiny_models[0], resolution=64, photos=("coffee.png",))
     assert set(report.vae_psnr_db) == {"coffee.png"}

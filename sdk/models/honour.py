@@ -12,10 +12,10 @@ fine-tunes N+1's encoder with two losses:
 * **honour**: on crops immunized as publishers immunize them (``immunize``'s
   defaults against the honoured target: its one-pass immunizer's start and a few
   PGD steps, or the pass alone) and their JPEG 75 copies, the new encoder's
-  latent moves ``honour_gain`` times as far as the base's did along the way the
-  perturbation pushed it, toward the target latent
-  (the base's latent of the gray target image, which the keep loss also pins)
-  and never past it (:func:`amplified_goal`).
+  latent goes to the target latent (the base's latent of the gray target image,
+  which the keep loss also pins), or ``honour_gain`` times as far as the base's
+  went along the way the perturbation pushed it, never past the target
+  (:func:`honour_goal`).
 
 Only the encoder changes; the decoder, UNet, text encoder and scheduler are the
 base release's. What honouring cannot do: an attacker who runs the older open
@@ -49,6 +49,7 @@ from .train_tiny import (
     clipped_step,
     load_photos,
     random_crops,
+    soften,
 )
 
 _ATTACK_BATCH = 8
@@ -76,13 +77,15 @@ def immunized_pool(
     """``cfg.honour_pool`` training crops and the same crops immunized as publishers do:
     :func:`~photoimmune.sdk.immunization.immunize` against each honoured release with
     its defaults (the one-pass immunizer's start and its few finishing steps where the
-    target ships one) and, for every other batch, the one-pass immunizer alone."""
+    target ships one) and, for every other batch, the one-pass immunizer alone.
+    A share ``cfg.honour_soften`` of the crops is blurred first (:func:`soften`): the
+    immunizers perturb smooth photos differently, and the encoder must know both."""
     from ..immunization import immunize
     from ..targets import build_target
 
     gen = torch.Generator().manual_seed(cfg.seed + 4000)
     crops, _ = random_crops(photos, cfg.honour_pool, cfg.honour_pool_crop, gen, colour=False)
-    clean = _eight_bit((crops + 1) / 2)
+    clean = _eight_bit((soften(crops, cfg.honour_soften, gen) + 1) / 2)
     targets = [build_target(f"tiny-ldm@{version}") for version in cfg.honours]
     immunized = []
     for batch, start in enumerate(range(0, len(clean), _ATTACK_BATCH)):
@@ -113,16 +116,22 @@ def _window(gen: torch.Generator, *batches: torch.Tensor, size: int) -> list[tor
     return [torch.where(flip, w.flip(3), w) for w in windows]
 
 
-def amplified_goal(
-    z_clean: torch.Tensor, z_immunized: torch.Tensor, z_target: torch.Tensor, gain: float
+def honour_goal(
+    z_clean: torch.Tensor, z_immunized: torch.Tensor, z_target: torch.Tensor, gain: float | None
 ) -> torch.Tensor:
-    """Where the new encoder should put an immunized crop: ``gain`` times as far along the
-    way the perturbation moved the base's latent, but never past the target latent.
+    """Where the new encoder should put an immunized crop: the target latent itself
+    (``gain=None``, GuardDoor's loss), or ``gain`` times as far along the way the
+    perturbation moved the base's latent, but never past the target latent.
 
-    Asking for the target itself made the encoder map every input toward it (clean
-    crops drifted as far as immunized ones); amplifying the old perturbation's own
-    move asks only for more sensitivity along the directions PGD found.
+    The target saturates: where the new encoder maps an old-immunized photo onto it, a
+    fresh attack against the new version has nothing left to gain, which is what
+    honour ≥ native asks (issue 28); an amplified move leaves the new version more
+    attackable than it honours. Asking for the target needs the keep loss on decoded
+    pictures and on noisy and JPEG copies: with the latent keep alone, clean crops
+    drifted toward the target as far as immunized ones.
     """
+    if gain is None:
+        return z_target.expand_as(z_immunized)
     goal = z_clean + gain * (z_immunized - z_clean)
     past = (goal - z_clean).pow(2).sum(1, keepdim=True) > (z_target - z_clean).pow(2).sum(
         1, keepdim=True
@@ -168,7 +177,7 @@ def honour_encoder(
         with torch.no_grad():
             z_keep = latent(teacher, keep)
             z_clean = z_keep[-len(clean) :]
-            goal = amplified_goal(z_clean, latent(teacher, immunized), z_keep[:1], cfg.honour_gain)
+            goal = honour_goal(z_clean, latent(teacher, immunized), z_keep[:1], cfg.honour_gain)
         z_new = latent(vae, keep)
         loss_keep = F.mse_loss(z_new, z_keep)
         if cfg.honour_pixel_keep:
@@ -201,7 +210,7 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
     not_ours = shutil.ignore_patterns(BUNDLED_IMMUNIZER)
     shutil.copytree(base_path, out, dirs_exist_ok=True, ignore=not_ours)
     photos = load_photos(list(TRAIN_PHOTOS))
-    pool = immunized_pool(cfg, photos, progress)
+    pool = immunized_pool(cfg, photos + load_photos(list(cfg.honour_extra_photos)), progress)
     pool_seconds = time.perf_counter() - started
     base = AutoencoderKL.from_pretrained(base_path / "vae", torch_dtype=torch.float32)
     vae = honour_encoder(cfg, base, photos, pool, progress)
@@ -220,4 +229,4 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
     return report
 
 
-__all__ = ["amplified_goal", "honour_encoder", "immunized_pool", "latent", "train_honouring"]
+__all__ = ["honour_encoder", "honour_goal", "immunized_pool", "latent", "train_honouring"]
