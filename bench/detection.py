@@ -2,15 +2,19 @@
 
 Clean images are random square crops of every scikit-image sample photo (all
 of them, validation photos included); immunized ones are the first
-``--immunized`` of those crops, immunized against ``--old`` (encoder attack, 100
-steps) at each budget and stripped of any manifest. Each image is scored the way
+``--immunized`` of those crops, immunized against ``--old`` (encoder attack,
+``--steps`` steps, or ``default``: ``immunize``'s defaults, as publishers make
+them) at each budget and stripped of any manifest. Each image is scored the way
 a ``--new`` pipeline with the check on scores it: with the new version's
 encoder, and with the old version's when its weights are at hand (the bundled
 ones are); the lower score counts. The reference row is the new version's
-encoder alone.
+encoder alone. The last row is for a ``--new`` trained to honour ``--old``
+(issue 28): the new encoder's latent distance to the target over the old
+one's, about 1 for a clean image and near 0 for one it honours; its threshold
+is the lowest clean score, so its FPR is 0 by construction.
 
     .venv/bin/python bench/detection.py [--old tiny-ldm@1] [--new tiny-ldm@2]
-        [--eps 8 16] [--crops 2] [--immunized 12] [--threshold 0.94]
+        [--eps 8 16] [--steps 100|default] [--crops 2] [--immunized 12] [--threshold 0.94]
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def main() -> None:
     parser.add_argument("--new", default="tiny-ldm@2")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--eps", nargs="+", type=int, default=[8, 16], help="8-bit levels")
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", default="100", help="PGD steps, or 'default'")
     parser.add_argument("--crops", type=int, default=2, help="clean crops per sample photo")
     parser.add_argument("--immunized", type=int, default=12, help="crops to immunize")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
@@ -69,7 +73,8 @@ def main() -> None:
 
     immunized = {}
     for levels in args.eps:
-        results = immunize(chosen, old_target, eps=f"{levels}/255", steps=args.steps, seed=0)
+        steps = None if args.steps == "default" else int(args.steps)
+        results = immunize(chosen, old_target, eps=f"{levels}/255", steps=steps, seed=0)
         immunized[levels] = [r.pixels for r in results]
         print(f"immunized {len(chosen)} crops against {args.old} at {levels}/255", flush=True)
     print(
@@ -88,6 +93,15 @@ def main() -> None:
             + f"   (lowest clean score {float(clean_scores.min()):.3f})",
             flush=True,
         )
+    new, old = LatentDetector(new_target), LatentDetector(old_target)
+
+    def ratios(images: list[np.ndarray]) -> np.ndarray:
+        return np.asarray(new.distances(images)) / np.asarray(old.distances(images))
+
+    lowest = float(ratios(clean).min())
+    tprs = [float(np.mean(ratios(immunized[e]) < lowest)) for e in args.eps]
+    name = f"{args.new} / {args.old} distance ratio"
+    print(f"{name:44} {0:6.3f}" + "".join(f" {t:11.3f}" for t in tprs) + f"   (below {lowest:.3f})")
 
 
 if __name__ == "__main__":

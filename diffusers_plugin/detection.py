@@ -62,17 +62,31 @@ class LatentDetector:
     @torch.no_grad()
     def scores(self, pixels: list[np.ndarray]) -> list[float]:
         """Scores of same-sized uint8 images (lower: more likely immunized)."""
-        device = next(self.encoder.parameters()).device
-        x = pixels_to_tensor(pixels, device=device)
-        height, width = x.shape[-2:]
-        size = working_size(height, width, self.target.resolution)
-        x = to_working(x, size)
-        z_target = self.encoder(fill_like(self._x_target.to(device), size))
+        x = self._working(pixels)
         s = self.shift
         views = [x, shifted(x, 0, s), shifted(x, s, 0), shifted(x, s, s)]
-        distance = (self.encoder(torch.cat(views)) - z_target).pow(2).flatten(1).mean(1)
-        own, *moved = distance.chunk(len(views))
+        own, *moved = self._distances(torch.cat(views)).chunk(len(views))
         return (own / torch.stack(moved).mean(0).clamp_min(1e-12)).tolist()
+
+    @torch.no_grad()
+    def distances(self, pixels: list[np.ndarray]) -> list[float]:
+        """Mean squared distances of same-sized uint8 images' latents to the target's.
+
+        Example:
+            >>> LatentDetector(target).distances([pixels])  # doctest: +SKIP
+            [0.61]
+        """
+        return self._distances(self._working(pixels)).tolist()
+
+    def _working(self, pixels: list[np.ndarray]) -> torch.Tensor:
+        x = pixels_to_tensor(pixels, device=next(self.encoder.parameters()).device)
+        height, width = x.shape[-2:]
+        return to_working(x, working_size(height, width, self.target.resolution))
+
+    def _distances(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        z_target = self.encoder(fill_like(self._x_target.to(x.device), (height, width)))
+        return (self.encoder(x) - z_target).pow(2).flatten(1).mean(1)
 
     def score(self, pixels: np.ndarray) -> float:
         """The score of one uint8 ``(H, W, 3)`` image."""

@@ -411,6 +411,15 @@ def test_stripped_manifest_is_detected_and_reimmunized(v2_pipe, v1_signed):
     assert manifest.assertion.covers(V2) and len(manifest.history) == 1  # no parent to chain
 
 
+def test_a_detector_measures_how_far_a_latent_is_from_its_target(tiny_models):
+    from photoimmune.sdk.targets import build_target
+
+    detector = plugin.detection.LatentDetector(build_target(tiny_models[0]))
+    gray = np.full((64, 64, 3), 128, np.uint8)  # the gray target image, 8-bit
+    near, far = detector.distances([gray, sample_pixels("coffee.png", 64)])
+    assert 0 <= near < 0.01 * far
+
+
 # -- input forms -------------------------------------------------------------------------
 
 
