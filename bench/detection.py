@@ -93,7 +93,7 @@ def main() -> None:
             + f"   (lowest clean score {float(clean_scores.min()):.3f})",
             flush=True,
         )
-    new, old = LatentDetector(new_target), LatentDetector(old_target)
+    new, old = detectors[f"{args.new} + {args.old} encoders (plugin)"]  # the plugin pair, new first
 
     def ratios(images: list[np.ndarray]) -> np.ndarray:
         return np.asarray(new.distances(images)) / np.asarray(old.distances(images))
