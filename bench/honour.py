@@ -14,8 +14,15 @@ and the newest VAE's reconstruction PSNR against the previous one's (the
 honouring fine-tune may cost quality). Issue 28's bars: honoured gap ≥ native
 gap - 0.01 and ≥ 0.10; ≥ 80 % of it kept after JPEG 75; ≤ 0.3 dB drop.
 
+``--recognition`` prints instead, for every scikit-image sample photo, which
+old protections the newest encoder recognises: its latent distance to the
+target over the previous encoder's, for the immunized photo (near 0:
+recognised and sent to the target) and for the clean one (about 1: kept), with
+how much the previous version's own loss fell (its immunization's strength).
+
     .venv/bin/python bench/honour.py --newest DIR_OR_NAME [--previous tiny-ldm@2]
         [--photos chelsea.png coffee.png camera.png] [--size 128] [--no-native]
+        [--recognition]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import statistics
 import numpy as np
 import torch
 
+from photoimmune.diffusers_plugin.detection import LatentDetector
 from photoimmune.sdk import immunize
 from photoimmune.sdk.evaluate.harness import same_eps_noise
 from photoimmune.sdk.evaluate.metrics import edit_similarity
@@ -33,7 +41,8 @@ from photoimmune.sdk.evaluate.processing import PROCESSING
 from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.models.pipelines import edit_image
-from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.samples import sample_dir, sample_pixels
+from photoimmune.sdk.targets import build_target
 
 EPS = "8/255"
 
@@ -46,6 +55,21 @@ def reconstruction_psnr(vae, pixels: np.ndarray) -> float:
     return float(-10 * torch.log10(((recon - x) / 2).pow(2).mean()))
 
 
+def recognition(newest: str, previous: str, size: int) -> None:
+    """Per sample photo: the new/old latent distance to the target, immunized and clean."""
+    old_target = build_target(previous)
+    new, old = LatentDetector(build_target(newest)), LatentDetector(old_target)
+    print(f"{'photo':24} {'old loss cut':>12} {'immunized':>10} {'clean':>7}")
+    for path in sorted(sample_dir().glob("*.png")):
+        photo = sample_pixels(path.name, size)
+        result = immunize(photo, old_target, eps=EPS, seed=0)
+        protection = result.protections[0]
+        cut = 1 - float(protection.loss_after) / float(protection.loss_before)
+        pair = [result.pixels, photo]
+        ratios = np.divide(new.distances(pair), old.distances(pair))
+        print(f"{path.name:24} {cut:12.1%} {ratios[0]:10.3f} {ratios[1]:7.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--newest", required=True)
@@ -53,7 +77,11 @@ def main() -> None:
     parser.add_argument("--photos", nargs="+", default=["chelsea.png", "coffee.png", "camera.png"])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--no-native", action="store_true")
+    parser.add_argument("--recognition", action="store_true", help="the per-photo table")
     args = parser.parse_args()
+    if args.recognition:
+        recognition(args.newest, args.previous, args.size)
+        return
     newest, previous = load_pipeline(args.newest), load_pipeline(args.previous)
     jpeg = PROCESSING["jpeg75"]
     gaps: dict[str, list[float]] = {"honoured": [], "native": [], "honoured, JPEG 75": []}
