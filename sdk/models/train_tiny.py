@@ -226,20 +226,22 @@ RELEASES = {
     # release, :mod:`.honour`): v3-immunized photos edit badly on it as they are.
     # It sends recognised ones to the target latent itself (a saturating goal, the
     # only kind a fresh attack on v4 cannot outdo), learns from a large pool with
-    # blurred crops and textures (it recognises more), on 64 px windows (nearer the
-    # photos it meets), keeping the decoded picture too. Not bundled: it misses some
-    # old perturbations and costs reconstruction (docs/models.md).
+    # blurred crops and textures (it recognises more), keeping the decoded picture
+    # too. It trains on whole 128 px crops, the size it meets: its encoder judges a
+    # picture as a whole (GroupNorm, mid-block attention), and 64 px windows taught
+    # it to miss whole photos it caught in pieces. Not bundled: it still misses some
+    # old perturbations (docs/models.md).
     4: TrainConfig(
         version=4,
         seed=4,
         base=3,
         honours=(3,),
         honour_pool=768,
-        honour_pool_crop=96,
+        honour_pool_crop=128,
         honour_soften=0.25,
         honour_extra_photos=EXTRA_PHOTOS,
-        honour_crop=64,
-        honour_batch=4,
+        honour_crop=128,
+        honour_batch=2,
         honour_pixel_keep=3.0,
         honour_gain=None,
     ),
