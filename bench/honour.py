@@ -12,7 +12,8 @@ the immunized photo's (higher = the protection shows more). Rows:
 
 and the newest VAE's reconstruction PSNR against the previous one's (the
 honouring fine-tune may cost quality). Issue 28's bars: honoured gap ≥ native
-gap - 0.01 and ≥ 0.10; ≥ 80 % of it kept after JPEG 75; ≤ 0.3 dB drop.
+gap - 0.01 and ≥ 0.10; ≥ 80 % of it kept after JPEG 75; ≤ 0.3 dB drop (on
+the mean and on the worst photo).
 
 ``--recognition`` prints instead, for every scikit-image sample photo, which
 old protections the newest encoder recognises: its latent distance to the
@@ -104,14 +105,17 @@ def main() -> None:
         drops.append(
             reconstruction_psnr(previous.vae, photo) - reconstruction_psnr(newest.vae, photo)
         )
-        print(name, {k: round(v[-1], 4) for k, v in gaps.items() if v}, flush=True)
+        row = {k: round(v[-1], 4) for k, v in gaps.items() if v}
+        print(name, {**row, "reconstruction drop (dB)": round(drops[-1], 2)}, flush=True)
     print(f"\n{args.newest} edits, {args.size}px, ε {EPS}; SSIM gap over same-ε noise")
     for row, values in gaps.items():
         if values:
             print(f"{row:20} {statistics.fmean(values):7.3f}")
     kept = statistics.fmean(gaps["honoured, JPEG 75"]) / statistics.fmean(gaps["honoured"])
     print(f"{'kept after JPEG 75':20} {kept:7.1%}")
-    print(f"{'reconstruction drop':20} {statistics.fmean(drops):7.2f} dB")
+    # The mean hides a photo the fine-tune costs more (it once read 0.08 dB over a 0.40 dB
+    # drop on coffee), so the bar is held to the worst photo too.
+    print(f"{'reconstruction drop':20} {statistics.fmean(drops):7.2f} dB (worst {max(drops):.2f})")
 
 
 if __name__ == "__main__":

@@ -214,6 +214,9 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
     pool_seconds = time.perf_counter() - started
     base = AutoencoderKL.from_pretrained(base_path / "vae", torch_dtype=torch.float32)
     vae = honour_encoder(cfg, base, photos, pool, progress)
+    # A sharded base's index would outrank the single file save_pretrained writes, and
+    # load the base's encoder in place of the new one (it did, in a trial).
+    shutil.rmtree(out / "vae")
     vae.to(torch.float16).save_pretrained(out / "vae")
     report = {
         "version": cfg.version,
