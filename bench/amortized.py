@@ -48,11 +48,6 @@ PHOTOS = ("chelsea.png", "coffee.png")  # held out from every training run
 PROMPT = "a photo of a cat"
 
 
-def _reduction(result) -> float:
-    p = result.protections[0]
-    return 1 - float(p.loss_after) / float(p.loss_before)
-
-
 def part_ab(args, target, pipe) -> None:
     finishes = [int(k) for k in args.finish.split(",")]
     print(f"\n(a, b) {target.ref}, ε 8/255, {', '.join(PHOTOS)}; ratios to 100-step PGD")
@@ -78,11 +73,11 @@ def part_ab(args, target, pipe) -> None:
             for p, e in zip(photos, clean_edits, strict=True)
         )
         ref_ms = statistics.fmean(r.seconds for r in rows["PGD 100"]) * 1000
-        ref_cut = statistics.fmean(_reduction(r) for r in rows["PGD 100"])
+        ref_cut = statistics.fmean(r.protections[0].loss_cut for r in rows["PGD 100"])
         ref_ssim = None
         for name, results in rows.items():
             ms = statistics.fmean(r.seconds for r in results) * 1000
-            cut = statistics.fmean(_reduction(r) for r in results)
+            cut = statistics.fmean(r.protections[0].loss_cut for r in results)
             ssim = statistics.fmean(
                 edit_similarity(edit_image(pipe, r.pixels, PROMPT, seed=0), e)[0]
                 for r, e in zip(results, clean_edits, strict=True)
@@ -195,14 +190,12 @@ def part_e(args) -> None:
                 resolution=target.resolution,
                 steps=100,
             ).perturb(x)
-            cuts = {"PGD 100": float((1 - pgd.loss_after / pgd.loss_before).mean())}
+            cuts = {"PGD 100": float(pgd.loss_cut.mean())}
             for source, generator in targets.items():
                 if generator.immunizer is None:  # this version ships no generator
                     continue
                 result = attack.perturb(x, init=immunizer_delta(generator, x, 8 / 255))
-                cuts[f"{source}'s pass"] = float(
-                    (1 - result.loss_after / result.loss_before).mean()
-                )
+                cuts[f"{source}'s pass"] = float(result.loss_cut.mean())
             shown = ", ".join(f"{name} {cut:.3f}" for name, cut in cuts.items())
             print(f"{size:>5} px, loss cut on {scored}: {shown}")
 

@@ -64,8 +64,7 @@ def recognition(newest: str, previous: str, size: int) -> None:
     for path in sorted(sample_dir().glob("*.png")):
         photo = sample_pixels(path.name, size)
         result = immunize(photo, old_target, eps=EPS, seed=0)
-        protection = result.protections[0]
-        cut = 1 - float(protection.loss_after) / float(protection.loss_before)
+        cut = result.protections[0].loss_cut
         pair = [result.pixels, photo]
         ratios = np.divide(new.distances(pair), old.distances(pair))
         print(f"{path.name:24} {cut:12.1%} {ratios[0]:10.3f} {ratios[1]:7.3f}", flush=True)

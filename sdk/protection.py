@@ -34,6 +34,29 @@ class Protection(BaseModel):
     loss_after: str = Field(description="the same loss on the immunized image as saved")
     duration_ms: int = Field(ge=0)
 
+    @property
+    def loss_cut(self) -> float:
+        """The share of the target's loss the immunization took away (:func:`loss_cut`).
+
+        Example:
+            >>> round(Protection(target_ref="photoimmune/tiny-ldm@1", target_digest="ab" * 32,
+            ...     method="encoder", norm="linf", eps="8/255", steps=100, loss_before="0.02",
+            ...     loss_after="0.015", duration_ms=5300).loss_cut, 3)
+            0.25
+        """
+        return loss_cut(float(self.loss_before), float(self.loss_after))
+
+
+def loss_cut(before, after):
+    """``1 - after / before``: how much of the loss an attack took away, for floats or
+    per-image tensors alike (0 for an untouched image, 1 for one that reaches the target).
+
+    Example:
+        >>> loss_cut(0.02, 0.005)
+        0.75
+    """
+    return 1 - after / before
+
 
 def format_loss(value: float) -> str:
     """Losses as short decimal strings (5 significant digits).

@@ -35,6 +35,7 @@ from typing import Literal
 import torch
 
 from ..errors import InputError
+from ..protection import loss_cut
 from .precision import autocast_to, warn_if_emulated
 from .transforms import Transform
 
@@ -111,6 +112,11 @@ class PGDResult:
     loss_after: torch.Tensor  # (N,) loss of x_adv exactly as returned
     history: list[float] = field(default_factory=list)  # mean loss per iteration
     steps_run: int = 0
+
+    @property
+    def loss_cut(self) -> torch.Tensor:
+        """(N,) share of each image's loss the attack took away (``protection.loss_cut``)."""
+        return loss_cut(self.loss_before, self.loss_after)
 
 
 def _per_image(t: torch.Tensor) -> torch.Tensor:

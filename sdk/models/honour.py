@@ -99,10 +99,7 @@ def immunized_pool(
             seed=start,
         )
         immunized.append(pixels_to_tensor([r.pixels for r in results]))
-        cut = statistics.fmean(
-            1 - float(r.protections[0].loss_after) / float(r.protections[0].loss_before)
-            for r in results
-        )
+        cut = statistics.fmean(r.protections[0].loss_cut for r in results)
         progress("immunize", min(start + _ATTACK_BATCH, len(clean)), len(clean), cut)
     return clean, torch.cat(immunized)
 
