@@ -302,7 +302,11 @@ def main() -> None:
         help="held-out scikit-image photos, comma-separated (e.g. add camera.png)",
     )
     parser.add_argument("--levers", help="table 4's rows only, e.g. gray,edit-away")
+    parser.add_argument(
+        "--guidance", type=float, default=7.5, help="the edits' guidance (1: no guidance)"
+    )
     args = parser.parse_args()
+    EDIT["guidance_scale"] = args.guidance
     s = Session(args.model)
     photos = {name: sample_pixels(name, args.size) for name in args.photos.split(",")}
     print(f"{args.model}, {args.size} px, held-out photos {', '.join(photos)}, edits {EDIT}")

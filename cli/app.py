@@ -477,8 +477,14 @@ def demo(
     ] = "tiny-ldm@3",
     size: Annotated[
         int, typer.Option(min=64, help="The photo's side in pixels (a multiple of 8).")
-    ] = 128,
+    ] = 256,
     edit_steps: Annotated[int, typer.Option(min=1, help="Denoising steps of each edit.")] = 20,
+    strength: Annotated[
+        float,
+        typer.Option(
+            min=0.05, max=1.0, help="How much each edit repaints (Stable Diffusion's usual: 0.5)."
+        ),
+    ] = 0.2,
 ) -> None:
     """Publish the bundled model's target to a local registry, immunize a sample photo against
     the target fetched back from it, and show what an edit does to the photo."""
@@ -500,6 +506,7 @@ def demo(
         previous=previous_version(model),
         size=size,
         edit_steps=edit_steps,
+        strength=strength,
     )
     console.print(
         f"[bold]photoimmune demo[/]: {settings.photo} at {settings.size}px, model {settings.model} "
@@ -541,6 +548,11 @@ def _print_effect(report, settings) -> None:
         else "this tiny stand-in does not edit believably (Stable Diffusion keeps the photo "
         "recognisable at this strength; look at grid.png for what is left of it)"
     )
+    if settings.strength < 0.5:
+        fidelity += (
+            f" at strength {settings.strength}; at Stable Diffusion's usual 0.5 this tiny "
+            "stand-in keeps less of it"
+        )
     # 0.10: below it an immunized edit is hard to tell from a clean one by eye.
     strength = " and ".join(
         f"{'clear' if r.gap >= 0.10 else 'modest'} at {r.eps}"

@@ -20,7 +20,7 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
     assert report.target_ref == "photoimmune/tiny-ldm@3"  # the newest bundled version
     assert (tmp_path / "registry" / "root.json").is_file()
     grid = load_image(report.grid)
-    assert grid.width > 4 * grid.height  # five panels side by side
+    assert grid.width > 5 * grid.height  # six panels: both budgets' immunized edits
     assert load_image(report.curve).width > 0
     assert load_image(report.chart).width > load_image(report.chart).height  # bars, a legend
     immunized = load_image(tmp_path / "immunized.png").pixels
@@ -62,12 +62,14 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
 
 
 def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
-    for _ in range(2):  # the second run finds the release already published
-        assert main(["demo", "--out", str(tmp_path), "--steps", "5"]) == 0
+    for strength in ("0.2", "0.3"):  # the second run finds the release already published
+        fast = ["--steps", "5", "--size", "128", "--edit-steps", "8"]
+        options = fast if strength == "0.2" else [*fast, "--strength", strength]
+        assert main(["demo", "--out", str(tmp_path), *options]) == 0
         out = capsys.readouterr().out
         assert "SSIM" in out and "max |δ|" in out and "photoimmune/tiny-ldm@3" in out
         words = " ".join(out.split())  # rich wraps long lines
-        assert "gap over noise" in words and "strength 0.3" in words
+        assert "gap over noise" in words and f"strength {strength}," in words
         assert (
             "the effect is" in words
             and "often weaker" in words
