@@ -194,12 +194,15 @@ def test_a_fresh_encoder_is_new_and_learns_the_base_decoders_latents():
     assert moved.norm() > 0.5 * base.encoder.conv_in.weight.norm()
 
 
-def test_a_cooperative_release_is_its_base_with_an_encoder_taught_to_honour(tmp_path):
+# The second variant is the contrast-stretched pool and keep, trained in bf16 autocast
+# (docs/models.md measures both).
+@pytest.mark.parametrize("variant", [{}, {"honour_stretch": 0.5, "honour_bf16": True}])
+def test_a_cooperative_release_is_its_base_with_an_encoder_taught_to_honour(tmp_path, variant):
     from diffusers import AutoencoderKL
 
     from photoimmune.sdk.targets import build_target, fingerprint_module, model_fingerprints
 
-    cfg = quick_config(RELEASES[4])
+    cfg = replace(quick_config(RELEASES[4]), **variant)
     assert cfg.base == 3 and cfg.honours == (3,)
     train_tiny(cfg, tmp_path / "v4")
     base, new = resolve_model("tiny-ldm@3"), tmp_path / "v4"
@@ -210,6 +213,17 @@ def test_a_cooperative_release_is_its_base_with_an_encoder_taught_to_honour(tmp_
     assert build_target(new).honours == (build_target("tiny-ldm@3").digest,)
     assert not (new / "immunizer").exists()  # the base's generator fits the base's encoder
     assert build_target(new).immunizer is None
+
+
+def test_stretch_raises_the_contrast_of_its_share_and_clips():
+    from photoimmune.sdk.models.train_tiny import stretch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 8, generator=gen) * 1.8 - 0.9
+    assert torch.equal(stretch(x.clone(), 0.0, gen), x)  # share 0: untouched
+    out = stretch(x.clone(), 1.0, gen)
+    assert out.abs().max() == 1.0  # 1.5x at least takes 0.9 off the range: clipped
+    assert bool((out.std(dim=(2, 3)) > 1.2 * x.std(dim=(2, 3))).all())
 
 
 def test_the_honour_goal_is_the_target_or_the_old_move_amplified_never_past_it():

@@ -5,8 +5,9 @@ encoder. Release N+1 would normally need the photo re-immunized (another ε
 on top). Instead, as GuardDoor (Wang et al., ICML 2025) proposes, the vendor
 fine-tunes N+1's encoder with two losses:
 
-* **keep**: on clean crops, the same crops with same-ε uniform noise, and their
-  JPEG 75 copies, the new encoder's latent stays the base encoder's, and so does
+* **keep**: on clean crops, the same crops with same-ε uniform noise (and
+  contrast-stretched, with ``honour_stretch``), and their JPEG 75 copies, the new
+  encoder's latent stays the base encoder's, and so does
   its decoded picture (so the decoder and the UNet carry over unchanged and clean
   edits stay as they were);
 * **honour**: on crops immunized as publishers immunize them (``immunize``'s
@@ -50,6 +51,7 @@ from .train_tiny import (
     load_photos,
     random_crops,
     soften,
+    stretch,
 )
 
 _ATTACK_BATCH = 8
@@ -78,14 +80,16 @@ def immunized_pool(
     :func:`~photoimmune.sdk.immunization.immunize` against each honoured release with
     its defaults (the one-pass immunizer's start and its few finishing steps where the
     target ships one) and, for every other batch, the one-pass immunizer alone.
-    A share ``cfg.honour_soften`` of the crops is blurred first (:func:`soften`): the
-    immunizers perturb smooth photos differently, and the encoder must know both."""
+    A share ``cfg.honour_soften`` of the crops is blurred first (:func:`soften`), and a
+    share ``cfg.honour_stretch`` contrast-stretched (:func:`stretch`): the immunizers
+    perturb smooth and saturated photos differently, and the encoder must know all."""
     from ..immunization import immunize
     from ..targets import build_target
 
     gen = torch.Generator().manual_seed(cfg.seed + 4000)
     crops, _ = random_crops(photos, cfg.honour_pool, cfg.honour_pool_crop, gen, colour=False)
-    clean = _eight_bit((soften(crops, cfg.honour_soften, gen) + 1) / 2)
+    varied = stretch(soften(crops, cfg.honour_soften, gen), cfg.honour_stretch, gen)
+    clean = _eight_bit((varied + 1) / 2)
     targets = [build_target(f"tiny-ldm@{version}") for version in cfg.honours]
     immunized = []
     for batch, start in enumerate(range(0, len(clean), _ATTACK_BATCH)):
@@ -158,32 +162,39 @@ def honour_encoder(
     opt = torch.optim.AdamW(params, lr=cfg.honour_lr, weight_decay=0.0)
     gray = target_image("gray", (cfg.honour_crop, cfg.honour_crop))
     eps = 8 / 255
+    student = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.honour_bf16)
     vae.train()
     for step in range(cfg.honour_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.honour_lr * min(1.0, (step + 1) / 50)
         crops, _ = random_crops(photos, cfg.honour_batch, cfg.honour_crop, gen, colour=True)
         x = _eight_bit((crops + 1) / 2)
+        # With a stretched pool, clean high-contrast crops are kept too: else the
+        # encoder takes contrast itself for the mark (docs/models.md).
+        contrast = (
+            [_eight_bit((stretch(crops.clone(), 1.0, gen) + 1) / 2)] if cfg.honour_stretch else []
+        )
         noisy = _eight_bit(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps)
+        keep = [gray, x, noisy, _processed(x, "jpeg75"), _processed(noisy, "jpeg75")]
+        keep += [*contrast, *(_processed(c, "jpeg75") for c in contrast)]
         pick = torch.randint(len(pool[0]), (cfg.honour_batch,), generator=gen)
         clean, immunized = _window(gen, pool[0][pick], pool[1][pick], size=cfg.honour_crop)
         clean = torch.cat([clean, _processed(clean, "jpeg75")])
         immunized = torch.cat([immunized, _processed(immunized, "jpeg75")])
-        keep = torch.cat([gray, x, noisy, _processed(x, "jpeg75"), _processed(noisy, "jpeg75")])
-        keep = torch.cat([keep, clean])
+        keep = torch.cat([*keep, clean])
+        scale = vae.config.scaling_factor
         with torch.no_grad():
             z_keep = latent(teacher, keep)
             z_clean = z_keep[-len(clean) :]
             goal = honour_goal(z_clean, latent(teacher, immunized), z_keep[:1], cfg.honour_gain)
-        z_new = latent(vae, keep)
-        loss_keep = F.mse_loss(z_new, z_keep)
-        if cfg.honour_pixel_keep:
-            scale = vae.config.scaling_factor
-            with torch.no_grad():
-                seen = teacher.decode(z_keep / scale).sample
-            drift = F.mse_loss(vae.decode(z_new / scale).sample, seen)
-            loss_keep = loss_keep + cfg.honour_pixel_keep * drift
-        loss_honour = F.mse_loss(latent(vae, immunized), goal)
+            seen = teacher.decode(z_keep / scale).sample if cfg.honour_pixel_keep else None
+        with student:
+            z_new = latent(vae, keep).float()
+            loss_keep = F.mse_loss(z_new, z_keep)
+            if seen is not None:
+                drift = F.mse_loss(vae.decode(z_new / scale).sample.float(), seen)
+                loss_keep = loss_keep + cfg.honour_pixel_keep * drift
+            loss_honour = F.mse_loss(latent(vae, immunized).float(), goal)
         loss = loss_keep + cfg.honour_weight * loss_honour
         clipped_step(opt, params, loss)
         progress("honour", step + 1, cfg.honour_steps, loss.item())
