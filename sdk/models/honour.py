@@ -175,13 +175,13 @@ def honour_encoder(
             [_eight_bit((stretch(crops.clone(), 1.0, gen) + 1) / 2)] if cfg.honour_stretch else []
         )
         noisy = _eight_bit(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps)
-        keep = [gray, x, noisy, _processed(x, "jpeg75"), _processed(noisy, "jpeg75")]
-        keep += [*contrast, *(_processed(c, "jpeg75") for c in contrast)]
+        kept = [gray, x, noisy, _processed(x, "jpeg75"), _processed(noisy, "jpeg75")]
+        kept += [*contrast, *(_processed(c, "jpeg75") for c in contrast)]
         pick = torch.randint(len(pool[0]), (cfg.honour_batch,), generator=gen)
         clean, immunized = _window(gen, pool[0][pick], pool[1][pick], size=cfg.honour_crop)
         clean = torch.cat([clean, _processed(clean, "jpeg75")])
         immunized = torch.cat([immunized, _processed(immunized, "jpeg75")])
-        keep = torch.cat([*keep, clean])
+        keep = torch.cat([*kept, clean])
         scale = vae.config.scaling_factor
         with torch.no_grad():
             z_keep = latent(teacher, keep)
