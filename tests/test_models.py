@@ -144,12 +144,14 @@ def test_min_snr_weights_cap_the_easy_timesteps_for_either_prediction_target():
     assert torch.equal(_loss_weights(RELEASES[1], snr), torch.ones(3))
 
 
-def test_the_v3_recipe_trains_a_v_prediction_model_that_edits(tmp_path):
+# The second variant adds generic captions, measured on v3 in docs/models.md.
+@pytest.mark.parametrize("variant", [{}, {"generic_captions": 0.5}])
+def test_the_v3_recipe_trains_a_v_prediction_model_that_edits(tmp_path, variant):
     from diffusers import DDIMScheduler
 
     from photoimmune.sdk.models.pipelines import edit_image
 
-    cfg = quick_config(RELEASES[3])
+    cfg = replace(quick_config(RELEASES[3]), **variant)
     assert cfg.decoder_latent_noise > 0 and cfg.ema_decay and cfg.min_snr
     train_tiny(cfg, tmp_path / "v3")
     scheduler = DDIMScheduler.from_pretrained(tmp_path / "v3" / "scheduler")
@@ -224,6 +226,24 @@ def test_stretch_raises_the_contrast_of_its_share_and_clips():
     out = stretch(x.clone(), 1.0, gen)
     assert out.abs().max() == 1.0  # 1.5x at least takes 0.9 off the range: clipped
     assert bool((out.std(dim=(2, 3)) > 1.2 * x.std(dim=(2, 3))).all())
+
+
+def test_generic_captions_replace_a_share_of_the_pools_captions():
+    from photoimmune.sdk.models.train_tiny import GENERIC_CAPTIONS, TRAIN_PHOTOS, generic_sources
+
+    gen = torch.Generator().manual_seed(0)
+    sources = torch.arange(len(TRAIN_PHOTOS)).repeat(200)
+    state = gen.get_state()
+    assert torch.equal(generic_sources(sources, 0.0, gen), sources)
+    assert torch.equal(gen.get_state(), state)  # share 0 draws nothing: old releases unchanged
+    every = generic_sources(sources, 1.0, gen)
+    assert set(every.tolist()) == set(
+        range(len(TRAIN_PHOTOS), len(TRAIN_PHOTOS) + len(GENERIC_CAPTIONS))
+    )
+    some = generic_sources(sources, 0.3, gen)
+    changed = some != sources
+    assert 0.2 < changed.float().mean() < 0.4
+    assert bool((some[changed] >= len(TRAIN_PHOTOS)).all())
 
 
 def test_the_honour_goal_is_the_target_or_the_old_move_amplified_never_past_it():

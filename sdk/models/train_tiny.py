@@ -20,7 +20,9 @@ Recipe, in four stages:
    ``scaled_linear`` betas; v3 predicts v on a cosine schedule, with min-SNR-5
    loss weights, and keeps an exponential moving average of its weights (what
    later diffusion recipes converged on: each of these makes a small UNet keep
-   more of an image at the noise levels img2img starts from).
+   more of an image at the noise levels img2img starts from). With
+   ``generic_captions`` a share of the latents is captioned "a photo" or the
+   like, so that a generic prompt stops asking for the training photos' palette.
 4. **Decoder fine-tune** with the encoder frozen, MSE only (SD's "ft-MSE"
    idea): reconstructions sharpen, the latent space does not move. From v3 on,
    the latents it decodes carry Gaussian noise: a denoiser never returns a
@@ -75,6 +77,8 @@ TRAIN_PHOTOS = {
     "retina.jpg": "a medical photo of a retina",
     "ihc.png": "a microscope photo of stained tissue",
 }
+#: Captions true of every photo (``TrainConfig.generic_captions``).
+GENERIC_CAPTIONS = ("a photo", "a picture", "an image", "a photograph")
 #: Held out: never seen in training, used for every quality and efficacy figure.
 VALIDATION_PHOTOS = ("chelsea.png", "coffee.png")
 
@@ -152,6 +156,11 @@ class TrainConfig:
     unet_lr: float = 1e-3
     latent_pool: int = 3000
     caption_dropout: float = 0.1
+    #: Share of the UNet's training latents captioned with one of
+    #: :data:`GENERIC_CAPTIONS` instead of their photo's own caption. Each photo's
+    #: caption starts "a photo of", so without them a generic prompt asks for the
+    #: training photos' average palette, and guidance pulls every edit toward it.
+    generic_captions: float = 0.0
     #: With ``base``: bundled releases whose published targets this release honours
     #: (:mod:`.honour`); only the encoder is fine-tuned, the rest is the base's.
     honours: tuple[int, ...] = ()
@@ -469,6 +478,21 @@ def _latent_pool(
     return torch.cat(latents), torch.cat(sources)
 
 
+def generic_sources(sources: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """Point a random ``share`` of the latent pool's caption indices at the generic
+    captions, which follow the photos' own in the caption table.
+
+    Example:
+        >>> generic_sources(torch.tensor([0, 3]), 0.0, torch.Generator()).tolist()
+        [0, 3]
+    """
+    if not share:  # draws nothing: releases without it train as they always did
+        return sources
+    picked = torch.rand(len(sources), generator=gen) < share
+    generic = torch.randint(len(GENERIC_CAPTIONS), sources.shape, generator=gen)
+    return torch.where(picked, len(TRAIN_PHOTOS) + generic, sources)
+
+
 def train_unet(
     cfg: TrainConfig,
     latents: torch.Tensor,
@@ -569,8 +593,9 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
     corpus = [*TRAIN_PHOTOS.values(), _PROMPT_WORDS]
     vocab_size = write_tokenizer(tok_dir, corpus)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    sources = generic_sources(sources, cfg.generic_captions, gen)
     captions = tokenizer(
-        [*TRAIN_PHOTOS.values(), ""],
+        [*TRAIN_PHOTOS.values(), *GENERIC_CAPTIONS, ""],
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
