@@ -229,7 +229,12 @@ def test_stretch_raises_the_contrast_of_its_share_and_clips():
 
 
 def test_generic_captions_replace_a_share_of_the_pools_captions():
-    from photoimmune.sdk.models.train_tiny import GENERIC_CAPTIONS, TRAIN_PHOTOS, generic_sources
+    from photoimmune.sdk.models.train_tiny import (
+        CAPTION_TABLE,
+        GENERIC_CAPTIONS,
+        TRAIN_PHOTOS,
+        generic_sources,
+    )
 
     gen = torch.Generator().manual_seed(0)
     sources = torch.arange(len(TRAIN_PHOTOS)).repeat(200)
@@ -240,6 +245,7 @@ def test_generic_captions_replace_a_share_of_the_pools_captions():
     assert set(every.tolist()) == set(
         range(len(TRAIN_PHOTOS), len(TRAIN_PHOTOS) + len(GENERIC_CAPTIONS))
     )
+    assert {CAPTION_TABLE[i] for i in every.tolist()} == set(GENERIC_CAPTIONS)
     some = generic_sources(sources, 0.3, gen)
     changed = some != sources
     assert 0.2 < changed.float().mean() < 0.4

@@ -162,6 +162,7 @@ def honour_encoder(
     opt = torch.optim.AdamW(params, lr=cfg.honour_lr, weight_decay=0.0)
     gray = target_image("gray", (cfg.honour_crop, cfg.honour_crop))
     eps = 8 / 255
+    scale = vae.config.scaling_factor
     student = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.honour_bf16)
     vae.train()
     for step in range(cfg.honour_steps):
@@ -182,7 +183,6 @@ def honour_encoder(
         clean = torch.cat([clean, _processed(clean, "jpeg75")])
         immunized = torch.cat([immunized, _processed(immunized, "jpeg75")])
         keep = torch.cat([*kept, clean])
-        scale = vae.config.scaling_factor
         with torch.no_grad():
             z_keep = latent(teacher, keep)
             z_clean = z_keep[-len(clean) :]

@@ -79,6 +79,10 @@ TRAIN_PHOTOS = {
 }
 #: Captions true of every photo (``TrainConfig.generic_captions``).
 GENERIC_CAPTIONS = ("a photo", "a picture", "an image", "a photograph")
+#: The UNet's caption table, indexed by a latent's source: each training photo's
+#: caption, then the generic ones (:func:`generic_sources`), then the empty prompt
+#: that caption dropout uses (:func:`train_unet` takes the last row).
+CAPTION_TABLE = (*TRAIN_PHOTOS.values(), *GENERIC_CAPTIONS, "")
 #: Held out: never seen in training, used for every quality and efficacy figure.
 VALIDATION_PHOTOS = ("chelsea.png", "coffee.png")
 
@@ -480,7 +484,7 @@ def _latent_pool(
 
 def generic_sources(sources: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
     """Point a random ``share`` of the latent pool's caption indices at the generic
-    captions, which follow the photos' own in the caption table.
+    captions, which follow the photos' own in :data:`CAPTION_TABLE`.
 
     Example:
         >>> generic_sources(torch.tensor([0, 3]), 0.0, torch.Generator()).tolist()
@@ -595,7 +599,7 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     sources = generic_sources(sources, cfg.generic_captions, gen)
     captions = tokenizer(
-        [*TRAIN_PHOTOS.values(), *GENERIC_CAPTIONS, ""],
+        list(CAPTION_TABLE),
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
