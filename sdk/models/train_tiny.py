@@ -301,18 +301,32 @@ def random_crops(
     return torch.stack(crops), torch.tensor(sources)
 
 
+def _for_share(
+    x: torch.Tensor,
+    share: float,
+    gen: torch.Generator,
+    change: Callable[[torch.Tensor, float], torch.Tensor],
+) -> torch.Tensor:
+    """Replace a random ``share`` of the batch ``x`` in place by ``change(image, u)``,
+    ``u`` uniform in [0, 1) drawn for that image (after the draw that chose it)."""
+    for i in range(len(x)):
+        if float(torch.rand((), generator=gen)) < share:
+            x[i] = change(x[i], float(torch.rand((), generator=gen)))
+    return x
+
+
 def soften(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
     """Blur a random ``share`` of the batch ``x`` in place by a down-and-up resize (by 2-4).
 
     Photos met in use are often upscaled or smooth (skies, skin), where the
     scikit-image training photos are sharp.
     """
-    for i in range(len(x)):
-        if float(torch.rand((), generator=gen)) < share:
-            factor = 2 + 2 * float(torch.rand((), generator=gen))
-            small = F.interpolate(x[i : i + 1], scale_factor=1 / factor, mode="area")
-            x[i] = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
-    return x
+
+    def blur(image: torch.Tensor, u: float) -> torch.Tensor:
+        small = F.interpolate(image[None], scale_factor=1 / (2 + 2 * u), mode="area")
+        return F.interpolate(small, size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+    return _for_share(x, share, gen, blur)
 
 
 def stretch(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
@@ -322,12 +336,12 @@ def stretch(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor
     Photos met in use have saturated areas (a white cup, a black coat) where an 8/255
     perturbation is cut off; the scikit-image training photos have few.
     """
-    for i in range(len(x)):
-        if float(torch.rand((), generator=gen)) < share:
-            gain = 1.5 + 1.5 * float(torch.rand((), generator=gen))
-            mean = x[i].mean(dim=(1, 2), keepdim=True)
-            x[i] = (mean + gain * (x[i] - mean)).clamp(-1, 1)
-    return x
+
+    def contrast(image: torch.Tensor, u: float) -> torch.Tensor:
+        mean = image.mean(dim=(1, 2), keepdim=True)
+        return (mean + (1.5 + 1.5 * u) * (image - mean)).clamp(-1, 1)
+
+    return _for_share(x, share, gen, contrast)
 
 
 def clipped_step(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
