@@ -18,7 +18,9 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
    for three untargeted ones: the latent pushed away from the clean latent, the
    same with a smooth δ and the latent change pooled (what img2img's noise leaves
    of it), and the edit-aware one, the decoded one-step x0 prediction at strength
-   0.5 pushed away from the clean photo's (docs/models.md);
+   0.5 pushed away from the clean photo's, unguided with the check's prompt
+   (``edit-away``) or guided at 7.5 over five other edit prompts
+   (``guided-away``; docs/models.md);
 5. working size: the encoder attack's gap when it runs through a resize to 32,
    64 or 128 px, or at the photo's own size.
 
@@ -47,6 +49,14 @@ from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import target_image
 
 EDIT = {"prompt": "a photo", "guidance_scale": 7.5, "steps": 20, "seed": 1234}
+#: Prompts an editor might use, for the guided edit-aware attack: none is the check's.
+EDIT_PROMPTS = (
+    "a painting of a landscape",
+    "a photo of a person",
+    "a dog at night",
+    "watercolor",
+    "a city in the snow",
+)
 STRENGTHS = (0.05, 0.1, 0.2, 0.3, 0.5)
 FRACTIONS = (0.05, 0.1, 0.2, 0.4)
 
@@ -193,30 +203,53 @@ class SmoothAway(LatentAway):
 
 class EditAway(Attack):
     """Edit-aware, untargeted: push the decoded one-step prediction of x0 at timestep
-    ``t`` (500 = strength 0.5) away from the clean photo's, under one fixed noise draw."""
+    ``t`` (500 = strength 0.5) away from the clean photo's, under one fixed noise draw.
+
+    With ``guidance`` above 1 the prediction is classifier-free guided, as an editor's
+    is, for each of ``prompts`` in turn (one per step): guidance amplifies the
+    difference between the prompted and the empty prediction, and with it whatever
+    the perturbation changes in that difference (docs/models.md).
+    """
 
     method = "edit-away"
 
-    def __init__(self, pipe, t: int = 500, **overrides) -> None:
+    def __init__(
+        self,
+        pipe,
+        t: int = 500,
+        prompts: tuple[str, ...] = (EDIT["prompt"],),
+        guidance: float = 1.0,
+        **overrides,
+    ) -> None:
         super().__init__(**overrides)
-        self.pipe, self.t = pipe, t
+        self.pipe, self.t, self.guidance = pipe, t, guidance
         pipe.vae.requires_grad_(False)
         pipe.unet.requires_grad_(False)
-        with torch.no_grad():
-            self.embeds = pipe.encode_prompt(EDIT["prompt"], "cpu", 1, False)[0]
+        with torch.no_grad():  # per prompt: [empty, prompted], or the prompted alone
+            self.embeds = [
+                torch.cat(pipe.encode_prompt(p, "cpu", 1, True)[::-1])
+                if guidance != 1
+                else pipe.encode_prompt(p, "cpu", 1, False)[0]
+                for p in prompts
+            ]
+        self.calls = 0
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
         factor = self.pipe.vae_scale_factor
         shape = (x.shape[0], 4, x.shape[-2] // factor, x.shape[-1] // factor)
         self.noise = torch.randn(shape, generator=generator)
         with torch.no_grad():
-            self.clean = self.predict(x)
+            self.clean = [self.predict(x, embeds) for embeds in self.embeds]
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         vae, scale = self.pipe.vae, self.pipe.vae.config.scaling_factor
         alpha = self.pipe.scheduler.alphas_cumprod[self.t]
         noisy = alpha.sqrt() * _latent_mean(vae, x) * scale + (1 - alpha).sqrt() * self.noise
-        out = self.pipe.unet(noisy, self.t, encoder_hidden_states=self.embeds).sample
+        batch = torch.cat([noisy] * len(embeds))
+        out = self.pipe.unet(batch, self.t, encoder_hidden_states=embeds).sample
+        if self.guidance != 1:
+            empty, prompted = out.chunk(2)
+            out = empty + self.guidance * (prompted - empty)
         if self.pipe.scheduler.config.prediction_type == "v_prediction":  # tiny-ldm@3 on
             x0 = alpha.sqrt() * noisy - (1 - alpha).sqrt() * out
         else:
@@ -224,7 +257,9 @@ class EditAway(Attack):
         return vae.decode(x0 / scale).sample
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        return -(self.predict(x) - self.clean).pow(2).flatten(1).mean(1)
+        k = self.calls % len(self.embeds)
+        self.calls += 1
+        return -(self.predict(x, self.embeds[k]) - self.clean[k]).pow(2).flatten(1).mean(1)
 
 
 def fidelity(s: Session, photos: dict) -> None:
@@ -287,6 +322,8 @@ def levers(s: Session, photos: dict, levels: int, only: list[str] | None = None)
     # Its best step on the held-out three (eps / 3 and eps / 5 gave 0.079, eps / 10 0.088)
     attacks["smooth-away"] = SmoothAway(s.vae, **budget, step_size=levels / 255 / 10)
     attacks["edit-away"] = EditAway(s.pipe, **budget)
+    # Guided as the edit is, over edit prompts other than the check's own "a photo".
+    attacks["guided-away"] = EditAway(s.pipe, prompts=EDIT_PROMPTS, guidance=7.5, **budget)
     attacks = {k: a for k, a in attacks.items() if not only or k in only}
     print(f"{'attack':14}" + "".join(f"{n:>14}" for n in photos) + f"{'mean':>8}")
     for label, attack in attacks.items():
