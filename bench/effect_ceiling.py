@@ -20,7 +20,8 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
    of it), and the edit-aware one, the decoded one-step x0 prediction at strength
    0.5 pushed away from the clean photo's, unguided with the check's prompt
    (``edit-away``) or guided at 7.5 over five other edit prompts
-   (``guided-away``; docs/models.md);
+   (``guided-away``), the latter also over timesteps 300-700 (``guided-away-t``;
+   docs/models.md);
 5. working size: the encoder attack's gap when it runs through a resize to 32,
    64 or 128 px, or at the photo's own size.
 
@@ -208,7 +209,9 @@ class EditAway(Attack):
     With ``guidance`` above 1 the prediction is classifier-free guided, as an editor's
     is, for each of ``prompts`` in turn (one per step): guidance amplifies the
     difference between the prompted and the empty prediction, and with it whatever
-    the perturbation changes in that difference (docs/models.md).
+    the perturbation changes in that difference (docs/models.md). More than one
+    timestep in ``timesteps`` cycles them too (after the prompts), for edits whose
+    strength the attack does not know.
     """
 
     method = "edit-away"
@@ -216,22 +219,23 @@ class EditAway(Attack):
     def __init__(
         self,
         pipe,
-        t: int = 500,
+        timesteps: tuple[int, ...] = (500,),
         prompts: tuple[str, ...] = (EDIT["prompt"],),
         guidance: float = 1.0,
         **overrides,
     ) -> None:
         super().__init__(**overrides)
-        self.pipe, self.t, self.guidance = pipe, t, guidance
+        self.pipe, self.guidance = pipe, guidance
         pipe.vae.requires_grad_(False)
         pipe.unet.requires_grad_(False)
         with torch.no_grad():  # per prompt: [empty, prompted], or the prompted alone
-            self.embeds = [
+            embeds = [
                 torch.cat(pipe.encode_prompt(p, "cpu", 1, True)[::-1])
                 if guidance != 1
                 else pipe.encode_prompt(p, "cpu", 1, False)[0]
                 for p in prompts
             ]
+        self.settings = [(t, e) for t in timesteps for e in embeds]  # prompts vary fastest
         self.calls = 0
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
@@ -239,14 +243,14 @@ class EditAway(Attack):
         shape = (x.shape[0], 4, x.shape[-2] // factor, x.shape[-1] // factor)
         self.noise = torch.randn(shape, generator=generator)
         with torch.no_grad():
-            self.clean = [self.predict(x, embeds) for embeds in self.embeds]
+            self.clean = [self.predict(x, t, embeds) for t, embeds in self.settings]
 
-    def predict(self, x: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, t: int, embeds: torch.Tensor) -> torch.Tensor:
         vae, scale = self.pipe.vae, self.pipe.vae.config.scaling_factor
-        alpha = self.pipe.scheduler.alphas_cumprod[self.t]
+        alpha = self.pipe.scheduler.alphas_cumprod[t]
         noisy = alpha.sqrt() * _latent_mean(vae, x) * scale + (1 - alpha).sqrt() * self.noise
         batch = torch.cat([noisy] * len(embeds))
-        out = self.pipe.unet(batch, self.t, encoder_hidden_states=embeds).sample
+        out = self.pipe.unet(batch, t, encoder_hidden_states=embeds).sample
         if self.guidance != 1:
             empty, prompted = out.chunk(2)
             out = empty + self.guidance * (prompted - empty)
@@ -257,9 +261,9 @@ class EditAway(Attack):
         return vae.decode(x0 / scale).sample
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.calls % len(self.embeds)
+        k = self.calls % len(self.settings)
         self.calls += 1
-        return -(self.predict(x, self.embeds[k]) - self.clean[k]).pow(2).flatten(1).mean(1)
+        return -(self.predict(x, *self.settings[k]) - self.clean[k]).pow(2).flatten(1).mean(1)
 
 
 def fidelity(s: Session, photos: dict) -> None:
@@ -323,7 +327,10 @@ def levers(s: Session, photos: dict, levels: int, only: list[str] | None = None)
     attacks["smooth-away"] = SmoothAway(s.vae, **budget, step_size=levels / 255 / 10)
     attacks["edit-away"] = EditAway(s.pipe, **budget)
     # Guided as the edit is, over edit prompts other than the check's own "a photo".
-    attacks["guided-away"] = EditAway(s.pipe, prompts=EDIT_PROMPTS, guidance=7.5, **budget)
+    guided = {"prompts": EDIT_PROMPTS, "guidance": 7.5, **budget}
+    attacks["guided-away"] = EditAway(s.pipe, **guided)
+    # The same for any strength from 0.3 to 0.7, not the check's 0.5 alone.
+    attacks["guided-away-t"] = EditAway(s.pipe, timesteps=(300, 400, 500, 600, 700), **guided)
     attacks = {k: a for k, a in attacks.items() if not only or k in only}
     print(f"{'attack':14}" + "".join(f"{n:>14}" for n in photos) + f"{'mean':>8}")
     for label, attack in attacks.items():

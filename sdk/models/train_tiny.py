@@ -11,8 +11,10 @@ Recipe, in four stages:
 
 1. **VAE** on random crops of the training photos (random scale, flips, 90°
    turns, channel permutations), loss = MSE + L1 + L1 of image gradients (keeps
-   edges sharp) + a tiny KL term, as in SD's autoencoder minus the GAN/LPIPS terms
-   (no pretrained perceptual network may be downloaded here).
+   edges sharp) + a tiny KL term, as in SD's autoencoder minus its LPIPS term (no
+   pretrained perceptual network may be downloaded here) and its patch
+   discriminator (trained from scratch here, it bought no attackability at equal
+   quality: docs/models.md).
 2. **Latent scaling**: ``scaling_factor = 1 / std(latents)``, measured on the
    training crops, the way SD's 0.18215 was chosen.
 3. **UNet + text encoder** jointly, captions dropped 10% of the time so
