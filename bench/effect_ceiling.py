@@ -236,9 +236,9 @@ class EditAway(Attack):
                 for p in prompts
             ]
         self.settings = [(t, e) for t in timesteps for e in embeds]  # prompts vary fastest
-        self.calls = 0
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        self.calls = 0  # each photo cycles the settings from the first, whatever ran before
         factor = self.pipe.vae_scale_factor
         shape = (x.shape[0], 4, x.shape[-2] // factor, x.shape[-1] // factor)
         self.noise = torch.randn(shape, generator=generator)
