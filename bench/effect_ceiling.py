@@ -40,6 +40,12 @@ import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 
 from photoimmune.sdk import immunize
 from photoimmune.sdk.attacks.base import Attack
+from photoimmune.sdk.attacks.edit import (
+    EDIT_PROMPTS,
+    EDIT_TIMESTEPS,
+    EditAwayAttack,
+    EditPrediction,
+)
 from photoimmune.sdk.attacks.encoder import EncoderAttack, VAEEncoder
 from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
 from photoimmune.sdk.io import pixels_to_tensor, tensor_to_pixels
@@ -50,14 +56,6 @@ from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import target_image
 
 EDIT = {"prompt": "a photo", "guidance_scale": 7.5, "steps": 20, "seed": 1234}
-#: Prompts an editor might use, for the guided edit-aware attack: none is the check's.
-EDIT_PROMPTS = (
-    "a painting of a landscape",
-    "a photo of a person",
-    "a dog at night",
-    "watercolor",
-    "a city in the snow",
-)
 STRENGTHS = (0.05, 0.1, 0.2, 0.3, 0.5)
 FRACTIONS = (0.05, 0.1, 0.2, 0.4)
 
@@ -202,70 +200,6 @@ class SmoothAway(LatentAway):
         return (smooth * 255).round() / 255
 
 
-class EditAway(Attack):
-    """Edit-aware, untargeted: push the decoded one-step prediction of x0 at timestep
-    ``t`` (500 = strength 0.5) away from the clean photo's, under one fixed noise draw.
-
-    With ``guidance`` above 1 the prediction is classifier-free guided, as an editor's
-    is, for each of ``prompts`` in turn (one per step): guidance amplifies the
-    difference between the prompted and the empty prediction, and with it whatever
-    the perturbation changes in that difference (docs/models.md). More than one
-    timestep in ``timesteps`` cycles them too (after the prompts), for edits whose
-    strength the attack does not know.
-    """
-
-    method = "edit-away"
-
-    def __init__(
-        self,
-        pipe,
-        timesteps: tuple[int, ...] = (500,),
-        prompts: tuple[str, ...] = (EDIT["prompt"],),
-        guidance: float = 1.0,
-        **overrides,
-    ) -> None:
-        super().__init__(**overrides)
-        self.pipe, self.guidance = pipe, guidance
-        pipe.vae.requires_grad_(False)
-        pipe.unet.requires_grad_(False)
-        with torch.no_grad():  # per prompt: [empty, prompted], or the prompted alone
-            embeds = [
-                torch.cat(pipe.encode_prompt(p, "cpu", 1, True)[::-1])
-                if guidance != 1
-                else pipe.encode_prompt(p, "cpu", 1, False)[0]
-                for p in prompts
-            ]
-        self.settings = [(t, e) for t in timesteps for e in embeds]  # prompts vary fastest
-
-    def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        self.calls = 0  # each photo cycles the settings from the first, whatever ran before
-        factor = self.pipe.vae_scale_factor
-        shape = (x.shape[0], 4, x.shape[-2] // factor, x.shape[-1] // factor)
-        self.noise = torch.randn(shape, generator=generator)
-        with torch.no_grad():
-            self.clean = [self.predict(x, t, embeds) for t, embeds in self.settings]
-
-    def predict(self, x: torch.Tensor, t: int, embeds: torch.Tensor) -> torch.Tensor:
-        vae, scale = self.pipe.vae, self.pipe.vae.config.scaling_factor
-        alpha = self.pipe.scheduler.alphas_cumprod[t]
-        noisy = alpha.sqrt() * _latent_mean(vae, x) * scale + (1 - alpha).sqrt() * self.noise
-        batch = torch.cat([noisy] * len(embeds))
-        out = self.pipe.unet(batch, t, encoder_hidden_states=embeds).sample
-        if self.guidance != 1:
-            empty, prompted = out.chunk(2)
-            out = empty + self.guidance * (prompted - empty)
-        if self.pipe.scheduler.config.prediction_type == "v_prediction":  # tiny-ldm@3 on
-            x0 = alpha.sqrt() * noisy - (1 - alpha).sqrt() * out
-        else:
-            x0 = (noisy - (1 - alpha).sqrt() * out) / alpha.sqrt()
-        return vae.decode(x0 / scale).sample
-
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.calls % len(self.settings)
-        self.calls += 1
-        return -(self.predict(x, *self.settings[k]) - self.clean[k]).pow(2).flatten(1).mean(1)
-
-
 def fidelity(s: Session, photos: dict) -> None:
     print("\n1. fidelity: SSIM(edit of the clean photo, photo); strength 0 = VAE reconstruction")
     print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)) + "   PSNR(recon)")
@@ -325,12 +259,14 @@ def levers(s: Session, photos: dict, levels: int, only: list[str] | None = None)
     attacks["latent-away"] = LatentAway(s.vae, **budget)
     # Its best step on the held-out three (eps / 3 and eps / 5 gave 0.079, eps / 10 0.088)
     attacks["smooth-away"] = SmoothAway(s.vae, **budget, step_size=levels / 255 / 10)
-    attacks["edit-away"] = EditAway(s.pipe, **budget)
-    # Guided as the edit is, over edit prompts other than the check's own "a photo".
-    guided = {"prompts": EDIT_PROMPTS, "guidance": 7.5, **budget}
-    attacks["guided-away"] = EditAway(s.pipe, **guided)
+    unguided = EditPrediction(s.pipe, prompts=(EDIT["prompt"],), guidance=1)
+    attacks["edit-away"] = EditAwayAttack(unguided, timesteps=(500,), **budget)
+    # Guided as the edit is, over edit prompts other than the check's own "a photo"
+    # (the first five: the figures in docs/models.md were measured with them).
+    guided = EditPrediction(s.pipe, prompts=EDIT_PROMPTS[:5])
+    attacks["guided-away"] = EditAwayAttack(guided, timesteps=(500,), **budget)
     # The same for any strength from 0.3 to 0.7, not the check's 0.5 alone.
-    attacks["guided-away-t"] = EditAway(s.pipe, timesteps=(300, 400, 500, 600, 700), **guided)
+    attacks["guided-away-t"] = EditAwayAttack(guided, timesteps=EDIT_TIMESTEPS, **budget)
     attacks = {k: a for k, a in attacks.items() if not only or k in only}
     print(f"{'attack':14}" + "".join(f"{n:>14}" for n in photos) + f"{'mean':>8}")
     for label, attack in attacks.items():

@@ -280,16 +280,28 @@ def train_immunizer_command(
         bool, typer.Option(help="Train under random JPEG/resize/blur (robuster).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the weights and the crops.")] = 0,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="encoder (pull the latent to the target's) or edit (push the guided "
+            "edit away from the photo's; loads the whole pipeline; docs/models.md)."
+        ),
+    ] = "encoder",
+    crop: Annotated[
+        int | None,
+        typer.Option(min=16, help="Crop side (default: the target's resolution; 64 for edit)."),
+    ] = None,
 ) -> None:
     """Train a one-pass immunizer for a release's target and write the target carrying it
     (publish that folder as usual: its weights are signed with it), with training.json,
-    the settings, time and loss ratios (kept for the record; not published)."""
+    the settings, time and losses (kept for the record; not published)."""
     from photoimmune.sdk.refs import ModelRef
 
     if ref is not None:
         ModelRef.parse(ref)
     checks.models([model])
     checks.one_of(recipe, checks.RECIPES, "--recipe")
+    checks.one_of(objective, ("encoder", "edit"), "--objective")
     eps = checks.budget(eps)
     checks.output_folder(out, "-o/--out")
     import time
@@ -306,11 +318,13 @@ def train_immunizer_command(
         finish_steps=finish_steps,
         eot=eot,
         seed=seed,
+        objective=objective,  # type: ignore[arg-type]
+        crop=crop or (64 if objective == "edit" else None),
     )
     target = build_target(model, ref=ref, recipe=recipe)  # type: ignore[arg-type]
     history: list[float] = []
     started = time.perf_counter()
-    with progress_bar("loss ratio {task.fields[loss]:.4f}", remaining=True) as bar:
+    with progress_bar("loss {task.fields[loss]:.4f}", remaining=True) as bar:
         task = bar.add_task("training", total=steps, loss=1.0)
 
         def report(step: int, _total: int, loss: float) -> None:

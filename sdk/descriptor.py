@@ -161,6 +161,13 @@ class ImmunizerSpec(BaseModel):
     finish_steps: int = Field(
         default=10, ge=0, description="PGD steps the vendor recommends after the pass"
     )
+    # Left out of the JSON when "encoder", so descriptors from before it keep their digests.
+    objective: Literal["encoder", "edit"] = Field(
+        default="encoder",
+        exclude_if=lambda objective: objective == "encoder",
+        description="what the pass was trained on: the target's encoder loss, or the "
+        "edit-aware objective (photoimmune.sdk.attacks.edit)",
+    )
     target: str = Field(pattern=_HEX64)
     weights: TensorFile
 

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
@@ -58,7 +59,8 @@ __all__ = [
     "train_immunizer",
 ]
 
-#: Called as ``progress(step, steps, loss)``; ``loss`` is the batch's mean loss ratio.
+#: Called as ``progress(step, steps, loss)``; ``loss`` is the batch's training loss
+#: (the encoder objective's mean loss ratio, or the edit objective's, lower = stronger).
 TrainProgress = Callable[[int, int, float], None]
 
 
@@ -203,6 +205,17 @@ class ImmunizerTraining:
     ``soften`` of the crops is blurred by a down-and-up resize (by 2 to 4): photos
     met in use are often upscaled or smooth (skies, skin), where the scikit-image
     training photos are sharp, and the pass generalised worst to smooth photos.
+
+    ``objective`` is what the pass learns: ``"encoder"``, the target's own encoder
+    loss (pull the latent to the target's); ``"edit"``, the edit-aware objective of
+    :mod:`~photoimmune.sdk.attacks.edit` (push the guided one-step prediction of an
+    img2img edit away from the clean photo's) at a random timestep of
+    :data:`~photoimmune.sdk.attacks.edit.EDIT_TIMESTEPS`' range, prompt and noise
+    per crop, as the batch's mean of ``-log(distance + 1e-4)`` so that no photo
+    dominates, plus half the encoder objective. The edit objective needs the
+    release's whole pipeline, and a step costs about what an encoder step does at
+    twice the crop size (use 64 px); its pass disrupts edits more but moves the
+    latent less toward the target (docs/models.md).
     """
 
     steps: int = 400
@@ -217,6 +230,7 @@ class ImmunizerTraining:
     finish_steps: int = 5
     extra_photos: tuple[str, ...] = EXTRA_PHOTOS
     soften: float = 0.25
+    objective: Literal["encoder", "edit"] = "encoder"
 
 
 def _training_crops(cfg: ImmunizerTraining, photos, crop: int, gen: torch.Generator):
@@ -247,7 +261,7 @@ def train_immunizer(
     Args:
         target: the release's target, with weights attached (bundled, or bound).
         training: sizes and seed. Default: :class:`ImmunizerTraining`'s.
-        progress: called as ``progress(step, steps, loss_ratio)`` after each step.
+        progress: called as ``progress(step, steps, loss)`` after each step.
 
     Returns:
         A new target whose descriptor carries the :class:`ImmunizerSpec` (bound to
@@ -259,7 +273,6 @@ def train_immunizer(
         >>> trained.immunizer.target == trained.base_digest  # doctest: +SKIP
         True
     """
-    from .attacks.encoder import EncoderAttack
     from .attacks.transforms import default_eot
     from .models.train_tiny import TRAIN_PHOTOS, load_photos
 
@@ -270,10 +283,7 @@ def train_immunizer(
     torch.manual_seed(cfg.seed)  # the network's initial weights
     net = ImmunizerNet(cfg.width)
     gen = torch.Generator().manual_seed(cfg.seed)
-    encoder = target.vae_encoder()
-    attack = EncoderAttack(
-        encoder, target.tensor(target.encoder.x_target), resolution=target.resolution
-    )
+    objective = _edit_objective(target) if cfg.objective == "edit" else _encoder_objective(target)
     eot = default_eot() if cfg.eot else None
     photos = load_photos([*TRAIN_PHOTOS, *cfg.extra_photos])
     crop = cfg.crop or target.resolution
@@ -286,19 +296,60 @@ def train_immunizer(
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         x = _training_crops(cfg, photos, crop, gen)
         with precision:
-            with torch.no_grad():
-                clean = attack.loss(x).float().clamp_min(1e-12)
             adv = (x + _apply(net, x, eps, target.resolution)).clamp(0, 1)
             if eot is not None:
                 adv = eot(adv, gen)
-            ratio = (attack.loss(adv).float() / clean).mean()
+            loss = objective(x, adv, gen)
         opt.zero_grad(set_to_none=True)
-        ratio.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         if progress is not None:
-            progress(step + 1, cfg.steps, float(ratio.detach()))
+            progress(step + 1, cfg.steps, float(loss.detach()))
     return attach_immunizer(target, net, cfg)
+
+
+#: ``objective(x, x_adv, generator)``: the batch's training loss, lower = stronger pass.
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _encoder_objective(target: AttackTarget) -> Objective:
+    """The target's encoder loss of ``x_adv`` as a share of ``x``'s (the ensemble's ratio)."""
+    from .attacks.encoder import EncoderAttack
+
+    image = target.tensor(target.encoder.x_target)
+    attack = EncoderAttack(target.vae_encoder(), image, resolution=target.resolution)
+
+    def ratio(x: torch.Tensor, adv: torch.Tensor, _gen: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            clean = attack.loss(x).float().clamp_min(1e-12)
+        return (attack.loss(adv).float() / clean).mean()
+
+    return ratio
+
+
+def _edit_objective(target: AttackTarget) -> Objective:
+    """How far ``x_adv`` moves the guided one-step edit prediction (log, negated), plus
+    half the encoder objective: the pass still pulls the latent toward the target, which
+    costs the edit nothing measurable and keeps what a protection records meaningful."""
+    from .attacks.edit import EDIT_TIMESTEPS, EditPrediction
+    from .models.pipelines import load_pipeline
+
+    prediction = EditPrediction(load_pipeline(target.model_path, "img2img"))
+    toward = _encoder_objective(target)
+    low, high = min(EDIT_TIMESTEPS), max(EDIT_TIMESTEPS)
+
+    def away(x: torch.Tensor, adv: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        timesteps = torch.randint(low, high + 1, (n,), generator=gen)
+        prompts = torch.randint(len(prediction.prompted), (n,), generator=gen)
+        noise = prediction.noise_like(x, gen)
+        with torch.no_grad():
+            clean = prediction(x, timesteps, noise, prompts)
+        distance = (prediction(adv, timesteps, noise, prompts) - clean).pow(2).flatten(1).mean(1)
+        return -torch.log(distance + 1e-4).mean() + 0.5 * toward(x, adv, gen)
+
+    return away
 
 
 def attach_immunizer(
@@ -317,6 +368,7 @@ def attach_immunizer(
         width=training.width,
         eps=format_budget(parse_budget(training.eps, upper=Fraction(1))),
         finish_steps=training.finish_steps,
+        objective=training.objective,
         target=target.base_digest,
         weights=TensorFile(
             path=IMMUNIZER_NAME, sha256=hashlib.sha256(data).hexdigest(), length=len(data)
@@ -330,7 +382,7 @@ def training_record(training: ImmunizerTraining, seconds: float, history: list[f
     return {
         "config": asdict(training),
         "seconds": round(seconds, 1),
-        "loss_ratio_first": history[0] if history else None,
-        "loss_ratio_last_20": sum(history[-20:]) / max(1, len(history[-20:])),
+        "loss_first": history[0] if history else None,
+        "loss_last_20": sum(history[-20:]) / max(1, len(history[-20:])),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -299,3 +299,36 @@ def test_immunize_follows_the_targets_recommended_method_and_budget(photo, tiny_
     chosen = immunize(photo, diffusion_first, method="encoder", steps=3, seed=0)
     assert (chosen.protections[0].method, chosen.protections[0].eps) == ("encoder", "8/255")
     assert chosen.max_abs_delta <= 8
+
+
+def test_the_edit_away_attack_moves_the_guided_prediction_within_eps(photo, tiny_models):
+    from photoimmune.sdk.attacks.edit import EditAwayAttack, EditPrediction
+
+    pipe = load_pipeline(tiny_models[0], "img2img")
+    prediction = EditPrediction(pipe, prompts=("watercolor", "a dog at night"))
+    attack = EditAwayAttack(prediction, timesteps=(300, 600), eps=8 / 255, steps=4)
+    x = pixels_to_tensor(photo)
+    result = attack.perturb(x, seed=0)
+    assert float(result.loss_after) < float(result.loss_before) <= 0  # further from the clean
+    assert float((result.x_adv - x).abs().max()) <= 8 / 255 + 1e-6
+    # Each batch restarts the cycle of timesteps and prompts: another photo run before
+    # does not change this one's result.
+    attack.perturb(pixels_to_tensor(sample_pixels("coffee.png", SIZE)), seed=0)
+    assert torch.equal(attack.perturb(x, seed=0).x_adv, result.x_adv)
+
+
+def test_guidance_one_runs_the_prompted_prediction_alone(photo, tiny_models):
+    from photoimmune.sdk.attacks.edit import EditPrediction
+
+    pipe = load_pipeline(tiny_models[0], "img2img")
+    x = pixels_to_tensor(photo)
+    noise = torch.randn(1, 4, SIZE // pipe.vae_scale_factor, SIZE // pipe.vae_scale_factor)
+    at = {"timesteps": torch.tensor([500]), "noise": noise, "prompts": torch.tensor([0])}
+    with torch.no_grad():
+        guided = EditPrediction(pipe, ("watercolor",), guidance=7.5)(x, **at)
+        one = EditPrediction(pipe, ("watercolor",), guidance=1)(x, **at)
+        empty = EditPrediction(pipe, ("",), guidance=7.5)(x, **at)  # guidance has no gap
+        empty_one = EditPrediction(pipe, ("",), guidance=1)(x, **at)
+    assert guided.shape == x.shape
+    assert float((guided - one).abs().max()) > 1e-3  # guidance moves the prediction
+    assert torch.allclose(empty, empty_one, atol=1e-4)

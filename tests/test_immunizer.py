@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,22 @@ def test_training_is_quick_deterministic_and_binds_the_result(plain):
     assert first.immunizer.weights == again.immunizer.weights  # same seed, same bytes
     with pytest.raises(InputError, match="steps"):
         train_immunizer(plain, ImmunizerTraining(steps=0))
+
+
+def test_a_pass_trained_on_the_edit_objective_says_so_in_the_signed_spec(tmp_path, plain):
+    small = ImmunizerTraining(steps=2, batch=2, crop=32, scales=(1.0,), width=4, seed=3)
+    seen: list[float] = []
+    edit = train_immunizer(
+        plain, replace(small, objective="edit"), progress=lambda s, n, loss: seen.append(loss)
+    )
+    encoder = train_immunizer(plain, small)
+    assert len(seen) == 2 and all(np.isfinite(seen))
+    assert edit.immunizer.objective == "edit" and encoder.immunizer.objective == "encoder"
+    assert edit.immunizer.weights != encoder.immunizer.weights
+    # Signed with the descriptor; an encoder pass's JSON stays as it was before the field.
+    assert b'"objective":"edit"' in edit.canonical_json()
+    assert b"objective" not in encoder.canonical_json()
+    assert load_target(save_target(edit, tmp_path / "rel").parent).immunizer.objective == "edit"
 
 
 def test_softened_training_crops_keep_the_picture_and_lose_its_fine_detail():
