@@ -280,6 +280,9 @@ def train_immunizer_command(
         bool, typer.Option(help="Train under random JPEG/resize/blur (robuster).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the weights and the crops.")] = 0,
+    lr: Annotated[
+        float, typer.Option(min=0, help="Adam's learning rate (cosine decay; 1e-3 to fine-tune).")
+    ] = 2e-3,
     objective: Annotated[
         str,
         typer.Option(
@@ -290,6 +293,10 @@ def train_immunizer_command(
     crop: Annotated[
         int | None,
         typer.Option(min=16, help="Crop side (default: the target's resolution; 64 for edit)."),
+    ] = None,
+    start: Annotated[
+        Path | None,
+        typer.Option(help="A target folder whose immunizer to start from (a fine-tune)."),
     ] = None,
 ) -> None:
     """Train a one-pass immunizer for a release's target and write the target carrying it
@@ -308,7 +315,7 @@ def train_immunizer_command(
 
     from photoimmune.sdk.immunizer import ImmunizerTraining, train_immunizer, training_record
     from photoimmune.sdk.io import atomic_write_bytes
-    from photoimmune.sdk.targets import build_target, save_target
+    from photoimmune.sdk.targets import build_target, load_target, save_target
 
     training = ImmunizerTraining(
         steps=steps,
@@ -318,10 +325,12 @@ def train_immunizer_command(
         finish_steps=finish_steps,
         eot=eot,
         seed=seed,
+        lr=lr,
         objective=objective,  # type: ignore[arg-type]
         crop=crop or (64 if objective == "edit" else None),
     )
     target = build_target(model, ref=ref, recipe=recipe)  # type: ignore[arg-type]
+    first = None if start is None else load_target(start)
     history: list[float] = []
     started = time.perf_counter()
     with progress_bar("loss {task.fields[loss]:.4f}", remaining=True) as bar:
@@ -331,9 +340,9 @@ def train_immunizer_command(
             history.append(loss)
             bar.update(task, completed=step, loss=loss)
 
-        trained = train_immunizer(target, training, progress=report)
+        trained = train_immunizer(target, training, start=first, progress=report)
     path = save_target(trained, out)
-    record = training_record(training, time.perf_counter() - started, history)
+    record = training_record(training, time.perf_counter() - started, history, first)
     atomic_write_bytes(out / "training.json", json.dumps(record, indent=2).encode(), overwrite=True)
     console.print(
         f"{trained.ref}: {escape(str(path))} with a one-pass immunizer "

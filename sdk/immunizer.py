@@ -247,6 +247,7 @@ def train_immunizer(
     target: AttackTarget,
     training: ImmunizerTraining | None = None,
     *,
+    start: AttackTarget | None = None,
     progress: TrainProgress | None = None,
 ) -> AttackTarget:
     """Train a one-pass immunizer for ``target``; returns the target carrying it.
@@ -261,6 +262,9 @@ def train_immunizer(
     Args:
         target: the release's target, with weights attached (bundled, or bound).
         training: sizes and seed. Default: :class:`ImmunizerTraining`'s.
+        start: a target carrying an immunizer of the same width to start from (a
+            fine-tune, e.g. an edit-objective pass from the encoder pass) instead of
+            random weights. Default: None.
         progress: called as ``progress(step, steps, loss)`` after each step.
 
     Returns:
@@ -282,6 +286,13 @@ def train_immunizer(
     eps = float(parse_budget(cfg.eps, upper=Fraction(1)))
     torch.manual_seed(cfg.seed)  # the network's initial weights
     net = ImmunizerNet(cfg.width)
+    if start is not None:
+        if start.immunizer is None or start.immunizer.width != cfg.width:
+            raise InputError(
+                f"{start.ref}: the start must carry an immunizer of width {cfg.width}; "
+                "train one first, or set the width to the start's"
+            )
+        net.load_state_dict(load_generator(start).state_dict())
     gen = torch.Generator().manual_seed(cfg.seed)
     objective = _edit_objective(target) if cfg.objective == "edit" else _encoder_objective(target)
     eot = default_eot() if cfg.eot else None
@@ -377,10 +388,17 @@ def attach_immunizer(
     return target.with_immunizer(spec, data)
 
 
-def training_record(training: ImmunizerTraining, seconds: float, history: list[float]) -> dict:
-    """What a bundled immunizer's ``training.json`` keeps: the settings, time and losses."""
+def training_record(
+    training: ImmunizerTraining,
+    seconds: float,
+    history: list[float],
+    start: AttackTarget | None = None,
+) -> dict:
+    """What a bundled immunizer's ``training.json`` keeps: the settings, the start's
+    weights (sha256, when it was a fine-tune), time and losses."""
     return {
         "config": asdict(training),
+        "start": start.immunizer.weights.sha256 if start and start.immunizer else None,
         "seconds": round(seconds, 1),
         "loss_first": history[0] if history else None,
         "loss_last_20": sum(history[-20:]) / max(1, len(history[-20:])),

@@ -261,6 +261,23 @@ def test_a_pass_trained_on_the_edit_objective_says_so_in_the_signed_spec(tmp_pat
     assert load_target(save_target(edit, tmp_path / "rel").parent).immunizer.objective == "edit"
 
 
+def test_a_fine_tune_starts_from_the_given_pass_and_records_it(plain, carried):
+    from photoimmune.sdk.immunizer import training_record
+
+    # lr 0: the training steps leave the start's weights exactly as they were
+    still = ImmunizerTraining(steps=1, batch=1, crop=32, scales=(1.0,), width=4, lr=0.0)
+    tuned = train_immunizer(plain, still, start=carried)
+    assert tuned.immunizer.weights.sha256 == carried.immunizer.weights.sha256
+    assert tuned.immunizer.target == plain.digest
+    record = training_record(still, 1.0, [0.5], carried)
+    assert record["start"] == carried.immunizer.weights.sha256
+    assert training_record(still, 1.0, [0.5])["start"] is None
+    with pytest.raises(InputError, match="width 8"):
+        train_immunizer(plain, replace(still, width=8), start=carried)
+    with pytest.raises(InputError, match="start must carry"):
+        train_immunizer(plain, still, start=plain)
+
+
 def test_softened_training_crops_keep_the_picture_and_lose_its_fine_detail():
     from photoimmune.sdk.immunizer import _training_crops
     from photoimmune.sdk.models.train_tiny import load_photos
@@ -323,6 +340,10 @@ def test_cli_refuses_bad_immunizer_options_with_exit_2(tmp_path, capsys):
     assert main([*train, "--model", "no-such-model"]) == 2
     assert main([*train, "--model", "tiny-ldm@1", "--eps", "300/255"]) == 2
     assert main([*train, "--model", "tiny-ldm@1", "--steps", "0"]) == 2
+    assert main([*train, "--model", "tiny-ldm@1", "--objective", "pixels"]) == 2
+    assert "--objective" in capsys.readouterr().err
+    assert main([*train, "--model", "tiny-ldm@1", "--start", str(tmp_path / "none")]) == 2
+    assert "not a target folder" in capsys.readouterr().err
     assert not (tmp_path / "rel").exists()
 
 

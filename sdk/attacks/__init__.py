@@ -1,4 +1,5 @@
-"""PGD attacks that immunize images (PhotoGuard's encoder and diffusion attacks).
+"""PGD attacks that immunize images (PhotoGuard's encoder and diffusion attacks, and the
+edit-aware objective).
 
 Example:
     >>> from photoimmune.sdk.attacks import EncoderAttack, VAEEncoder
@@ -17,6 +18,7 @@ from .budget import budget_levels, format_budget, parse_budget
 if TYPE_CHECKING:
     from .base import Attack
     from .diffusion import DiffusionAttack
+    from .edit import EDIT_PROMPTS, EDIT_TIMESTEPS, EditAwayAttack, EditPrediction
     from .encoder import EncoderAttack, VAEEncoder, gray_target
     from .ensemble import Ensemble
     from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
 _LAZY = {
     "Attack": "base",
     "DiffusionAttack": "diffusion",
+    "EDIT_PROMPTS": "edit",
+    "EDIT_TIMESTEPS": "edit",
+    "EditAwayAttack": "edit",
+    "EditPrediction": "edit",
     "EncoderAttack": "encoder",
     "VAEEncoder": "encoder",
     "gray_target": "encoder",
@@ -62,8 +68,12 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
+    "EDIT_PROMPTS",
+    "EDIT_TIMESTEPS",
     "Attack",
     "DiffusionAttack",
+    "EditAwayAttack",
+    "EditPrediction",
     "EncoderAttack",
     "Ensemble",
     "JpegApprox",
