@@ -10,9 +10,10 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
 2. sensitivity: SSIM(edit of a moved latent, clean edit) when the latent is moved
    a fraction of the way to the gray target's latent, to the checker's, or by
    random noise of that fraction of its std (an oracle: no attack involved);
-3. the ceiling: the SSIM gap over same-ε noise of the encoder attack (``immunize``
-   defaults) per strength, down to the reconstruction itself (strength 0), which
-   is the most a perfectly faithful denoiser could carry;
+3. the ceiling: the SSIM gap over same-ε noise of ``immunize``'s defaults (the
+   target's one-pass immunizer and finishing steps, where it carries one) per
+   strength, down to the reconstruction itself (strength 0), which is the most a
+   perfectly faithful denoiser could carry;
 4. targets and objectives: the gap at strength 0.5 for each target recipe, for
    PID's posterior-variance objective (maximise the encoder's log-variance), and
    for three untargeted ones: the latent pushed away from the clean latent, the
@@ -227,7 +228,7 @@ def sensitivity(s: Session, photos: dict) -> None:
 
 def ceiling(s: Session, photos: dict, levels: int) -> None:
     print(
-        f"\n3. the ceiling: SSIM gap over same-ε noise, encoder attack at {levels}/255 (defaults)"
+        f"\n3. the ceiling: SSIM gap over same-ε noise, immunize's defaults at {levels}/255"
     )
     print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)))
     for name, px in photos.items():
