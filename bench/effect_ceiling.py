@@ -227,9 +227,7 @@ def sensitivity(s: Session, photos: dict) -> None:
 
 
 def ceiling(s: Session, photos: dict, levels: int) -> None:
-    print(
-        f"\n3. the ceiling: SSIM gap over same-ε noise, immunize's defaults at {levels}/255"
-    )
+    print(f"\n3. the ceiling: SSIM gap over same-ε noise, immunize's defaults at {levels}/255")
     print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)))
     for name, px in photos.items():
         adv = immunize(px, s.model, eps=f"{levels}/255", seed=0).pixels
