@@ -292,7 +292,7 @@ def train_immunizer_command(
     ] = "encoder",
     crop: Annotated[
         int | None,
-        typer.Option(min=16, help="Crop side (default: the target's resolution; 64 for edit)."),
+        typer.Option(min=16, help="Crop side (default: the target's resolution; half for edit)."),
     ] = None,
     start: Annotated[
         Path | None,
@@ -308,7 +308,9 @@ def train_immunizer_command(
         ModelRef.parse(ref)
     checks.models([model])
     checks.one_of(recipe, checks.RECIPES, "--recipe")
-    checks.one_of(objective, ("encoder", "edit"), "--objective")
+    from photoimmune.sdk.descriptor import IMMUNIZER_OBJECTIVES
+
+    checks.one_of(objective, IMMUNIZER_OBJECTIVES, "--objective")
     eps = checks.budget(eps)
     checks.output_folder(out, "-o/--out")
     import time
@@ -327,7 +329,7 @@ def train_immunizer_command(
         seed=seed,
         lr=lr,
         objective=objective,  # type: ignore[arg-type]
-        crop=crop or (64 if objective == "edit" else None),
+        crop=crop,
     )
     target = build_target(model, ref=ref, recipe=recipe)  # type: ignore[arg-type]
     first = None if start is None else load_target(start)

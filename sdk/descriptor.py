@@ -144,6 +144,11 @@ class TensorFile(BaseModel):
     length: int = Field(ge=0)
 
 
+#: What a one-pass immunizer is trained on (:class:`ImmunizerSpec.objective`).
+ImmunizerObjective = Literal["encoder", "edit"]
+IMMUNIZER_OBJECTIVES: tuple[ImmunizerObjective, ...] = ("encoder", "edit")
+
+
 class ImmunizerSpec(BaseModel):
     """A one-pass immunizer (:mod:`photoimmune.sdk.immunizer`): ``δ = ε · tanh(G(x))``.
 
@@ -162,7 +167,7 @@ class ImmunizerSpec(BaseModel):
         default=10, ge=0, description="PGD steps the vendor recommends after the pass"
     )
     # Left out of the JSON when "encoder", so descriptors from before it keep their digests.
-    objective: Literal["encoder", "edit"] = Field(
+    objective: ImmunizerObjective = Field(
         default="encoder",
         exclude_if=lambda objective: objective == "encoder",
         description="what the pass was trained on: the target's encoder loss, or the "

@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
@@ -45,7 +44,13 @@ from safetensors.torch import save as save_safetensors
 from .attacks.budget import format_budget, parse_budget
 from .attacks.precision import autocast_to, fast_dtype
 from .attacks.sizing import to_working, working_size
-from .descriptor import IMMUNIZER_NAME, AttackTarget, ImmunizerSpec, TensorFile
+from .descriptor import (
+    IMMUNIZER_NAME,
+    AttackTarget,
+    ImmunizerObjective,
+    ImmunizerSpec,
+    TensorFile,
+)
 from .errors import InputError
 from .samples import EXTRA_PHOTOS
 
@@ -214,13 +219,14 @@ class ImmunizerTraining:
     per crop, as the batch's mean of ``-log(distance + 1e-4)`` so that no photo
     dominates, plus half the encoder objective. The edit objective needs the
     release's whole pipeline, and a step costs about what an encoder step does at
-    twice the crop size (use 64 px); its pass disrupts edits more but moves the
-    latent less toward the target (docs/models.md).
+    twice the crop size (so ``crop`` defaults to half the target's resolution);
+    its pass disrupts edits more but moves the latent less toward the target
+    (docs/models.md).
     """
 
     steps: int = 400
     batch: int = 8
-    crop: int | None = None  # None: the target's resolution
+    crop: int | None = None  # None: the target's resolution (half of it for "edit")
     scales: tuple[float, ...] = (1.0, 1.0, 1.5, 2.0)
     lr: float = 2e-3
     width: int = 32
@@ -230,7 +236,7 @@ class ImmunizerTraining:
     finish_steps: int = 5
     extra_photos: tuple[str, ...] = EXTRA_PHOTOS
     soften: float = 0.25
-    objective: Literal["encoder", "edit"] = "encoder"
+    objective: ImmunizerObjective = "encoder"
 
 
 def _training_crops(cfg: ImmunizerTraining, photos, crop: int, gen: torch.Generator):
@@ -297,7 +303,9 @@ def train_immunizer(
     objective = _edit_objective(target) if cfg.objective == "edit" else _encoder_objective(target)
     eot = default_eot() if cfg.eot else None
     photos = load_photos([*TRAIN_PHOTOS, *cfg.extra_photos])
-    crop = cfg.crop or target.resolution
+    # An edit step runs the UNet and both VAE halves: half the side keeps it near an
+    # encoder step's cost.
+    crop = cfg.crop or (target.resolution // 2 if cfg.objective == "edit" else target.resolution)
     # bf16 where the CPU has it natively: twice the steps in the same time, and the
     # pass is run in bf16 as well (immunizer_delta); float32 elsewhere.
     precision = autocast_to("cpu", fast_dtype("cpu"))

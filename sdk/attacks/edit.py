@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .base import Attack
+from .encoder import VAEEncoder
 
 #: Prompts an editor might use. None is "a photo", the prompt the efficacy checks edit with.
 EDIT_PROMPTS: tuple[str, ...] = (
@@ -69,6 +70,7 @@ class EditPrediction:
         for module in (pipe.vae, pipe.unet, pipe.text_encoder):
             module.requires_grad_(False).eval()
         self.pipe, self.guidance = pipe, guidance
+        self.encoder = VAEEncoder(pipe.vae)  # the scaled latent mean, as the attacks see it
         device = pipe.unet.device
         with torch.no_grad():
             pairs = [pipe.encode_prompt(p, device, 1, True, "") for p in prompts]
@@ -87,11 +89,9 @@ class EditPrediction:
     ) -> torch.Tensor:
         """Images in [0, 1] -> the decoded predictions in [-1, 1], one timestep and
         prompt index per image."""
-        vae, unet, scheduler = self.pipe.vae, self.pipe.unet, self.pipe.scheduler
-        scale = vae.config.scaling_factor
+        unet, scheduler = self.pipe.unet, self.pipe.scheduler
         alpha = scheduler.alphas_cumprod.to(x.device)[timesteps].view(-1, 1, 1, 1)
-        latent = vae.quant_conv(vae.encoder(x * 2 - 1)).chunk(2, dim=1)[0]  # the mean
-        noisy = alpha.sqrt() * latent * scale + (1 - alpha).sqrt() * noise
+        noisy = alpha.sqrt() * self.encoder(x) + (1 - alpha).sqrt() * noise
         prompted = self.prompted[prompts.to(self.prompted.device)]
         if self.guidance == 1:
             out = unet(noisy, timesteps, encoder_hidden_states=prompted).sample.float()
@@ -104,7 +104,8 @@ class EditPrediction:
             x0 = alpha.sqrt() * noisy - (1 - alpha).sqrt() * out
         else:
             x0 = (noisy - (1 - alpha).sqrt() * out) / alpha.sqrt()
-        return vae.decode(x0 / scale).sample.float()
+        latent = x0 / self.encoder.scaling_factor + self.encoder.shift_factor
+        return self.pipe.vae.decode(latent).sample.float()
 
 
 class EditAwayAttack(Attack):
