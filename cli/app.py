@@ -154,9 +154,10 @@ def immunize_command(
     method: Annotated[
         str | None,
         typer.Option(
-            help="encoder (fast) or diffusion (stronger, slower) PGD, or amortized (the "
+            help="encoder (fast) or diffusion (targeted, slower) PGD, edit (PGD pushing the "
+            "edit away from the photo's; slower, strongest on tiny-ldm@3), or amortized (the "
             "target's one-pass immunizer alone, no PGD step: fastest) (default: the target's "
-            "recommendation; encoder for the bundled models)."
+            "recommendation: edit for tiny-ldm@3, encoder for @1 and @2)."
         ),
     ] = None,
     eps: Annotated[
@@ -171,8 +172,8 @@ def immunize_command(
         int | None,
         typer.Option(
             min=1,
-            help="PGD iterations (default: the target's recommendation for the method; 100 "
-            "for the bundled models' encoder attack).",
+            help="PGD iterations (default: the target's recommendation for the method; from "
+            "a one-pass immunizer's start only its few finishing steps, 20 for tiny-ldm@3).",
         ),
     ] = None,
     warm_start: Annotated[

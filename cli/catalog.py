@@ -126,7 +126,7 @@ def reimmunize_command(
     ] = None,
     method: Annotated[
         str | None,
-        typer.Option(help="encoder or diffusion (default: the target's recommendation)."),
+        typer.Option(help="encoder, diffusion or edit (default: the target's recommendation)."),
     ] = None,
     eps: Annotated[
         str | None,

@@ -21,7 +21,7 @@ from photoimmune.sdk.models.bundled import bundled_models, resolve_model
 
 #: The attacks ``immunize`` runs (``photoimmune.sdk.immunization.Method``; a test keeps
 #: them equal without importing torch here).
-METHODS = ("encoder", "diffusion")
+METHODS = ("encoder", "diffusion", "edit")
 #: What ``photoimmune immunize --method`` accepts (``photoimmune.sdk.immunization.
 #: ImmunizeMethod``): the attacks, or a target's one-pass immunizer alone.
 IMMUNIZE_METHODS = (*METHODS, "amortized")

@@ -15,7 +15,7 @@ from . import checks
 from .common import console, print_wide, progress_bar, quiet_libraries
 
 #: What ``photoimmune.sdk.evaluate`` offers (its harness imports torch; a test keeps these equal).
-EVAL_METHODS = ("noise", "encoder", "diffusion")
+EVAL_METHODS = ("noise", "encoder", "diffusion", "edit")
 EDITS = ("img2img", "inpaint")
 EVAL_PROCESSING = (
     "none",

@@ -11,8 +11,8 @@ For each image a call edits:
 3. without such a claim, look for an immunization's trace in the pixels
    (``detected``, see :mod:`.detection`), else ``clean``;
 4. ``covered`` and ``clean`` images pass untouched; for the rest the policy
-   decides: ``reimmunize`` runs the attack the target recommends (encoder or
-   diffusion, unless ``method=`` overrides it) against this version's
+   decides: ``reimmunize`` runs the attack the target recommends (encoder,
+   diffusion or edit, unless ``method=`` overrides it) against this version's
    registered target *starting from the received pixels*, signs the result as a
    new link of the manifest chain with the vendor's key, and edits that;
    ``refuse`` raises :class:`ImmunizedImageError`; ``warn`` logs and edits the

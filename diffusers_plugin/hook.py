@@ -85,8 +85,8 @@ def enable_immunization_check(
             :class:`~photoimmune.sdk.keys.ManifestSigner`); default: the development vendor key.
         trust: CA certificates (PEM bytes, text or paths) of the publishers whose manifests
             to trust; a ``KeyDir`` signer's own CA is added.
-        method: the re-immunization's attack, ``"encoder"`` or ``"diffusion"`` (default:
-            the one the target recommends first).
+        method: the re-immunization's attack, ``"encoder"``, ``"diffusion"`` or
+            ``"edit"`` (default: the one the target recommends first).
         eps, steps, seed: re-immunization budget and seed (default: the target's
             recommended budget for that method; when the target carries a one-pass
             immunizer, PGD starts from its pass and runs only its few finishing steps).

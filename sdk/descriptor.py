@@ -8,7 +8,9 @@ denoiser), the resolution editors use the model at, and the attacks' specs:
   the photo's latent to, and ``z_target``, that latent at the model's resolution;
 * diffusion attack: the truncated edit to back-propagate through (steps,
   guidance, scheduler, prompts) and the image its output is pushed to;
-* recommended budgets;
+* recommended budgets, the first being what immunization runs by default. Their
+  method may also be ``"edit"``, the untargeted edit-aware attack
+  (:mod:`photoimmune.sdk.attacks.edit`), whose settings are the SDK's;
 * ``honours``: the digests of earlier targets this release was trained to honour
   (a cooperative release: photos immunized against those targets already edit
   badly on it, with no re-immunization).
@@ -119,8 +121,10 @@ class DiffusionSpec(BaseModel):
     prompts: tuple[str, ...] = ("",)
 
 
-Method = Literal["encoder", "diffusion"]
-METHODS: tuple[Method, ...] = ("encoder", "diffusion")
+#: PGD's attacks: toward the target latent, toward the target image through a truncated
+#: edit, or the guided one-step edit pushed away from the clean photo's.
+Method = Literal["encoder", "diffusion", "edit"]
+METHODS: tuple[Method, ...] = ("encoder", "diffusion", "edit")
 
 
 class Budget(BaseModel):
@@ -144,7 +148,8 @@ class TensorFile(BaseModel):
     length: int = Field(ge=0)
 
 
-#: What a one-pass immunizer is trained on (:class:`ImmunizerSpec.objective`).
+#: What a one-pass immunizer is trained on (:class:`ImmunizerSpec.objective`): the loss
+#: of the attack of that :data:`Method`, which is the one its pass gives a start to.
 ImmunizerObjective = Literal["encoder", "edit"]
 IMMUNIZER_OBJECTIVES: tuple[ImmunizerObjective, ...] = ("encoder", "edit")
 
@@ -164,7 +169,10 @@ class ImmunizerSpec(BaseModel):
     width: int = Field(gt=0)
     eps: str = Field(description="the budget it was trained at, e.g. 8/255")
     finish_steps: int = Field(
-        default=10, ge=0, description="PGD steps the vendor recommends after the pass"
+        default=10,
+        ge=0,
+        description="PGD steps the vendor recommends after the pass, of the attack "
+        "its objective names",
     )
     # Left out of the JSON when "encoder", so descriptors from before it keep their digests.
     objective: ImmunizerObjective = Field(

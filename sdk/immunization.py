@@ -6,9 +6,10 @@ budget covers all of them), runs PGD, and returns the 8-bit pixels together
 with one :class:`Protection` record per target.
 
 Speed: a target that carries a one-pass immunizer (:mod:`photoimmune.sdk.immunizer`)
-gives PGD its start: by default its δ is refined by the vendor's recommended few
-steps (``warm_start``), and ``method="amortized"`` keeps the pass alone, rounded
-to 8-bit levels within ε, with no PGD step at all.
+gives its attack (the one its objective names: encoder or edit) its start: by
+default its δ is refined by the vendor's recommended few steps (``warm_start``),
+and ``method="amortized"`` keeps the pass alone, rounded to 8-bit levels within ε,
+with no PGD step at all.
 
 Sizes: images of any size are accepted. The perturbation is computed at the
 image's own size, but the loss sees the image resized to the model's working
@@ -53,11 +54,11 @@ from .targets import AttackTarget, Recipe, build_target
 
 TargetLike = AttackTarget | str | os.PathLike[str]
 #: What ``immunize(method=...)`` accepts: a target's PGD methods, or the one-pass
-#: immunizer alone ("amortized", which attacks the encoder loss in one pass).
-ImmunizeMethod = Literal["encoder", "diffusion", "amortized"]
-IMMUNIZE_METHODS: tuple[ImmunizeMethod, ...] = ("encoder", "diffusion", "amortized")
+#: immunizer alone ("amortized": the objective it was trained on, in one pass).
+ImmunizeMethod = Literal["encoder", "diffusion", "edit", "amortized"]
+IMMUNIZE_METHODS: tuple[ImmunizeMethod, ...] = ("encoder", "diffusion", "edit", "amortized")
 #: Iterations when the caller does not say: enough for the tiny model at 8/255.
-DEFAULT_STEPS = {"encoder": 100, "diffusion": 20}
+DEFAULT_STEPS = {"encoder": 100, "diffusion": 20, "edit": 20}
 #: A cold (random-start) L∞ encoder attack runs with this momentum and, unless told
 #: the steps, this share of the recommended ones: a recommendation names PhotoGuard's
 #: loop, and momentum 0.75 reaches its 100-step loss cut and edit disruption in 30
@@ -111,17 +112,23 @@ def _build_attack(
         return EncoderAttack(
             encoder, image, resolution=target.resolution, latents=latents, config=config
         )
+    from .models.pipelines import load_pipeline
+
     if method == "diffusion":
         from .attacks.diffusion import DiffusionAttack
-        from .models.pipelines import load_pipeline
 
         pipe = load_pipeline(target.model_path, "img2img", device=device)
         return DiffusionAttack(
             pipe, image, prompt=prompt, resolution=target.resolution, config=config
         )
+    if method == "edit":
+        from .attacks.edit import EditAwayAttack, EditPrediction
+
+        pipe = load_pipeline(target.model_path, "img2img", device=device)
+        return EditAwayAttack(EditPrediction(pipe), resolution=target.resolution, config=config)
     from .errors import InputError
 
-    raise InputError(f"unknown method {method!r}; use 'encoder' or 'diffusion'")
+    raise InputError(f"unknown method {method!r}; use 'encoder', 'diffusion' or 'edit'")
 
 
 # One image in, one result out; a list or tuple of images in, a list out.
@@ -208,10 +215,10 @@ def immunize(
         targets: one or several :class:`AttackTarget` objects, bundled model names
             (``"tiny-ldm@1"``) or local diffusers folders; several share one δ (an
             ensemble).
-        method: ``"encoder"``, ``"diffusion"`` or ``"amortized"`` (each target's
-            one-pass immunizer alone, then the 8-bit projection; no PGD step). Default:
-            None, the method of the (first) target's recommended budget
-            (:meth:`AttackTarget.recommended_budget`).
+        method: ``"encoder"``, ``"diffusion"``, ``"edit"`` (:mod:`.attacks.edit`) or
+            ``"amortized"`` (each target's one-pass immunizer alone, then the 8-bit
+            projection; no PGD step). Default: None, the method of the (first)
+            target's recommended budget (:meth:`AttackTarget.recommended_budget`).
         eps: budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``. Default: None, the
             target's recommended ε for that method.
         steps: PGD iterations. Default: None, the target's recommended number for that
@@ -221,8 +228,8 @@ def immunize(
             momentum (:func:`choose_schedule`).
         warm_start: start PGD from the targets' one-pass immunizers (combined for an
             ensemble, :func:`~photoimmune.sdk.immunizer.combined_delta`) instead of a
-            random point. Default: None, on whenever every target carries an
-            immunizer and the attack is an L∞ encoder attack.
+            random point. Default: None, on whenever the attack is L∞ and every
+            target carries an immunizer trained on its objective (encoder or edit).
         seed: seed of the attack's random start and noise. Default: 0.
         norm: ``"linf"`` or ``"l2"``, the norm ``eps`` bounds. Default: ``"linf"``.
         recipe: how a target is built from a model name or folder (see
@@ -335,11 +342,13 @@ def choose_schedule(
     The fastest path to the recommended budget's quality:
 
     * the targets' one-pass immunizers give PGD its start when asked, and by default
-      whenever every target carries one and the attack is an L∞ encoder attack; the
-      steps are then, unless given, their recommended few ``finish_steps``;
+      whenever the attack is L∞ and every target carries one trained on the
+      attack's objective (a pass trained on the encoder loss starts the encoder
+      attack, one trained on the edit the edit attack); the steps are then,
+      unless given, their recommended few ``finish_steps``;
     * a cold L∞ encoder attack runs with :data:`COLD_MOMENTUM` and, unless given,
       :data:`COLD_STEP_SHARE` of the recommended steps;
-    * ``"amortized"`` is the pass alone.
+    * ``"amortized"`` is the pass alone, recorded as the attack its objective names.
 
     Refuses what the targets cannot serve.
 
@@ -352,10 +361,13 @@ def choose_schedule(
     from .errors import InputError
 
     amortized = method == "amortized"
-    attack_method: Method | None = "encoder" if method == "amortized" else method
+    lacking = [str(t.ref) for t in targets if t.immunizer is None]
+    first = targets[0].immunizer
+    attack_method: Method | None = method if method != "amortized" else None
+    if amortized and first is not None:
+        attack_method = first.objective
     budget = choose_budget(targets[0], attack_method, eps, steps)
     wanted = amortized or warm_start
-    lacking = [str(t.ref) for t in targets if t.immunizer is None]
     if amortized and steps:
         raise InputError(
             "--method amortized runs no PGD step; for N steps after the pass use "
@@ -369,7 +381,8 @@ def choose_schedule(
     if wanted and norm != "linf":
         raise InputError("one-pass immunizers are trained for L∞ budgets; use --norm linf")
     if warm_start is None:
-        start = not lacking and budget.method == "encoder" and norm == "linf"
+        trained = {t.immunizer.objective for t in targets if t.immunizer is not None}
+        start = not lacking and trained == {budget.method} and norm == "linf"
     else:
         start = bool(wanted)
     if amortized:

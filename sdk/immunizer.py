@@ -351,7 +351,7 @@ def _edit_objective(target: AttackTarget) -> Objective:
     """How far ``x_adv`` moves the guided one-step edit prediction (log, negated), plus
     half the encoder objective: the pass still pulls the latent toward the target, which
     costs the edit nothing measurable and keeps what a protection records meaningful."""
-    from .attacks.edit import EDIT_TIMESTEPS, EditPrediction
+    from .attacks.edit import EDIT_TIMESTEPS, EditPrediction, edit_away_loss
     from .models.pipelines import load_pipeline
 
     prediction = EditPrediction(load_pipeline(target.model_path, "img2img"))
@@ -365,8 +365,8 @@ def _edit_objective(target: AttackTarget) -> Objective:
         noise = prediction.noise_like(x, gen)
         with torch.no_grad():
             clean = prediction(x, timesteps, noise, prompts)
-        distance = (prediction(adv, timesteps, noise, prompts) - clean).pow(2).flatten(1).mean(1)
-        return -torch.log(distance + 1e-4).mean() + 0.5 * toward(x, adv, gen)
+        pushed = edit_away_loss(prediction(adv, timesteps, noise, prompts), clean)
+        return pushed.mean() + 0.5 * toward(x, adv, gen)
 
     return away
 

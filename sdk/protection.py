@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .descriptor import Method
+
 
 class Protection(BaseModel):
     """What one image was immunized against, and how well.
@@ -26,11 +28,14 @@ class Protection(BaseModel):
 
     target_ref: str = Field(description="vendor/model@version the image is protected against")
     target_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the attack target")
-    method: Literal["encoder", "diffusion"]
+    method: Method
     norm: Literal["linf", "l2"]
     eps: str = Field(description='budget in [0, 1] pixel scale, e.g. "8/255"')
     steps: int = Field(ge=0)
-    loss_before: str = Field(description="the target's loss on the clean image")
+    loss_before: str = Field(
+        description="the method's loss on the clean image (for the untargeted edit attack, "
+        "-log(1e-4 + distance of the edit's prediction from the clean one's))"
+    )
     loss_after: str = Field(description="the same loss on the immunized image as saved")
     duration_ms: int = Field(ge=0)
 

@@ -256,6 +256,7 @@ def build_target(
     image: torch.Tensor | None = None,
     prompts: tuple[str, ...] = ("",),
     honours: Sequence[AttackTarget | str] | None = None,
+    budgets: Sequence[Budget] | None = None,
 ) -> AttackTarget:
     """Build the attack target for a bundled model or a local diffusers folder.
 
@@ -273,6 +274,10 @@ def build_target(
         honours: earlier targets (or their digests) this release was trained to honour
             (:mod:`~photoimmune.sdk.models.honour`). Default: None, those the model's
             ``training.json`` names (tiny-ldm releases), built as published (gray).
+        budgets: the vendor's recommended budgets, the first being what immunization
+            runs by default. Default: None, for the published (gray) target those the
+            model folder's ``budgets.json`` lists if it ships one (tiny-ldm@3 leads
+            with the edit attack), else :data:`DEFAULT_BUDGETS`.
 
     Example:
         >>> build_target("tiny-ldm@2", recipe="checker").resolution  # doctest: +SKIP
@@ -298,6 +303,9 @@ def build_target(
         z_target = encoder(x_target).contiguous()
     tensors = {"x_target": x_target.contiguous(), "z_target": z_target}
     _, tensor_file = _tensor_file(tensors)
+    published = ref is None and image is None and recipe == "gray" and prompts == ("",)
+    if budgets is None:
+        budgets = _published_budgets(path) if published else DEFAULT_BUDGETS
     target = AttackTarget(
         ref=ModelRef.parse(ref) if isinstance(ref, str) else (ref or _default_ref(path)),
         fingerprints=model_fingerprints(str(path)),
@@ -308,15 +316,34 @@ def build_target(
         diffusion=DiffusionSpec(prompts=prompts),
         tensors=tensor_file,
         honours=_honoured_digests(path) if honours is None else _digests(honours),
+        budgets=tuple(budgets),
     )
     target._tensors.update(tensors)
     target._model_path = str(path)
-    published = ref is None and image is None and recipe == "gray" and prompts == ("",)
     return _with_bundled_immunizer(target, path) if published else target
 
 
 #: Where a model folder keeps the immunizer trained for its published (gray) target.
 BUNDLED_IMMUNIZER = "immunizer"
+#: Where a model folder keeps the budgets its published target recommends (a JSON list).
+BUNDLED_BUDGETS = "budgets.json"
+
+
+def _published_budgets(path: Path) -> tuple[Budget, ...]:
+    """The budgets the model folder recommends for its published target, if it says."""
+    from pydantic import TypeAdapter, ValidationError
+
+    file = path / BUNDLED_BUDGETS
+    if not file.is_file():
+        return DEFAULT_BUDGETS
+    try:
+        budgets = TypeAdapter(tuple[Budget, ...]).validate_json(file.read_bytes())
+    except ValidationError as exc:
+        raise InputError(
+            f"{file}: not a list of budgets ({exc.error_count()} errors); each needs a "
+            'method, eps and steps, e.g. [{"method": "encoder", "eps": "8/255", "steps": 100}]'
+        ) from exc
+    return budgets
 
 
 def _with_bundled_immunizer(target: AttackTarget, path: Path) -> AttackTarget:

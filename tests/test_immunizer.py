@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from photoimmune.sdk.descriptor import ImmunizerMismatchError, TargetIntegrityError
+from photoimmune.sdk.descriptor import (
+    DEFAULT_BUDGETS,
+    ImmunizerMismatchError,
+    TargetIntegrityError,
+)
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.immunization import immunize
 from photoimmune.sdk.immunizer import (
@@ -26,6 +30,7 @@ from photoimmune.sdk.immunizer import (
     train_immunizer,
 )
 from photoimmune.sdk.io import pixels_to_tensor
+from photoimmune.sdk.models import resolve_model
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import build_target, load_target, parse_target, save_target
@@ -207,6 +212,43 @@ def test_a_cold_run_is_momentum_pgd_on_a_share_of_the_recommended_steps(plain, c
     assert choose_schedule([carried]).momentum == 0
     assert choose_schedule([plain], "diffusion").momentum == 0
     assert choose_schedule([plain], norm="l2").momentum == 0
+
+
+def test_an_edit_trained_pass_starts_the_edit_attack_its_target_recommends(plain, photo):
+    from photoimmune.sdk.descriptor import Budget
+    from photoimmune.sdk.immunization import COLD_MOMENTUM, choose_schedule
+
+    edit_first = (Budget(method="edit", eps="8/255", steps=20), *plain.budgets)
+    recommends = plain.model_copy(update={"budgets": edit_first})
+    torch.manual_seed(0)
+    training = ImmunizerTraining(width=4, finish_steps=2, objective="edit")
+    target = attach_immunizer(recommends, ImmunizerNet(4), training)
+    default = choose_schedule([target])
+    assert (default.budget.method, default.steps, default.warm_start) == ("edit", 2, True)
+    # The pass starts only the attack it was trained for: the encoder attack runs cold.
+    encoder = choose_schedule([target], "encoder")
+    assert (encoder.warm_start, encoder.momentum) == (False, COLD_MOMENTUM)
+    assert choose_schedule([target], "amortized").budget.method == "edit"
+    (protection,) = immunize(photo, target, seed=0).protections
+    assert (protection.method, protection.steps, protection.eps) == ("edit", 2, "8/255")
+    assert float(protection.loss_after) < float(protection.loss_before)  # the edit moved
+
+
+def test_a_model_folder_s_budgets_file_sets_its_published_recommendation(tmp_path):
+    import shutil
+
+    from photoimmune.sdk.targets import BUNDLED_BUDGETS
+
+    v3 = build_target("tiny-ldm@3")
+    assert v3.recommended_budget().method == "edit" and v3.immunizer.objective == "edit"
+    assert build_target("tiny-ldm@3", recipe="checker").budgets == DEFAULT_BUDGETS
+    folder = tmp_path / "model"
+    shutil.copytree(resolve_model("tiny-ldm@1"), folder)
+    (folder / BUNDLED_BUDGETS).write_text('[{"method": "diffusion", "eps": "4/255", "steps": 3}]')
+    assert build_target(folder).recommended_budget().steps == 3
+    (folder / BUNDLED_BUDGETS).write_text('[{"method": "paint", "eps": "4/255"}]')
+    with pytest.raises(InputError, match="not a list of budgets"):
+        build_target(folder)
 
 
 def test_the_cold_default_reaches_photoguard_s_hundred_steps(plain):

@@ -18,7 +18,13 @@ from .budget import budget_levels, format_budget, parse_budget
 if TYPE_CHECKING:
     from .base import Attack
     from .diffusion import DiffusionAttack
-    from .edit import EDIT_PROMPTS, EDIT_TIMESTEPS, EditAwayAttack, EditPrediction
+    from .edit import (
+        EDIT_PROMPTS,
+        EDIT_TIMESTEPS,
+        EditAwayAttack,
+        EditPrediction,
+        edit_away_loss,
+    )
     from .encoder import EncoderAttack, VAEEncoder, gray_target
     from .ensemble import Ensemble
     from .pgd import PGDConfig, PGDResult, loss_and_grad, run_pgd
@@ -43,6 +49,7 @@ _LAZY = {
     "EDIT_TIMESTEPS": "edit",
     "EditAwayAttack": "edit",
     "EditPrediction": "edit",
+    "edit_away_loss": "edit",
     "EncoderAttack": "encoder",
     "VAEEncoder": "encoder",
     "gray_target": "encoder",
@@ -90,6 +97,7 @@ __all__ = [
     "bf16_is_native",
     "budget_levels",
     "default_eot",
+    "edit_away_loss",
     "fast_dtype",
     "format_budget",
     "gray_target",

@@ -9,7 +9,13 @@ the empty prediction, so the prediction is guided as an editor's is, for prompts
 and timesteps an editor might use: the attack does not know the edit's own
 (docs/models.md, "Guidance amplifies").
 
-It is untargeted: it moves the edit away from the photo, not toward a target.
+It is untargeted: it moves the edit away from the photo, not toward a target. Its
+loss is ``-log(1e-4 + distance)`` (:func:`edit_away_loss`): on the clean photo
+``-log(1e-4) ≈ 9.21``, lower as the edit moves away, so that no photo dominates a
+batch's training and a :class:`~photoimmune.sdk.protection.Protection` records a
+share of it that was taken away, as for the targeted attacks. (The log leaves L∞
+PGD's sign steps as they were.)
+
 Trained into a one-pass immunizer (``ImmunizerTraining(objective="edit")``) it
 costs what the encoder's pass costs; as PGD (:class:`EditAwayAttack`) it costs two
 UNet passes and a VAE round trip per step, about a hundred times the encoder
@@ -29,6 +35,7 @@ import torch
 
 from .base import Attack
 from .encoder import VAEEncoder
+from .sizing import to_working, working_size
 
 #: Prompts an editor might use. None is "a photo", the prompt the efficacy checks edit with.
 EDIT_PROMPTS: tuple[str, ...] = (
@@ -46,6 +53,16 @@ EDIT_PROMPTS: tuple[str, ...] = (
 )
 #: Timesteps of img2img strengths 0.3 to 0.7, the range of edits that keep the photo.
 EDIT_TIMESTEPS: tuple[int, ...] = (300, 400, 500, 600, 700)
+
+
+def edit_away_loss(prediction: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Per image, ``-log(1e-4 + mean squared distance)`` of two decoded predictions.
+
+    Example:
+        >>> round(edit_away_loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)).item(), 2)
+        9.21
+    """
+    return -torch.log((prediction - clean).pow(2).flatten(1).mean(1) + 1e-4)
 
 
 class EditPrediction:
@@ -113,27 +130,32 @@ class EditAwayAttack(Attack):
 
     Each loss call takes the next (timestep, prompt) pair, prompts varying fastest,
     and every batch starts the cycle afresh, so an image's result does not depend on
-    what ran before it.
+    what ran before it. The loss sees the image resized to the model's working size
+    (:mod:`.sizing`), as the other attacks do.
 
     Args:
         prediction: the :class:`EditPrediction` to push.
         timesteps: the timesteps to cycle (500 is strength 0.5's).
+        resolution: the model's working resolution. Default: None, the VAE's
+            ``sample_size``.
 
     Example:
         >>> attack = EditAwayAttack(EditPrediction(pipe), steps=100)  # doctest: +SKIP
         >>> x_adv = attack(x)  # doctest: +SKIP
     """
 
-    method = "edit-away"
+    method = "edit"
 
     def __init__(
         self,
         prediction: EditPrediction,
         timesteps: tuple[int, ...] = EDIT_TIMESTEPS,
+        resolution: int | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__(**overrides)
         self.prediction = prediction
+        self.resolution = resolution or prediction.encoder.resolution
         prompts = range(len(prediction.prompted))
         self.settings = [(t, p) for t in timesteps for p in prompts]
 
@@ -144,17 +166,24 @@ class EditAwayAttack(Attack):
     def _predict(self, x: torch.Tensor, k: int) -> torch.Tensor:
         t, p = self.settings[k]
         n = x.shape[0]
+        x = to_working(x, working_size(x.shape[-2], x.shape[-1], self.resolution))
         return self.prediction(
             x, torch.full((n,), t, device=x.device), self.noise, torch.full((n,), p)
         )
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        self.calls = 0
-        self.noise = self.prediction.noise_like(x, generator)
-        with torch.no_grad():
-            self.clean = [self._predict(x, k) for k in range(len(self.settings))]
+        self.calls, self.x = 0, x
+        self.clean: dict[int, torch.Tensor] = {}
+        size = working_size(x.shape[-2], x.shape[-1], self.resolution)
+        self.noise = self.prediction.noise_like(to_working(x, size), generator)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         k = self.calls % len(self.settings)
         self.calls += 1
-        return -(self._predict(x, k) - self.clean[k]).pow(2).flatten(1).mean(1)
+        # The clean prediction of a setting, on first use: a short run uses a few of
+        # the 55, and computed in the caller's precision it is exactly what the clean
+        # photo's own loss compares against (loss 9.21 before the attack).
+        if k not in self.clean:
+            with torch.no_grad():
+                self.clean[k] = self._predict(self.x, k)
+        return edit_away_loss(self._predict(x, k), self.clean[k])

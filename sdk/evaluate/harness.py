@@ -36,7 +36,9 @@ from .metrics import (
 )
 from .processing import PROCESSING_NAMES, ProcessingName, processing_steps
 
-Method = Literal["noise", "encoder", "diffusion"]
+Method = Literal["noise", "encoder", "diffusion", "edit"]
+#: What an evaluation runs unless told; "edit" (the edit attack at the target's
+#: recommended steps) is asked for by name.
 METHODS: tuple[Method, ...] = ("noise", "encoder", "diffusion")
 
 
@@ -230,7 +232,7 @@ def treat(
     if method == "noise":
         rng = np.random.default_rng(settings.seed)
         return [same_eps_noise(pixels, settings.eps, rng, keep) for pixels in images]
-    steps = settings.steps if method == "encoder" else settings.diffusion_steps
+    steps = {"encoder": settings.steps, "diffusion": settings.diffusion_steps}.get(method)
     results = immunize(
         list(images),
         target,

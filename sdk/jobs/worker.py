@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..descriptor import Method
 from ..errors import PhotoimmuneError
 from ..protection import Protection
 
@@ -39,7 +39,7 @@ class JobSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    method: Literal["encoder", "diffusion"] | None = None
+    method: Method | None = None
     eps: str | None = None
     steps: int | None = Field(default=None, gt=0)
     #: Start PGD from the targets' one-pass immunizers (None: whenever they all carry one).
