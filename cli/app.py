@@ -173,7 +173,7 @@ def immunize_command(
         typer.Option(
             min=1,
             help="PGD iterations (default: the target's recommendation for the method; from "
-            "a one-pass immunizer's start only its few finishing steps, 20 for tiny-ldm@3).",
+            "a one-pass immunizer's start only its few finishing steps, 40 for tiny-ldm@3).",
         ),
     ] = None,
     warm_start: Annotated[
@@ -471,7 +471,14 @@ def demo(
         "out/demo"
     ),
     eps: Annotated[str, typer.Option(help="Budget (PhotoGuard's demo uses 16/255).")] = "16/255",
-    steps: Annotated[int, typer.Option(min=1, help="PGD iterations.")] = 100,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="PGD iterations (default: each target's recommendation; for tiny-ldm@3 its "
+            "one-pass immunizer, then 40 steps of the edit attack).",
+        ),
+    ] = None,
     model: Annotated[
         str,
         typer.Option(help="Bundled model (the forward step starts from the one before it)."),
@@ -537,8 +544,9 @@ def _print_effect(report, settings) -> None:
         table.add_row(row.case, row.eps, f"{row.ssim:.3f}", f"{row.psnr:.2f}", gap)
     console.print(table)
     console.print(
-        f"At {settings.eps}: max |δ| {report.max_abs_delta}/255, loss {report.loss_before} → "
-        f"{report.loss_after}, {report.immunize_seconds:.1f} s. Lower SSIM = the edit drifted "
+        f"At {settings.eps}: {report.method} attack, {report.steps} steps, max |δ| "
+        f"{report.max_abs_delta}/255, loss {report.loss_before} → {report.loss_after}, "
+        f"{report.immunize_seconds:.1f} s. Lower SSIM = the edit drifted "
         "further from the normal edit; the gap is what immunization adds over noise."
     )
     gaps = " and ".join(f"{r.gap:.2f} at {r.eps}" for r in report.effect if r.gap is not None)

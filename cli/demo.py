@@ -62,7 +62,9 @@ class DemoSettings:
     # resolution), so only the edits cost more.
     size: int = 256
     eps: str = "16/255"  # PhotoGuard's demo budget (0.12 in its [-1, 1] scale)
-    steps: int = 100
+    # None: each target's recommendation (tiny-ldm@3: its edit-trained pass and 40
+    # steps of the edit attack; the table prints the method and steps it ran)
+    steps: int | None = None
     prompt: str = "a photo of a cat in the snow"
     # At 0.2 v3's edit of the cat is a soft but believable cat, SSIM 0.57 to the photo
     # (0.51 at 0.3); at the paper's 0.5 it keeps far less (docs/models.md). The demo
@@ -112,6 +114,8 @@ class DemoReport:
     fidelity: float  # SSIM(edit of the clean photo, photo): how believable the edit is
     effect: tuple[EffectRow, ...]  # noise and immunized, at the default ε and at settings.eps
     max_abs_delta: int
+    method: str  # the attack the target recommended and the demo ran
+    steps: int  # its PGD steps (after the target's one-pass immunizer, when it carries one)
     loss_before: str
     loss_after: str
     immunize_seconds: float
@@ -169,7 +173,7 @@ def run_demo(
     # Demo outputs are regenerated on every run; they are never originals.
     save_image(np.asarray(grid), grid_path, overwrite=True)
     save_image(
-        np.asarray(loss_curve(result.loss_history, title="encoder loss")),
+        np.asarray(loss_curve(result.loss_history, title=f"{result.protections[0].method} loss")),
         curve_path,
         overwrite=True,
     )
@@ -188,6 +192,8 @@ def run_demo(
         fidelity=edit_similarity(edit_clean, photo)[0],
         effect=effect,
         max_abs_delta=result.max_abs_delta,
+        method=protection.method,
+        steps=protection.steps,
         loss_before=protection.loss_before,
         loss_after=protection.loss_after,
         immunize_seconds=round(seconds, 2),

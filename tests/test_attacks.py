@@ -33,7 +33,7 @@ def photo() -> np.ndarray:
     return sample_pixels("chelsea.png", SIZE)
 
 
-@pytest.mark.parametrize("method", ["encoder", "diffusion"])
+@pytest.mark.parametrize("method", ["encoder", "diffusion", "edit"])
 def test_constraint_holds_on_the_saved_file_and_loss_falls(tmp_path, photo, method, tiny_models):
     steps = 15 if method == "encoder" else 4
     result = immunize(photo, tiny_models[0], method=method, eps="8/255", steps=steps, seed=0)
@@ -47,7 +47,7 @@ def test_constraint_holds_on_the_saved_file_and_loss_falls(tmp_path, photo, meth
     assert protection.target_ref == "local/quick-1@0"
 
 
-@pytest.mark.parametrize("method", ["encoder", "diffusion"])
+@pytest.mark.parametrize("method", ["encoder", "diffusion", "edit"])
 def test_same_seed_same_bytes(photo, method, tiny_models):
     steps = 6 if method == "encoder" else 2
     a = immunize(photo, tiny_models[0], method=method, steps=steps, seed=7)

@@ -131,6 +131,7 @@ def test_the_torch_free_choices_match_the_library():
     # The checks keep their own copies so as not to import torch: they must not drift.
     from photoimmune.cli.evaluate import EDITS, EVAL_METHODS, EVAL_PROCESSING
     from photoimmune.sdk.evaluate.harness import METHODS, EvalSettings
+    from photoimmune.sdk.evaluate.harness import Method as EvalMethod
     from photoimmune.sdk.evaluate.processing import PROCESSING_NAMES
     from photoimmune.sdk.immunization import ImmunizeMethod, Method
     from photoimmune.sdk.targets import Recipe
@@ -139,7 +140,8 @@ def test_the_torch_free_choices_match_the_library():
     assert typing.get_args(ImmunizeMethod) == checks.IMMUNIZE_METHODS
     # "image" is what --target-image sets, never a --recipe of its own.
     assert typing.get_args(Recipe) == (*checks.RECIPES, "image")
-    assert EVAL_METHODS == METHODS
+    assert typing.get_args(EvalMethod) == EVAL_METHODS
+    assert set(METHODS) <= set(EVAL_METHODS)  # what runs unless told
     assert EVAL_PROCESSING == PROCESSING_NAMES
     assert typing.get_args(EvalSettings.model_fields["edit"].annotation) == EDITS
 

@@ -237,20 +237,25 @@ def test_the_default_setup_trusts_its_own_output_and_reports_progress(registry_d
 
 
 @pytest.mark.slow
-def test_reimmunizes_with_the_diffusion_attack_end_to_end(registry_dir, keys, v1_signed):
-    """method="diffusion": the plugin runs PhotoGuard's diffusion attack through the
-    running version's pipeline, with that method's recommended budget (16/255)."""
-    pipe = _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys, method="diffusion", steps=2)
+@pytest.mark.parametrize(("method", "eps"), [("diffusion", "16/255"), ("edit", "8/255")])
+def test_reimmunizes_with_the_diffusion_or_edit_attack_end_to_end(
+    registry_dir, keys, v1_signed, method, eps
+):
+    """method=...: the plugin runs PhotoGuard's diffusion attack, or the edit attack,
+    through the running version's pipeline, with that method's recommended budget
+    (16/255 for diffusion; v2 recommends none for edit: PhotoGuard's 8/255)."""
+    pipe = _enable(load_pipeline("tiny-ldm@2"), registry_dir, keys, method=method, steps=2)
     edit(pipe, str(v1_signed))
     (check,) = pipe.immunization_report.images
-    assert (check.action, check.protection.method) == ("reimmunized", "diffusion")
-    assert (check.protection.eps, check.protection.steps) == ("16/255", 2)
+    assert (check.action, check.protection.method) == ("reimmunized", method)
+    assert (check.protection.eps, check.protection.steps) == (eps, 2)
     assert float(check.protection.loss_after) < float(check.protection.loss_before)
     signed = read_manifest(check.signed_image, trust=keys.trust_anchor_pem())
     assert signed.ok and signed.covers(V2)
-    assert [p.method for p in signed.assertion.protections] == ["encoder", "diffusion"]
+    assert [p.method for p in signed.assertion.protections] == ["encoder", method]
     received = load_image(v1_signed).pixels.astype(int)
-    assert np.abs(load_image(check.signed_image).pixels.astype(int) - received).max() <= 16
+    budget = int(eps.split("/")[0])
+    assert np.abs(load_image(check.signed_image).pixels.astype(int) - received).max() <= budget
 
 
 def test_an_unknown_reimmunization_method_is_refused(registry_dir, keys):
