@@ -527,6 +527,11 @@ def demo(
         f"target: {report.target_ref} (digest {report.target_digest[:16]}…), published to and "
         f"fetched from the local registry {out / 'registry'}"
     )
+    if report.moved_registry is not None:
+        console.print(
+            f"(the registry an earlier photoimmune left there published other releases "
+            f"under these versions: moved to {report.moved_registry})"
+        )
     console.print(f"grid: {report.grid}\nloss curve: {report.curve}\neffect chart: {report.chart}")
     if report.forward is not None:
         _print_forward(report.forward, settings)

@@ -28,6 +28,7 @@ import numpy as np
 
 from photoimmune.registry.admin import local_registry
 from photoimmune.registry.client import RegistryClient
+from photoimmune.registry.errors import StaleRegistryError
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
 from photoimmune.sdk.immunization import ImmunizationResult, immunize
@@ -125,6 +126,7 @@ class DemoReport:
     target_ref: str = ""
     target_digest: str = ""
     forward: ForwardReport | None = None
+    moved_registry: Path | None = None  # an earlier photoimmune's registry, moved aside
 
 
 def run_demo(
@@ -146,7 +148,7 @@ def run_demo(
     keys, _ = open_keys(out_dir / "keys")
     photo = sample_pixels(s.photo, s.size)
     # The vendor publishes the targets; the publisher fetches them back, verified.
-    client = local_registry(out_dir / "registry", [m for m in (s.previous, s.model) if m])
+    client, moved = _demo_registry(out_dir / "registry", [m for m in (s.previous, s.model) if m])
     target = client.get(f"{VENDOR}/{s.model}")
     started = time.perf_counter()
     result = _immunized(photo, target, s.eps, s, progress)
@@ -203,7 +205,19 @@ def run_demo(
         target_ref=str(target.ref),
         target_digest=target.digest,
         forward=forward,
+        moved_registry=moved,
     )
+
+
+def _demo_registry(folder: Path, models: list[str]) -> tuple[RegistryClient, Path | None]:
+    """The demo's local registry, and where an earlier photoimmune's was moved to, if it
+    published other releases under these versions (they are never replaced in place)."""
+    try:
+        return local_registry(folder, models), None
+    except StaleRegistryError:
+        moved = folder.with_name(f"{folder.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(moved)
+        return local_registry(folder, models), moved
 
 
 def _effect(pipe, photo, edit_clean, edit_immunized, target, s: DemoSettings, progress):

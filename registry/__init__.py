@@ -29,6 +29,7 @@ from .errors import (
     RegistryUnavailableError,
     ReleaseRejectedError,
     SignatureThresholdError,
+    StaleRegistryError,
     TamperedTargetError,
     UnknownReleaseError,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "RegistryUnavailableError",
     "ReleaseRejectedError",
     "SignatureThresholdError",
+    "StaleRegistryError",
     "TamperedTargetError",
     "UnknownReleaseError",
     "add_vendor",

@@ -34,7 +34,7 @@ from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
 
 from . import metadata as tm
 from .client import RegistryClient
-from .errors import RegistryUnavailableError, ReleaseRejectedError
+from .errors import RegistryUnavailableError, ReleaseRejectedError, StaleRegistryError
 from .keys import write_key
 from .service import RegistryPaths, RegistryService
 
@@ -301,10 +301,22 @@ def rotate_root(
     return registry.update_root(tm.sign(new, [*old_signers, *new_root_keys]))
 
 
+def _as_bundled(target) -> dict:
+    """A bundled target's descriptor without what its encoder computes (the tensors'
+    hash, and the immunizer's binding to the digest), which differs in its last bits
+    between CPUs and thread counts."""
+    data = target.model_dump(mode="json", exclude={"tensors"})
+    if data.get("immunizer"):
+        data["immunizer"].pop("target")
+    return data
+
+
 def local_registry(folder: Path, models: list[str]) -> RegistryClient:
     """The embedded default: a registry folder where the vendor of the bundled ``models``
     has published their targets. Created on first use, reused afterwards; returns a
-    verifying client.
+    verifying client. A release it published as an earlier photoimmune bundled it
+    (other weights, budgets or immunizer) raises :class:`StaleRegistryError`: a
+    version, once published, is never replaced.
 
     Example:
         >>> client = local_registry(Path("out/registry"), ["tiny-ldm@1"])  # doctest: +SKIP
@@ -329,6 +341,18 @@ def local_registry(folder: Path, models: list[str]) -> RegistryClient:
     published = set(map(str, client.releases()))
     # bundled names, e.g. tiny-ldm@1 -> photoimmune/tiny-ldm@1
     missing = [m for m in models if f"{VENDOR}/{m}" not in published]
+    stale = [
+        m
+        for m in models
+        if m not in missing
+        and _as_bundled(client.get(f"{VENDOR}/{m}")) != _as_bundled(build_target(m))
+    ]
+    if stale:
+        raise StaleRegistryError(
+            f"{folder} publishes {', '.join(stale)} as an earlier photoimmune bundled "
+            "it; move that folder aside (or delete it) and run again to publish this "
+            "version's release"
+        )
     if not missing:
         return client
     registry = open_registry(folder)

@@ -16,6 +16,12 @@ class RegistryError(PhotoimmuneError):
     exit_code = 1
 
 
+class StaleRegistryError(RegistryError):
+    """A local registry publishes bundled releases as an earlier photoimmune built them."""
+
+    exit_code = 2
+
+
 class RegistryUnavailableError(RegistryError):
     """The registry could not be reached, or answered with an HTTP error."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from photoimmune.cli import main
 from photoimmune.cli.demo import DemoSettings, run_demo
@@ -78,6 +79,27 @@ def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
         assert "forward compatibility" in words and "outdated → reimmunized" in words
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "forward.png").is_file()
     assert len(list((tmp_path / "registry" / "releases").iterdir())) == 2  # v2, then v3
+
+
+def test_a_registry_an_earlier_photoimmune_published_to_is_moved_aside_never_replaced(tmp_path):
+    from photoimmune.cli.demo import _demo_registry
+    from photoimmune.registry import StaleRegistryError, local_registry, open_registry, publish
+    from photoimmune.registry.keys import load_signer
+    from photoimmune.sdk.descriptor import Budget
+    from photoimmune.sdk.targets import build_target, save_target
+
+    folder = tmp_path / "registry"
+    local_registry(folder, [])  # the vendor and its key, nothing published yet
+    # tiny-ldm@2 as a photoimmune that recommended another budget would have published it
+    earlier = build_target("tiny-ldm@2", budgets=(Budget(method="encoder", eps="4/255", steps=9),))
+    save_target(earlier, tmp_path / "release")
+    vendor = load_signer(folder / "vendor-keys" / "photoimmune.pem")
+    publish(open_registry(folder), "photoimmune", tmp_path / "release", [vendor])
+    with pytest.raises(StaleRegistryError, match="tiny-ldm@2 as an earlier photoimmune"):
+        local_registry(folder, ["tiny-ldm@2"])
+    client, moved = _demo_registry(folder, ["tiny-ldm@2"])
+    assert moved is not None and (moved / "root.json").is_file()  # kept, beside the new one
+    assert client.get("photoimmune/tiny-ldm@2").budgets == build_target("tiny-ldm@2").budgets
 
 
 def test_similarity_of_identical_and_different_images():
