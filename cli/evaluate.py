@@ -48,7 +48,7 @@ def eval_command(
     eps: Annotated[str, typer.Option(help="L∞ budget, e.g. 8/255.")] = "8/255",
     steps: Annotated[int, typer.Option(min=1, help="Encoder attack iterations.")] = 100,
     diffusion_steps: Annotated[int, typer.Option(min=1, help="Diffusion attack iterations.")] = 20,
-    methods: Annotated[str, typer.Option(help="Comma-separated: noise,encoder,diffusion.")] = (
+    methods: Annotated[str, typer.Option(help="Comma-separated: noise,encoder,diffusion,edit.")] = (
         "noise,encoder,diffusion"
     ),
     processing: Annotated[
