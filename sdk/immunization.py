@@ -353,9 +353,11 @@ def choose_schedule(
     Refuses what the targets cannot serve.
 
     Example:
-        >>> choose_schedule([build_target("tiny-ldm@3")]).steps  # doctest: +SKIP
-        5
-        >>> choose_schedule([build_target("tiny-ldm@3")], warm_start=False).steps  # doctest: +SKIP
+        >>> v3 = build_target("tiny-ldm@3")  # doctest: +SKIP
+        >>> plan = choose_schedule([v3])  # doctest: +SKIP
+        >>> plan.budget.method, plan.steps, plan.warm_start  # doctest: +SKIP
+        ('edit', 40, True)
+        >>> choose_schedule([v3], "encoder").steps  # its pass is not for it: cold  # doctest: +SKIP
         30
     """
     from .errors import InputError
@@ -371,7 +373,7 @@ def choose_schedule(
     if amortized and steps:
         raise InputError(
             "--method amortized runs no PGD step; for N steps after the pass use "
-            "--method encoder --warm-start --steps N"
+            f"--method {attack_method or 'encoder'} --warm-start --steps N"
         )
     if wanted and lacking:
         raise InputError(
