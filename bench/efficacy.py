@@ -5,6 +5,8 @@ edits (fixed prompts and seed) on the clean and the treated photo, and report
 SSIM and PSNR between the two edits (lower = the edit was disrupted more):
 
 * noise:           uniform random noise of the same L∞ budget (the paper's baseline)
+* defaults:        ``immunize`` as the target recommends (tiny-ldm@3: its edit-trained
+                   pass and 40 steps of the edit attack; @1 and @2: the encoder attack)
 * encoder/gray:    our encoder attack, PhotoGuard's mid-gray target
 * encoder/checker: our encoder attack, a high-contrast checkerboard target (Mist-like)
 * diffusion:       our diffusion attack
@@ -51,9 +53,13 @@ def treat(method: str, photo: np.ndarray, model: str, levels: int, args, pipes) 
         rng = np.random.default_rng(0)
         noise = rng.integers(-levels, levels + 1, photo.shape)
         return np.clip(photo.astype(int) + noise, 0, 255).astype(np.uint8)
+    if method == "defaults":
+        return immunize(photo, model, eps=eps).pixels
     if method.startswith("encoder/"):
         recipe = method.split("/")[1]
-        return immunize(photo, model, eps=eps, steps=args.steps, recipe=recipe).pixels
+        return immunize(
+            photo, model, method="encoder", eps=eps, steps=args.steps, recipe=recipe
+        ).pixels
     if method == "diffusion":
         return immunize(
             photo, model, method="diffusion", eps=eps, steps=args.diffusion_steps
@@ -100,6 +106,7 @@ def main() -> None:
         nargs="+",
         default=[
             "noise",
+            "defaults",
             "encoder/gray",
             "encoder/checker",
             "diffusion",
