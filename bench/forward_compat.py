@@ -17,7 +17,10 @@ edit was disrupted more):
   own edit of the clean photo.
 
     .venv/bin/python bench/forward_compat.py [--old tiny-ldm@1] [--new tiny-ldm@2]
-        [--honoured-by FOLDER] [--eps 8] [--steps 100] [--photos chelsea.png coffee.png]
+        [--honoured-by FOLDER] [--eps 8] [--steps N] [--photos chelsea.png coffee.png]
+
+``--steps`` defaults to each target's recommendation, as publishers and the plugin
+run it (for tiny-ldm@3: its edit-trained pass, then 40 steps of the edit attack).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def main() -> None:
     parser.add_argument("--old", default="tiny-ldm@1")
     parser.add_argument("--new", default="tiny-ldm@2")
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--strength", type=float, default=0.5)
     parser.add_argument("--eps", type=int, default=8, help="8-bit levels, publisher and hook")
     parser.add_argument("--photos", nargs="+", default=list(VALIDATION_PHOTOS))
@@ -100,7 +103,8 @@ def main() -> None:
         if honouring:
             print(f"{name}: {honouring} finds the {args.new} image {covered.status}", flush=True)
     print(f"\nedits by {args.new}, img2img strength {args.strength}, {args.size}px, {PROMPTS}")
-    print(f"budget {eps}, {args.steps} steps; vs the edit of the clean photo (lower = disrupted)")
+    steps = "each target's recommended" if args.steps is None else args.steps
+    print(f"budget {eps}, {steps} steps; vs the edit of the clean photo (lower = disrupted)")
     print(f"{'':12} {'SSIM':>7} {'PSNR (dB)':>10}")
     for row, values in rows.items():
         ssim = statistics.mean(v[0] for v in values)
