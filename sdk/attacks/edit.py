@@ -166,7 +166,7 @@ class EditAwayAttack(Attack):
     def _predict(self, x: torch.Tensor, k: int) -> torch.Tensor:
         t, p = self.settings[k]
         n = x.shape[0]
-        x = to_working(x, working_size(x.shape[-2], x.shape[-1], self.resolution))
+        x = to_working(x, self.size)
         return self.prediction(
             x, torch.full((n,), t, device=x.device), self.noise, torch.full((n,), p)
         )
@@ -174,8 +174,9 @@ class EditAwayAttack(Attack):
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
         self.calls, self.x = 0, x
         self.clean: dict[int, torch.Tensor] = {}
-        size = working_size(x.shape[-2], x.shape[-1], self.resolution)
-        self.noise = self.prediction.noise_like(to_working(x, size), generator)
+        # the batch's working size, once: every loss call of the batch resizes to it
+        self.size = working_size(x.shape[-2], x.shape[-1], self.resolution)
+        self.noise = self.prediction.noise_like(to_working(x, self.size), generator)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         k = self.calls % len(self.settings)
