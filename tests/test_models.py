@@ -196,6 +196,21 @@ def test_a_fresh_encoder_is_new_and_learns_the_base_decoders_latents():
     assert moved.norm() > 0.5 * base.encoder.conv_in.weight.norm()
 
 
+def test_the_fidelity_release_keeps_its_bases_vae_and_trains_a_wider_unet(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from photoimmune.sdk.targets import model_fingerprints
+
+    cfg = replace(RELEASES[5], unet_steps=2, unet_batch=2, unet_crop=32, latent_pool=4)
+    assert cfg.base == 3 and cfg.generic_captions > 0 and not cfg.fresh_encoder
+    train_tiny(cfg, tmp_path / "v5")
+    base = model_fingerprints(str(resolve_model("tiny-ldm@3")))
+    new = model_fingerprints(str(tmp_path / "v5"))
+    assert new.vae == base.vae and new.denoiser != base.denoiser
+    unet = UNet2DConditionModel.from_pretrained(tmp_path / "v5" / "unet")
+    assert tuple(unet.config.block_out_channels) == (48, 96, 96)
+
+
 # The second variant is the contrast-stretched pool and keep, trained in bf16 autocast
 # (docs/models.md measures both).
 @pytest.mark.parametrize("variant", [{}, {"honour_stretch": 0.5, "honour_bf16": True}])

@@ -205,7 +205,7 @@ class TrainConfig:
 #: How v2 and v3 get a new encoder: from random weights, on the base's frozen decoder.
 _NEW_ENCODER: dict[str, Any] = {"fresh_encoder": True, "vae_steps": 1500, "vae_crop": 64}
 
-#: The releases: 1-3 are bundled, 4 is the cooperative recipe. v2 is a new
+#: The releases: 1-3 are bundled, 4 is the cooperative recipe, 5 the fidelity one. v2 is a new
 #: release with a new encoder: trained from random weights (seed 2) against
 #: v1's frozen decoder, so it speaks v1's latent language, v1's UNet carries
 #: over, and the quality v1's decoder earned is kept, yet its gradients are
@@ -267,6 +267,29 @@ RELEASES = {
         honour_batch=2,
         honour_pixel_keep=3.0,
         honour_gain=None,
+    ),
+    # v5 keeps v3's VAE as it is and trains a new, wider UNet for edits that keep
+    # the photo (issue 23's first bar): a quarter of its latents captioned
+    # generically, so guidance on "a photo" no longer pulls toward the training
+    # palette, and 128 px crops, the size edits run at (docs/models.md, "A wider
+    # UNet"). Not bundled yet: it has no one-pass immunizer of its own.
+    5: TrainConfig(
+        version=5,
+        seed=5,
+        base=3,
+        vae_steps=0,
+        decoder_steps=0,
+        fresh_unet=True,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        min_snr=5.0,
+        ema_decay=0.999,
+        unet_channels=(48, 96, 96),
+        unet_steps=5000,
+        unet_batch=8,
+        unet_crop=128,
+        latent_pool=1500,
+        generic_captions=0.3,
     ),
 }
 
