@@ -204,6 +204,16 @@ class TrainConfig:
 
 #: How v2 and v3 get a new encoder: from random weights, on the base's frozen decoder.
 _NEW_ENCODER: dict[str, Any] = {"fresh_encoder": True, "vae_steps": 1500, "vae_crop": 64}
+#: How v3 and v5 get a new UNet: from random weights, with the later diffusion recipe
+#: (cosine schedule, v-prediction, min-SNR-5 weights, EMA).
+_NEW_UNET: dict[str, Any] = {
+    "fresh_unet": True,
+    "beta_schedule": "squaredcos_cap_v2",
+    "prediction_type": "v_prediction",
+    "min_snr": 5.0,
+    "ema_decay": 0.999,
+    "unet_steps": 5000,
+}
 
 #: The releases: 1-3 are bundled, 4 is the cooperative recipe, 5 the fidelity one. v2 is a new
 #: release with a new encoder: trained from random weights (seed 2) against
@@ -235,12 +245,7 @@ RELEASES = {
         seed=3,
         base=2,
         **_NEW_ENCODER,
-        fresh_unet=True,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="v_prediction",
-        min_snr=5.0,
-        ema_decay=0.999,
-        unet_steps=5000,
+        **_NEW_UNET,
         decoder_steps=600,
         decoder_lr=2e-4,
         decoder_latent_noise=0.15,
@@ -269,7 +274,7 @@ RELEASES = {
         honour_gain=None,
     ),
     # v5 keeps v3's VAE as it is and trains a new, wider UNet for edits that keep
-    # the photo (issue 23's first bar): a quarter of its latents captioned
+    # the photo (issue 23's first bar): 30 % of its latents captioned
     # generically, so guidance on "a photo" no longer pulls toward the training
     # palette, and 128 px crops, the size edits run at (docs/models.md, "A wider
     # UNet"). Not bundled yet: it has no one-pass immunizer of its own.
@@ -279,13 +284,8 @@ RELEASES = {
         base=3,
         vae_steps=0,
         decoder_steps=0,
-        fresh_unet=True,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="v_prediction",
-        min_snr=5.0,
-        ema_decay=0.999,
+        **_NEW_UNET,
         unet_channels=(48, 96, 96),
-        unet_steps=5000,
         unet_batch=8,
         unet_crop=128,
         latent_pool=1500,
