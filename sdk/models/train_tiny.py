@@ -273,8 +273,9 @@ RELEASES = {
         honour_pixel_keep=3.0,
         honour_gain=None,
     ),
-    # v5 keeps v3's VAE as it is and trains a new, wider UNet for edits that keep
-    # the photo (issue 23's first bar): 30 % of its latents captioned
+    # v5 keeps v3's VAE weights (its latent scaling is measured afresh on its own
+    # latent pool, as every release's is) and trains a new, wider UNet for edits
+    # that keep the photo (issue 23's first bar): 30 % of its latents captioned
     # generically, so guidance on "a photo" no longer pulls toward the training
     # palette, and 128 px crops, the size edits run at (docs/models.md, "A wider
     # UNet"). Not bundled yet: it has no one-pass immunizer of its own.
