@@ -1,10 +1,11 @@
 """Does a cooperative release honour the protections made for its predecessor?
 
-Photos immunized against ``--previous`` (encoder attack, 8/255, seed 0, the
-target's recommended steps) and same-ε uniform noise are edited by ``--newest``
-(img2img strength 0.5, 20 steps, guidance 7.5, "a photo", seed 1234) and
-compared (SSIM) with its edit of the clean photo; the gap is noise's SSIM minus
-the immunized photo's (higher = the protection shows more). Rows:
+Photos immunized against ``--previous`` (``immunize``'s defaults at 8/255, seed
+0: the target's recommended method and steps) and same-ε uniform noise are
+edited by ``--newest`` (img2img strength 0.5, 20 steps, guidance 7.5, "a
+photo", seed 1234) and compared (SSIM) with its edit of the clean photo; the
+gap is noise's SSIM minus the immunized photo's (higher = the protection shows
+more). Rows:
 
 * ``honoured``: immunized against the previous version, as published;
 * ``native``:   immunized against the newest version itself (skip: ``--no-native``);
