@@ -257,8 +257,10 @@ RELEASES = {
     # blurred crops and textures (it recognises more), keeping the decoded picture
     # too. It trains on whole 128 px crops, the size it meets: its encoder judges a
     # picture as a whole (GroupNorm, mid-block attention), and 64 px windows taught
-    # it to miss whole photos it caught in pieces. Not bundled: it still misses some
-    # old perturbations, and costs coffee 0.41 dB of reconstruction (docs/models.md).
+    # it to miss whole photos it caught in pieces. Not bundled: against v3's earlier
+    # defaults it missed some perturbations and cost coffee 0.41 dB; against today's
+    # (the edit attack) it takes clean coffee for immunized, and its pool alone takes
+    # 90 minutes at this size (docs/models.md).
     4: TrainConfig(
         version=4,
         seed=4,
