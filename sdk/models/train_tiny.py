@@ -259,8 +259,8 @@ RELEASES = {
     # picture as a whole (GroupNorm, mid-block attention), and 64 px windows taught
     # it to miss whole photos it caught in pieces. Not bundled: against v3's earlier
     # defaults it missed some perturbations and cost coffee 0.41 dB; against today's
-    # (the edit attack) it takes clean coffee for immunized, and its pool alone takes
-    # 90 minutes at this size (docs/models.md).
+    # (the edit attack) a run with a 192-crop pool took clean coffee for immunized,
+    # and this 768-crop pool alone would take 90 minutes (docs/models.md).
     4: TrainConfig(
         version=4,
         seed=4,
