@@ -280,7 +280,10 @@ RELEASES = {
     # that keep the photo (issue 23's first bar): 30 % of its latents captioned
     # generically, so guidance on "a photo" no longer pulls toward the training
     # palette, and 128 px crops, the size edits run at (docs/models.md, "A wider
-    # UNet"). Not bundled yet: it has no one-pass immunizer of its own.
+    # UNet"). Not bundled: it has no one-pass immunizer of its own, and its edits,
+    # keeping more of the photo, keep less of an immunization too (the defaults' gap
+    # on nine unseen photos falls from v3's 0.189 to 0.134 at 128 px; docs/models.md,
+    # "Fidelity and protection pull against each other").
     5: TrainConfig(
         version=5,
         seed=5,
