@@ -13,7 +13,10 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
 3. the ceiling: the SSIM gap over same-ε noise of ``immunize``'s defaults (the
    target's one-pass immunizer and finishing steps, where it carries one) per
    strength, down to the reconstruction itself (strength 0), which is the most a
-   perfectly faithful denoiser could carry;
+   perfectly faithful denoiser could carry. ``--pass-from tiny-ldm@3`` runs a
+   candidate release that ships no one-pass immunizer as that version's defaults
+   would: with its budgets, started from its pass (docs/models.md, "Fidelity and
+   protection pull against each other");
 4. targets and objectives: the gap at strength 0.5 for each target recipe, for
    PID's posterior-variance objective (maximise the encoder's log-variance), and
    for three untargeted ones: the latent pushed away from the clean latent, the
@@ -28,6 +31,7 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
 
     .venv/bin/python bench/effect_ceiling.py [--model tiny-ldm@1] [--size 128] [--tables 12345]
         [--photos chelsea.png,coffee.png,camera.png] [--levers gray,edit-away]
+        [--pass-from tiny-ldm@3]
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 
-from photoimmune.sdk import immunize
+from photoimmune.sdk import AttackTarget, immunize
 from photoimmune.sdk.attacks.base import Attack
 from photoimmune.sdk.attacks.edit import (
     EDIT_PROMPTS,
@@ -50,11 +54,11 @@ from photoimmune.sdk.attacks.edit import (
 from photoimmune.sdk.attacks.encoder import EncoderAttack, VAEEncoder
 from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
 from photoimmune.sdk.io import pixels_to_tensor, tensor_to_pixels
-from photoimmune.sdk.models import load_pipeline
+from photoimmune.sdk.models import load_pipeline, resolve_model
 from photoimmune.sdk.models.pipelines import edit_image
 from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS
 from photoimmune.sdk.samples import sample_pixels
-from photoimmune.sdk.targets import target_image
+from photoimmune.sdk.targets import BUNDLED_IMMUNIZER, ImmunizerSpec, build_target, target_image
 
 EDIT = {"prompt": "a photo", "guidance_scale": 7.5, "steps": 20, "seed": 1234}
 STRENGTHS = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -226,11 +230,22 @@ def sensitivity(s: Session, photos: dict) -> None:
             print(f"{name:14}{label:10}" + "".join(f"{v:8.3f}" for v in row))
 
 
-def ceiling(s: Session, photos: dict, levels: int) -> None:
+def lent_target(model: str, donor: str) -> AttackTarget:
+    """``model``'s published target with the bundled ``donor``'s budgets and one-pass
+    immunizer, bound to it as a bundle binds the pass it ships: a candidate release
+    with no pass of its own, attacked as the donor's defaults would attack it."""
+    folder = resolve_model(donor) / BUNDLED_IMMUNIZER
+    spec = ImmunizerSpec.model_validate_json((folder / "spec.json").read_bytes())
+    target = build_target(model, budgets=build_target(donor).budgets)
+    spec = spec.model_copy(update={"target": target.base_digest})
+    return target.with_immunizer(spec, (folder / spec.weights.path).read_bytes())
+
+
+def ceiling(s: Session, photos: dict, levels: int, target: AttackTarget | None = None) -> None:
     print(f"\n3. the ceiling: SSIM gap over same-ε noise, immunize's defaults at {levels}/255")
     print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)))
     for name, px in photos.items():
-        adv = immunize(px, s.model, eps=f"{levels}/255", seed=0).pixels
+        adv = immunize(px, target or s.model, eps=f"{levels}/255", seed=0).pixels
         baseline = noisy(px, levels)
         row = []
         for st in (0, *STRENGTHS):
@@ -317,6 +332,9 @@ def main() -> None:
     parser.add_argument(
         "--guidance", type=float, default=7.5, help="the edits' guidance (1: no guidance)"
     )
+    parser.add_argument(
+        "--pass-from", help="table 3: a bundled version whose budgets and pass --model runs"
+    )
     args = parser.parse_args()
     EDIT["guidance_scale"] = args.guidance
     s = Session(args.model)
@@ -327,7 +345,8 @@ def main() -> None:
         if key in tables:
             tables[key](s, photos)
         elif key == "3":
-            ceiling(s, photos, args.eps)
+            lent = lent_target(args.model, args.pass_from) if args.pass_from else None
+            ceiling(s, photos, args.eps, lent)
         elif key == "4":
             levers(s, photos, args.eps, args.levers.split(",") if args.levers else None)
         elif key == "5":
