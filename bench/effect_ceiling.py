@@ -58,7 +58,7 @@ from photoimmune.sdk.models import load_pipeline, resolve_model
 from photoimmune.sdk.models.pipelines import edit_image
 from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS
 from photoimmune.sdk.samples import sample_pixels
-from photoimmune.sdk.targets import BUNDLED_IMMUNIZER, ImmunizerSpec, build_target, target_image
+from photoimmune.sdk.targets import build_target, target_image, with_bundled_immunizer
 
 EDIT = {"prompt": "a photo", "guidance_scale": 7.5, "steps": 20, "seed": 1234}
 STRENGTHS = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -234,11 +234,8 @@ def lent_target(model: str, donor: str) -> AttackTarget:
     """``model``'s published target with the bundled ``donor``'s budgets and one-pass
     immunizer, bound to it as a bundle binds the pass it ships: a candidate release
     with no pass of its own, attacked as the donor's defaults would attack it."""
-    folder = resolve_model(donor) / BUNDLED_IMMUNIZER
-    spec = ImmunizerSpec.model_validate_json((folder / "spec.json").read_bytes())
     target = build_target(model, budgets=build_target(donor).budgets)
-    spec = spec.model_copy(update={"target": target.base_digest})
-    return target.with_immunizer(spec, (folder / spec.weights.path).read_bytes())
+    return with_bundled_immunizer(target, resolve_model(donor))
 
 
 def ceiling(s: Session, photos: dict, levels: int, target: AttackTarget | None = None) -> None:

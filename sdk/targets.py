@@ -88,6 +88,7 @@ __all__ = [
     "pipeline_fingerprints",
     "save_target",
     "target_image",
+    "with_bundled_immunizer",
 ]
 
 
@@ -320,7 +321,7 @@ def build_target(
     )
     target._tensors.update(tensors)
     target._model_path = str(path)
-    return _with_bundled_immunizer(target, path) if published else target
+    return with_bundled_immunizer(target, path) if published else target
 
 
 #: Where a model folder keeps the immunizer trained for its published (gray) target.
@@ -346,9 +347,10 @@ def _published_budgets(path: Path) -> tuple[Budget, ...]:
     return budgets
 
 
-def _with_bundled_immunizer(target: AttackTarget, path: Path) -> AttackTarget:
-    """``target``, the model folder's published (gray) target, carrying the immunizer
-    the folder ships, if it ships one.
+def with_bundled_immunizer(target: AttackTarget, path: str | os.PathLike[str]) -> AttackTarget:
+    """``target`` carrying the one-pass immunizer the model folder ``path`` ships, if it
+    ships one: the folder's own published (gray) target, or a candidate release's
+    target given a bundled version's pass to start from (bench/effect_ceiling.py).
 
     The shipped spec names the digest its trainer's machine built, but a digest covers
     the target latent the encoder computes here, which differs in its last bits
@@ -356,8 +358,14 @@ def _with_bundled_immunizer(target: AttackTarget, path: Path) -> AttackTarget:
     AVX2, 2 threads and 1). The bundle is the vendor of both, so it binds its
     generator to the target as built here, as the vendor does when it publishes;
     a target loaded from a registry is still checked against the signed spec.
+
+    Example:
+        >>> candidate = build_target("/tmp/tiny-ldm-5")  # doctest: +SKIP
+        >>> lent = with_bundled_immunizer(candidate, resolve_model("tiny-ldm@3"))  # doctest: +SKIP
+        >>> lent.immunizer.objective  # doctest: +SKIP
+        'edit'
     """
-    folder = path / BUNDLED_IMMUNIZER
+    folder = Path(path) / BUNDLED_IMMUNIZER
     if not (folder / "spec.json").is_file():
         return target
     spec = ImmunizerSpec.model_validate_json((folder / "spec.json").read_bytes())

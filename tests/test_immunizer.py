@@ -33,7 +33,13 @@ from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.models import resolve_model
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.samples import sample_pixels
-from photoimmune.sdk.targets import build_target, load_target, parse_target, save_target
+from photoimmune.sdk.targets import (
+    build_target,
+    load_target,
+    parse_target,
+    save_target,
+    with_bundled_immunizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +93,14 @@ def test_the_bundled_immunizer_attaches_only_to_the_target_it_was_trained_for():
     assert published.immunizer.weights.length <= 5 * 1024 * 1024
     assert build_target("tiny-ldm@2", recipe="checker").immunizer is None
     assert build_target("tiny-ldm@2", ref="acme/copy@1").immunizer is None
+
+
+def test_a_bundled_pass_can_be_lent_to_a_candidate_target_and_is_bound_to_it():
+    candidate = build_target("tiny-ldm@2", ref="acme/candidate@1")
+    lent = with_bundled_immunizer(candidate, resolve_model("tiny-ldm@3"))
+    assert lent.immunizer is not None and lent.immunizer.objective == "edit"
+    assert lent.immunizer.target == candidate.base_digest
+    assert with_bundled_immunizer(candidate, resolve_model("tiny-ldm@1")).immunizer is None
 
 
 def test_the_bundled_immunizer_attaches_where_the_target_latent_differs_in_its_last_bits():
