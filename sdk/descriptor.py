@@ -128,7 +128,17 @@ METHODS: tuple[Method, ...] = ("encoder", "diffusion", "edit")
 
 
 class Budget(BaseModel):
-    """A budget the vendor recommends (ε in [0, 1] pixel scale)."""
+    """A budget the vendor recommends (ε in [0, 1] pixel scale).
+
+    ``resolution`` is the short side, in pixels, up to which the attack sees a photo at
+    its own size, the size an editor edits it at; a larger photo is seen scaled down to
+    it. Left out (None), the attack works at the model's resolution, as every budget did
+    before the field existed: their targets keep their digests.
+
+    Example:
+        >>> Budget(method="edit", eps="8/255", steps=40, resolution=256).resolution
+        256
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -136,6 +146,14 @@ class Budget(BaseModel):
     norm: Literal["linf", "l2"] = "linf"
     eps: str
     steps: int = Field(gt=0)
+    resolution: int | None = Field(
+        default=None,
+        gt=0,
+        multiple_of=8,
+        exclude_if=lambda resolution: resolution is None,
+        description="the short side up to which the attack sees a photo at its own size; "
+        "None: the model's resolution",
+    )
 
 
 class TensorFile(BaseModel):

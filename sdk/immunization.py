@@ -14,7 +14,9 @@ with no PGD step at all.
 Sizes: images of any size are accepted. The perturbation is computed at the
 image's own size, but the loss sees the image resized to the model's working
 resolution (short side at most ``target.resolution``), the way an editor would
-feed it to the model; see :mod:`photoimmune.sdk.attacks.sizing`. Images of equal
+feed it to the model; see :mod:`photoimmune.sdk.attacks.sizing`. A budget may
+raise that bound (:func:`attack_resolution`): tiny-ldm@3's edit budget sees photos
+up to 256 px at their own size, the size img2img edits them at. Images of equal
 size are attacked as one batch.
 """
 
@@ -94,9 +96,25 @@ class ImmunizationResult:
         return Image.fromarray(self.pixels)
 
 
+def attack_resolution(target: AttackTarget, budget: Budget) -> int:
+    """The short side up to which ``target``'s attack sees a photo at its own size.
+
+    The budget's :attr:`~.descriptor.Budget.resolution` when it names one, never below
+    the model's own (so an ensemble's other members keep theirs).
+
+    Example:
+        >>> v3 = build_target("tiny-ldm@3")  # doctest: +SKIP
+        >>> attack_resolution(v3, v3.recommended_budget())  # doctest: +SKIP
+        256
+    """
+    return max(target.resolution, budget.resolution or 0)
+
+
 def _build_attack(
-    target: AttackTarget, method: Method, config: PGDConfig, device: torch.device, prompt: str
+    target: AttackTarget, budget: Budget, config: PGDConfig, device: torch.device, prompt: str
 ) -> Attack:
+    method = budget.method
+    resolution = attack_resolution(target, budget)
     image = target.tensor(
         target.diffusion.x_target if method == "diffusion" else target.encoder.x_target
     )
@@ -109,23 +127,19 @@ def _build_attack(
         # descriptor names, with no second encoding of the image.
         z_target = target.tensor(target.encoder.z_target).to(device)
         latents.setdefault(tuple(image.shape[-2:]), z_target)
-        return EncoderAttack(
-            encoder, image, resolution=target.resolution, latents=latents, config=config
-        )
+        return EncoderAttack(encoder, image, resolution=resolution, latents=latents, config=config)
     from .models.pipelines import load_pipeline
 
     if method == "diffusion":
         from .attacks.diffusion import DiffusionAttack
 
         pipe = load_pipeline(target.model_path, "img2img", device=device)
-        return DiffusionAttack(
-            pipe, image, prompt=prompt, resolution=target.resolution, config=config
-        )
+        return DiffusionAttack(pipe, image, prompt=prompt, resolution=resolution, config=config)
     if method == "edit":
         from .attacks.edit import EditAwayAttack, EditPrediction
 
         pipe = load_pipeline(target.model_path, "img2img", device=device)
-        return EditAwayAttack(EditPrediction(pipe), resolution=target.resolution, config=config)
+        return EditAwayAttack(EditPrediction(pipe), resolution=resolution, config=config)
     from .errors import InputError
 
     raise InputError(f"unknown method {method!r}; use 'encoder', 'diffusion' or 'edit'")
@@ -202,9 +216,9 @@ def immunize(
 
     The steps, numbered as in the code:
 
-    1. Check the inputs: load the images, resolve the targets and refuse a size
-       no attack can afford, all before any model is loaded.
-    2. Choose the budget: what the caller gave, the rest from the first target.
+    1. Check the inputs: load the images and resolve the targets.
+    2. Choose the budget (what the caller gave, the rest from the first target) and
+       refuse a size no attack at it can afford, all before any model is loaded.
     3. Build the attack: one per target, an :class:`Ensemble` when there are several.
     4. Attack each group of equal-size images as one batch; record one
        :class:`Protection` per target and image.
@@ -267,13 +281,14 @@ def immunize(
     resolved = [
         t if isinstance(t, AttackTarget) else build_target(t, recipe=recipe) for t in target_list
     ]
-    for image in loaded:
-        for target in resolved:
-            check_attack_size(image.height, image.width, target.resolution, name=image.name)
 
     # 2. Choose the budget, and whether the immunizers give PGD its start
     plan = choose_schedule(resolved, method, eps, steps, warm_start=warm_start, norm=norm)
     chosen, start = plan.budget, plan.warm_start
+    for image in loaded:  # still before any model loads
+        for target in resolved:
+            resolution = attack_resolution(target, chosen)
+            check_attack_size(image.height, image.width, resolution, name=image.name)
     budget = parse_budget(chosen.eps, upper=None if norm == "l2" else Fraction(1))
     if plan.steps == 0:  # the pass alone, then rounding only
         pgd = {**pgd, "quant_steps": 0}
@@ -292,7 +307,7 @@ def immunize(
 
     # 3. Build the attack
     dev = torch.device(device)
-    members = [_build_attack(t, chosen.method, config, dev, prompt) for t in resolved]
+    members = [_build_attack(t, chosen, config, dev, prompt) for t in resolved]
     attack = members[0] if len(members) == 1 else Ensemble(members, weights, config=config)
     if start:  # generators load with the models, off the clock each Protection records
         for target in resolved:

@@ -302,6 +302,23 @@ def test_immunize_follows_the_targets_recommended_method_and_budget(photo, tiny_
     assert chosen.max_abs_delta <= 8
 
 
+def test_a_budgets_resolution_lets_the_attack_see_the_photo_at_its_own_size(tiny_models):
+    target = build_target(tiny_models[0])
+    photo = sample_pixels("coffee.png", 2 * target.resolution)  # working size: half of it
+    x = pixels_to_tensor(photo)
+    encoder, image = target.vae_encoder(), target.tensor(target.encoder.x_target)
+    seen_at = {r: EncoderAttack(encoder, image, resolution=r).loss(x).item() for r in (128, 256)}
+    assert target.resolution == 128 and seen_at[128] != pytest.approx(seen_at[256], rel=1e-3)
+
+    own_size = Budget(method="encoder", eps="8/255", steps=1, resolution=256)
+    for budgets, seen in (((own_size,), 256), (target.budgets, 128)):
+        recommending = target.model_copy(update={"budgets": budgets})
+        (protection,) = immunize(photo, recommending, steps=1, seed=0).protections
+        assert float(protection.loss_before) == pytest.approx(seen_at[seen], rel=1e-4)
+    # A budget without one keeps the field out of the descriptor: published digests stand.
+    assert "resolution" not in target.budgets[0].model_dump(mode="json")
+
+
 def test_the_edit_away_attack_moves_the_guided_prediction_within_eps(photo, tiny_models):
     from photoimmune.sdk.attacks.edit import EditAwayAttack, EditPrediction
 
