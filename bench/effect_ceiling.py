@@ -238,17 +238,22 @@ def lent_target(model: str, donor: str) -> AttackTarget:
     return with_bundled_immunizer(target, resolve_model(donor))
 
 
-def ceiling(s: Session, photos: dict, levels: int, target: AttackTarget | None = None) -> None:
+def ceiling(
+    s: Session, photos: dict, levels: int, target: AttackTarget | None = None, seed: int = 0
+) -> None:
     print(f"\n3. the ceiling: SSIM gap over same-ε noise, immunize's defaults at {levels}/255")
     print(f"{'photo':14}" + "".join(f"{st:>8}" for st in (0, *STRENGTHS)))
+    rows = []
     for name, px in photos.items():
-        adv = immunize(px, target or s.model, eps=f"{levels}/255", seed=0).pixels
+        adv = immunize(px, target or s.model, eps=f"{levels}/255", seed=seed).pixels
         baseline = noisy(px, levels)
         row = []
         for st in (0, *STRENGTHS):
             clean = s.edit(px, st)
             row.append(ssim(s.edit(baseline, st), clean) - ssim(s.edit(adv, st), clean))
+        rows.append(row)
         print(f"{name:14}" + "".join(f"{v:8.3f}" for v in row))
+    print(f"{'mean':14}" + "".join(f"{v:8.3f}" for v in np.mean(rows, axis=0)))
 
 
 def levers(s: Session, photos: dict, levels: int, only: list[str] | None = None) -> None:
@@ -332,6 +337,7 @@ def main() -> None:
     parser.add_argument(
         "--pass-from", help="table 3: a bundled version whose budgets and pass --model runs"
     )
+    parser.add_argument("--seed", type=int, default=0, help="table 3: immunize's seed")
     args = parser.parse_args()
     EDIT["guidance_scale"] = args.guidance
     s = Session(args.model)
@@ -343,7 +349,7 @@ def main() -> None:
             tables[key](s, photos)
         elif key == "3":
             lent = lent_target(args.model, args.pass_from) if args.pass_from else None
-            ceiling(s, photos, args.eps, lent)
+            ceiling(s, photos, args.eps, lent, args.seed)
         elif key == "4":
             levers(s, photos, args.eps, args.levers.split(",") if args.levers else None)
         elif key == "5":
