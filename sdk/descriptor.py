@@ -135,6 +135,12 @@ class Budget(BaseModel):
     it. Left out (None), the attack works at the model's resolution, as every budget did
     before the field existed: their targets keep their digests.
 
+    ``full_steps_up_to`` is the short side up to which the attack runs all its steps; a
+    photo seen larger runs ``steps * full_steps_up_to / side`` of them (rounded up), so
+    each photo costs about what its side does, not its area. A step at a larger size
+    moves more pixels, and on tiny-ldm@3 20 steps at 256 px protect as well as 40
+    (docs/models.md). Left out, every photo runs all the steps.
+
     Example:
         >>> Budget(method="edit", eps="8/255", steps=40, resolution=256).resolution
         256
@@ -153,6 +159,13 @@ class Budget(BaseModel):
         exclude_if=lambda resolution: resolution is None,
         description="the short side up to which the attack sees a photo at its own size; "
         "None: the model's resolution",
+    )
+    full_steps_up_to: int | None = Field(
+        default=None,
+        gt=0,
+        exclude_if=lambda side: side is None,
+        description="the short side up to which the attack runs all its steps; a photo "
+        "seen larger runs steps x this / its side; None: all steps at every size",
     )
 
 

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Literal, overload
 
@@ -108,6 +108,22 @@ def attack_resolution(target: AttackTarget, budget: Budget) -> int:
         256
     """
     return max(target.resolution, budget.resolution or 0)
+
+
+def steps_at_size(steps: int, budget: Budget, side: int) -> int:
+    """The PGD steps for a photo the attack sees with short side ``side``, from the
+    ``steps`` a schedule chose (:attr:`~.descriptor.Budget.full_steps_up_to`).
+
+    Example:
+        >>> edit = Budget(method="edit", eps="8/255", steps=40, resolution=256,
+        ...               full_steps_up_to=128)
+        >>> steps_at_size(40, edit, 128), steps_at_size(40, edit, 192), steps_at_size(40, edit, 256)
+        (40, 27, 20)
+    """
+    full = budget.full_steps_up_to
+    if full is None or side <= full:
+        return steps
+    return math.ceil(steps * full / side)
 
 
 def _build_attack(
@@ -315,10 +331,14 @@ def immunize(
 
     # 4. Attack each group of equal-size images as one batch
     applied = chosen.model_copy(update={"norm": norm, "eps": format_budget(budget)})
+    seen_up_to = max(attack_resolution(t, chosen) for t in resolved)
     results: dict[int, ImmunizationResult] = {}
     for indices in _same_size_groups(loaded):
         group = [loaded[i] for i in indices]
         x = pixels_to_tensor([im.pixels for im in group], device=dev)
+        if steps is None:  # steps the caller named run as named, at any size
+            side = min(*x.shape[-2:], seen_up_to)
+            attack.config = replace(config, steps=steps_at_size(plan.steps, chosen, side))
         pixel_mask = None if mask is None else _mask_tensor(mask, x)
         started = time.perf_counter()
         init = combined_delta(resolved, x, float(budget), weights) if start else None

@@ -20,6 +20,7 @@ from photoimmune.sdk.attacks import (
     loss_and_grad,
 )
 from photoimmune.sdk.descriptor import Budget
+from photoimmune.sdk.immunization import choose_schedule
 from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.samples import sample_pixels
@@ -317,6 +318,19 @@ def test_a_budgets_resolution_lets_the_attack_see_the_photo_at_its_own_size(tiny
         assert float(protection.loss_before) == pytest.approx(seen_at[seen], rel=1e-4)
     # A budget without one keeps the field out of the descriptor: published digests stand.
     assert "resolution" not in target.budgets[0].model_dump(mode="json")
+
+
+def test_a_budget_runs_fewer_steps_on_photos_seen_larger_than_its_full_steps_side(tiny_models):
+    target = build_target(tiny_models[0])
+    scaled = Budget(method="encoder", eps="8/255", steps=4, resolution=256, full_steps_up_to=128)
+    recommending = target.model_copy(update={"budgets": (scaled,)})
+    full = choose_schedule([recommending]).steps
+    photos = [sample_pixels("coffee.png", side) for side in (128, 256, 512)]
+    # 128 px: all the steps; 256 px: half; 512 px is seen at 256, so half too.
+    ran = [immunize(p, recommending, seed=0).protections[0].steps for p in photos]
+    assert full > 1 and ran == [full, math.ceil(full / 2), math.ceil(full / 2)]
+    assert immunize(photos[1], recommending, steps=3, seed=0).protections[0].steps == 3
+    assert "full_steps_up_to" not in target.budgets[0].model_dump(mode="json")
 
 
 def test_the_edit_away_attack_moves_the_guided_prediction_within_eps(photo, tiny_models):

@@ -256,6 +256,7 @@ def test_a_model_folder_s_budgets_file_sets_its_published_recommendation(tmp_pat
     v3 = build_target("tiny-ldm@3")
     assert v3.recommended_budget().method == "edit" and v3.immunizer.objective == "edit"
     assert v3.recommended_budget().resolution == 256  # photos up to 256 px at their own size
+    assert v3.recommended_budget().full_steps_up_to == 128  # 20 of its 40 steps at 256 px
     assert build_target("tiny-ldm@3", recipe="checker").budgets == DEFAULT_BUDGETS
     folder = tmp_path / "model"
     shutil.copytree(resolve_model("tiny-ldm@1"), folder)
