@@ -255,7 +255,8 @@ def immunize(
             method (:data:`DEFAULT_STEPS` without a recommendation); under a warm start,
             the immunizers' recommended ``finish_steps`` (the largest of them); from a
             random start, an L∞ encoder attack's :data:`COLD_STEP_SHARE` of it, run with
-            momentum (:func:`choose_schedule`).
+            momentum (:func:`choose_schedule`); fewer on photos larger than the
+            budget's ``full_steps_up_to`` (:func:`steps_at_size`).
         warm_start: start PGD from the targets' one-pass immunizers (combined for an
             ensemble, :func:`~photoimmune.sdk.immunizer.combined_delta`) instead of a
             random point. Default: None, on whenever the attack is L∞ and every
