@@ -39,7 +39,7 @@ from .attacks.budget import format_budget, parse_budget
 from .attacks.ensemble import Ensemble
 from .attacks.pgd import PGDConfig, PGDResult
 from .attacks.precision import fast_dtype
-from .attacks.sizing import check_attack_size
+from .attacks.sizing import check_attack_size, working_size
 from .attacks.transforms import default_eot
 from .descriptor import Budget, Method
 from .immunizer import combined_delta, load_generator
@@ -338,7 +338,8 @@ def immunize(
         group = [loaded[i] for i in indices]
         x = pixels_to_tensor([im.pixels for im in group], device=dev)
         if steps is None:  # steps the caller named run as named, at any size
-            side = min(*x.shape[-2:], seen_up_to)
+            height, width = x.shape[-2:]
+            side = min(working_size(height, width, seen_up_to))
             attack.config = replace(config, steps=steps_at_size(plan.steps, chosen, side))
         pixel_mask = None if mask is None else _mask_tensor(mask, x)
         started = time.perf_counter()
