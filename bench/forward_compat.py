@@ -38,11 +38,11 @@ from photoimmune.sdk import immunize, sign_pixels
 from photoimmune.sdk.evaluate.metrics import edit_similarity
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.models import load_pipeline
-from photoimmune.sdk.models.bundled import VENDOR, bundled_models
+from photoimmune.sdk.models.bundled import VENDOR
 from photoimmune.sdk.models.pipelines import edit_image
 from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS
 from photoimmune.sdk.samples import sample_pixels
-from photoimmune.sdk.targets import build_target
+from photoimmune.sdk.targets import honouring_release
 
 
 def main() -> None:
@@ -110,12 +110,6 @@ def main() -> None:
         ssim = statistics.mean(v[0] for v in values)
         psnr = statistics.mean(v[1] for v in values)
         print(f"{row:12} {ssim:7.3f} {psnr:10.2f}")
-
-
-def honouring_release(model: str) -> str | None:
-    """The bundled release whose target honours ``model``'s, if there is one."""
-    digest = build_target(model).digest
-    return next((m.name for m in bundled_models() if digest in build_target(m.name).honours), None)
 
 
 if __name__ == "__main__":

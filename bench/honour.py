@@ -16,13 +16,13 @@ honouring fine-tune may cost quality). Issue 28's bars: honoured gap ≥ native
 gap - 0.01 and ≥ 0.10; ≥ 80 % of it kept after JPEG 75; ≤ 0.3 dB drop (on
 the mean and on the worst photo).
 
-``--recognition`` prints instead, for every scikit-image sample photo, which
-old protections the newest encoder recognises: its latent distance to the
-target over the previous encoder's, for the immunized photo (near 0:
-recognised and sent to the target) and for the clean one (about 1: kept), with
-how much the previous version's own loss fell (its immunization's strength).
+``--recognition`` prints instead, for every scikit-image sample photo, the
+newest encoder's gate score (:mod:`photoimmune.sdk.mark`) of the photo
+protected against the previous version and of its JPEG 75 copy, then the
+detection rates: the share of protected photos whose score opens the gate, and
+the share above the 99th percentile of clean pictures (issue 28's 1 % FPR).
 
-    .venv/bin/python bench/honour.py --newest DIR_OR_NAME [--previous tiny-ldm@2]
+    .venv/bin/python bench/honour.py [--newest tiny-ldm@4] [--previous tiny-ldm@3]
         [--photos chelsea.png coffee.png camera.png] [--size 128] [--no-native]
         [--recognition]
 """
@@ -35,14 +35,14 @@ import statistics
 import numpy as np
 import torch
 
-from photoimmune.diffusers_plugin.detection import LatentDetector
 from photoimmune.sdk import immunize
 from photoimmune.sdk.evaluate.harness import same_eps_noise
 from photoimmune.sdk.evaluate.metrics import edit_similarity
 from photoimmune.sdk.evaluate.processing import PROCESSING
 from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.models import load_pipeline
-from photoimmune.sdk.models.pipelines import edit_image
+from photoimmune.sdk.models.honour import handled_crops, jpeg
+from photoimmune.sdk.models.pipelines import edit_image, load_vae
 from photoimmune.sdk.samples import sample_dir, sample_pixels
 from photoimmune.sdk.targets import build_target
 
@@ -58,23 +58,49 @@ def reconstruction_psnr(vae, pixels: np.ndarray) -> float:
 
 
 def recognition(newest: str, previous: str, size: int) -> None:
-    """Per sample photo: the new/old latent distance to the target, immunized and clean."""
+    """Per sample photo, the newest encoder's gate score (the honoured marks' z-score) of
+    the photo protected against ``previous`` as publishers protect it, and of its JPEG
+    75 copy; then the true positive rates at the gate's threshold and at 1 % false
+    positives among clean pictures: every sample photo, its same-ε noisy copy, 256
+    handled crops of the sample photos, and the JPEG 75 copies of all of these."""
+    gate = load_vae(newest).honour
     old_target = build_target(previous)
-    new, old = LatentDetector(build_target(newest)), LatentDetector(old_target)
-    print(f"{'photo':24} {'old loss cut':>12} {'immunized':>10} {'clean':>7}")
+
+    def score(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return gate.score(batch * 2 - 1)
+
+    print(f"{'photo':24} {'protected':>10} {'JPEG 75':>8} {'clean':>7}")
+    protected, clean = [], []
     for path in sorted(sample_dir().glob("*.png")):
         photo = sample_pixels(path.name, size)
-        result = immunize(photo, old_target, eps=EPS, seed=0)
-        cut = result.protections[0].loss_cut
-        pair = [result.pixels, photo]
-        ratios = np.divide(new.distances(pair), old.distances(pair))
-        print(f"{path.name:24} {cut:12.1%} {ratios[0]:10.3f} {ratios[1]:7.3f}", flush=True)
+        treated = immunize(photo, old_target, eps=EPS, seed=0).pixels
+        noisy = same_eps_noise(photo, EPS, np.random.default_rng(0))
+        both = pixels_to_tensor([treated, photo, noisy])
+        scores = torch.cat([score(both), score(jpeg(both))])
+        protected += [scores[0], scores[3]]
+        clean += [scores[1], scores[2], scores[4], scores[5]]
+        row = f"{scores[0]:10.2f} {scores[3]:8.2f} {scores[1]:7.2f}"
+        print(f"{path.name:24} {row}", flush=True)
+    photos = [sample_pixels(p.name) for p in sorted(sample_dir().glob("*.png"))]
+    crops = handled_crops(photos, 256, size, torch.Generator().manual_seed(0))
+    clean_scores = torch.cat([torch.stack(clean), score(crops), score(jpeg(crops))])
+    hits = torch.stack(protected).view(-1, 2)  # (photo, [as published, JPEG 75])
+    p99 = float(torch.quantile(clean_scores, 0.99))
+    print(
+        f"\n{len(clean_scores)} clean pictures: highest {float(clean_scores.max()):.2f}, 99th "
+        f"percentile {p99:.2f}; the gate opens from {float(gate.threshold):.2f}"
+    )
+    for label, cut in (("the gate's threshold", float(gate.threshold)), ("1 % FPR", p99)):
+        fpr = float((clean_scores > cut).float().mean())
+        tpr = (hits > cut).float().mean(dim=0).tolist()
+        print(f"at {label} ({cut:.2f}): FPR {fpr:.1%}, TPR {tpr[0]:.1%} (JPEG 75: {tpr[1]:.1%})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--newest", required=True)
-    parser.add_argument("--previous", default="tiny-ldm@2")
+    parser.add_argument("--newest", default="tiny-ldm@4")
+    parser.add_argument("--previous", default="tiny-ldm@3")
     parser.add_argument("--photos", nargs="+", default=["chelsea.png", "coffee.png", "camera.png"])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--no-native", action="store_true")
@@ -84,7 +110,7 @@ def main() -> None:
         recognition(args.newest, args.previous, args.size)
         return
     newest, previous = load_pipeline(args.newest), load_pipeline(args.previous)
-    jpeg = PROCESSING["jpeg75"]
+    to_jpeg = PROCESSING["jpeg75"]
     gaps: dict[str, list[float]] = {"honoured": [], "native": [], "honoured, JPEG 75": []}
     drops = []
     for name in args.photos:
@@ -99,7 +125,7 @@ def main() -> None:
         noise = same_eps_noise(photo, EPS, np.random.default_rng(0))
         old = immunize(photo, args.previous, eps=EPS, seed=0).pixels
         gaps["honoured"].append(ssim(noise) - ssim(old))
-        gaps["honoured, JPEG 75"].append(ssim(jpeg(noise)) - ssim(jpeg(old)))
+        gaps["honoured, JPEG 75"].append(ssim(to_jpeg(noise)) - ssim(to_jpeg(old)))
         if not args.no_native:
             gaps["native"].append(ssim(noise) - ssim(immunize(photo, args.newest, eps=EPS).pixels))
         drops.append(

@@ -597,6 +597,12 @@ def _print_forward(forward, settings) -> None:
     for case, ssim, psnr in forward.rows:
         table.add_row(case, f"{ssim:.3f}", f"{psnr:.2f}")
     console.print(table)
+    if forward.honouring:
+        console.print(
+            f"{forward.honouring} honours {forward.model}'s protections (a cooperative "
+            f"release): its check found the {forward.model}-native image {forward.honoured_status}"
+            ", passed it untouched, and its last row is against its own edit of the original"
+        )
     console.print(f"manifest chain of {forward.image}: {' → '.join(forward.chain) or 'none'}")
     console.print(f"grid: {forward.grid}")
 

@@ -14,7 +14,13 @@ Two steps, on the newest bundled version (its edits keep the photo best):
    pipeline with the immunization check on, which re-immunizes it against v3
    and signs it as a new link of its manifest chain (``reimmunized.png``). Its
    edit is compared with the v3 edit of the v2-only image (no check) and of
-   step 1's v3-native immunization (``forward.png``).
+   step 1's v3-native immunization (``forward.png``); and, where a bundled
+   release honours v3 (``tiny-ldm@4``, a cooperative release), step 1's image
+   is edited by that release with the check on too: ``covered``, so it passes
+   untouched, and its mark alone breaks the edit.
+
+The demo's model stays v3, the newest version trained for edits rather than to
+honour: v4 is v3's weights plus the gate that honours v3's protections.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from photoimmune.sdk.models.bundled import VENDOR, bundled_models
 from photoimmune.sdk.models.pipelines import edit_image, load_pipeline
 from photoimmune.sdk.pictures import amplify_delta, bar_chart, comparison_grid, loss_curve
 from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.targets import honouring_release
 
 
 def previous_version(model: str) -> str | None:
@@ -94,6 +101,8 @@ class ForwardReport:
     seconds: float  # the check, re-immunization included
     grid: Path
     image: Path
+    honouring: str | None = None  # a release that honours ``model``'s protections
+    honoured_status: str | None = None  # what its check found step 1's image: "covered"
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,9 @@ def run_demo(
     keys, _ = open_keys(out_dir / "keys")
     photo = sample_pixels(s.photo, s.size)
     # The vendor publishes the targets; the publisher fetches them back, verified.
-    client, moved = _demo_registry(out_dir / "registry", [m for m in (s.previous, s.model) if m])
+    honouring = honouring_release(s.model) if s.previous else None
+    releases = [m for m in (s.previous, s.model, honouring) if m]
+    client, moved = _demo_registry(out_dir / "registry", releases)
     target = client.get(f"{VENDOR}/{s.model}")
     started = time.perf_counter()
     result = _immunized(photo, target, s.eps, s, progress)
@@ -185,7 +196,7 @@ def run_demo(
     atomic_write_bytes(out_dir / "immunized.png", signed, overwrite=True)
     forward = None
     if s.previous and s.previous != s.model:
-        forward = run_forward_step(out_dir, s, client, photo, result, keys, progress)
+        forward = run_forward_step(out_dir, s, client, photo, result, keys, progress, honouring)
     protection = result.protections[0]
     return DemoReport(
         settings=s,
@@ -268,10 +279,13 @@ def run_forward_step(
     native: ImmunizationResult,
     keys: KeyDir,
     progress: Callable[[str], ProgressFn] | None = None,
+    honouring: str | None = None,
 ) -> ForwardReport:
     """Step 2 (see the module docstring): a copy protected against ``s.previous`` only
     meets ``s.model``'s checked pipeline; ``client`` reads the registry step 1 published
-    both targets to, and ``native`` is step 1's immunization.
+    the targets to, and ``native`` is step 1's immunization. ``honouring``, a release
+    that honours ``s.model`` (published too), adds the row of its checked edit of
+    ``native``, against its own edit of the photo.
 
     Example:
         >>> step = run_forward_step(out, settings, client, photo, result, keys)  # doctest: +SKIP
@@ -308,6 +322,17 @@ def run_forward_step(
         f"{s.model} native": edit_image(plain, native.pixels, s.prompt, **edit),
     }
     rows = tuple((case, *edit_similarity(clean_edit, e)) for case, e in edits.items())
+    honoured_status = None
+    if honouring:
+        later, later_checked = load_pipeline(honouring), load_pipeline(honouring)
+        later_checked.enable_immunization_check(client, trust=keys.ca_cert, eps=s.eps)
+        native_image = out_dir / "immunized.png"  # step 1's, signed
+        honoured = edit_image(later_checked, native_image, s.prompt, **edit)
+        (covered,) = later_checked.immunization_report.images
+        honoured_status = covered.status
+        reference = edit_image(later, photo, s.prompt, **edit)
+        case = f"{s.model} native, edited by {honouring}"
+        rows += ((case, *edit_similarity(reference, honoured)),)
     image = out_dir / "reimmunized.png"
     chain: tuple[str, ...] = ()
     if check.signed_image is not None:
@@ -337,4 +362,6 @@ def run_forward_step(
         seconds=round(seconds, 2),
         grid=grid_path,
         image=image,
+        honouring=honouring,
+        honoured_status=honoured_status,
     )

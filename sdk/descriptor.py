@@ -13,7 +13,10 @@ denoiser), the resolution editors use the model at, and the attacks' specs:
   (:mod:`photoimmune.sdk.attacks.edit`), whose settings are the SDK's;
 * ``honours``: the digests of earlier targets this release was trained to honour
   (a cooperative release: photos immunized against those targets already edit
-  badly on it, with no re-immunization).
+  badly on it, with no re-immunization);
+* ``mark``: a keyed pattern every protection made against the target carries
+  inside its ε (:mod:`photoimmune.sdk.mark`), which a later release that honours
+  the target recognises, after JPEG too (GuardDoor's protective trigger).
 
 Tensors live in a safetensors file next to the descriptor, referenced by its
 sha256, so the descriptor (a small JSON file, canonical and float-free) is what
@@ -216,6 +219,40 @@ class ImmunizerSpec(BaseModel):
     weights: TensorFile
 
 
+class MarkSpec(BaseModel):
+    """The keyed pattern protections against a target carry (:mod:`photoimmune.sdk.mark`).
+
+    ``seed`` draws a ±1 pattern of ``cell`` x ``cell`` pixel squares at the image's
+    own size; ``immunize`` adds ``amplitude`` of it to the perturbation, inside the
+    budget, on photos whose short side is at most ``side``, and less on larger ones
+    (``amplitude x side / short side``, at least one level): the mark's score grows
+    with the pixel count, its cost to the perturbation does not. It is public on
+    purpose: it only tells a release that honours the target which pictures were
+    protected against it.
+
+    Example:
+        >>> MarkSpec(seed=3).amplitude
+        '2/255'
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    seed: int = Field(ge=0, lt=2**32)
+    cell: int = Field(default=2, ge=1, le=16)
+    amplitude: str = Field(default="2/255", pattern=r"^[1-9][0-9]*/255$")
+    side: int = Field(default=128, ge=8)
+
+    def levels_at(self, height: int, width: int) -> int:
+        """The 8-bit levels of the pattern added to a ``height`` x ``width`` photo.
+
+        Example:
+            >>> [MarkSpec(seed=3).levels_at(s, s) for s in (64, 128, 256, 512)]
+            [2, 2, 1, 1]
+        """
+        full = int(self.amplitude.split("/")[0])
+        return max(1, round(full * min(1.0, self.side / min(height, width))))
+
+
 DEFAULT_BUDGETS = (
     Budget(method="encoder", eps="8/255", steps=100),
     Budget(method="encoder", eps="16/255", steps=200),
@@ -256,6 +293,7 @@ class AttackTarget(BaseModel):
     )
     # Left out when absent, for the same reason.
     immunizer: ImmunizerSpec | None = Field(default=None, exclude_if=lambda spec: spec is None)
+    mark: MarkSpec | None = Field(default=None, exclude_if=lambda spec: spec is None)
 
     # Filled by the weights side (photoimmune.sdk.targets); torch objects, typed Any here.
     _tensors: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -41,7 +41,7 @@ from .attacks.pgd import PGDConfig, PGDResult
 from .attacks.precision import fast_dtype
 from .attacks.sizing import check_attack_size, working_size
 from .attacks.transforms import default_eot
-from .descriptor import Budget, Method
+from .descriptor import Budget, MarkSpec, Method
 from .immunizer import combined_delta, load_generator
 from .io import (
     ImageSource,
@@ -51,6 +51,7 @@ from .io import (
     pixels_to_tensor,
     tensor_to_pixels,
 )
+from .mark import apply_marks
 from .protection import Protection, format_loss
 from .targets import AttackTarget, Recipe, build_target
 
@@ -333,6 +334,8 @@ def immunize(
     # 4. Attack each group of equal-size images as one batch
     applied = chosen.model_copy(update={"norm": norm, "eps": format_budget(budget)})
     seen_up_to = max(attack_resolution(t, chosen) for t in resolved)
+    # An L2 budget has no room set aside per pixel: marks go with L∞ only.
+    marks = [t.mark for t in resolved if t.mark is not None] if norm == "linf" else []
     results: dict[int, ImmunizationResult] = {}
     for indices in _same_size_groups(loaded):
         group = [loaded[i] for i in indices]
@@ -345,6 +348,8 @@ def immunize(
         started = time.perf_counter()
         init = combined_delta(resolved, x, float(budget), weights) if start else None
         outcome = attack.perturb(x, mask=pixel_mask, seed=seed, progress=progress, init=init)
+        if marks:
+            outcome = _marked(attack, x, outcome, marks, float(budget), pixel_mask)
         seconds = time.perf_counter() - started
         losses = _per_target_losses(attack, x, outcome)
         group_results = _group_results(group, resolved, applied, outcome, losses, seconds)
@@ -517,6 +522,20 @@ def _mask_tensor(mask: np.ndarray, x: torch.Tensor) -> torch.Tensor:
             "give one (height, width) mask per image size"
         )
     return torch.from_numpy(np.asarray(mask) != 0).to(x)[None, None]
+
+
+def _marked(
+    attack: Attack,
+    x: torch.Tensor,
+    outcome: PGDResult,
+    marks: list[MarkSpec],
+    eps: float,
+    mask: torch.Tensor | None,
+) -> PGDResult:
+    """The attack's result carrying the targets' marks (:mod:`.mark`), inside the same ε,
+    and re-scored: a Protection records the loss of the image as saved."""
+    x_adv = apply_marks(x, outcome.x_adv.to(x), marks, eps, mask)
+    return replace(outcome, x_adv=x_adv, loss_after=attack.evaluate(x_adv).to(outcome.loss_after))
 
 
 def _per_target_losses(

@@ -48,6 +48,7 @@ from .descriptor import (
     EncoderSpec,
     ImmunizerMismatchError,
     ImmunizerSpec,
+    MarkSpec,
     PipelineKind,
     Recipe,
     TargetIntegrityError,
@@ -71,6 +72,7 @@ __all__ = [
     "EncoderSpec",
     "ImmunizerMismatchError",
     "ImmunizerSpec",
+    "MarkSpec",
     "PipelineKind",
     "Recipe",
     "TargetIntegrityError",
@@ -81,6 +83,7 @@ __all__ = [
     "bind_pipeline",
     "build_target",
     "fingerprint_module",
+    "honouring_release",
     "load_encoder",
     "load_target",
     "model_fingerprints",
@@ -211,6 +214,7 @@ def model_fingerprints(model_path: str) -> WeightFingerprints:
     import diffusers
 
     from .models.bundled import model_index
+    from .models.pipelines import load_vae
 
     root = Path(model_path)
     index = model_index(root)
@@ -221,7 +225,7 @@ def model_fingerprints(model_path: str) -> WeightFingerprints:
             "pass a latent diffusion pipeline's folder"
         )
     denoiser_class = getattr(diffusers, index[name][1])
-    vae = diffusers.AutoencoderKL.from_pretrained(root / "vae", local_files_only=True)
+    vae = load_vae(root)
     denoiser = denoiser_class.from_pretrained(root / name, local_files_only=True)
     return WeightFingerprints(vae=fingerprint_module(vae), denoiser=fingerprint_module(denoiser))
 
@@ -278,7 +282,9 @@ def build_target(
         budgets: the vendor's recommended budgets, the first being what immunization
             runs by default. Default: None, for the published (gray) target those the
             model folder's ``budgets.json`` lists if it ships one (tiny-ldm@3 leads
-            with the edit attack), else :data:`DEFAULT_BUDGETS`.
+            with the edit attack), else :data:`DEFAULT_BUDGETS`. The published
+            target also carries the mark the folder's ``mark.json`` names, if any
+            (:mod:`photoimmune.sdk.mark`; tiny-ldm@3's is honoured by tiny-ldm@4).
 
     Example:
         >>> build_target("tiny-ldm@2", recipe="checker").resolution  # doctest: +SKIP
@@ -318,6 +324,7 @@ def build_target(
         tensors=tensor_file,
         honours=_honoured_digests(path) if honours is None else _digests(honours),
         budgets=tuple(budgets),
+        mark=_published_mark(path) if published else None,
     )
     target._tensors.update(tensors)
     target._model_path = str(path)
@@ -328,6 +335,24 @@ def build_target(
 BUNDLED_IMMUNIZER = "immunizer"
 #: Where a model folder keeps the budgets its published target recommends (a JSON list).
 BUNDLED_BUDGETS = "budgets.json"
+#: Where a model folder keeps the mark its published target's protections carry.
+BUNDLED_MARK = "mark.json"
+
+
+def _published_mark(path: Path) -> MarkSpec | None:
+    """The mark the model folder gives its published target's protections, if any."""
+    from pydantic import ValidationError
+
+    file = path / BUNDLED_MARK
+    if not file.is_file():
+        return None
+    try:
+        return MarkSpec.model_validate_json(file.read_bytes())
+    except ValidationError as exc:
+        raise InputError(
+            f"{file}: not a mark ({exc.error_count()} errors); it needs a seed, e.g. "
+            '{"seed": 3, "cell": 2, "amplitude": "2/255"}'
+        ) from exc
 
 
 def _published_budgets(path: Path) -> tuple[Budget, ...]:
@@ -371,6 +396,19 @@ def with_bundled_immunizer(target: AttackTarget, path: str | os.PathLike[str]) -
     spec = ImmunizerSpec.model_validate_json((folder / "spec.json").read_bytes())
     spec = spec.model_copy(update={"target": target.base_digest})
     return target.with_immunizer(spec, (folder / spec.weights.path).read_bytes())
+
+
+def honouring_release(model: str | os.PathLike[str]) -> str | None:
+    """The bundled release whose published target honours ``model``'s, if there is one.
+
+    Example:
+        >>> honouring_release("tiny-ldm@3"), honouring_release("tiny-ldm@2")  # doctest: +SKIP
+        ('tiny-ldm@4', None)
+    """
+    from .models.bundled import bundled_models
+
+    digest = build_target(model).digest
+    return next((m.name for m in bundled_models() if digest in build_target(m.name).honours), None)
 
 
 def _digests(targets: Sequence[AttackTarget | str]) -> tuple[str, ...]:

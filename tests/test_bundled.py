@@ -12,19 +12,20 @@ from photoimmune.sdk.models import bundled_models, check_model, resolve_model
 
 def test_bundled_models_are_in_diffusers_layout_and_small():
     models = bundled_models()
-    assert [m.name for m in models] == ["tiny-ldm@1", "tiny-ldm@2", "tiny-ldm@3"]
+    assert [m.name for m in models] == ["tiny-ldm@1", "tiny-ldm@2", "tiny-ldm@3", "tiny-ldm@4"]
     for m in models:
         index = json.loads((m.path / "model_index.json").read_text())
         assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
         for part in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):
             assert (m.path / part).is_dir()
-    total = sum(f.stat().st_size for m in models for f in m.path.rglob("*") if f.is_file())
-    assert total < 40e6
+    # A cooperative release links its base's files (v4: all but its VAE's gate).
+    files = [f for m in models for f in m.path.rglob("*") if f.is_file() and not f.is_symlink()]
+    assert sum(f.stat().st_size for f in files) < 40e6
 
 
 def test_bundled_names_resolve():
     assert resolve_model("tiny-ldm@1") == resolve_model("photoimmune/tiny-ldm@1")
-    assert resolve_model("tiny-ldm") == resolve_model("tiny-ldm@3")  # the latest version
+    assert resolve_model("tiny-ldm") == resolve_model("tiny-ldm@4")  # the latest version
 
 
 def test_version_2_is_a_new_release_not_a_copy():
@@ -59,6 +60,37 @@ def test_version_3_has_its_own_encoder_and_the_later_diffusion_recipe():
     assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
     config = json.loads((v3 / "training.json").read_text())["config"]
     assert config["base"] == 2 and config["decoder_latent_noise"] > 0
+
+
+def test_version_4_is_version_3_honouring_its_protections():
+    """A cooperative release (issue 28): v3's weights, a gate for v3's marks, its own mark."""
+    import numpy as np
+
+    from photoimmune.sdk import immunize
+    from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
+    from photoimmune.sdk.models import load_pipeline
+    from photoimmune.sdk.models.pipelines import edit_image
+    from photoimmune.sdk.samples import sample_pixels
+    from photoimmune.sdk.targets import build_target, honouring_release
+
+    v3, v4 = build_target("tiny-ldm@3"), build_target("tiny-ldm@4")
+    assert v4.honours == (v3.digest,) and honouring_release("tiny-ldm@3") == "tiny-ldm@4"
+    assert v4.mark is not None and v3.mark is not None and v4.mark.seed != v3.mark.seed
+    assert v4.fingerprints.denoiser == v3.fingerprints.denoiser
+    assert v4.fingerprints.vae != v3.fingerprints.vae  # the gate is part of the weights
+    old, new = load_pipeline("tiny-ldm@3"), load_pipeline("tiny-ldm@4")
+    photo = sample_pixels("coffee.png", 96)
+    edit = {"strength": 0.5, "steps": 8, "seed": 1}
+    clean = edit_image(new, photo, "a photo", **edit)
+    assert np.array_equal(clean, edit_image(old, photo, "a photo", **edit))  # clean: as v3
+    protected = immunize(photo, v3, method="amortized", seed=0).pixels
+    noisy = same_eps_noise(photo, "8/255", np.random.default_rng(0))
+    on = {
+        name: edit_similarity(clean, edit_image(p, protected, "a photo", **edit))[0]
+        for name, p in (("v3", old), ("v4", new))
+    }
+    noise = edit_similarity(clean, edit_image(new, noisy, "a photo", **edit))[0]
+    assert on["v4"] < on["v3"] and noise - on["v4"] > 0.2, (on, noise)
 
 
 def test_bundled_models_meet_the_quality_bars():

@@ -18,7 +18,7 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
     settings = replace(DemoSettings(), steps=8, edit_steps=8)
     report = run_demo(tmp_path, settings)
     # The target came through the local registry: published by the vendor, verified on fetch.
-    assert report.target_ref == "photoimmune/tiny-ldm@3"  # the newest bundled version
+    assert report.target_ref == "photoimmune/tiny-ldm@3"  # the newest trained for edits
     assert (tmp_path / "registry" / "root.json").is_file()
     grid = load_image(report.grid)
     assert grid.width > 5 * grid.height  # six panels: both budgets' immunized edits
@@ -53,7 +53,12 @@ def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
         "tiny-ldm@2 only, no check",
         "tiny-ldm@2 + re-immunized by the check",
         "tiny-ldm@3 native",
+        "tiny-ldm@3 native, edited by tiny-ldm@4",
     ]
+    # v4 honours v3: the v3-native image passes its check untouched, and its edit breaks
+    # further than on v3, where only the perturbation works.
+    assert (forward.honouring, forward.honoured_status) == ("tiny-ldm@4", "covered")
+    assert forward.rows[3][1] < forward.rows[2][1]
     assert read_manifest((tmp_path / "immunized-previous.png").read_bytes()).assertion.covers(
         "photoimmune/tiny-ldm@2"
     )
@@ -77,8 +82,10 @@ def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
             and ("believably" in words or "recognisable" in words)
         )
         assert "forward compatibility" in words and "outdated → reimmunized" in words
+        assert "tiny-ldm@4 honours tiny-ldm@3's protections" in words and "covered" in words
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "forward.png").is_file()
-    assert len(list((tmp_path / "registry" / "releases").iterdir())) == 2  # v2, then v3
+    # v2, v3, and v4, which honours v3
+    assert len(list((tmp_path / "registry" / "releases").iterdir())) == 3
 
 
 def test_a_registry_an_earlier_photoimmune_published_to_is_moved_aside_never_replaced(tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .pgd import PGDConfig, PGDResult, ProgressFn, run_pgd
+from .pgd import PGDConfig, PGDResult, ProgressFn, evaluate_loss, run_pgd
 
 
 class Attack:
@@ -42,6 +42,13 @@ class Attack:
 
     def prepare(self, x: torch.Tensor, generator: torch.Generator) -> None:
         """Per-batch set-up before the first loss call (targets at this size, fixed noise...)."""
+
+    def evaluate(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image loss of a finished ``x``, as :meth:`perturb` scores its result
+        (no graph; the precision of the attack's last steps). Call after :meth:`perturb`
+        on the same batch, whose :meth:`prepare` it relies on."""
+        cfg = self.config.exact if self.config.exact_steps else self.config
+        return evaluate_loss(self.loss, x.to(self.device, torch.float32), cfg)
 
     @property
     def device(self) -> torch.device:

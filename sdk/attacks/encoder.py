@@ -73,6 +73,10 @@ class VAEEncoder(torch.nn.Module):
         self.encoder = copy.deepcopy(vae.encoder) if copied else vae.encoder
         # None when the VAE was built without one
         self.quant_conv = copy.deepcopy(vae.quant_conv) if copied else vae.quant_conv
+        # A cooperative release's encoder also sends recognised old protections to its
+        # target (:class:`~photoimmune.sdk.models.honouring_vae.Honour`); attacks see that.
+        honour = getattr(vae, "honour", None)
+        self.honour = copy.deepcopy(honour) if copied and honour is not None else honour
         self.scaling_factor = float(vae.config.scaling_factor)
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         self.resolution = int(vae.config.sample_size)
@@ -101,9 +105,9 @@ class VAEEncoder(torch.nn.Module):
         Example:
             >>> enc = VAEEncoder.from_pretrained("tiny-ldm@1")  # doctest: +SKIP
         """
-        from ..models import resolve_model
+        from ..models.pipelines import load_vae
 
-        vae = AutoencoderKL.from_pretrained(resolve_model(model) / "vae", local_files_only=True)
+        vae = load_vae(model)
         # Both precision switches: a loaded encoder may serve an autocast job (in
         # float32 they change nothing). The decoder goes out of scope with `vae`.
         return cls(vae, float32_input=True, matmul_attention=True)
@@ -121,6 +125,8 @@ class VAEEncoder(torch.nn.Module):
         if self.quant_conv is not None:
             h = self.quant_conv(h)
         mean = h.chunk(2, dim=1)[0].float()
+        if self.honour is not None:
+            mean = self.honour(x01.float() * 2 - 1, mean)
         return (mean - self.shift_factor) * self.scaling_factor
 
     @property

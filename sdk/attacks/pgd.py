@@ -149,8 +149,8 @@ def _autocast(x: torch.Tensor, cfg: PGDConfig) -> torch.autocast:
     return autocast_to(x.device, cfg.autocast)
 
 
-def _evaluate(
-    loss_fn: LossFn, x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator | None
+def evaluate_loss(
+    loss_fn: LossFn, x: torch.Tensor, cfg: PGDConfig, gen: torch.Generator | None = None
 ) -> torch.Tensor:
     """Loss of ``x`` averaged over EOT draws (one plain evaluation without EOT or gen)."""
     draws = cfg.eot_samples if (cfg.eot is not None and gen is not None) else 1
@@ -312,7 +312,7 @@ def run_pgd(
     mask = torch.ones_like(x[:, :1]) if mask is None else mask.to(x).expand_as(x[:, :1])
     last_cfg = cfg.exact if cfg.exact_steps else cfg  # what the finish and the report use
     with torch.no_grad():
-        loss_before = _evaluate(loss_fn, x, last_cfg, None)
+        loss_before = evaluate_loss(loss_fn, x, last_cfg, None)
     if init is not None:
         delta = init.detach().to(x)
     else:
@@ -330,7 +330,7 @@ def run_pgd(
             step_cfg = cfg.exact
             if i == cfg.steps - cfg.exact_steps and i > 0:
                 with torch.no_grad():  # bf16 and float32 losses are not comparable
-                    best_loss = _evaluate(loss_fn, x + best_delta, step_cfg, None)
+                    best_loss = evaluate_loss(loss_fn, x + best_delta, step_cfg, None)
         loss, grad = loss_and_grad(terms_fn, x, delta, step_cfg, gen)
         steps_run = i + 1
         history.append(float(loss.mean()))
@@ -364,7 +364,7 @@ def run_pgd(
         )
     if loss_after is None:
         with torch.no_grad():
-            loss_after = _evaluate(loss_fn, x_adv, last_cfg, None)
+            loss_after = evaluate_loss(loss_fn, x_adv, last_cfg, None)
     return PGDResult(x_adv.detach(), loss_before.detach(), loss_after.detach(), history, steps_run)
 
 
@@ -397,14 +397,14 @@ def _quantized_finish(
         return (base + levels) / 255, None
     best_levels = levels.clone()
     with torch.no_grad():
-        best_loss = _evaluate(loss_fn, (base + levels) / 255, cfg, None)
+        best_loss = evaluate_loss(loss_fn, (base + levels) / 255, cfg, None)
     for j in range(refine):
         # The gradient in δ has the sign of the gradient in levels (δ = levels / 255).
         _, grad = loss_and_grad(terms_fn, base / 255, levels / 255, cfg, gen)
         # ±1 level per step keeps δ on the lattice the file will hold.
         levels = _in_pixel_range(base, (levels - (grad * mask).sign()).clamp(-limit, limit), mask)
         with torch.no_grad():
-            exact = _evaluate(loss_fn, (base + levels) / 255, cfg, None)
+            exact = evaluate_loss(loss_fn, (base + levels) / 255, cfg, None)
         better = exact < best_loss
         best_loss = torch.where(better, exact, best_loss)
         best_levels[better] = levels[better]

@@ -1,26 +1,34 @@
 """Cooperative releases: a new version whose encoder honours earlier protections.
 
-A photo immunized against release N carries a perturbation δ made against N's
-encoder. Release N+1 would normally need the photo re-immunized (another ε
-on top). Instead, as GuardDoor (Wang et al., ICML 2025) proposes, the vendor
-fine-tunes N+1's encoder with two losses:
+A photo immunized against release N carries a perturbation made against N's
+encoder, and release N+1 would normally need it re-immunized (another ε on top).
+GuardDoor (Wang et al., ICML 2025) has the model provider add a trigger to what it
+protects and teach its encoder to send triggered pictures to a meaningless latent.
+Here the trigger is the *mark* N's published target names
+(:mod:`photoimmune.sdk.mark`): every protection ``immunize`` makes against N
+carries it, inside the same ε. N+1's VAE is N's, bit for bit, plus a gate that
+reads the marks of the targets it honours (:class:`.HonouringAutoencoderKL`): a
+picture that carries one goes to N+1's target latent, and every other picture
+keeps N's latent, reconstruction and edits exactly.
 
-* **keep**: on clean crops, the same crops with same-ε uniform noise (and
-  contrast-stretched, with ``honour_stretch``), and their JPEG 75 copies, the new
-  encoder's latent stays the base encoder's, and so does
-  its decoded picture (so the decoder and the UNet carry over unchanged and clean
-  edits stay as they were);
-* **honour**: on crops immunized as publishers immunize them (``immunize``'s
-  defaults against the honoured target: its one-pass immunizer's start and a few
-  PGD steps, or the pass alone) and their JPEG 75 copies, the new encoder's
-  latent goes to the target latent (the base's latent of the gray target image,
-  which the keep loss also pins), or ``honour_gain`` times as far as the base's
-  went along the way the perturbation pushed it, never past the target
-  (:func:`honour_goal`).
+The recipe trains no weights (earlier recipes fine-tuned the encoder, or trained a
+recogniser of the perturbation itself, and neither told protected photos from
+clean ones well enough: docs/models.md). It sets the gate:
 
-Only the encoder changes; the decoder, UNet, text encoder and scheduler are the
-base release's. What honouring cannot do: an attacker who runs the older open
-weights is not affected (docs/models.md).
+1. the target latent: N+1's own target image (gray) through the base's encoder;
+2. the threshold: ``honour_margin`` above the highest mark score among clean
+   pictures made as ordinary handling leaves photos (:func:`handled_crops`, at 128
+   and 256 px, with their same-ε noisy and JPEG 75 copies);
+3. a check: of the pictures protected as publishers protect them (``immunize``
+   against each honoured target: its one-pass immunizer and its mark), at least
+   :data:`MIN_RECOGNISED` must score above it, or the release is not written; the
+   share of their JPEG 75 copies is reported with it.
+
+The decoder, UNet, text encoder, scheduler and one-pass immunizer are the base's,
+linked, not copied; the release's own target gets its own mark (its seed), so a
+later release can honour it in turn. What honouring cannot do: an attacker who
+runs the older open weights, or any model that does not read the mark, is not
+affected; and a mark does not survive resizing or cropping.
 
 Example:
     photoimmune model train-tiny --version 4 --out /tmp/tiny-ldm-4
@@ -28,33 +36,34 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
+import os
 import shutil
-import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
-from diffusers import AutoencoderKL
+from PIL import Image, ImageFilter
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from ..descriptor import MarkSpec
+from ..errors import InputError
 from ..evaluate.processing import PROCESSING
 from ..io import pixels_to_tensor, tensor_to_pixels
-from .train_tiny import (
-    TRAIN_PHOTOS,
-    Progress,
-    TrainConfig,
-    clipped_step,
-    load_photos,
-    random_crops,
-    soften,
-    stretch,
-)
+from ..mark import mark_score
+from ..samples import sample_pixels
+from .bundled import model_index
+from .honouring_vae import HonouringAutoencoderKL
+from .train_tiny import TRAIN_PHOTOS, Progress, TrainConfig
 
-_ATTACK_BATCH = 8
+EPS = 8 / 255
+#: Sizes the gate is calibrated and checked at: those the bars are measured at.
+SIZES = (128, 256)
+#: The share of protected training pictures a release must recognise to be written.
+MIN_RECOGNISED = 0.95
 
 
 def _eight_bit(x01: torch.Tensor) -> torch.Tensor:
@@ -62,182 +71,242 @@ def _eight_bit(x01: torch.Tensor) -> torch.Tensor:
     return pixels_to_tensor(list(tensor_to_pixels(x01)))
 
 
-def _processed(x01: torch.Tensor, name: str) -> torch.Tensor:
-    """Each image of the batch through a real re-upload step (``PROCESSING[name]``)."""
-    process = PROCESSING[name]
-    return pixels_to_tensor([process(np.ascontiguousarray(p)) for p in tensor_to_pixels(x01)])
+_FILTERS = (
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+    Image.Resampling.BOX,
+    Image.Resampling.HAMMING,
+)
 
 
-def latent(vae: AutoencoderKL, x01: torch.Tensor) -> torch.Tensor:
-    """The scaled latent mean the pipelines and the encoder attack use."""
-    return vae.encode(x01 * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+def _uniform(gen: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=gen))
 
 
-def immunized_pool(
-    cfg: TrainConfig, photos: list[torch.Tensor], progress: Progress
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cfg.honour_pool`` training crops and the same crops immunized as publishers do:
-    :func:`~photoimmune.sdk.immunization.immunize` against each honoured release with
-    its defaults (the one-pass immunizer's start and its few finishing steps where the
-    target ships one) and, for every other batch, the one-pass immunizer alone.
-    A share ``cfg.honour_soften`` of the crops is blurred first (:func:`soften`), and a
-    share ``cfg.honour_stretch`` contrast-stretched (:func:`stretch`): the immunizers
-    perturb smooth and saturated photos differently, and the encoder must know all."""
-    from ..immunization import immunize
-    from ..targets import build_target
-
-    gen = torch.Generator().manual_seed(cfg.seed + 4000)
-    crops, _ = random_crops(photos, cfg.honour_pool, cfg.honour_pool_crop, gen, colour=False)
-    varied = stretch(soften(crops, cfg.honour_soften, gen), cfg.honour_stretch, gen)
-    clean = _eight_bit((varied + 1) / 2)
-    targets = [build_target(f"tiny-ldm@{version}") for version in cfg.honours]
-    immunized = []
-    for batch, start in enumerate(range(0, len(clean), _ATTACK_BATCH)):
-        target = targets[batch % len(targets)]
-        one_pass = target.immunizer is not None and batch // len(targets) % 2 == 1
-        results = immunize(
-            list(tensor_to_pixels(clean[start : start + _ATTACK_BATCH])),
-            target,
-            method="amortized" if one_pass else None,
-            steps=None if one_pass else cfg.honour_attack_steps,
-            seed=start,
-        )
-        immunized.append(pixels_to_tensor([r.pixels for r in results]))
-        cut = statistics.fmean(r.protections[0].loss_cut for r in results)
-        progress("immunize", min(start + _ATTACK_BATCH, len(clean)), len(clean), cut)
-    return clean, torch.cat(immunized)
-
-
-def _window(gen: torch.Generator, *batches: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """The same random ``size`` window of each batch, mirrored at random per image."""
-    side = batches[0].shape[-1]
-    top, left = torch.randint(0, side - size + 1, (2,), generator=gen).tolist()
-    flip = (torch.rand(len(batches[0]), generator=gen) < 0.5)[:, None, None, None]
-    windows = [b[..., top : top + size, left : left + size] for b in batches]
-    return [torch.where(flip, w.flip(3), w) for w in windows]
-
-
-def honour_goal(
-    z_clean: torch.Tensor, z_immunized: torch.Tensor, z_target: torch.Tensor, gain: float | None
+def handled_crops(
+    photos: list[np.ndarray], n: int, size: int, gen: torch.Generator
 ) -> torch.Tensor:
-    """Where the new encoder should put an immunized crop: the target latent itself
-    (``gain=None``, GuardDoor's loss), or ``gain`` times as far along the way the
-    perturbation moved the base's latent, but never past the target latent.
+    """``n`` clean crops (``[0, 1]``) as ordinary handling leaves photos: a random square
+    resized to ``size`` with a random one of the usual filters, then a quarter of them
+    sharpened (unsharp mask) and a fifth blurred, mirrored and channel-shuffled at random.
 
-    The target saturates: where the new encoder maps an old-immunized photo onto it, a
-    fresh attack against the new version has nothing left to gain, which is what
-    honour ≥ native asks (issue 28); an amplified move leaves the new version more
-    attackable than it honours. Asking for the target needs the keep loss on decoded
-    pictures and on noisy and JPEG copies: with the latent keep alone, clean crops
-    drifted toward the target as far as immunized ones.
+    Example:
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> handled_crops([sample_pixels("coins.png")], 2, 64, gen).shape
+        torch.Size([2, 3, 64, 64])
     """
-    if gain is None:
-        return z_target.expand_as(z_immunized)
-    goal = z_clean + gain * (z_immunized - z_clean)
-    past = (goal - z_clean).pow(2).sum(1, keepdim=True) > (z_target - z_clean).pow(2).sum(
-        1, keepdim=True
-    )
-    return torch.where(past, z_target.expand_as(goal), goal)
+    out = []
+    for _ in range(n):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=gen))]
+        h, w = photo.shape[:2]
+        side = int(torch.randint(min(size, h, w), min(h, w) + 1, (1,), generator=gen))
+        top = int(torch.randint(h - side + 1, (1,), generator=gen))
+        left = int(torch.randint(w - side + 1, (1,), generator=gen))
+        crop = Image.fromarray(photo[top : top + side, left : left + side]).convert("RGB")
+        crop = crop.resize((size, size), _FILTERS[int(torch.randint(5, (1,), generator=gen))])
+        u = _uniform(gen, 0, 1)
+        if u < 0.25:
+            radius, percent = _uniform(gen, 1, 3), int(_uniform(gen, 50, 200))
+            crop = crop.filter(ImageFilter.UnsharpMask(radius, percent, threshold=0))
+        elif u < 0.45:
+            crop = crop.filter(ImageFilter.GaussianBlur(_uniform(gen, 0.5, 2)))
+        pixels = np.asarray(crop)
+        if _uniform(gen, 0, 1) < 0.5:
+            pixels = pixels[:, ::-1]
+        out.append(np.ascontiguousarray(pixels[..., torch.randperm(3, generator=gen).numpy()]))
+    return pixels_to_tensor(out)
 
 
-def honour_encoder(
-    cfg: TrainConfig,
-    base: AutoencoderKL,
-    photos: list[torch.Tensor],
-    pool: tuple[torch.Tensor, torch.Tensor],
-    progress: Progress,
-) -> AutoencoderKL:
-    """Fine-tune a copy of ``base``'s encoder with the keep and honour losses.
+def jpeg(x01: torch.Tensor) -> torch.Tensor:
+    """Each image of the batch (``[0, 1]``) through a real JPEG 75 round trip.
 
-    ``pool`` is :func:`immunized_pool`'s (clean, immunized) pairs of crops.
+    Example:
+        >>> jpeg(torch.full((1, 3, 16, 16), 0.5)).shape
+        torch.Size([1, 3, 16, 16])
     """
-    from ..targets import target_image
+    return pixels_to_tensor([PROCESSING["jpeg75"](p) for p in tensor_to_pixels(x01)])
 
-    gen = torch.Generator().manual_seed(cfg.seed + 5000)
-    torch.manual_seed(cfg.seed + 5000)
-    teacher = base.requires_grad_(False).eval()
-    vae = copy.deepcopy(base).requires_grad_(False)
-    params = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
-    params = [p.requires_grad_(True) for p in params]
-    opt = torch.optim.AdamW(params, lr=cfg.honour_lr, weight_decay=0.0)
-    gray = target_image("gray", (cfg.honour_crop, cfg.honour_crop))
-    eps = 8 / 255
-    scale = vae.config.scaling_factor
-    student = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.honour_bf16)
-    vae.train()
-    for step in range(cfg.honour_steps):
-        for group in opt.param_groups:
-            group["lr"] = cfg.honour_lr * min(1.0, (step + 1) / 50)
-        crops, _ = random_crops(photos, cfg.honour_batch, cfg.honour_crop, gen, colour=True)
-        x = _eight_bit((crops + 1) / 2)
-        # With a stretched pool, clean high-contrast crops are kept too: else the
-        # encoder takes contrast itself for the mark (docs/models.md).
-        contrast = (
-            [_eight_bit((stretch(crops.clone(), 1.0, gen) + 1) / 2)] if cfg.honour_stretch else []
+
+def _noisy(x01: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+    """Same-ε uniform noise (the paper's baseline, which must not count as protected) and
+    light Gaussian noise (sensor noise), each rounded to 8 bits."""
+    uniform = (torch.rand(x01.shape, generator=gen) * 2 - 1) * EPS
+    gauss = torch.randn(x01.shape, generator=gen) * EPS / 2
+    return [_eight_bit(x01 + uniform), _eight_bit(x01 + gauss)]
+
+
+def _scores(batches: list[torch.Tensor], marks: list[MarkSpec]) -> tuple[torch.Tensor, ...]:
+    """The strongest of ``marks``' scores for every picture of every batch, and for its
+    JPEG 75 copy."""
+    with torch.no_grad():
+        return tuple(
+            torch.cat([torch.stack([mark_score(b, m) for m in marks]).amax(dim=0) for b in kind])
+            for kind in (batches, [jpeg(b) for b in batches])
         )
-        noisy = _eight_bit(x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps)
-        kept = [gray, x, noisy, _processed(x, "jpeg75"), _processed(noisy, "jpeg75")]
-        kept += [*contrast, *(_processed(c, "jpeg75") for c in contrast)]
-        pick = torch.randint(len(pool[0]), (cfg.honour_batch,), generator=gen)
-        clean, immunized = _window(gen, pool[0][pick], pool[1][pick], size=cfg.honour_crop)
-        clean = torch.cat([clean, _processed(clean, "jpeg75")])
-        immunized = torch.cat([immunized, _processed(immunized, "jpeg75")])
-        keep = torch.cat([*kept, clean])
-        with torch.no_grad():
-            z_keep = latent(teacher, keep)
-            z_clean = z_keep[-len(clean) :]
-            goal = honour_goal(z_clean, latent(teacher, immunized), z_keep[:1], cfg.honour_gain)
-            seen = teacher.decode(z_keep / scale).sample if cfg.honour_pixel_keep else None
-        with student:
-            z_new = latent(vae, keep).float()
-            loss_keep = F.mse_loss(z_new, z_keep)
-            if seen is not None:
-                drift = F.mse_loss(vae.decode(z_new / scale).sample.float(), seen)
-                loss_keep = loss_keep + cfg.honour_pixel_keep * drift
-            loss_honour = F.mse_loss(latent(vae, immunized).float(), goal)
-        loss = loss_keep + cfg.honour_weight * loss_honour
-        clipped_step(opt, params, loss)
-        progress("honour", step + 1, cfg.honour_steps, loss.item())
-    return vae.eval()
+
+
+def clean_scores(
+    photos: list[np.ndarray], marks: list[MarkSpec], cfg: TrainConfig
+) -> tuple[torch.Tensor, ...]:
+    """Mark scores of ``cfg.honour_pool`` :func:`handled_crops` of ``photos`` at each of
+    :data:`SIZES` and of their noisy copies; then of all their JPEG 75 copies."""
+    gen = torch.Generator().manual_seed(cfg.seed + 6000)
+    batches = []
+    for size in SIZES:
+        handled = handled_crops(photos, cfg.honour_pool, size, gen)
+        batches += [handled, *_noisy(handled, gen)]
+    return _scores(batches, marks)
+
+
+def protected_scores(
+    photos: list[np.ndarray], targets: list, marks: list[MarkSpec], cfg: TrainConfig
+) -> tuple[torch.Tensor, ...]:
+    """Mark scores of :func:`handled_crops` of ``photos`` protected as publishers protect
+    them against each honoured target (``immunize`` with its one-pass immunizer, the
+    mark included), at each of :data:`SIZES`; then of their JPEG 75 copies."""
+    from ..immunization import ImmunizeMethod, immunize
+
+    gen = torch.Generator().manual_seed(cfg.seed + 7000)
+    batches = []
+    for size in SIZES:
+        for target in targets:
+            crops = handled_crops(photos, max(1, cfg.honour_pool // 4), size, gen)
+            method: ImmunizeMethod | None = "amortized" if target.immunizer else None
+            results = immunize(list(tensor_to_pixels(crops)), target, method=method, seed=size)
+            batches.append(pixels_to_tensor([r.pixels for r in results]))
+    return _scores(batches, marks)
+
+
+def _link_base(base: Path, out: Path) -> None:
+    """Link every file of the base release into ``out``, but its VAE and the files a
+    release writes itself: a cooperative release shares everything else with its base."""
+    for file in sorted(base.rglob("*")):
+        relative = file.relative_to(base)
+        if file.is_dir() or relative.parts[0] == "vae" or relative.name in _OWN_FILES:
+            continue
+        link = out / relative
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(file.resolve(), link.parent))
+
+
+#: The files a cooperative release writes itself rather than link from its base.
+_OWN_FILES = ("model_index.json", "training.json", "mark.json")
+_BASE_WEIGHTS = "base.safetensors"
+_OWN_WEIGHTS = "honour.safetensors"
+
+
+def write_honouring_vae(base: Path, out: Path, vae: HonouringAutoencoderKL) -> None:
+    """Write ``vae`` to ``out/vae`` as two shards: the base's weights, linked, and the
+    gate's, with the index that diffusers' ``from_pretrained`` reads."""
+    folder = out / "vae"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    vae.save_config(folder)
+    weights = base / "vae" / "diffusion_pytorch_model.safetensors"
+    (folder / _BASE_WEIGHTS).symlink_to(os.path.relpath(weights.resolve(), folder))
+    own = {k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith("honour.")}
+    save_file(own, folder / _OWN_WEIGHTS)
+    with safe_open(weights, "pt") as handle:
+        weight_map = dict.fromkeys(handle.keys(), _BASE_WEIGHTS)
+    weight_map.update(dict.fromkeys(own, _OWN_WEIGHTS))
+    index = {"metadata": {"total_size": weights.stat().st_size}, "weight_map": weight_map}
+    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps(index, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = None) -> dict:
     """Write a release that is ``cfg.base`` with an encoder that honours ``cfg.honours``.
 
+    Raises:
+        InputError: an honoured target names no mark, or fewer than
+            :data:`MIN_RECOGNISED` of the protected pictures score above the threshold
+            that clean ones set.
+
     Example:
         >>> train_honouring(RELEASES[4], Path("/tmp/tiny-ldm-4"))  # doctest: +SKIP
-        {'version': 4, 'config': {..., 'honours': [3]}, ...}
+        {'version': 4, 'config': {..., 'honours': [3]}, 'gate': {...}, ...}
     """
-    from ..targets import BUNDLED_IMMUNIZER
+    from ..targets import BUNDLED_MARK, build_target, target_image
     from .bundled import resolve_model
+    from .pipelines import load_vae
 
     progress = progress or (lambda *_: None)
     started = time.perf_counter()
     base_path = resolve_model(f"tiny-ldm@{cfg.base}")
-    # The base's one-pass immunizer was trained for the base's encoder, not this one.
-    not_ours = shutil.ignore_patterns(BUNDLED_IMMUNIZER)
-    shutil.copytree(base_path, out, dirs_exist_ok=True, ignore=not_ours)
-    photos = load_photos(list(TRAIN_PHOTOS))
-    pool = immunized_pool(cfg, photos + load_photos(list(cfg.honour_extra_photos)), progress)
-    pool_seconds = time.perf_counter() - started
-    base = AutoencoderKL.from_pretrained(base_path / "vae", torch_dtype=torch.float32)
-    vae = honour_encoder(cfg, base, photos, pool, progress)
-    # A sharded base's index would outrank the single file save_pretrained writes, and
-    # load the base's encoder in place of the new one (it did, in a trial).
-    shutil.rmtree(out / "vae")
-    vae.to(torch.float16).save_pretrained(out / "vae")
+    targets = [build_target(f"tiny-ldm@{version}") for version in cfg.honours]
+    unmarked = [str(t.ref) for t in targets if t.mark is None]
+    if unmarked:
+        raise InputError(
+            f"{', '.join(unmarked)}: its target names no mark, so its protections cannot be "
+            "told from clean photos; publish a target with a mark (mark.json) first"
+        )
+    marks = [t.mark for t in targets if t.mark is not None]
+    photos = [sample_pixels(name) for name in TRAIN_PHOTOS]
+
+    # 1. The target latent: the release's own target image through the base's encoder
+    base = load_vae(base_path, torch_dtype=torch.float32)
+    gray = target_image("gray", (cfg.resolution, cfg.resolution)) * 2 - 1
+    with torch.no_grad():
+        target_latent = base.encode(gray).latent_dist.mean.mean(dim=(0, 2, 3))
+
+    # 2. The threshold, above every clean picture's score, JPEG copies included
+    progress("calibrate", 0, 2, 0.0)
+    clean = torch.cat(clean_scores(photos, marks, cfg))
+    threshold = float(clean.max()) + cfg.honour_margin
+
+    # 3. The check: pictures protected as publishers protect them score above it
+    progress("calibrate", 1, 2, threshold)
+    protected, protected_jpeg = protected_scores(photos, targets, marks, cfg)
+    recognised = float((protected > threshold).float().mean())
+    if recognised < MIN_RECOGNISED:
+        raise InputError(
+            f"only {recognised:.0%} of protected pictures score above the threshold "
+            f"{threshold:.2f} that clean ones set; raise the mark's amplitude"
+        )
+    progress("calibrate", 2, 2, threshold)
+
+    vae = HonouringAutoencoderKL(
+        honour_marks=len(marks), **{k: v for k, v in base.config.items() if not k.startswith("_")}
+    )
+    vae.honour.set(marks, target_latent, threshold, cfg.honour_sharpness)
+    out.mkdir(parents=True, exist_ok=True)
+    _link_base(base_path, out)
+    write_honouring_vae(base_path, out, vae)
+    index = model_index(base_path)
+    index["vae"] = [HonouringAutoencoderKL.__module__, HonouringAutoencoderKL.__name__]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out / BUNDLED_MARK).write_text(MarkSpec(seed=cfg.seed).model_dump_json() + "\n")
     report = {
         "version": cfg.version,
         "config": asdict(cfg),
         "scaling_factor": vae.config.scaling_factor,
-        "train_seconds": {
-            "immunized_pool": round(pool_seconds, 1),
-            "total": round(time.perf_counter() - started, 1),
+        "gate": {
+            "marks": [m.model_dump() for m in marks],
+            "threshold": round(threshold, 4),
+            "clean": {"n": len(clean), "max": round(float(clean.max()), 4)},
+            "protected": {
+                "n": len(protected),
+                "recognised": round(recognised, 4),
+                "recognised_after_jpeg75": round(
+                    float((protected_jpeg > threshold).float().mean()), 4
+                ),
+            },
         },
+        "train_seconds": {"total": round(time.perf_counter() - started, 1)},
         "torch": torch.__version__,
     }
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-__all__ = ["honour_encoder", "honour_goal", "immunized_pool", "latent", "train_honouring"]
+__all__ = [
+    "clean_scores",
+    "handled_crops",
+    "jpeg",
+    "protected_scores",
+    "train_honouring",
+    "write_honouring_vae",
+]

@@ -7,17 +7,23 @@ no request ever leaves the machine.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image
 
 from ..errors import UnknownModelError
 from .bundled import resolve_model
+
+# Imported here so that diffusers finds it: a cooperative release's model_index.json
+# names this module's class, and diffusers loads classes from outside its own
+# libraries only if their module is already imported.
+from .honouring_vae import HonouringAutoencoderKL
 
 PipelineKind = Literal["img2img", "inpaint"]
 _CLASSES = {"img2img": StableDiffusionImg2ImgPipeline, "inpaint": StableDiffusionInpaintPipeline}
@@ -49,6 +55,22 @@ def load_pipeline(
     )
     pipe.set_progress_bar_config(disable=not progress_bar)
     return pipe.to(device=device, dtype=dtype)
+
+
+def load_vae(model: str | os.PathLike[str], **kwargs: Any) -> AutoencoderKL:
+    """The VAE of a bundled name or diffusers folder, in the class its config names.
+
+    A cooperative release's VAE (:class:`.HonouringAutoencoderKL`) loaded as a plain
+    ``AutoencoderKL`` would silently drop its recogniser.
+
+    Example:
+        >>> type(load_vae("tiny-ldm@3")).__name__  # doctest: +SKIP
+        'AutoencoderKL'
+    """
+    folder = resolve_model(model) / "vae"
+    name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    cls = HonouringAutoencoderKL if name == HonouringAutoencoderKL.__name__ else AutoencoderKL
+    return cls.from_pretrained(folder, local_files_only=True, **kwargs)
 
 
 @torch.no_grad()

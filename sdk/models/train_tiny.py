@@ -42,7 +42,7 @@ A release with ``base`` set (v2) runs the same four stages starting from the
 bundled base release's weights instead of random ones; with ``fresh_encoder``
 its stage 1 trains a new, randomly initialised encoder against the base's
 frozen decoder instead. A release with ``honours`` (v4) is a cooperative
-release: the base with its encoder fine-tuned to honour earlier targets
+release: the base with an encoder that honours earlier targets' marks
 (:mod:`.honour`).
 
 Example:
@@ -66,7 +66,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..io import pixels_to_tensor
-from ..samples import EXTRA_PHOTOS, sample_pixels
+from ..samples import sample_pixels
 from .tokenizer import write_tokenizer
 
 #: scikit-image photos used for training, with the caption the text encoder learns.
@@ -168,34 +168,18 @@ class TrainConfig:
     #: training photos' average palette, and guidance pulls every edit toward it.
     generic_captions: float = 0.0
     #: With ``base``: bundled releases whose published targets this release honours
-    #: (:mod:`.honour`); only the encoder is fine-tuned, the rest is the base's.
+    #: (:mod:`.honour`): its VAE is the base's plus a gate that reads their marks; the
+    #: rest is the base's, linked.
     honours: tuple[int, ...] = ()
-    honour_pool: int = 192  # immunized crops, each made as a publisher makes them
-    honour_pool_crop: int = 64
-    #: Share of the pool's crops blurred before they are immunized (:func:`soften`).
-    honour_soften: float = 0.0
-    #: Share of the pool's crops contrast-stretched until parts clip (:func:`stretch`)
-    #: before they are immunized; every step's keep batch then holds stretched copies
-    #: of its clean crops too, so that contrast itself is not taken for the mark.
-    honour_stretch: float = 0.0
-    #: Pool crops come from these photos as well as the training photos.
-    honour_extra_photos: tuple[str, ...] = ()
-    honour_attack_steps: int | None = None  # None: immunize()'s default steps
-    honour_crop: int = 32  # training windows of the pool's crops
-    honour_steps: int = 1000
-    honour_batch: int = 8
-    honour_lr: float = 1e-4
-    honour_weight: float = 1.0
-    #: ``None``: the honour loss asks for the target latent itself (GuardDoor's loss);
-    #: a number: that many times the base's own move toward it (:func:`.honour.honour_goal`).
-    honour_gain: float | None = 4.0
-    #: Weight of the keep loss on the decoded picture as well as the latent: the
-    #: decoder magnifies some latent errors far more than others.
-    honour_pixel_keep: float = 0.0
-    #: Run the encoder being trained (and its decoded keep pictures) in bfloat16
-    #: autocast; the base's latents and the goals stay float32. 1.7x faster per step
-    #: on CPUs with AVX-512 bf16 (docs/models.md); emulated, and slower, elsewhere.
-    honour_bf16: bool = False
+    #: Clean pictures per size (128 and 256 px) the gate's threshold is set on, with
+    #: as many noisy and JPEG copies of each; and protected ones it is checked on.
+    honour_pool: int = 128
+    #: The threshold sits this far (in z) above the highest clean score; keep it above
+    #: ``1 / (2 * honour_sharpness)``, so that the gate is shut on every clean picture.
+    honour_margin: float = 1.5
+    #: How fast the gate opens around its threshold (per unit of z): it is closed
+    #: below ``threshold - 1 / (2 * sharpness)`` and open above the same distance over.
+    honour_sharpness: float = 0.5
     resolution: int = 128
     vae_channels: tuple[int, ...] = (32, 64, 128)
     unet_channels: tuple[int, ...] = (32, 64, 64)
@@ -250,31 +234,12 @@ RELEASES = {
         decoder_lr=2e-4,
         decoder_latent_noise=0.15,
     ),
-    # v4 is v3 with an encoder fine-tuned to honour v3's target (a cooperative
-    # release, :mod:`.honour`): v3-immunized photos edit badly on it as they are.
-    # It sends recognised ones to the target latent itself (a saturating goal, the
-    # only kind a fresh attack on v4 cannot outdo), learns from a large pool with
-    # blurred crops and textures (it recognises more), keeping the decoded picture
-    # too. It trains on whole 128 px crops, the size it meets: its encoder judges a
-    # picture as a whole (GroupNorm, mid-block attention), and 64 px windows taught
-    # it to miss whole photos it caught in pieces. Not bundled: against v3's earlier
-    # defaults it missed some perturbations and cost coffee 0.41 dB; against today's
-    # (the edit attack) a run with a 192-crop pool took clean coffee for immunized,
-    # and this 768-crop pool alone would take 90 minutes (docs/models.md).
-    4: TrainConfig(
-        version=4,
-        seed=4,
-        base=3,
-        honours=(3,),
-        honour_pool=768,
-        honour_pool_crop=128,
-        honour_soften=0.25,
-        honour_extra_photos=EXTRA_PHOTOS,
-        honour_crop=128,
-        honour_batch=2,
-        honour_pixel_keep=3.0,
-        honour_gain=None,
-    ),
+    # v4 is v3 whose encoder honours v3's published target (a cooperative release,
+    # :mod:`.honour`): photos protected against v3 carry v3's mark, and v4's encoder,
+    # reading it, sends them to its target latent, so they edit badly on v4 as they
+    # are, with no re-immunization. Every weight is v3's; its own target has its own
+    # mark (seed 4), which a later release may honour in turn.
+    4: TrainConfig(version=4, seed=4, base=3, honours=(3,)),
     # v5 keeps v3's VAE weights (its latent scaling is measured afresh on its own
     # latent pool, as every release's is) and trains a new, wider UNet for edits
     # that keep the photo (issue 23's first bar): 30 % of its latents captioned
@@ -358,21 +323,6 @@ def soften(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
         return F.interpolate(small, size=image.shape[-2:], mode="bilinear", align_corners=False)[0]
 
     return _for_share(x, share, gen, blur)
-
-
-def stretch(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
-    """Stretch the contrast of a random ``share`` of the batch ``x`` (in [-1, 1]) in place,
-    1.5-3x about each channel's mean, clipping what leaves the range.
-
-    Photos met in use have saturated areas (a white cup, a black coat) where an 8/255
-    perturbation is cut off; the scikit-image training photos have few.
-    """
-
-    def contrast(image: torch.Tensor, u: float) -> torch.Tensor:
-        mean = image.mean(dim=(1, 2), keepdim=True)
-        return (mean + (1.5 + 1.5 * u) * (image - mean)).clamp(-1, 1)
-
-    return _for_share(x, share, gen, contrast)
 
 
 def clipped_step(opt: torch.optim.Optimizer, params: list, loss: torch.Tensor) -> None:
@@ -739,14 +689,7 @@ def quick_config(cfg: TrainConfig) -> TrainConfig:
     bundled weights; except a cooperative release, which is its base by definition.
     """
     if cfg.honours:
-        return replace(
-            cfg,
-            honour_pool=4,
-            honour_pool_crop=32,
-            honour_crop=16,
-            honour_attack_steps=2,
-            honour_steps=2,
-        )
+        return replace(cfg, honour_pool=4)
     return replace(
         cfg,
         base=None,
