@@ -8,8 +8,10 @@ For each image a call edits:
    these pixels and covers this model version or a target the version was trained
    to honour (``AttackTarget.honours``, a cooperative release); ``outdated`` when
    it covers other versions only; ``unverified`` when it does not hold up;
-3. without such a claim, look for an immunization's trace in the pixels
-   (``detected``, see :mod:`.detection`), else ``clean``;
+3. without such a claim, look for an immunization's trace in the pixels: the
+   mark of a protection this release covers (its own target's or an honoured
+   one's: ``covered``), else the trace of any version's (``detected``, see
+   :mod:`.detection`), else ``clean``;
 4. ``covered`` and ``clean`` images pass untouched; for the rest the policy
    decides: ``reimmunize`` runs the attack the target recommends (encoder,
    diffusion or edit, unless ``method=`` overrides it) against this version's
@@ -201,6 +203,15 @@ class ImmunizationCheck:
         others = (self.client.get(f"{model}@{v}") for v in versions)
         return [t for t in others if t.has_weights]
 
+    def _honoured_mark(self, pixels: np.ndarray) -> str | None:
+        """The release whose mark the pixels carry, if this release covers it: its own
+        target's, or one it honours."""
+        covered = {self.target.digest, *self.target.honours}
+        for detector in self.detectors:
+            if detector.target.digest in covered and detector.carry_mark([pixels])[0]:
+                return str(detector.target.ref)
+        return None
+
     def _detect(self, pixels: np.ndarray) -> tuple[float, str]:
         """The lowest score over the detectors, and the release it came from."""
         score, ref = min((d.score(pixels), str(d.target.ref)) for d in self.detectors)
@@ -297,6 +308,10 @@ class ImmunizationCheck:
             status = (
                 "covered" if self._covers(manifest) else "outdated" if manifest.ok else "unverified"
             )
+        elif self.detect and (honoured := self._honoured_mark(image.pixels)) is not None:
+            # No manifest, but the pixels carry the mark of a protection this release
+            # covers: its own target's, or one its encoder honours (it reads the mark).
+            score, detected_against, status = 0.0, honoured, "covered"
         elif self.detect:
             score, detected_against = self._detect(image.pixels)
             status = "detected" if score <= self.detectors[0].threshold else "clean"
@@ -311,7 +326,7 @@ class ImmunizationCheck:
             "signer": manifest.signer if manifest else None,
             "protected_against": _chain_refs(manifest),
             "detection_score": score,
-            "detected_against": detected_against if status == "detected" else None,
+            "detected_against": None if status == "clean" else detected_against,
             "recovered_from": recovery.resolver if recovery is not None else None,
         }
         if status not in PROTECTED_ELSEWHERE:

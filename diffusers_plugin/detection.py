@@ -15,6 +15,9 @@ barely moves under the same shift. The score compares the two::
 taken at the model's working resolution, with shifts of 1.5 times the VAE's
 downsampling factor left, up, and both. It is about 1 for clean photos and
 lower for immunized ones; at or below ``threshold`` an image is ``detected``.
+A target that names a protection mark (:mod:`photoimmune.sdk.mark`) is far
+easier: an image whose mark score reaches :data:`~photoimmune.sdk.mark.FOUND`
+carries a protection against it, and scores 0.
 How often that is right is measured by ``bench/detection.py`` (true and false
 positive rates; see docs/plugin-guide.md): on a model as small as the bundled
 one, whose encoder an 8/255 attack moves only a little, many immunized images
@@ -28,6 +31,7 @@ import torch
 
 from photoimmune.sdk.attacks.sizing import fill_like, to_working, working_size
 from photoimmune.sdk.io import pixels_to_tensor
+from photoimmune.sdk.mark import FOUND, mark_score
 from photoimmune.sdk.targets import AttackTarget
 
 #: Scores at or below this are taken as immunized (chosen on clean photos for a low false
@@ -66,7 +70,23 @@ class LatentDetector:
         s = self.shift
         views = [x, shifted(x, 0, s), shifted(x, s, 0), shifted(x, s, s)]
         own, *moved = self._distances(torch.cat(views)).chunk(len(views))
-        return (own / torch.stack(moved).mean(0).clamp_min(1e-12)).tolist()
+        ratios = own / torch.stack(moved).mean(0).clamp_min(1e-12)
+        marked = torch.tensor(self.carry_mark(pixels), device=x.device)
+        return torch.where(marked, torch.zeros_like(ratios), ratios).tolist()
+
+    @torch.no_grad()
+    def carry_mark(self, pixels: list[np.ndarray]) -> list[bool]:
+        """Whether each of same-sized uint8 images carries the target's mark (all False
+        for a target that names none).
+
+        Example:
+            >>> LatentDetector(target).carry_mark([protected, clean])  # doctest: +SKIP
+            [True, False]
+        """
+        if self.target.mark is None:
+            return [False] * len(pixels)
+        # Read at the image's own size, where it was made.
+        return (mark_score(pixels_to_tensor(pixels), self.target.mark) >= FOUND).tolist()
 
     @torch.no_grad()
     def distances(self, pixels: list[np.ndarray]) -> list[float]:

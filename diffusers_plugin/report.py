@@ -57,7 +57,9 @@ class ImageCheck(BaseModel):
         default=None, description="manifest-free detection score (lower: more likely immunized)"
     )
     detected_against: str | None = Field(
-        default=None, description="the release whose encoder found the trace, when detected"
+        default=None,
+        description="the release whose encoder found the trace, or whose mark the pixels "
+        "carry (covered without a manifest), when detection found one",
     )
     protection: Protection | None = Field(
         default=None, description="what re-immunization applied, when it ran"

@@ -46,7 +46,7 @@ from .helpers import edit, protection
 from .tiny_pipelines import SIZE, tiny_flux, tiny_sdxl
 
 V1, V2 = "photoimmune/tiny-ldm@1", "photoimmune/tiny-ldm@2"
-HONOURING = "photoimmune/tiny-ldm@4"  # a cooperative release no bundle ships
+HONOURING = "photoimmune/tiny-ldm@4"  # v2's weights as a cooperative @4 (not the bundled v4)
 FAST = {"steps": 8}  # re-immunization iterations in tests: the mechanics, not the strength
 
 
@@ -414,6 +414,21 @@ def test_stripped_manifest_is_detected_and_reimmunized(v2_pipe, v1_signed):
     assert check.detected_against in (V1, V2)
     manifest = read_manifest(check.signed_image, trust=None)
     assert manifest.assertion.covers(V2) and len(manifest.history) == 1  # no parent to chain
+
+
+def test_a_stripped_copy_carrying_a_mark_the_release_honours_is_covered(tmp_path, keys):
+    """No manifest, but the pixels carry tiny-ldm@3's mark, which the bundled v4 honours:
+    nothing to add. A clean photo, and a copy whose mark is v4's own, are told apart."""
+    folder = tmp_path / "reg"
+    local_registry(folder, ["tiny-ldm@3", "tiny-ldm@4"])
+    photo = sample_pixels("coffee.png", 128)
+    protected = immunize(photo, build_target("tiny-ldm@3"), method="amortized", seed=0).pixels
+    pipe = _enable(load_pipeline("tiny-ldm@4"), folder, keys)
+    edit(pipe, [Image.fromarray(protected), Image.fromarray(photo)])
+    marked, clean = pipe.immunization_report.images
+    assert (marked.status, marked.action) == ("covered", "passed")
+    assert marked.detected_against == "photoimmune/tiny-ldm@3" and marked.signed_image is None
+    assert (clean.status, clean.action, clean.detected_against) == ("clean", "passed", None)
 
 
 def test_a_detector_measures_how_far_a_latent_is_from_its_target(tiny_models):
