@@ -322,6 +322,7 @@ def run_forward_step(
         f"{s.model} native": edit_image(plain, native.pixels, s.prompt, **edit),
     }
     rows = tuple((case, *edit_similarity(clean_edit, e)) for case, e in edits.items())
+    labels = ["edit, no check", "edit, check on", f"edit, {s.model} native"]
     honoured_status = None
     if honouring:
         later, later_checked = load_pipeline(honouring), load_pipeline(honouring)
@@ -333,6 +334,8 @@ def run_forward_step(
         reference = edit_image(later, photo, s.prompt, **edit)
         case = f"{s.model} native, edited by {honouring}"
         rows += ((case, *edit_similarity(reference, honoured)),)
+        edits[case] = honoured
+        labels.append(f"{s.model} native, {honouring}")
     image = out_dir / "reimmunized.png"
     chain: tuple[str, ...] = ()
     if check.signed_image is not None:
@@ -341,14 +344,7 @@ def run_forward_step(
         chain = manifest.protected_against
     grid = comparison_grid(
         [photo, old.pixels, clean_edit, *edits.values()],
-        [
-            "original",
-            f"immunized vs {s.previous}",
-            f"{s.model} edit of original",
-            "edit, no check",
-            "edit, check on",
-            f"edit, {s.model} native",
-        ],
+        ["original", f"immunized vs {s.previous}", f"{s.model} edit of original", *labels],
     )
     grid_path = out_dir / "forward.png"
     save_image(np.asarray(grid), grid_path, overwrite=True)
