@@ -188,6 +188,7 @@ def test_listings_have_json(tmp_path, photo):
         "tiny-ldm@1",
         "tiny-ldm@2",
         "tiny-ldm@3",
+        "tiny-ldm@4",
     ]
     info = _cli("info", "--json", "photo.jpg", cwd=tmp_path)
     assert json.loads(info.stdout) == {
