@@ -18,6 +18,10 @@ feed it to the model; see :mod:`photoimmune.sdk.attacks.sizing`. A budget may
 raise that bound (:func:`attack_resolution`): tiny-ldm@3's edit budget sees photos
 up to 256 px at their own size, the size img2img edits them at. Images of equal
 size are attacked as one batch.
+
+Marks: a target that names a protection mark (:mod:`photoimmune.sdk.mark`) has
+it added to every L∞ protection, inside the same ε, after the attack; the
+Protection records the loss of the image as saved, mark included.
 """
 
 from __future__ import annotations
