@@ -40,6 +40,7 @@ from photoimmune.resolver.client import Recovery, ResolverClient, recover
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.descriptor import METHODS, Budget, Method
 from photoimmune.sdk.errors import InputError, OutputExistsError
+from photoimmune.sdk.io import pixels_to_tensor
 from photoimmune.sdk.keys import (
     KeyDir,
     ManifestSigner,
@@ -56,6 +57,7 @@ from photoimmune.sdk.manifest import (
     read_manifest,
     sign_pixels,
 )
+from photoimmune.sdk.mark import carries_mark
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_fingerprints
 
@@ -151,6 +153,7 @@ class ImmunizationCheck:
         self._fingerprints: WeightFingerprints | None = None
         self._target: AttackTarget | None = None
         self._detectors: list[LatentDetector] | None = None
+        self._others: list[AttackTarget] | None = None
 
     # -- what the pipeline is ------------------------------------------------------------
 
@@ -198,18 +201,25 @@ class ImmunizationCheck:
         return self._detectors
 
     def _other_versions(self) -> list[AttackTarget]:
-        model = f"{self.ref.vendor}/{self.ref.model}"
-        versions = [v for v in self.client.versions(model) if v != self.ref.version]
-        others = (self.client.get(f"{model}@{v}") for v in versions)
-        return [t for t in others if t.has_weights]
+        return [t for t in self._other_targets() if t.has_weights]
+
+    def _other_targets(self) -> list[AttackTarget]:
+        """The registered targets of this model's other versions, fetched once."""
+        if self._others is None:
+            model = f"{self.ref.vendor}/{self.ref.model}"
+            versions = [v for v in self.client.versions(model) if v != self.ref.version]
+            self._others = [self.client.get(f"{model}@{v}") for v in versions]
+        return self._others
 
     def _honoured_mark(self, pixels: np.ndarray) -> str | None:
         """The release whose mark the pixels carry, if this release covers it: its own
-        target's, or one it honours."""
+        target's, or one it honours. A mark needs only the target's descriptor, not the
+        weights of the version it names."""
         covered = {self.target.digest, *self.target.honours}
-        for detector in self.detectors:
-            if detector.target.digest in covered and detector.carry_mark([pixels])[0]:
-                return str(detector.target.ref)
+        x01 = pixels_to_tensor(pixels)
+        for target in (self.target, *self._other_targets()):
+            if target.digest in covered and target.mark and carries_mark(x01, target.mark)[0]:
+                return str(target.ref)
         return None
 
     def _detect(self, pixels: np.ndarray) -> tuple[float, str]:

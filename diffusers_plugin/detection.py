@@ -31,7 +31,7 @@ import torch
 
 from photoimmune.sdk.attacks.sizing import fill_like, to_working, working_size
 from photoimmune.sdk.io import pixels_to_tensor
-from photoimmune.sdk.mark import FOUND, mark_score
+from photoimmune.sdk.mark import carries_mark
 from photoimmune.sdk.targets import AttackTarget
 
 #: Scores at or below this are taken as immunized (chosen on clean photos for a low false
@@ -71,22 +71,10 @@ class LatentDetector:
         views = [x, shifted(x, 0, s), shifted(x, s, 0), shifted(x, s, s)]
         own, *moved = self._distances(torch.cat(views)).chunk(len(views))
         ratios = own / torch.stack(moved).mean(0).clamp_min(1e-12)
-        marked = torch.tensor(self.carry_mark(pixels), device=x.device)
-        return torch.where(marked, torch.zeros_like(ratios), ratios).tolist()
-
-    @torch.no_grad()
-    def carry_mark(self, pixels: list[np.ndarray]) -> list[bool]:
-        """Whether each of same-sized uint8 images carries the target's mark (all False
-        for a target that names none).
-
-        Example:
-            >>> LatentDetector(target).carry_mark([protected, clean])  # doctest: +SKIP
-            [True, False]
-        """
-        if self.target.mark is None:
-            return [False] * len(pixels)
-        # Read at the image's own size, where it was made.
-        return (mark_score(pixels_to_tensor(pixels), self.target.mark) >= FOUND).tolist()
+        if self.target.mark is not None:  # read at the image's own size, where it was made
+            marked = torch.tensor(carries_mark(pixels_to_tensor(pixels), self.target.mark))
+            ratios = torch.where(marked.to(x.device), torch.zeros_like(ratios), ratios)
+        return ratios.tolist()
 
     @torch.no_grad()
     def distances(self, pixels: list[np.ndarray]) -> list[float]:

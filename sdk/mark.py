@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,10 +54,16 @@ def mark_pattern(spec: MarkSpec, height: int, width: int) -> torch.Tensor:
         >>> mark_pattern(MarkSpec(seed=3, cell=2), 4, 4).unique().tolist()
         [-1.0, 1.0]
     """
-    rows, cols = -(-height // spec.cell), -(-width // spec.cell)
-    cells = np.random.default_rng(spec.seed).choice([-1.0, 1.0], size=(rows, cols))
-    grid = np.kron(cells, np.ones((spec.cell, spec.cell)))[:height, :width]
-    return torch.from_numpy(grid.astype(np.float32))[None, None]
+    return torch.from_numpy(_grid(spec.seed, spec.cell, height, width))[None, None]
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(seed: int, cell: int, height: int, width: int) -> np.ndarray:
+    # Cached: a cooperative release's encoder reads the mark on every encode, and an
+    # attack against it on every step, at the same few sizes. Never written to.
+    rows, cols = -(-height // cell), -(-width // cell)
+    cells = np.random.default_rng(seed).choice([-1.0, 1.0], size=(rows, cols))
+    return np.kron(cells, np.ones((cell, cell)))[:height, :width].astype(np.float32)
 
 
 def _box(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -91,6 +98,18 @@ def mark_score(x01: torch.Tensor, spec: MarkSpec) -> torch.Tensor:
     return matched / (key.square() / energy).sum(dim=(1, 2, 3)).sqrt()
 
 
+def carries_mark(x01: torch.Tensor, spec: MarkSpec) -> list[bool]:
+    """Whether each picture of ``x01`` (``(b, 3, h, w)`` in [0, 1]) carries the mark: its
+    :func:`mark_score` reaches :data:`FOUND` (manifest-free detection).
+
+    Example:
+        >>> carries_mark(torch.rand(1, 3, 64, 64), MarkSpec(seed=3))
+        [False]
+    """
+    with torch.no_grad():
+        return (mark_score(x01, spec) >= FOUND).tolist()
+
+
 def apply_marks(
     x: torch.Tensor,
     x_adv: torch.Tensor,
@@ -123,4 +142,4 @@ def apply_marks(
     return ((x + delta).clamp(0, 1) * 255).round() / 255
 
 
-__all__ = ["FOUND", "apply_marks", "mark_pattern", "mark_score"]
+__all__ = ["FOUND", "apply_marks", "carries_mark", "mark_pattern", "mark_score"]
