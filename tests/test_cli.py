@@ -42,6 +42,16 @@ def test_bad_image_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_an_image_too_elongated_to_attack_is_named(tmp_path):
+    line = tmp_path / "banner.png"
+    Image.fromarray(np.zeros((2, 400, 3), np.uint8)).save(line)
+    out = _cli("immunize", str(line), "-o", str(tmp_path / "out"), "--no-sign")
+    assert out.returncode == 2
+    assert "banner.png: 400x2 is 200:1" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "out" / "banner.png").exists()
+
+
 def test_verbose_shows_the_traceback(tmp_path):
     out = _cli("--verbose", "info", str(tmp_path / "missing.png"))
     assert out.returncode == 2
