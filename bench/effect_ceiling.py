@@ -15,7 +15,7 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
    strength, down to the reconstruction itself (strength 0), which is the most a
    perfectly faithful denoiser could carry. ``--pass-from tiny-ldm@3`` runs a
    candidate release that ships no one-pass immunizer as that version's defaults
-   would: with its budgets, started from its pass (docs/models.md, "Fidelity and
+   would: with its budgets, started from its pass (docs/research.md, "Fidelity and
    protection pull against each other");
 4. targets and objectives: the gap at strength 0.5 for each target recipe, for
    PID's posterior-variance objective (maximise the encoder's log-variance), and
@@ -25,7 +25,7 @@ settings (img2img, 20 steps, guidance 7.5, prompt "a photo", seed 1234):
    0.5 pushed away from the clean photo's, unguided with the check's prompt
    (``edit-away``) or guided at 7.5 over five other edit prompts
    (``guided-away``), the latter also over timesteps 300-700 (``guided-away-t``;
-   docs/models.md);
+   docs/research.md);
 5. working size: the encoder attack's gap when it runs through a resize to 32,
    64 or 128 px, or at the photo's own size.
 
@@ -278,7 +278,7 @@ def levers(s: Session, photos: dict, levels: int, only: list[str] | None = None)
     unguided = EditPrediction(s.pipe, prompts=(EDIT["prompt"],), guidance=1)
     attacks["edit-away"] = EditAwayAttack(unguided, timesteps=(500,), **budget)
     # Guided as the edit is, over edit prompts other than the check's own "a photo"
-    # (the first five: the figures in docs/models.md were measured with them).
+    # (the first five: the figures in docs/research.md were measured with them).
     guided = EditPrediction(s.pipe, prompts=EDIT_PROMPTS[:5])
     attacks["guided-away"] = EditAwayAttack(guided, timesteps=(500,), **budget)
     # The same for any strength from 0.3 to 0.7, not the check's 0.5 alone.

@@ -75,7 +75,7 @@ class DemoSettings:
     steps: int | None = None
     prompt: str = "a photo of a cat in the snow"
     # At 0.2 v3's edit of the cat is a soft but believable cat, SSIM 0.57 to the photo
-    # (0.51 at 0.3); at the paper's 0.5 it keeps far less (docs/models.md). The demo
+    # (0.51 at 0.3); at the paper's 0.5 it keeps far less (docs/research.md). The demo
     # prints which it used.
     strength: float = 0.2
     edit_steps: int = 20

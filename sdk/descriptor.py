@@ -142,7 +142,7 @@ class Budget(BaseModel):
     photo seen larger runs ``steps * full_steps_up_to / side`` of them (rounded up), so
     each photo costs about what its side does, not its area. A step at a larger size
     moves more pixels, and on tiny-ldm@3 20 steps at 256 px protect as well as 40
-    (docs/models.md). Left out, every photo runs all the steps.
+    (docs/research.md). Left out, every photo runs all the steps.
 
     Example:
         >>> Budget(method="edit", eps="8/255", steps=40, resolution=256).resolution

@@ -221,7 +221,7 @@ class ImmunizerTraining:
     release's whole pipeline, and a step costs about what an encoder step does at
     twice the crop size (so ``crop`` defaults to half the target's resolution);
     its pass disrupts edits more but moves the latent less toward the target
-    (docs/models.md).
+    (docs/research.md, "A one-pass immunizer trained on the edit").
     """
 
     steps: int = 400

@@ -144,7 +144,7 @@ def test_min_snr_weights_cap_the_easy_timesteps_for_either_prediction_target():
     assert torch.equal(_loss_weights(RELEASES[1], snr), torch.ones(3))
 
 
-# The second variant adds generic captions, measured on v3 in docs/models.md.
+# The second variant adds generic captions, measured on v3 in docs/research.md.
 @pytest.mark.parametrize("variant", [{}, {"generic_captions": 0.5}])
 def test_the_v3_recipe_trains_a_v_prediction_model_that_edits(tmp_path, variant):
     from diffusers import DDIMScheduler

@@ -7,7 +7,7 @@ pushes that prediction for ``x + δ`` away from the clean photo's, under the sam
 noise. Guidance amplifies whatever δ changes in the gap between the prompted and
 the empty prediction, so the prediction is guided as an editor's is, for prompts
 and timesteps an editor might use: the attack does not know the edit's own
-(docs/models.md, "Guidance amplifies").
+(docs/research.md, "Guidance amplifies").
 
 It is untargeted: it moves the edit away from the photo, not toward a target. Its
 loss is ``-log(1e-4 + distance)`` (:func:`edit_away_loss`): on the clean photo

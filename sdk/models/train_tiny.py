@@ -14,7 +14,7 @@ Recipe, in four stages:
    edges sharp) + a tiny KL term, as in SD's autoencoder minus its LPIPS term (no
    pretrained perceptual network may be downloaded here) and its patch
    discriminator (trained from scratch here, it bought no attackability at equal
-   quality: docs/models.md).
+   quality: docs/research.md).
 2. **Latent scaling**: ``scaling_factor = 1 / std(latents)``, measured on the
    training crops, the way SD's 0.18215 was chosen.
 3. **UNet + text encoder** jointly, captions dropped 10% of the time so
@@ -29,7 +29,7 @@ Recipe, in four stages:
    idea): reconstructions sharpen, the latent space does not move. From v3 on,
    the latents it decodes carry Gaussian noise: a denoiser never returns a
    latent exactly, and a decoder trained only on the encoder's exact means
-   draws its small errors as texture (docs/models.md).
+   draws its small errors as texture (docs/research.md).
 
 One 4-channel UNet serves both img2img and inpainting: diffusers'
 ``StableDiffusionInpaintPipeline`` blends the known region back in latent space
@@ -244,10 +244,10 @@ RELEASES = {
     # latent pool, as every release's is) and trains a new, wider UNet for edits
     # that keep the photo (issue 23's first bar): 30 % of its latents captioned
     # generically, so guidance on "a photo" no longer pulls toward the training
-    # palette, and 128 px crops, the size edits run at (docs/models.md, "A wider
+    # palette, and 128 px crops, the size edits run at (docs/research.md, "A wider
     # UNet"). Not bundled: it has no one-pass immunizer of its own, and its edits,
     # keeping more of the photo, keep less of an immunization too (the defaults' gap
-    # on nine unseen photos falls from v3's 0.189 to 0.134 at 128 px; docs/models.md,
+    # on nine unseen photos falls from v3's 0.189 to 0.134 at 128 px; docs/research.md,
     # "Fidelity and protection pull against each other").
     5: TrainConfig(
         version=5,
