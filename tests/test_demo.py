@@ -11,7 +11,7 @@ from photoimmune.cli import main
 from photoimmune.cli.demo import DemoSettings, run_demo
 from photoimmune.sdk import load_image, read_manifest
 from photoimmune.sdk.evaluate.metrics import edit_similarity
-from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve
+from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve, scatter_chart
 
 
 def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
@@ -124,3 +124,21 @@ def test_pictures():
     delta = amplify_delta(a, a + 2, gain=10)
     assert int(delta.max()) == 148
     assert loss_curve([]).size == (360, 200)
+
+
+def test_scatter_chart_shades_the_goal_and_places_points_by_value():
+    inside, outside = (0.6, 0.3), (0.2, 0.1)
+    chart = scatter_chart(
+        {"in": inside, "out": outside}, x_label="x", y_label="y", goal=(0.5, 0.25)
+    )
+    pixels = np.asarray(chart)
+    shaded = np.all(pixels == (214, 238, 214), axis=2)
+    rows, cols = np.nonzero(shaded)
+    # The shaded corner runs from the goal to the axes' ends: the top right.
+    assert cols.min() > chart.width / 2 and rows.max() < chart.height / 2
+    box = np.zeros_like(shaded)
+    box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
+    first = np.all(pixels == (90, 90, 90), axis=2)  # the first point's colour
+    second = np.all(pixels == (30, 110, 200), axis=2)  # the second's
+    assert (first & box).sum() > 20  # its marker, on the shading
+    assert second.any() and not (second & box).any()
