@@ -9,7 +9,7 @@ model trained on, with the check's edits (img2img at strength 0.5, 20 steps, gui
   (seed 0): SSIM(edit of the noisy copy, clean edit) - SSIM(edit of the immunized one,
   clean edit).
 
-A folder that ships no one-pass immunizer runs ``--pass-from``'s defaults, as
+A release folder that ships no one-pass immunizer runs ``--pass-from``'s defaults, as
 ``bench/effect_ceiling.py --pass-from`` does. It writes ``curve.png``: one point per model
 and size, with issue 23's bars (fidelity ≥ 0.5, gap ≥ 0.15) shaded. The default photos
 are the seven that neither a model nor a one-pass immunizer trained on.
@@ -48,8 +48,11 @@ GOAL = (0.5, 0.15)  # issue 23: clean edit SSIM to the photo, and the gap over n
 def measure(model: str, size: int, photos: list[str], pass_from: str | None) -> tuple[float, float]:
     """Mean fidelity and mean gap of ``model`` at ``size``, printing each photo's."""
     session = Session(model)
-    own_pass = (resolve_model(model) / BUNDLED_IMMUNIZER / "spec.json").is_file()
-    target = lent_target(model, pass_from) if pass_from and not own_pass else model
+    folder = resolve_model(model)
+    # A candidate folder with no pass of its own runs --pass-from's; a bundled version
+    # runs its own defaults, pass or none.
+    lent = pass_from and Path(model).is_dir() and not (folder / BUNDLED_IMMUNIZER).is_dir()
+    target = lent_target(model, pass_from) if lent else model
     fidelities, gaps = [], []
     for name in photos:
         photo = sample_pixels(name, size)
