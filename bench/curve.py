@@ -9,8 +9,9 @@ model trained on, with the check's edits (img2img at strength 0.5, 20 steps, gui
   (seed 0): SSIM(edit of the noisy copy, clean edit) - SSIM(edit of the immunized one,
   clean edit).
 
-A release folder that ships no one-pass immunizer runs ``--pass-from``'s defaults, as
-``bench/effect_ceiling.py --pass-from`` does. It writes ``curve.png``: one point per model
+A release folder that ships no one-pass immunizer runs ``--pass-from``'s defaults (its
+budgets and pass, as ``bench/effect_ceiling.py --pass-from`` lends them); bundled versions
+and folders with a pass of their own run their own. It writes ``curve.png``: one point per model
 and size, with issue 23's bars (fidelity ≥ 0.5, gap ≥ 0.15) shaded. The default photos
 are the seven that neither a model nor a one-pass immunizer trained on.
 
@@ -51,7 +52,8 @@ def measure(model: str, size: int, photos: list[str], pass_from: str | None) -> 
     folder = resolve_model(model)
     # A candidate folder with no pass of its own runs --pass-from's; a bundled version
     # runs its own defaults, pass or none.
-    lent = pass_from and Path(model).is_dir() and not (folder / BUNDLED_IMMUNIZER).is_dir()
+    own_pass = (folder / BUNDLED_IMMUNIZER / "spec.json").is_file()
+    lent = pass_from and Path(model).is_dir() and not own_pass
     target = lent_target(model, pass_from) if lent else model
     fidelities, gaps = [], []
     for name in photos:

@@ -232,7 +232,7 @@ def immunize_command(
     with attack_bar() as bar:
         for src, image, dst in zip(inputs, loaded, outputs, strict=True):
             result = immunize(
-                src,  # not the decoded pixels: errors then name the file
+                image,  # decoded once, and named: errors name the file
                 targets,
                 method=method,  # type: ignore[arg-type]  # checked by _check_immunize_options
                 eps=eps,  # None: the target's recommendation, as for method and steps

@@ -38,8 +38,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, ImageTooLargeError, InputError, PhotoimmuneError
 
-ImageSource = str | os.PathLike[str] | bytes | Image.Image | np.ndarray
-
 #: Refuse images with more pixels than this (about 67 megapixels, e.g. 8192x8192).
 DEFAULT_MAX_PIXELS = 1 << 26
 #: Refuse files larger than this many bytes before reading them.
@@ -88,6 +86,9 @@ class DecodedImage:
         return Image.fromarray(self.pixels)
 
 
+ImageSource = str | os.PathLike[str] | bytes | Image.Image | np.ndarray | DecodedImage
+
+
 def decode_image(
     source: ImageSource,
     *,
@@ -101,7 +102,8 @@ def decode_image(
 
     Args:
         source: a path, the file's bytes, a PIL image or a uint8 array (``(H, W)``,
-            ``(H, W, 3)`` or ``(H, W, 4)``).
+            ``(H, W, 3)`` or ``(H, W, 4)``); or an image already decoded, which
+            keeps its name and bytes, so that one read of a file serves every step.
         max_pixels: refuse images with more pixels, before decoding.
             Default: :data:`DEFAULT_MAX_PIXELS`.
         max_bytes: refuse files larger than this. Default: :data:`DEFAULT_MAX_BYTES`.
@@ -110,6 +112,9 @@ def decode_image(
         >>> decode_image("photo.jpg").pixels.shape
         (64, 64, 3)
     """
+    if isinstance(source, DecodedImage):
+        _check_pixel_count((source.width, source.height), source.name, max_pixels)
+        return source
     if isinstance(source, np.ndarray):
         return _load_array(source, max_pixels=max_pixels)
     if isinstance(source, Image.Image):

@@ -1,4 +1,4 @@
-"""Pictures for people: labelled comparison grids, loss curves, bar and scatter charts (PIL only)."""
+"""Pictures for people: comparison grids, loss curves, bar and scatter charts (PIL only)."""
 
 from __future__ import annotations
 
@@ -138,11 +138,13 @@ def bar_chart(
 _GOAL_SHADE = (214, 238, 214)
 
 
-def _axis(values: list[float]) -> tuple[float, float]:
-    """A round step and an axis end a little past the largest value, at most six steps."""
-    top = 1.08 * max(values, default=1.0) or 1.0
-    step = next(m * 10.0**e for e in range(-3, 7) for m in (1, 2, 5) if top / (m * 10.0**e) <= 6)
-    return step, step * -(-top // step)
+def _axis(values: list[float]) -> tuple[float, float, float]:
+    """A round step and the axis' two ends on it: from 0 (or below the smallest value,
+    if one is negative) to a little past the largest, in at most six steps."""
+    low, high = min([0.0, *values]), max([0.0, *values])
+    span = 1.08 * (high - low) or 1.0
+    step = next(m * 10.0**e for e in range(-6, 7) for m in (1, 2, 5) if span / (m * 10.0**e) <= 6)
+    return step, step * (low // step), step * -(-(low + span) // step)
 
 
 def scatter_chart(
@@ -155,10 +157,11 @@ def scatter_chart(
     width: int = 520,
     height: int = 320,
 ) -> Image.Image:
-    """Labelled points on axes that start at 0; ``goal`` shades where x and y both reach it.
+    """Labelled points on axes from 0; ``goal`` shades where x and y both reach it.
 
     Each axis ends a little past its largest value (or the goal's), so a point that
-    meets a goal lands inside the shaded corner and one that misses lands outside.
+    meets a goal lands inside the shaded corner and one that misses lands outside; an
+    axis with a negative value starts below it (a protection that did worse than noise).
 
     Example:
         >>> chart = scatter_chart({"v3": (0.44, 0.17)}, x_label="fidelity", y_label="gap",
@@ -169,23 +172,26 @@ def scatter_chart(
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     left, top, right, bottom = 48, 40, width - 16, height - 36
-    x_step, x_max = _axis([x for x, _ in points.values()] + ([goal[0]] if goal else []))
-    y_step, y_max = _axis([y for _, y in points.values()] + ([goal[1]] if goal else []))
+    x_step, x_min, x_max = _axis([x for x, _ in points.values()] + ([goal[0]] if goal else []))
+    y_step, y_min, y_max = _axis([y for _, y in points.values()] + ([goal[1]] if goal else []))
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return left + (right - left) * x / x_max, bottom - (bottom - top) * y / y_max
+        return (
+            left + (right - left) * (x - x_min) / (x_max - x_min),
+            bottom - (bottom - top) * (y - y_min) / (y_max - y_min),
+        )
 
     if goal is not None:
         corner = at(*goal)
         draw.rectangle((corner[0], top, right, corner[1]), fill=_GOAL_SHADE)
         draw.text((right - 30, top + 4), "goal", fill=(40, 120, 40))
     draw.rectangle((left, top, right, bottom), outline="gray")
-    for k in range(round(x_max / x_step) + 1):
-        x = at(k * x_step, 0)[0]
-        draw.text((x - 10, bottom + 4), f"{k * x_step:.2g}", fill="black")
-    for k in range(round(y_max / y_step) + 1):
-        y = at(0, k * y_step)[1]
-        draw.text((6, y - 6), f"{k * y_step:.2g}", fill="black")
+    for k in range(round((x_max - x_min) / x_step) + 1):
+        value = x_min + k * x_step
+        draw.text((at(value, 0)[0] - 10, bottom + 4), f"{value:.2g}", fill="black")
+    for k in range(round((y_max - y_min) / y_step) + 1):
+        value = y_min + k * y_step
+        draw.text((6, at(0, value)[1] - 6), f"{value:.2g}", fill="black")
     draw.text((left, 6), title, fill="black")
     draw.text((left, 22), f"y: {y_label}", fill="black")
     draw.text(((left + right) // 2 - 3 * len(x_label), height - 16), x_label, fill="black")

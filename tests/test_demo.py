@@ -142,3 +142,10 @@ def test_scatter_chart_shades_the_goal_and_places_points_by_value():
     second = np.all(pixels == (30, 110, 200), axis=2)  # the second's
     assert (first & box).sum() > 20  # its marker, on the shading
     assert second.any() and not (second & box).any()
+
+
+def test_scatter_chart_keeps_a_negative_value_on_the_canvas():
+    # A protection that did worse than noise has a negative gap: the axis starts below it.
+    chart = scatter_chart({"worse than noise": (0.3, -0.05)}, x_label="x", y_label="y")
+    rows, _ = np.nonzero(np.all(np.asarray(chart) == (90, 90, 90), axis=2))
+    assert rows.size > 20 and rows.max() < chart.height - 20  # above the x axis' labels

@@ -117,6 +117,16 @@ def test_pixel_limit_is_configurable(tmp_path, gradient):
         load_image(path, max_pixels=100)
 
 
+def test_a_decoded_image_passes_through_with_its_name_and_limits(tmp_path, gradient):
+    path = _write(tmp_path, "once.png", _png_bytes(Image.fromarray(gradient)))
+    loaded = load_image(path)
+    again = load_image(loaded)  # no second read of the file
+    assert again.name == str(path) and again.data == loaded.data
+    assert np.array_equal(again.pixels, loaded.pixels)
+    with pytest.raises(ImageLoadError, match=r"once\.png: .* over the limit of 100"):
+        load_image(loaded, max_pixels=100)
+
+
 def test_byte_limit(tmp_path, gradient):
     path = _write(tmp_path, "big.png", _png_bytes(Image.fromarray(gradient)))
     with pytest.raises(ImageLoadError, match="byte limit"):
