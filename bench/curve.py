@@ -11,9 +11,10 @@ model trained on, with the check's edits (img2img at strength 0.5, 20 steps, gui
 
 A release folder that ships no one-pass immunizer runs ``--pass-from``'s defaults (its
 budgets and pass, as ``bench/effect_ceiling.py --pass-from`` lends them); bundled versions
-and folders with a pass of their own run their own. It writes ``curve.png``: one point per model
-and size, with issue 23's bars (fidelity ≥ 0.5, gap ≥ 0.15) shaded. The default photos
-are the seven that neither a model nor a one-pass immunizer trained on.
+and folders with a pass of their own run their own. It writes ``curve.png``: one point per
+model and size, a colour per model, with issue 23's bars (fidelity ≥ 0.5, gap ≥ 0.15)
+shaded. The default photos are the seven that neither a model nor a one-pass immunizer
+trained on.
 
     .venv/bin/python bench/curve.py --models tiny-ldm@1 tiny-ldm@3 /tmp/tiny-ldm-5 \\
         [--pass-from tiny-ldm@3] [--sizes 128 256] [--photos chelsea.png ...] [-o out/curve]
@@ -80,20 +81,22 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, default=Path("out/curve"))
     args = parser.parse_args()
     print(f"edits {EDIT} at strength 0.5; immunize's defaults at 8/255, seed 0")
-    points: dict[str, tuple[float, float]] = {}
+    series: dict[str, dict[str, tuple[float, float]]] = {}
     for model in args.models:
         for size in args.sizes:
             started = time.perf_counter()
             print(f"{model}, {size} px:")
-            points[f"{Path(model).name} {size}"] = measure(model, size, args.photos, args.pass_from)
+            point = measure(model, size, args.photos, args.pass_from)
+            series.setdefault(model, {})[f"{size} px"] = point
             print(f"  ({time.perf_counter() - started:.0f} s)")
-    print(f"\n{'model, size':28}{'fidelity':>10}{'gap':>8}   goal: {GOAL[0]} and {GOAL[1]}")
-    for label, (fidelity, gap) in points.items():
-        met = "both" if fidelity >= GOAL[0] and gap >= GOAL[1] else "not both"
-        print(f"{label:28}{fidelity:10.3f}{gap:8.3f}   {met}")
+    print(f"\n{'model, size':34}{'fidelity':>10}{'gap':>8}   goal: {GOAL[0]} and {GOAL[1]}")
+    for model, points in series.items():
+        for size, (fidelity, gap) in points.items():
+            met = "both" if fidelity >= GOAL[0] and gap >= GOAL[1] else "not both"
+            print(f"{model + ', ' + size:34}{fidelity:10.3f}{gap:8.3f}   {met}")
     args.out.mkdir(parents=True, exist_ok=True)
     chart = scatter_chart(
-        points,
+        series,
         x_label="SSIM(clean edit, photo), strength 0.5",
         y_label="SSIM gap over same-eps noise, immunize's defaults at 8/255",
         goal=GOAL,

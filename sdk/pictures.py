@@ -148,32 +148,35 @@ def _axis(values: list[float]) -> tuple[float, float, float]:
 
 
 def scatter_chart(
-    points: dict[str, tuple[float, float]],
+    series: dict[str, dict[str, tuple[float, float]]],
     *,
     x_label: str,
     y_label: str,
     goal: tuple[float, float] | None = None,
     title: str = "",
-    width: int = 520,
-    height: int = 320,
+    width: int = 560,
+    height: int = 340,
 ) -> Image.Image:
-    """Labelled points on axes from 0; ``goal`` shades where x and y both reach it.
+    """Labelled points, one colour per series, on axes from 0; ``goal`` shades where x
+    and y both reach it.
 
+    ``series`` maps a series (a model) to its labelled points (``{"128 px": (x, y)}``).
     Each axis ends a little past its largest value (or the goal's), so a point that
     meets a goal lands inside the shaded corner and one that misses lands outside; an
     axis with a negative value starts below it (a protection that did worse than noise).
 
     Example:
-        >>> chart = scatter_chart({"v3": (0.44, 0.17)}, x_label="fidelity", y_label="gap",
-        ...                       goal=(0.5, 0.15))
+        >>> chart = scatter_chart({"v3": {"128 px": (0.44, 0.17)}}, x_label="fidelity",
+        ...                       y_label="gap", goal=(0.5, 0.15))
         >>> chart.size
-        (520, 320)
+        (560, 340)
     """
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    left, top, right, bottom = 48, 40, width - 16, height - 36
-    x_step, x_min, x_max = _axis([x for x, _ in points.values()] + ([goal[0]] if goal else []))
-    y_step, y_min, y_max = _axis([y for _, y in points.values()] + ([goal[1]] if goal else []))
+    left, top, right, bottom = 48, 40, width - 120, height - 36
+    points = [point for labelled in series.values() for point in labelled.values()]
+    x_step, x_min, x_max = _axis([x for x, _ in points] + ([goal[0]] if goal else []))
+    y_step, y_min, y_max = _axis([y for _, y in points] + ([goal[1]] if goal else []))
 
     def at(x: float, y: float) -> tuple[float, float]:
         return (
@@ -195,10 +198,34 @@ def scatter_chart(
     draw.text((left, 6), title, fill="black")
     draw.text((left, 22), f"y: {y_label}", fill="black")
     draw.text(((left + right) // 2 - 3 * len(x_label), height - 16), x_label, fill="black")
-    for k, (name, (x, y)) in enumerate(points.items()):
-        cx, cy = at(x, y)
+    placed: list[tuple[float, float, float, float]] = []
+    for k, (name, labelled) in enumerate(series.items()):
         colour = _BAR_COLOURS[k % len(_BAR_COLOURS)]
-        draw.ellipse((cx - 4, cy - 4, cx + 4, cy + 4), fill=colour)
-        label_x = cx + 7 if cx + 7 + 6 * len(name) < right else cx - 7 - 6 * len(name)
-        draw.text((label_x, cy - 6), name, fill=colour)
+        draw.rectangle((right + 12, top + 16 * k, right + 22, top + 16 * k + 10), fill=colour)
+        draw.text((right + 26, top + 16 * k), name, fill="black")
+        for label, (x, y) in labelled.items():
+            cx, cy = at(x, y)
+            draw.ellipse((cx - 4, cy - 4, cx + 4, cy + 4), fill=colour)
+            placed.append((cx - 4, cy - 4, cx + 4, cy + 4))
+            box = _free_label_box(placed, cx + 7, cy - 6, 6 * len(label), 11)
+            placed.append(box)
+            draw.text(box[:2], label, fill=colour)
     return canvas
+
+
+def _free_label_box(
+    placed: list[tuple[float, float, float, float]], x: float, y: float, w: float, h: float
+) -> tuple[float, float, float, float]:
+    """The first of a few spots beside a point where a label overlaps nothing placed."""
+
+    def clear(box: tuple[float, float, float, float]) -> bool:
+        return all(
+            box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed
+        )
+
+    for dy in (0, 12, -12, 24, -24):
+        for dx in (0, -w - 14):
+            box = (x + dx, y + dy, x + dx + w, y + dy + h)
+            if clear(box):
+                return box
+    return (x, y, x + w, y + h)

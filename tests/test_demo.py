@@ -129,7 +129,10 @@ def test_pictures():
 def test_scatter_chart_shades_the_goal_and_places_points_by_value():
     inside, outside = (0.6, 0.3), (0.2, 0.1)
     chart = scatter_chart(
-        {"in": inside, "out": outside}, x_label="x", y_label="y", goal=(0.5, 0.25)
+        {"first": {"in": inside}, "second": {"out": outside}},
+        x_label="x",
+        y_label="y",
+        goal=(0.5, 0.25),
     )
     pixels = np.asarray(chart)
     shaded = np.all(pixels == (214, 238, 214), axis=2)
@@ -146,6 +149,6 @@ def test_scatter_chart_shades_the_goal_and_places_points_by_value():
 
 def test_scatter_chart_keeps_a_negative_value_on_the_canvas():
     # A protection that did worse than noise has a negative gap: the axis starts below it.
-    chart = scatter_chart({"worse than noise": (0.3, -0.05)}, x_label="x", y_label="y")
+    chart = scatter_chart({"v": {"worse than noise": (0.3, -0.05)}}, x_label="x", y_label="y")
     rows, _ = np.nonzero(np.all(np.asarray(chart) == (90, 90, 90), axis=2))
     assert rows.size > 20 and rows.max() < chart.height - 20  # above the x axis' labels
