@@ -223,12 +223,14 @@ def immunize_command(
 
     import json
 
-    from photoimmune.sdk.immunization import immunize
+    from photoimmune.sdk.immunization import check_immunizable, immunize
     from photoimmune.sdk.io import atomic_write_bytes, encode_image, max_abs_delta
     from photoimmune.sdk.manifest import sign_image
 
     quiet_libraries()
     targets = _targets(model, target, registry, root, recipe)
+    # A photo the attack refuses fails the batch now, not after the photos before it.
+    check_immunizable(loaded, targets, method, eps, steps, warm_start=warm_start)  # type: ignore[arg-type]
     with attack_bar() as bar:
         for src, image, dst in zip(inputs, loaded, outputs, strict=True):
             result = immunize(

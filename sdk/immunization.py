@@ -45,6 +45,7 @@ from .attacks.pgd import PGDConfig, PGDResult
 from .attacks.precision import fast_dtype
 from .attacks.sizing import check_attack_size, working_size
 from .attacks.transforms import default_eot
+from .codec import DecodedImage
 from .descriptor import Budget, MarkSpec, Method
 from .immunizer import combined_delta, load_generator
 from .io import (
@@ -99,6 +100,38 @@ class ImmunizationResult:
 
     def to_pil(self) -> Image.Image:
         return Image.fromarray(self.pixels)
+
+
+def check_immunizable(
+    images: Sequence[DecodedImage],
+    targets: Sequence[AttackTarget],
+    method: ImmunizeMethod | None = None,
+    eps: str | float | None = None,
+    steps: int | None = None,
+    *,
+    warm_start: bool | None = None,
+) -> None:
+    """Refuse, before any model loads, the first image :func:`immunize` would refuse to
+    attack with these settings (too elongated, or too large at the attack's size), so
+    that a batch fails before its first photo rather than at its bad one.
+
+    Raises :class:`~photoimmune.sdk.errors.AttackSizeError` naming the image.
+
+    Example:
+        >>> photos = [load_image(p) for p in paths]  # doctest: +SKIP
+        >>> check_immunizable(photos, [build_target("tiny-ldm@3")])  # doctest: +SKIP
+    """
+    plan = choose_schedule(targets, method, eps, steps, warm_start=warm_start)
+    _check_sizes(images, targets, plan.budget)
+
+
+def _check_sizes(
+    images: Sequence[DecodedImage], targets: Sequence[AttackTarget], budget: Budget
+) -> None:
+    for image in images:
+        for target in targets:
+            resolution = attack_resolution(target, budget)
+            check_attack_size(image.height, image.width, resolution, name=image.name)
 
 
 def attack_resolution(target: AttackTarget, budget: Budget) -> int:
@@ -307,10 +340,7 @@ def immunize(
     # 2. Choose the budget, and whether the immunizers give PGD its start
     plan = choose_schedule(resolved, method, eps, steps, warm_start=warm_start, norm=norm)
     chosen, start = plan.budget, plan.warm_start
-    for image in loaded:  # still before any model loads
-        for target in resolved:
-            resolution = attack_resolution(target, chosen)
-            check_attack_size(image.height, image.width, resolution, name=image.name)
+    _check_sizes(loaded, resolved, chosen)  # still before any model loads
     budget = parse_budget(chosen.eps, upper=None if norm == "l2" else Fraction(1))
     if plan.steps == 0:  # the pass alone, then rounding only
         pgd = {**pgd, "quant_steps": 0}

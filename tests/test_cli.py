@@ -42,14 +42,16 @@ def test_bad_image_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_an_image_too_elongated_to_attack_is_named(tmp_path):
-    line = tmp_path / "banner.png"
+def test_an_image_too_elongated_to_attack_is_named_before_any_is_protected(tmp_path):
+    photo, line = tmp_path / "photo.png", tmp_path / "banner.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
     Image.fromarray(np.zeros((2, 400, 3), np.uint8)).save(line)
-    out = _cli("immunize", str(line), "-o", str(tmp_path / "out"), "--no-sign")
+    out = _cli("immunize", str(photo), str(line), "-o", str(tmp_path / "out"), "--no-sign")
     assert out.returncode == 2
     assert "banner.png: 400x2 is 200:1" in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (tmp_path / "out" / "banner.png").exists()
+    # The batch failed before its first photo, so nothing half-done was written.
+    assert not list((tmp_path / "out").glob("*.png"))
 
 
 def test_verbose_shows_the_traceback(tmp_path):
