@@ -27,7 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
-from effect_ceiling import EDIT, Session, lent_target, noisy, ssim
+from effect_ceiling import EDIT, Session, gap_over_noise, lent_target, ssim
 
 from photoimmune.sdk import immunize
 from photoimmune.sdk.models import resolve_model
@@ -62,10 +62,7 @@ def measure(model: str, size: int, photos: list[str], pass_from: str | None) -> 
         clean = session.edit(photo, 0.5)
         immunized = immunize(photo, target, eps="8/255", seed=0).pixels
         fidelities.append(ssim(clean, photo))
-        gaps.append(
-            ssim(session.edit(noisy(photo, 8), 0.5), clean)
-            - ssim(session.edit(immunized, 0.5), clean)
-        )
+        gaps.append(gap_over_noise(session, photo, immunized, 0.5, 8, clean))
         print(f"  {name:20} fidelity {fidelities[-1]:.3f}  gap {gaps[-1]:.3f}", flush=True)
     return statistics.mean(fidelities), statistics.mean(gaps)
 

@@ -73,6 +73,20 @@ def noisy(photo: np.ndarray, levels: int) -> np.ndarray:
     return same_eps_noise(photo, f"{levels}/255", np.random.default_rng(0))
 
 
+def gap_over_noise(
+    s: Session,
+    photo: np.ndarray,
+    protected: np.ndarray,
+    strength: float,
+    levels: int,
+    clean: np.ndarray,
+) -> float:
+    """SSIM(edit of the same-ε noisy copy, clean edit) - SSIM(edit of ``protected``, clean
+    edit): how much more the protection disrupts the edit than noise does."""
+    noise = ssim(s.edit(noisy(photo, levels), strength), clean)
+    return noise - ssim(s.edit(protected, strength), clean)
+
+
 class Session:
     """One pipeline and the edits every table shares."""
 
@@ -246,11 +260,7 @@ def ceiling(
     rows = []
     for name, px in photos.items():
         adv = immunize(px, target or s.model, eps=f"{levels}/255", seed=seed).pixels
-        baseline = noisy(px, levels)
-        row = []
-        for st in (0, *STRENGTHS):
-            clean = s.edit(px, st)
-            row.append(ssim(s.edit(baseline, st), clean) - ssim(s.edit(adv, st), clean))
+        row = [gap_over_noise(s, px, adv, st, levels, s.edit(px, st)) for st in (0, *STRENGTHS)]
         rows.append(row)
         print(f"{name:14}" + "".join(f"{v:8.3f}" for v in row))
     print(f"{'mean':14}" + "".join(f"{v:8.3f}" for v in np.mean(rows, axis=0)))
@@ -289,9 +299,7 @@ def levers(s: Session, photos: dict, levels: int, only: list[str] | None = None)
         gaps = []
         for px in photos.values():
             adv = tensor_to_pixels(attack(pixels_to_tensor(px)))[0]
-            clean = s.edit(px, 0.5)
-            noise_ssim = ssim(s.edit(noisy(px, levels), 0.5), clean)
-            gaps.append(noise_ssim - ssim(s.edit(adv, 0.5), clean))
+            gaps.append(gap_over_noise(s, px, adv, 0.5, levels, s.edit(px, 0.5)))
         print(f"{label:14}" + "".join(f"{g:14.3f}" for g in gaps) + f"{statistics.mean(gaps):8.3f}")
 
 

@@ -125,14 +125,16 @@ def bar_chart(
             colour = _BAR_COLOURS[k % len(_BAR_COLOURS)]
             draw.rectangle((x0 + 24 * k, y, x0 + 24 * k + 18, bottom), fill=colour)
             draw.text((x0 + 24 * k - 2, y - 12), f"{value:.3g}", fill="black")
-    for k, name in enumerate(series):
-        legend_y = top + 16 * k
-        x = width - 110
-        draw.rectangle(
-            (x, legend_y, x + 10, legend_y + 10), fill=_BAR_COLOURS[k % len(_BAR_COLOURS)]
-        )
-        draw.text((x + 14, legend_y), name, fill="black")
+    _legend(draw, series, width - 110, top)
     return canvas
+
+
+def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str], x: float, y: float) -> None:
+    """A colour swatch and a name per series, one under another, in the series' colours."""
+    for k, name in enumerate(names):
+        colour = _BAR_COLOURS[k % len(_BAR_COLOURS)]
+        draw.rectangle((x, y + 16 * k, x + 10, y + 16 * k + 10), fill=colour)
+        draw.text((x + 14, y + 16 * k), name, fill="black")
 
 
 _GOAL_SHADE = (214, 238, 214)
@@ -198,11 +200,10 @@ def scatter_chart(
     draw.text((left, 6), title, fill="black")
     draw.text((left, 22), f"y: {y_label}", fill="black")
     draw.text(((left + right) // 2 - 3 * len(x_label), height - 16), x_label, fill="black")
+    _legend(draw, list(series), right + 12, top)
     placed: list[tuple[float, float, float, float]] = []
-    for k, (name, labelled) in enumerate(series.items()):
+    for k, labelled in enumerate(series.values()):
         colour = _BAR_COLOURS[k % len(_BAR_COLOURS)]
-        draw.rectangle((right + 12, top + 16 * k, right + 22, top + 16 * k + 10), fill=colour)
-        draw.text((right + 26, top + 16 * k), name, fill="black")
         for label, (x, y) in labelled.items():
             cx, cy = at(x, y)
             draw.ellipse((cx - 4, cy - 4, cx + 4, cy + 4), fill=colour)
