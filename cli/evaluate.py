@@ -96,12 +96,14 @@ def eval_command(
     from pydantic import ValidationError
 
     from photoimmune.sdk.evaluate.harness import EvalSettings, evaluate
-    from photoimmune.sdk.io import atomic_write_bytes
+    from photoimmune.sdk.io import atomic_write_bytes, check_not_an_input
     from photoimmune.sdk.models.train_tiny import VALIDATION_PHOTOS
     from photoimmune.sdk.samples import sample_path
 
     quiet_libraries()
     sources = [p if Path(p).exists() else str(sample_path(p)) for p in photos or VALIDATION_PHOTOS]
+    if csv is not None:
+        check_not_an_input(csv, sources, option="--csv")
     try:
         settings = EvalSettings(
             model=model,

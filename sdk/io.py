@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -74,6 +75,7 @@ __all__ = [
     "LoadedImage",
     "PixelRange",
     "atomic_write_bytes",
+    "check_not_an_input",
     "check_output_dir",
     "check_output_path",
     "decode_image",
@@ -256,6 +258,32 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = True) -
         raise OutputExistsError(
             f"{dest}: already exists; choose another output path or pass overwrite=True"
         )
+    return dest
+
+
+def check_not_an_input(
+    path: str | os.PathLike[str], inputs: Iterable[object], *, option: str = "output"
+) -> Path:
+    """Refuse an output that is one of ``inputs``, even where outputs may be replaced.
+
+    Generated files (a report's CSV, its pictures) replace their own earlier copies
+    on a rerun; an input photo given the same name must never be one of them. Inputs
+    that are not paths (bytes, arrays) cannot collide and are skipped.
+
+    Example:
+        >>> check_not_an_input("out/table.csv", ["photo.png"], option="--csv")
+        PosixPath('out/table.csv')
+    """
+    dest = Path(path)
+    for source in inputs:
+        if not isinstance(source, (str, os.PathLike)):
+            continue
+        with contextlib.suppress(OSError):  # either missing: nothing to protect
+            if os.path.samefile(dest, source):
+                raise OutputPathError(
+                    f"{option} {dest}: is one of the input photos, which are never "
+                    "overwritten; choose another path"
+                )
     return dest
 
 

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import torchvision
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from photoimmune.cli import main
+from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.evaluate import PROCESSING, EvalReport, EvalSettings, evaluate
 from photoimmune.sdk.io import load_image
 from photoimmune.sdk.models import resolve_model
@@ -182,3 +184,25 @@ def test_eval_cli_prints_table_json_and_csv(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in report["rows"]] == ["noise"]
     assert set(report["absent"]) == {"fid", "precision", "recall", "clip"}
+
+
+def test_eval_never_writes_its_pictures_or_csv_over_an_input_photo(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "metrics.png"  # the name of the chart eval draws
+    shutil.copy(PHOTOS[0], photo)
+    before = photo.read_bytes()
+    quick = ["--methods", "noise", "--no-robustness", "--edit-steps", "4", "--size", "64"]
+    assert main(["eval", str(photo), "--out", str(folder), *quick]) == 2
+    assert "is one of the input photos" in capsys.readouterr().err
+    csv_over_it = ["--out", str(tmp_path / "o"), "--csv", str(photo)]
+    assert main(["eval", str(photo), *csv_over_it, *quick]) == 2
+    assert "--csv" in capsys.readouterr().err
+    assert photo.read_bytes() == before
+
+
+def test_an_edit_that_would_run_no_denoising_step_is_refused_in_the_settings():
+    with pytest.raises(InputError, match="at least 10 edit steps"):
+        EvalSettings(strength=0.1, edit_steps=9)
+    assert EvalSettings(strength=0.1, edit_steps=10).edit_steps == 10
+    assert EvalSettings(edit="inpaint", strength=0.1, edit_steps=9).edit == "inpaint"

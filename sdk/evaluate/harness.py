@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..attacks.budget import parse_budget
-from ..io import ImageSource, check_output_dir, load_image, save_image
+from ..io import ImageSource, check_not_an_input, check_output_dir, load_image, save_image
 from ..samples import square_resize
 from .metrics import (
     PAIR_METRICS,
@@ -69,6 +69,14 @@ class EvalSettings(BaseModel):
     features: str | None = Field(default=None, description="torchvision weights for FID/PR")
     features_arch: str = "inception_v3"
     clip: str | None = Field(default=None, description="local CLIP folder for CLIP similarity")
+
+    @model_validator(mode="after")
+    def _edits_denoise(self) -> EvalSettings:
+        if self.edit == "img2img":  # checked now: the attacks run before the first edit
+            from ..models.pipelines import check_edit_steps
+
+            check_edit_steps(self.strength, self.edit_steps)
+        return self
 
 
 class Stat(BaseModel):
@@ -277,6 +285,9 @@ def evaluate(
     steps = processing_steps(s.processing, s.model, seed=s.seed)
     loaded = [load_image(p) for p in photos]
     names = [image.name for image in loaded]
+    if out_dir is not None:
+        for path in _picture_paths(out_dir, names):
+            check_not_an_input(path, photos, option="out_dir")
     images = [square_resize(image.pixels, s.size) for image in loaded]
     mask = _repaint_mask(s.size) if s.edit == "inpaint" else None
     keep = None if mask is None else (mask == 0).astype(np.uint8)
@@ -344,18 +355,15 @@ def _draw_pictures(
     from ..pictures import bar_chart, comparison_grid
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    grids = []
-    for i, (photo, px) in enumerate(zip(names, images, strict=True)):
+    *grid_paths, chart = _picture_paths(out_dir, names)
+    for i, (path, px) in enumerate(zip(grid_paths, images, strict=True)):
         panels, labels = [px, reference[i][0]], ["original", "edit of original"]
         for method in s.methods:
             treated = treated_by[method][i]
             edited = plain_edits[method][i][0] if method in plain_edits else None
             panels += [treated, edited if edited is not None else edit(treated, s.prompts[0])]
             labels += [method, f"edit of {method}"]
-        path = out_dir / f"grid-{i}-{Path(photo).stem}.png"
         save_image(np.asarray(comparison_grid(panels, labels)), path, overwrite=True)
-        grids.append(str(path))
-    chart = out_dir / "metrics.png"
     shown = s.processing[0]  # "none" unless the caller left it out
     plain = {
         r.method: {k: stat.mean for k in PAIR_METRICS if (stat := r.metrics[k]) is not None}
@@ -372,7 +380,14 @@ def _draw_pictures(
         chart,
         overwrite=True,
     )
-    return grids, chart
+    return [str(path) for path in grid_paths], chart
+
+
+def _picture_paths(out_dir: Path, names: list[str]) -> list[Path]:
+    """Where the pictures go: one grid per photo, then the chart. They replace their own
+    earlier copies on a rerun, so no input may be among them."""
+    grids = [out_dir / f"grid-{i}-{Path(name).stem}.png" for i, name in enumerate(names)]
+    return [*grids, out_dir / "metrics.png"]
 
 
 def _row(
