@@ -42,7 +42,7 @@ from photoimmune.sdk.io import atomic_write_bytes, save_image
 from photoimmune.sdk.keys import KeyDir, open_keys
 from photoimmune.sdk.manifest import read_manifest, sign_pixels
 from photoimmune.sdk.models.bundled import VENDOR, bundled_models
-from photoimmune.sdk.models.pipelines import edit_image, load_pipeline
+from photoimmune.sdk.models.pipelines import check_edit_steps, edit_image, load_pipeline
 from photoimmune.sdk.pictures import amplify_delta, bar_chart, comparison_grid, loss_curve
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import honouring_release
@@ -154,6 +154,7 @@ def run_demo(
         True
     """
     s = settings or DemoSettings()
+    check_edit_steps(s.strength, s.edit_steps)  # before the attack, not after it
     keys, _ = open_keys(out_dir / "keys")
     photo = sample_pixels(s.photo, s.size)
     # The vendor publishes the targets; the publisher fetches them back, verified.

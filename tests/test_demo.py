@@ -88,6 +88,15 @@ def test_demo_cli_prints_the_table_and_reuses_its_registry(tmp_path, capsys):
     assert len(list((tmp_path / "registry" / "releases").iterdir())) == 3
 
 
+def test_a_demo_whose_edits_would_run_no_step_is_refused_before_anything_is_made(tmp_path, capsys):
+    # strength 0.2 of 4 steps: diffusers would run int(0.8) = 0 of them
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--edit-steps", "4", "--size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "edit steps runs none" in err and "at least 5" in err and "Traceback" not in err
+    assert not out.exists()  # no keys, no registry: it stopped before the attack
+
+
 def test_a_registry_an_earlier_photoimmune_published_to_is_moved_aside_never_replaced(tmp_path):
     from photoimmune.cli.demo import _demo_registry
     from photoimmune.registry import StaleRegistryError, local_registry, open_registry, publish

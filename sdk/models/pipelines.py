@@ -8,6 +8,7 @@ no request ever leaves the machine.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image
 
-from ..errors import UnknownModelError
+from ..errors import InputError, UnknownModelError
 from .bundled import resolve_model
 
 # Imported here so that diffusers finds it: a cooperative release's model_index.json
@@ -52,9 +53,10 @@ def load_pipeline(
         requires_safety_checker=False,
         feature_extractor=None,
         local_files_only=True,
+        torch_dtype=dtype,  # loaded in it: a cast afterwards makes diffusers warn
     )
     pipe.set_progress_bar_config(disable=not progress_bar)
-    return pipe.to(device=device, dtype=dtype)
+    return pipe.to(device=device)
 
 
 def load_vae(model: str | os.PathLike[str], **kwargs: Any) -> AutoencoderKL:
@@ -71,6 +73,31 @@ def load_vae(model: str | os.PathLike[str], **kwargs: Any) -> AutoencoderKL:
     name = json.loads((folder / "config.json").read_text()).get("_class_name")
     cls = HonouringAutoencoderKL if name == HonouringAutoencoderKL.__name__ else AutoencoderKL
     return cls.from_pretrained(folder, local_files_only=True, **kwargs)
+
+
+def check_edit_steps(strength: float, steps: int) -> None:
+    """Refuse an img2img edit that would run no denoising step at all.
+
+    diffusers runs ``int(steps x strength)`` of the ``steps``; below one it fails deep
+    inside the pipeline, after whatever ran before the edit.
+
+    Example:
+        >>> check_edit_steps(0.2, 20)
+        >>> check_edit_steps(0.2, 4)
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.InputError: strength 0.2 of 4 edit steps runs none ...
+    """
+    if int(steps * strength) >= 1:
+        return
+    fix = (
+        f"use at least {math.ceil(1 / strength)} edit steps, or a higher strength"
+        if strength > 0
+        else "use a strength above 0"
+    )
+    raise InputError(
+        f"strength {strength} of {steps} edit steps runs none of them "
+        f"(diffusers runs int(steps x strength)); {fix}"
+    )
 
 
 @torch.no_grad()
@@ -99,6 +126,7 @@ def edit_image(
         {} if mask is None else {"mask_image": Image.fromarray((mask != 0).astype(np.uint8) * 255)}
     )
     if mask is None or isinstance(pipe, StableDiffusionImg2ImgPipeline):
+        check_edit_steps(strength, steps)
         kwargs["strength"] = strength
     out = pipe(
         prompt,
