@@ -9,7 +9,9 @@ code, never an image. Bad input gets a 4xx JSON ``{"detail": ...}``.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from typing import Annotated
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from photoimmune.sdk.softbinding import ALGORITHM, MATCH_BITS
@@ -52,7 +54,10 @@ def create_app(store: ManifestStore) -> FastAPI:
         }
 
     @app.get("/v1/assets/{asset_id}")
-    def asset(asset_id: int) -> Response:
+    def asset(
+        # bounded: the store's ids are SQLite integers, which a larger number overflows
+        asset_id: Annotated[int, Path(le=2**63 - 1, description="the asset's id")],
+    ) -> Response:
         data, media_type = store.asset(asset_id)
         return Response(data, media_type=media_type)
 

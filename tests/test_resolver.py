@@ -167,6 +167,7 @@ def test_the_resolver_answers_bad_requests_with_4xx_json(resolver):
             ("/v1/lookup", {"code": "not-hex"}, 422),
             ("/v1/lookup", {"code": "0" * 16, "alg": "com.example.other"}, 400),
             ("/v1/assets/999", {}, 404),
+            ("/v1/assets/9223372036854775808", {}, 422),  # over SQLite's integers
         ]:
             response = http.get(path, params=params)
             assert response.status_code == status and "detail" in response.json()
