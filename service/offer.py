@@ -9,6 +9,7 @@ holds. Which immunizer runs for a set of targets is decided in one place,
 
 from __future__ import annotations
 
+import logging
 import threading
 from fractions import Fraction
 from typing import Any
@@ -19,6 +20,8 @@ from photoimmune.sdk.jobs.worker import JobSettings
 
 from .errors import BudgetTooLargeError, UnknownTargetModelError, UploadError
 from .settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
 
 
 def immunizer_settings(targets: list[Any], eps: str, settings: ServiceSettings) -> JobSettings:
@@ -55,12 +58,31 @@ class Offer:
         self._lock = threading.Lock()  # one client, several request threads
         self._releases: dict[str, Any] = {}  # ref -> target: a release never changes
 
+    def check_weights(self) -> None:
+        """At start-up: the weights the service holds must be their model's latest release.
+
+        Raises:
+            InputError: naming the model and the folder, before any request is served.
+        """
+        published = set(self.client.models())
+        for model, folder in self.settings.weights.items():
+            if model in published:  # a model not published yet is offered once it is
+                try:
+                    self.client.get(str(self.client.latest(model))).bind_model(folder)
+                except InputError as err:
+                    raise InputError(f"--weights {model}={folder}: {err}") from None
+
     def _get(self, ref: str) -> Any:
         if ref not in self._releases:
             target = self.client.get(ref)
             weights = self.settings.weights.get(f"{target.ref.vendor}/{target.ref.model}")
-            # Binding checks the weights' fingerprints against the release's.
-            self._releases[ref] = target if weights is None else target.bind_model(weights)
+            try:  # binding checks the weights' fingerprints against the release's
+                target = target if weights is None else target.bind_model(weights)
+            except InputError as err:
+                # A release published since start-up: not offered until the service is
+                # given its weights; the callers are not to blame, nor shown the path.
+                logger.warning("service: %s", err)
+            self._releases[ref] = target
         return self._releases[ref]
 
     def models(self) -> list[str]:

@@ -27,6 +27,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.io import load_image
 from photoimmune.sdk.jobs.catalog import ImmunizedCopy
 from photoimmune.sdk.jobs.queue import WorkItem
@@ -237,6 +238,18 @@ def test_bad_requests_get_4xx_json_that_says_what_to_do(service, world):
     answer = too_big.post("/v1/jobs", files={"image": ("a.png", photo)}, headers=bearer(key))
     assert answer.status_code == 413 and "over" in answer.json()["error"]
     assert service.store.catalog.originals() == []  # nothing refused was queued
+
+
+def test_weights_that_are_not_the_latest_release_are_refused_at_start_up(world, tmp_path):
+    db = f"sqlite:///{tmp_path / 'service.db'}"
+    wrong = SETTINGS.model_copy(update={"weights": {MODEL: "tiny-ldm@2"}})  # the registry holds @1
+    with pytest.raises(InputError, match=f"--weights {MODEL}=tiny-ldm@2: .* are not {MODEL}@1"):
+        open_service(world, db, wrong)
+    right = open_service(world, db, SETTINGS.model_copy(update={"weights": {MODEL: "tiny-ldm@1"}}))
+    try:
+        assert right.offer.models() == [MODEL]
+    finally:
+        right.close()
 
 
 def test_keys_are_hashed_revocable_rate_limited_and_quota_bound(service):
