@@ -53,7 +53,7 @@ def load_pipeline(
         requires_safety_checker=False,
         feature_extractor=None,
         local_files_only=True,
-        torch_dtype=dtype,  # loaded in it: a cast afterwards makes diffusers warn
+        dtype=dtype,  # loaded in it: a cast afterwards makes diffusers warn
     )
     pipe.set_progress_bar_config(disable=not progress_bar)
     return pipe.to(device=device)
