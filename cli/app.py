@@ -30,6 +30,8 @@ from . import checks
 from .catalog import catalog_app, reimmunize_command
 from .common import (
     KEY_DIR_HELP,
+    MAX_SEED,
+    MAX_STEPS,
     attack_bar,
     attack_task,
     console,
@@ -172,6 +174,7 @@ def immunize_command(
         int | None,
         typer.Option(
             min=1,
+            max=MAX_STEPS,
             help="PGD iterations (default: the target's recommendation for the method; from "
             "a one-pass immunizer's start only its few finishing steps: for tiny-ldm@3 40 up "
             "to 128 px, 20 at 256 px).",
@@ -185,7 +188,9 @@ def immunize_command(
             "their recommended few (default: on when every target carries an immunizer).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Random seed; the same seed, the same bytes.")
+    ] = 0,
     recipe: Annotated[
         str, typer.Option(help="Target image: gray (PhotoGuard) or checker.")
     ] = "gray",
@@ -214,7 +219,7 @@ def immunize_command(
     ] = False,
 ) -> None:
     """Immunize images against AI editing and write them, signed, as PNG to --out."""
-    _check_immunize_options(method, eps, recipe, model, target, registry, out, key, cert)
+    _check_immunize_options(method, eps, recipe, model, target, registry, root, out, key, cert)
     from photoimmune.sdk.io import load_image
 
     loaded = [load_image(p) for p in inputs]  # a bad file fails here, before any compute
@@ -278,6 +283,7 @@ def _check_immunize_options(
     models: list[str] | None,
     refs: list[str] | None,
     registry: str | None,
+    root: Path | None,
     out: Path,
     key: Path | None,
     cert: Path | None,
@@ -292,6 +298,8 @@ def _check_immunize_options(
     checks.models(models or [])
     if refs and registry is None:
         raise InputError("--target needs --registry (a registry folder or server URL)")
+    if registry is not None:
+        checks.registry(registry, root)
     checks.output_folder(out, "-o/--out")
     checks.input_files([p for p in (key, cert) if p is not None])
 
@@ -328,6 +336,12 @@ def _targets(
     client = connect(registry, root)
     fetched = [client.get(ref if "@" in ref else str(client.latest(ref))) for ref in refs]
     if not models:
+        unbound = [str(found.ref) for found in fetched if not found.has_weights]
+        if unbound:
+            raise InputError(
+                f"--target {', '.join(unbound)}: no weights for it ship with photoimmune; pass "
+                "--model FOLDER, the release's local diffusers folder (checked by fingerprint)"
+            )
         return fetched
     # Binding returns a new target bound to the local weights (checked by fingerprint).
     return [
@@ -348,9 +362,14 @@ def keys_init(
     ] = "photoimmune development",
 ) -> None:
     """Create a development CA with publisher and vendor signing certificates."""
-    from photoimmune.sdk.keys import SigningAlg, init_keys
+    from photoimmune.sdk.keys import ROLES, SigningAlg, default_key_dir, init_keys
 
     checks.one_of(alg, ("es256", "es384", "ed25519"), "--alg")
+    checks.output_folder(directory or default_key_dir(), "--dir")
+    # Certificates name it in fields of at most 64 characters, "<organization> publisher" too.
+    longest = 64 - max(len(f" {role}") for role in ROLES)
+    if not 1 <= len(organization) <= longest:
+        raise InputError(f"--organization: give 1 to {longest} characters")
     chosen: SigningAlg = alg  # type: ignore[assignment]
     keys = init_keys(directory, alg=chosen, organization=organization)
     console.print(f"keys in {escape(str(keys.path))} ({alg}):", highlight=False)
@@ -391,6 +410,7 @@ def verify(
     from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
 
     resolvers = checks.urls(resolver or [], "--resolver")
+    checks.trust_files(trust or [])
     anchors = read_trust_anchors(trust) if trust else default_trust_anchors()
     listing = table("image", "verdict", "state", "pixels", "protected against", "source", "chain")
     status = 0
@@ -478,6 +498,7 @@ def demo(
         int | None,
         typer.Option(
             min=1,
+            max=MAX_STEPS,
             help="PGD iterations (default: each target's recommendation; for tiny-ldm@3 its "
             "one-pass immunizer, then 40 steps of the edit attack, 20 at 256 px).",
         ),
@@ -622,16 +643,17 @@ def main(argv: list[str] | None = None) -> int:
         command = readable_metavars(typer.main.get_command(app))
         status = command.main(args=args, prog_name="photoimmune", standalone_mode=False)
     except PhotoimmuneError as err:
-        if options.verbose:
-            err_console.print_exception()
-        # The message names files and values the user gave: print them, never parse them.
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
-        )
-        return err.exit_code
+        return _report(str(err), err.exit_code)
     except typer.Abort:
         err_console.print("aborted")
         return 130
+    except OSError as err:
+        # The file system refused a path (permissions, a read-only or special folder):
+        # the user's to fix, so no traceback. Errors about no path stay bugs to report.
+        if err.filename is None:
+            raise
+        why = err.strerror or str(err)
+        return _report(f"{err.filename}: {why}; check the path and its permissions", 2)
     except Exception as err:  # click's usage errors carry their own exit code
         show = getattr(err, "show", None)
         if callable(show) and hasattr(err, "exit_code"):
@@ -640,6 +662,16 @@ def main(argv: list[str] | None = None) -> int:
         raise
     # click returns the exit code of a typer.Exit (e.g. from --help) and None otherwise.
     return status if isinstance(status, int) else 0
+
+
+def _report(message: str, exit_code: int) -> int:
+    """Print an error the user can fix as one line (and, with --verbose, the traceback
+    being handled); return the exit status."""
+    if options.verbose:
+        err_console.print_exception()
+    # The message names files and values the user gave: print them, never parse them.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return exit_code
 
 
 def _take_verbose(args: list[str]) -> tuple[list[str], bool]:

@@ -15,7 +15,10 @@ from photoimmune.sdk.errors import InputError
 from . import checks
 from .common import (
     DB_HELP,
+    MAX_SEED,
+    MAX_STEPS,
     console,
+    database_option,
     err_console,
     plain,
     progress_bar,
@@ -25,6 +28,7 @@ from .common import (
     table,
 )
 
+CREATED_BY = "photoimmune catalog add"  # what creates a catalog; the other commands read one
 catalog_app = typer.Typer(help="A publisher's catalog of originals and immunized copies.")
 
 
@@ -45,7 +49,7 @@ def catalog_add(
     from photoimmune.sdk.database import redact_url
     from photoimmune.sdk.jobs.catalog import Catalog
 
-    catalog = Catalog(db)
+    catalog = Catalog(database_option(db, "catalog"))
     with err_console.status("cataloguing") as status:
         report = catalog.add(
             paths, progress=lambda p: status.update(f"cataloguing {escape(p.name)}")
@@ -80,7 +84,7 @@ def catalog_list(
     """Show each original and what its current immunized copy is protected against."""
     from photoimmune.sdk.jobs.catalog import Catalog
 
-    catalog = Catalog(db)
+    catalog = Catalog(database_option(db, "catalog", created_by=CREATED_BY))
     current = catalog.current_copies()
     listing = table("original", "size", "protected against", "copy")
     for original in catalog.originals():
@@ -138,10 +142,14 @@ def reimmunize_command(
     steps: Annotated[
         int | None,
         typer.Option(
-            min=1, help="PGD iterations per image (default: the target's recommendation)."
+            min=1,
+            max=MAX_STEPS,
+            help="PGD iterations per image (default: the target's recommendation).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same pixels).")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Random seed (same seed, same pixels).")
+    ] = 0,
     threads: Annotated[
         int | None,
         typer.Option(min=1, help="PyTorch threads per worker; equal counts give equal bytes."),
@@ -183,9 +191,13 @@ def reimmunize_command(
         eps = checks.budget(eps)
     checks.output_folder(out, "--out")
     bound = dict(checks.weights(w) for w in weights or [])
-    checks.input_files([p for p in (key, cert, trust) if p is not None])
+    checks.input_files([p for p in (key, cert) if p is not None])
+    checks.trust_files([trust] if trust is not None else [])
     if key is not None and trust is None and not dry_run:
         raise InputError("--key needs --trust: the CA certificate that --cert chains to")
+    checks.registry(registry, root)
+    # Read, never created: a dry run changes nothing, and a job on an empty catalog does nothing.
+    url = database_option(db, "catalog", created_by=CREATED_BY)
 
     from photoimmune.registry.client import connect
     from photoimmune.sdk.jobs.catalog import Catalog
@@ -196,7 +208,7 @@ def reimmunize_command(
     if not dry_run:
         signer = signer_from_options(key, cert, keys_dir)
         trust_pem = read_trust_anchors(trust) if trust else default_trust_anchors(keys_dir)
-    catalog = Catalog(db)
+    catalog = Catalog(url)
     client = connect(registry, root)
     if dry_run:
         _print_plan(plan(catalog, client, names), as_json)

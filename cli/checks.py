@@ -10,6 +10,7 @@ naming the option and what it accepts.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -62,20 +63,39 @@ def subscriptions(values: Iterable[str], option: str = "--models") -> list[str]:
     """``vendor/model`` names, comma-separated or repeated; a version is never subscribed to."""
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     for name in names:
-        if not _SUBSCRIPTION.match(name):
+        if _SUBSCRIPTION.match(name):
+            continue
+        if "@" in name:
             raise InputError(
                 f"{option} {name!r}: subscribe to a model (vendor/model, lowercase), not a "
                 "version: a job always protects against each model's latest release; "
-                "e.g. photoimmune/tiny-ldm"
+                f"e.g. {name.partition('@')[0]}"
             )
+        if "/" not in name:
+            raise InputError(
+                f"{option} {name!r}: name the model with its vendor, vendor/model "
+                f"(e.g. photoimmune/{name} for a bundled model)"
+            )
+        raise InputError(
+            f"{option} {name!r}: give vendor/model in lowercase letters, digits, '.', '_' and "
+            "'-', e.g. photoimmune/tiny-ldm"
+        )
     if not names:
         raise InputError(f"{option}: name at least one vendor/model")
     return names
 
 
 def output_folder(path: Path, option: str = "--out") -> Path:
-    """A folder to write into: missing is fine (it is created), a file is not."""
-    return check_output_dir(path, option=option)
+    """A folder to write into: missing is fine (it is created), a file is not, nor one
+    this user may not write (or create) files in."""
+    check_output_dir(path, option=option)
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{option} {path}: {existing} is not writable for you; choose another folder "
+            "or change its permissions"
+        )
+    return path
 
 
 def new_folder(path: Path, option: str) -> Path:
@@ -115,12 +135,51 @@ def weights(value: str) -> tuple[str, str]:
 
 
 def urls(values: Iterable[str], option: str) -> list[str]:
-    """http(s) URLs with a host, such as ``http://127.0.0.1:8480``."""
-    from urllib.parse import urlsplit
-
+    """http(s) URLs with a host, a port that is a number (if any) and no spaces, such as
+    ``http://127.0.0.1:8480``."""
     found = list(values)
     for value in found:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if not _well_formed_url(value):
             raise InputError(f"{option} {value!r}: give an http(s) URL, e.g. http://127.0.0.1:8480")
+    return found
+
+
+def _well_formed_url(value: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises for a port that is no number or out of range)
+    except ValueError:  # also an unclosed [IPv6
+        return False
+    spaced = any(c.isspace() for c in value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not spaced
+
+
+def registry(location: str, root: Path | None) -> str:
+    """``--registry`` (a folder, or a well-formed server URL) and ``--root`` (a registry's
+    root.json, when given), checked before keys are made or models load."""
+    from photoimmune.registry.keys import trusted_root_bytes
+
+    if location.startswith(("http://", "https://")):
+        urls([location], "--registry")
+    if root is not None:
+        trusted_root_bytes(root)
+    return location
+
+
+def trust_files(paths: Iterable[Path], option: str = "--trust") -> list[Path]:
+    """PEM CA certificate files: a file of anything else would make every signature look
+    untrusted or altered, and blame the image for a mistake in the command line."""
+    from cryptography import x509
+
+    found = input_files(paths, option)
+    for path in found:
+        try:
+            x509.load_pem_x509_certificates(path.read_bytes())
+        except ValueError:
+            raise InputError(
+                f"{option} {path}: not a PEM CA certificate; pass the ca.pem that "
+                "`photoimmune keys init` wrote, or your CA's certificate"
+            ) from None
     return found

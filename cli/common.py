@@ -9,8 +9,9 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
@@ -40,6 +41,26 @@ options = _Options()
 
 KEY_DIR_HELP = "$PHOTOIMMUNE_KEY_DIR or ~/.photoimmune/keys"
 DB_HELP = "Catalog database: an SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...)."
+
+# Bounds of numeric options: a typo is refused by name, never overflows where the value
+# lands nor runs for days.
+#: torch seeds its generators with a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
+#: What an INTEGER column holds on every database we support (PostgreSQL's: 32 bits).
+MAX_SQL_INT = 2**31 - 1
+#: PGD steps; past this a count is a typo, not a plan (100 steps already take minutes).
+MAX_STEPS = 10_000
+
+PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
+
+
+def database_option(value: str, what: str, *, created_by: str | None = None) -> str:
+    """``--db`` as a URL, checked to open before any work; ``created_by`` (the command that
+    creates ``what``) for commands that only read it, which must never turn a mistyped
+    name into a new, empty database."""
+    from photoimmune.sdk.database import check_database
+
+    return check_database(value, what=what, option="--db", created_by=created_by)
 
 
 def progress_bar(*fields: str, remaining: bool = False) -> Progress:

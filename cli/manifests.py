@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from . import checks
-from .common import console, plain, table
+from .common import PortOpt, console, database_option, plain, table
 
 manifests_app = typer.Typer(
     help="A manifest store and resolver: find the manifest of a stripped copy.",
@@ -37,7 +37,7 @@ def add(
     from photoimmune.sdk.database import redact_url
 
     checks.input_files(files)
-    store = ManifestStore(db)
+    store = ManifestStore(database_option(db, "manifest store"))
     listing = table("file", "asset", "codes", "")
     failed: list[str] = []
     for path in files:
@@ -61,7 +61,7 @@ def add(
 def serve(
     db: Annotated[str, typer.Option(help=STORE_HELP)] = "manifests.db",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8480,
+    port: PortOpt = 8480,
 ) -> None:
     """Answer lookups by soft-binding code over HTTP (FastAPI + uvicorn).
 
@@ -72,4 +72,6 @@ def serve(
     from photoimmune.resolver.server import create_app
     from photoimmune.resolver.store import ManifestStore
 
-    uvicorn.run(create_app(ManifestStore(db)), host=host, port=port)
+    # Serving an empty store made from a mistyped name would answer every lookup "none".
+    url = database_option(db, "manifest store", created_by="photoimmune manifests add")
+    uvicorn.run(create_app(ManifestStore(url)), host=host, port=port)

@@ -18,8 +18,18 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from photoimmune.sdk.errors import InputError, OutputExistsError
+
 from . import checks
-from .common import console, err_console, plain, progress_bar, table
+from .common import (
+    PortOpt,
+    console,
+    database_option,
+    err_console,
+    plain,
+    progress_bar,
+    table,
+)
 
 registry_app = typer.Typer(
     help="A registry of signed attack targets (TUF): create, onboard, publish, serve.",
@@ -41,13 +51,16 @@ RootOpt = Annotated[
 @registry_app.command("init")
 def init(
     folder: Annotated[Path, typer.Argument(help="New folder for the registry.")],
-    root_keys: Annotated[int, typer.Option(help="Number of root keys.")] = 3,
-    root_threshold: Annotated[int, typer.Option(help="Root signatures required.")] = 2,
+    root_keys: Annotated[int, typer.Option(min=1, help="Number of root keys.")] = 3,
+    root_threshold: Annotated[int, typer.Option(min=1, help="Root signatures required.")] = 2,
     db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite file).")] = None,
 ) -> None:
     """Create a registry: keys, root and targets metadata, database, blob store."""
     from photoimmune.registry.admin import init_registry
 
+    checks.output_folder(folder, "FOLDER")
+    if db is not None:
+        db = database_option(db, "registry database")
     paths = init_registry(
         folder, root_keys=root_keys, root_threshold=root_threshold, database_url=db
     )
@@ -67,6 +80,7 @@ def keygen(
     """Create an ed25519 signing key (and PATH.pub.pem to hand to the registry admin)."""
     from photoimmune.registry.keys import public_path, write_key
 
+    checks.output_folder(path.parent, "PATH")
     signer = write_key(path)
     console.print(
         f"key {signer.public_key.keyid[:16]}…; public half: {escape(str(public_path(path)))}"
@@ -78,7 +92,7 @@ def vendor_add(
     vendor: Annotated[str, typer.Argument(help="Vendor name: the namespace it may publish.")],
     key: Annotated[list[Path], typer.Option(help="Vendor public key (.pub.pem); repeat.")],
     registry: RegistryOpt,
-    threshold: Annotated[int, typer.Option(help="Vendor signatures required.")] = 1,
+    threshold: Annotated[int, typer.Option(min=1, help="Vendor signatures required.")] = 1,
     targets_key: Annotated[
         list[Path] | None, typer.Option(help="Targets-role private key(s).")
     ] = None,
@@ -88,8 +102,13 @@ def vendor_add(
     from photoimmune.registry.admin import add_vendor, open_registry
     from photoimmune.registry.keys import load_public_key, load_signer
 
-    signers = [load_signer(p) for p in targets_key or [Path(registry) / "keys" / "targets.pem"]]
     handle = open_registry(registry, trusted_root=root)
+    if targets_key is None and registry.startswith(("http://", "https://")):
+        raise InputError(
+            "--targets-key: with a server URL, pass the targets role's private key (registry "
+            "init wrote it to FOLDER/keys/targets.pem; it is kept offline, not on the server)"
+        )
+    signers = [load_signer(p) for p in targets_key or [Path(registry) / "keys" / "targets.pem"]]
     version = add_vendor(handle, vendor, [load_public_key(k) for k in key], threshold, signers)
     console.print(f"{escape(vendor)} may publish {escape(vendor)}/*; targets is now v{version}")
 
@@ -196,7 +215,7 @@ def serve(
         str | None, typer.Option(help="Database URL (default: the folder's SQLite).")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8470,
+    port: PortOpt = 8470,
 ) -> None:
     """Serve the registry over HTTP (FastAPI + uvicorn)."""
     import uvicorn
@@ -204,7 +223,15 @@ def serve(
     from photoimmune.registry.server import create_app
     from photoimmune.registry.service import RegistryService
 
-    uvicorn.run(create_app(RegistryService.open(folder, db)), host=host, port=port)
+    service = RegistryService.open(folder, _existing_database(db))
+    uvicorn.run(create_app(service), host=host, port=port)
+
+
+def _existing_database(db: str | None) -> str | None:
+    """``--db`` of a registry `registry init --db` made (None: the one the folder names)."""
+    if db is None:
+        return None
+    return database_option(db, "registry database", created_by="photoimmune registry init --db")
 
 
 @registry_app.command("export")
@@ -219,10 +246,44 @@ def export(
     from photoimmune.registry.service import RegistryService
 
     checks.output_folder(out, "OUT")
-    count = RegistryService.open(folder, db).export(out)
+    count = RegistryService.open(folder, _existing_database(db)).export(out)
     console.print(
         f"wrote {count} files to {escape(str(out))}; serve it as-is (e.g. python -m http.server)"
     )
+
+
+OVERWRITE_HELP = "Replace the release already in --out (its scorecard and immunizer too)."
+TRAINING_NAME = "training.json"  # train-immunizer's record, kept beside the release
+
+
+def _check_release_folder(out: Path, overwrite: bool) -> None:
+    """``-o/--out`` of a release: a folder that holds none yet (what `targets build`,
+    `train-immunizer` and `targets score` write there), unless --overwrite."""
+    from photoimmune.sdk.descriptor import DESCRIPTOR_NAME, IMMUNIZER_NAME, TENSORS_NAME
+    from photoimmune.sdk.scorecard import SCORECARD_NAME
+
+    checks.output_folder(out, "-o/--out")
+    names = (DESCRIPTOR_NAME, TENSORS_NAME, IMMUNIZER_NAME, SCORECARD_NAME, TRAINING_NAME)
+    held = [name for name in names if (out / name).exists()]
+    if held and not overwrite:
+        raise OutputExistsError(
+            f"-o/--out {out}: already holds a release ({', '.join(held)}); pass --overwrite "
+            "to replace it, or choose another folder"
+        )
+
+
+def _save_release(target, out: Path) -> Path:
+    """Save ``target`` in ``out`` (see :func:`_check_release_folder`), without what the
+    release it replaces had beyond it (an immunizer, a scorecard, a training record):
+    left there, they would be published with, or taken for, the new target's."""
+    from photoimmune.sdk.descriptor import IMMUNIZER_NAME
+    from photoimmune.sdk.scorecard import SCORECARD_NAME
+    from photoimmune.sdk.targets import save_target
+
+    stale = [SCORECARD_NAME, TRAINING_NAME] + ([IMMUNIZER_NAME] if not target.immunizer else [])
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    return save_target(target, out)  # replaces the descriptor and tensors
 
 
 @targets_app.command("build")
@@ -234,6 +295,7 @@ def build(
     target_image: Annotated[
         Path | None, typer.Option(help="Use this image as the target instead of a recipe.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Build the attack target a vendor publishes for one model release."""
     from photoimmune.sdk.refs import ModelRef
@@ -241,15 +303,15 @@ def build(
     ModelRef.parse(ref)  # vendor/model@version, checked before the model loads
     checks.models([model])
     checks.one_of(recipe, checks.RECIPES, "--recipe")
-    checks.output_folder(out, "-o/--out")
+    _check_release_folder(out, overwrite)
     if target_image is not None:
         checks.input_files([target_image], "--target-image")
     from photoimmune.sdk.io import load_image, pixels_to_tensor
-    from photoimmune.sdk.targets import build_target, save_target
+    from photoimmune.sdk.targets import build_target
 
     image = None if target_image is None else pixels_to_tensor(load_image(target_image).pixels)
     target = build_target(model, ref=ref, recipe=recipe, image=image)  # type: ignore[arg-type]
-    path = save_target(target, out)
+    path = _save_release(target, out)
     console.print(f"{target.ref}: {escape(str(path))} (digest {target.digest[:16]}…)")
 
 
@@ -298,6 +360,7 @@ def train_immunizer_command(
         Path | None,
         typer.Option(help="A target folder whose immunizer to start from (a fine-tune)."),
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
 ) -> None:
     """Train a one-pass immunizer for a release's target and write the target carrying it
     (publish that folder as usual: its weights are signed with it), with training.json,
@@ -312,12 +375,12 @@ def train_immunizer_command(
 
     checks.one_of(objective, IMMUNIZER_OBJECTIVES, "--objective")
     eps = checks.budget(eps)
-    checks.output_folder(out, "-o/--out")
+    _check_release_folder(out, overwrite)
     import time
 
     from photoimmune.sdk.immunizer import ImmunizerTraining, train_immunizer, training_record
     from photoimmune.sdk.io import atomic_write_bytes
-    from photoimmune.sdk.targets import build_target, load_target, save_target
+    from photoimmune.sdk.targets import build_target, load_target
 
     training = ImmunizerTraining(
         steps=steps,
@@ -343,9 +406,9 @@ def train_immunizer_command(
             bar.update(task, completed=step, loss=loss)
 
         trained = train_immunizer(target, training, start=first, progress=report)
-    path = save_target(trained, out)
+    path = _save_release(trained, out)
     record = training_record(training, time.perf_counter() - started, history, first)
-    atomic_write_bytes(out / "training.json", json.dumps(record, indent=2).encode(), overwrite=True)
+    atomic_write_bytes(out / TRAINING_NAME, json.dumps(record, indent=2).encode(), overwrite=True)
     console.print(
         f"{trained.ref}: {escape(str(path))} with a one-pass immunizer "
         f"(digest {trained.digest[:16]}…, trained for {trained.base_digest[:16]}…)"

@@ -29,13 +29,21 @@ import httpx
 from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root
 
+from photoimmune.sdk.errors import OutputExistsError
+from photoimmune.sdk.io import check_output_dir
 from photoimmune.sdk.scorecard import SCORECARD_NAME
 from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
 
 from . import metadata as tm
-from .client import RegistryClient
-from .errors import RegistryUnavailableError, ReleaseRejectedError, StaleRegistryError
-from .keys import write_key
+from .client import RegistryClient, checked_url
+from .errors import (
+    InvalidThresholdError,
+    RegistryUnavailableError,
+    ReleaseRejectedError,
+    StaleRegistryError,
+    TrustedRootError,
+)
+from .keys import trusted_root_bytes, write_key
 from .service import RegistryPaths, RegistryService
 
 
@@ -182,10 +190,10 @@ def open_registry(
     text = os.fspath(location)
     if text.startswith(("http://", "https://")):
         if trusted_root is None:
-            raise ReleaseRejectedError(
+            raise TrustedRootError(
                 f"{text}: pass the registry's root.json (--root) to talk to a server"
             )
-        return RemoteRegistry(text, trusted_root, http)
+        return RemoteRegistry(checked_url(text), trusted_root_bytes(trusted_root), http)
     return LocalRegistry(RegistryService.open(Path(text)))
 
 
@@ -199,10 +207,13 @@ def init_registry(
     ``folder/root.json`` is the trust anchor to give to clients.
     """
     paths = RegistryPaths(folder)
+    check_output_dir(folder, option="registry folder")
     if paths.trusted_root.exists():
-        raise ReleaseRejectedError(f"{folder}: a registry already exists here")
-    if not 1 <= root_threshold <= root_keys:
-        raise ReleaseRejectedError(f"root threshold {root_threshold} needs 1..{root_keys} keys")
+        raise OutputExistsError(
+            f"{folder}: a registry already exists here; its clients trust its root.json, "
+            "so choose a new folder rather than replace it"
+        )
+    _check_threshold(root_threshold, root_keys, "root")
     roots = [write_key(paths.keys / f"root-{i + 1}.pem") for i in range(root_keys)]
     targets = write_key(paths.keys / "targets.pem")
     snapshot = write_key(paths.keys / "snapshot.pem")
@@ -228,12 +239,22 @@ def init_registry(
     return paths
 
 
+def _check_threshold(threshold: int, keys: int, role: str) -> None:
+    """Refuse, before any key is written or metadata fetched, a threshold that no
+    signatures of these ``keys`` could ever meet."""
+    if not 1 <= threshold <= keys:
+        raise InvalidThresholdError(
+            f"{role} threshold {threshold}: choose 1 to {keys}, the number of {role} keys"
+        )
+
+
 def add_vendor(
     registry: Registry, vendor: str, keys: list[Key], threshold: int, signers: Sequence[Signer]
 ) -> int:
     """Delegate ``vendor/*`` to ``keys`` (or replace the vendor's keys); signed by ``signers``
     (the targets role's keys). Returns the new targets version."""
     tm.check_vendor_name(vendor)  # before anything is fetched or signed
+    _check_threshold(threshold, len(keys), "vendor")
     current = registry.current("targets")
     assert current is not None  # every registry starts with targets v1
     md = Metadata(current.signed)

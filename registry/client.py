@@ -66,6 +66,7 @@ from photoimmune.sdk.targets import (
 )
 
 from . import errors
+from .keys import trusted_root_bytes
 from .metadata import MAX_METADATA_BYTES, descriptor_of, release_dir
 
 _CHUNK = 64 * 1024
@@ -298,7 +299,7 @@ class RegistryClient:
         text = os.fspath(source)
         self.remote = text.startswith(("http://", "https://"))
         if self.remote:
-            base = text.rstrip("/")
+            base = checked_url(text).rstrip("/")
             self._fetcher: DeadlineFetcher = HttpFetcher(http)
         else:
             folder = Path(text).expanduser().resolve()
@@ -308,15 +309,13 @@ class RegistryClient:
             elif (folder / "keys" / "snapshot.pem").is_file():
                 self._fetcher = ServiceFetcher(folder)
             else:
-                raise errors.RegistryUnavailableError(
+                raise errors.RegistryLocationError(
                     f"{folder}: neither a registry folder nor an exported registry; pass a "
                     "server's URL, a `registry init` folder or a `registry export` folder"
                 )
         self.metadata_url = f"{base}/metadata/"
         self.targets_url = f"{base}/targets/"
-        self._root = (
-            trusted_root if isinstance(trusted_root, bytes) else Path(trusted_root).read_bytes()
-        )
+        self._root = trusted_root_bytes(trusted_root)
         self.cache = Path(cache_dir) if cache_dir else default_cache_dir(base, self._root)
         self.metadata_dir = self.cache / "metadata"
         self.targets_dir = self.cache / "targets"
@@ -641,6 +640,29 @@ def _trusted(metadata_dir: Path, role: type[Signed]) -> Metadata[Any]:
 _MIX_AND_MATCH = re.compile(r"^Expected (snapshot version \d+, got|\S+ v\d+, got v)")
 
 
+def checked_url(url: str) -> str:
+    """``url`` if it can name a server (a numeric port, a closed ``[IPv6]``, no spaces);
+    otherwise :class:`~.errors.RegistryLocationError`, before anything is requested.
+
+    Example:
+        >>> checked_url("http://127.0.0.1:8470")
+        'http://127.0.0.1:8470'
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        problem: str | None = str(exc)
+    else:
+        problem = None if parsed.host else "no host"
+    if problem is None and any(c.isspace() for c in url):
+        problem = "it holds a space"
+    if problem is not None:
+        raise errors.RegistryLocationError(
+            f"{url!r}: not a registry URL ({problem}); give one such as http://127.0.0.1:8470"
+        )
+    return url
+
+
 def connect(
     source: str | os.PathLike[str], trusted_root: bytes | os.PathLike[str] | None = None
 ) -> RegistryClient:
@@ -659,14 +681,20 @@ def connect(
         if text.startswith(("http://", "https://")):
             # A server cannot vouch for itself: its root.json is trusted only as the copy its
             # admin hands out, never as downloaded from it (a URL, not a path: no Path() here).
-            raise errors.RegistryUnavailableError(
+            raise errors.TrustedRootError(
                 f"{text}: no trusted root given; pass the registry's root.json (--root, or "
                 f"trusted_root=) as its admin distributes it; the server's own copy "
                 f"({text.rstrip('/')}/root.json) cannot vouch for the server"
             )
-        local = RegistryPaths(Path(text).expanduser()).trusted_root
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise errors.RegistryLocationError(
+                f"{text}: no such registry folder; pass a `registry init` folder, a "
+                "`registry export` folder (with --root) or a server's URL (with --root)"
+            )
+        local = RegistryPaths(folder).trusted_root
         if not local.is_file():
-            raise errors.RegistryUnavailableError(
+            raise errors.TrustedRootError(
                 f"{os.fspath(source)}: no trusted root given and none at {local}; pass the "
                 "registry's root.json (--root, or trusted_root=) as its admin distributes it"
             )

@@ -26,6 +26,19 @@ class RegistryUnavailableError(RegistryError):
     """The registry could not be reached, or answered with an HTTP error."""
 
 
+class RegistryLocationError(RegistryError, InputError):
+    """No registry where one was named: a folder that holds none, a malformed URL."""
+
+    exit_code = 2
+
+
+class TrustedRootError(RegistryError, InputError):
+    """The trust anchor is missing or unusable: no root.json given for a server, or a
+    file that is not a registry's root metadata."""
+
+    exit_code = 2
+
+
 class UnknownReleaseError(RegistryError):
     """No such vendor, model or version in the registry."""
 
@@ -46,6 +59,12 @@ class QuotaExceededError(ReleaseRejectedError):
 
 class InvalidNameError(ReleaseRejectedError, InputError):
     """A name the registry cannot use: a vendor name that is no namespace, or TUF's own."""
+
+    exit_code = 2
+
+
+class InvalidThresholdError(ReleaseRejectedError, InputError):
+    """A signature threshold that no set of the given keys can meet (or that is zero)."""
 
     exit_code = 2
 

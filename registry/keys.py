@@ -1,4 +1,5 @@
-"""Registry signing keys: ed25519 key pairs in PEM files, as securesystemslib signers.
+"""Registry signing keys: ed25519 key pairs in PEM files, as securesystemslib signers, and
+the trust anchor that names the root keys (``root.json``, see :func:`trusted_root_bytes`).
 
 The roles and who holds their keys:
 
@@ -18,14 +19,19 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from securesystemslib.signer import CryptoSigner, SSlibKey
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Root
 
-from photoimmune.sdk.errors import InputError
-from photoimmune.sdk.io import atomic_write_bytes
+from photoimmune.sdk.errors import InputError, OutputExistsError
+from photoimmune.sdk.io import atomic_write_bytes, check_output_path
+
+from . import errors
 
 
 def generate_signer() -> CryptoSigner:
@@ -36,13 +42,16 @@ def generate_signer() -> CryptoSigner:
 def write_key(path: Path, signer: CryptoSigner | None = None) -> CryptoSigner:
     """Write a private key (PKCS#8 PEM, mode 0600) and its public key (``.pub.pem``).
 
-    Refuses to replace an existing key: a lost key can't be recovered.
+    Refuses to replace an existing key, private or public: a lost key can't be recovered,
+    and a public half replaced alone would no longer match its private key.
     """
     signer = signer or generate_signer()
-    if path.exists():
-        raise InputError(
-            f"{path}: a key is already there; keys are never replaced, pick a new path"
-        )
+    for dest in (path, public_path(path)):
+        if os.path.lexists(dest):
+            raise OutputExistsError(
+                f"{dest}: a key is already there; keys are never replaced, pick a new path"
+            )
+        check_output_path(dest)  # a parent that is a file, a name too long
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write_bytes(path, signer.private_bytes, mode=0o600)
     atomic_write_bytes(public_path(path), public_pem(signer.public_key), overwrite=True)
@@ -92,3 +101,31 @@ def load_public_key(path: Path) -> SSlibKey:
     if not isinstance(public, Ed25519PublicKey):
         raise InputError(f"{path}: registry keys are ed25519; create one with registry keygen")
     return SSlibKey.from_crypto(public)
+
+
+def trusted_root_bytes(trusted_root: bytes | os.PathLike[str]) -> bytes:
+    """The trust anchor's bytes, refused (:class:`~.errors.TrustedRootError`) unless they
+    are TUF root metadata: a wrong file given as the anchor is named as such, never
+    blamed on the registry.
+
+    Example:
+        >>> trusted_root_bytes(Path("reg/root.json"))  # doctest: +SKIP
+    """
+    where = "the trusted root" if isinstance(trusted_root, bytes) else os.fspath(trusted_root)
+    try:
+        data = trusted_root if isinstance(trusted_root, bytes) else Path(where).read_bytes()
+    except OSError as exc:
+        raise errors.TrustedRootError(
+            f"{where}: cannot read the trusted root ({exc.strerror or exc}); pass the "
+            "registry's root.json (--root) as its admin distributes it"
+        ) from None
+    try:
+        signed = Metadata.from_bytes(data).signed
+    except (tuf_errors.RepositoryError, ValueError, KeyError, TypeError):
+        signed = None
+    if not isinstance(signed, Root):
+        raise errors.TrustedRootError(
+            f"{where}: not a registry's root.json (TUF root metadata); pass the root.json "
+            "that `photoimmune registry init` wrote, as the registry's admin distributes it"
+        )
+    return data

@@ -21,8 +21,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session
+
+from .errors import DatabaseLocationError, DatabaseUnavailableError
 
 
 def utc_now() -> datetime:
@@ -40,6 +42,68 @@ def database_url(value: str) -> str:
         'postgresql+psycopg://db/photos'
     """
     return value if "://" in value else f"sqlite:///{value}"
+
+
+def check_database(
+    value: str, *, what: str, option: str = "database", created_by: str | None = None
+) -> str:
+    """``database_url(value)``, refused now if ``what`` (e.g. ``"catalog"``) cannot be opened
+    there; connects once to find out.
+
+    Refused: a URL no installed SQLAlchemy dialect reads, an SQLite file in a folder
+    that is not there, a folder, a file that is no database (:class:`DatabaseLocationError`,
+    bad input), a server that does not answer (:class:`DatabaseUnavailableError`). With
+    ``created_by`` (the command that creates one), an SQLite file must exist already: a
+    command that only reads never turns a mistyped name into a new, empty database;
+    without it, connecting creates the file, as the caller would next.
+
+    Example:
+        >>> check_database("sqlite://", what="catalog")
+        'sqlite://'
+        >>> check_database("typo.db", what="catalog", option="--db", created_by="catalog add")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.DatabaseLocationError: --db typo.db: no such catalog; ...
+    """
+    url = database_url(value)
+    shown = f"{option} {redact_url(url)}"
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except ArgumentError:  # NoSuchModuleError too: a dialect name SQLAlchemy does not know
+        raise DatabaseLocationError(
+            f"{shown}: not a database URL SQLAlchemy reads; give an SQLite file path or a URL "
+            "such as postgresql+psycopg://user@host/db"
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if path.is_dir():
+            raise DatabaseLocationError(f"{option} {path}: is a folder; give the {what}'s file")
+        if created_by is not None and not path.is_file():
+            raise DatabaseLocationError(
+                f"{option} {path}: no such {what}; check the path (`{created_by}` creates one)"
+            )
+        if not path.parent.is_dir():
+            raise DatabaseLocationError(
+                f"{option} {path}: the folder {path.parent} does not exist; create it first"
+            )
+    try:
+        engine = open_engine(url)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, ImportError) as err:
+        # Messages reach terminals and logs: never the password, not even the driver's.
+        reason = redact_error(str(err).splitlines()[0], url)
+        if parsed.get_backend_name() == "sqlite":  # the file itself is wrong: bad input
+            raise DatabaseLocationError(
+                f"{shown}: cannot open the {what}: {reason}; check the path"
+            ) from None
+        raise DatabaseUnavailableError(
+            f"{shown}: cannot open the {what}: {reason}; check the URL and that its server runs"
+        ) from None
+    return url
 
 
 def redact_url(url: str) -> str:

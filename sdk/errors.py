@@ -66,5 +66,15 @@ class UnknownModelError(InputError):
     """A model name or path does not resolve to a diffusers model folder."""
 
 
+class DatabaseLocationError(InputError):
+    """A database named wrongly: a URL no SQLAlchemy dialect reads, an SQLite file in a
+    folder that is not there or that is no database, or one a reading command expects
+    that does not exist."""
+
+
+class DatabaseUnavailableError(PhotoimmuneError):
+    """A database server that cannot be used: down, unreachable, or refusing the login."""
+
+
 class ManifestError(PhotoimmuneError):
     """A C2PA manifest could not be written, or an image's manifest does not hold up."""

@@ -485,7 +485,7 @@ def test_cli_vendor_workflow_end_to_end(tmp_path, tiny_models, capsys):
     static = ["--registry", str(tmp_path / "static"), "--root", str(reg / "root.json")]
     # Non-bundled weights must be named, and must be the release's weights.
     assert main([*immunize, "--target", "acme/quick@1", *static]) == 2
-    assert "bind_model" in capsys.readouterr().err
+    assert "--model FOLDER" in capsys.readouterr().err
     wrong = ["--model", str(tiny_models[1])]
     assert main([*immunize, "--target", "acme/quick@1", *static, *wrong]) == 2
     assert "fingerprints differ" in capsys.readouterr().err
