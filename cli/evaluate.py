@@ -12,7 +12,7 @@ from rich.table import Table
 from photoimmune.sdk.errors import InputError
 
 from . import checks
-from .common import console, print_wide, progress_bar, quiet_libraries
+from .common import MAX_SEED, MAX_STEPS, console, print_wide, progress_bar, quiet_libraries
 
 #: What ``photoimmune.sdk.evaluate`` offers (its harness imports torch; a test keeps these equal).
 EVAL_METHODS = ("noise", "encoder", "diffusion", "edit")
@@ -44,10 +44,16 @@ def eval_command(
         list[str] | None, typer.Option("--prompt", help="Edit prompt; repeatable.")
     ] = None,
     strength: Annotated[float, typer.Option(min=0, max=1, help="img2img strength.")] = 0.5,
-    edit_steps: Annotated[int, typer.Option(min=1, help="Denoising steps of each edit.")] = 20,
+    edit_steps: Annotated[
+        int, typer.Option(min=1, max=MAX_STEPS, help="Denoising steps of each edit.")
+    ] = 20,
     eps: Annotated[str, typer.Option(help="L∞ budget, e.g. 8/255.")] = "8/255",
-    steps: Annotated[int, typer.Option(min=1, help="Encoder attack iterations.")] = 100,
-    diffusion_steps: Annotated[int, typer.Option(min=1, help="Diffusion attack iterations.")] = 20,
+    steps: Annotated[
+        int, typer.Option(min=1, max=MAX_STEPS, help="Encoder attack iterations.")
+    ] = 100,
+    diffusion_steps: Annotated[
+        int, typer.Option(min=1, max=MAX_STEPS, help="Diffusion attack iterations.")
+    ] = 20,
     methods: Annotated[str, typer.Option(help="Comma-separated: noise,encoder,diffusion,edit.")] = (
         "noise,encoder,diffusion"
     ),
@@ -76,7 +82,9 @@ def eval_command(
     size: Annotated[
         int, typer.Option(min=64, help="Photos are centre-cropped to this square.")
     ] = 128,
-    seed: Annotated[int, typer.Option(help="Seed of the edits and attacks.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed of the edits and attacks.")
+    ] = 0,
     features: Annotated[
         Path | None,
         typer.Option(help="torchvision classifier weights for FID and precision/recall."),

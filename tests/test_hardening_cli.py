@@ -66,6 +66,8 @@ SERVE = ["service", "serve", "--db", "s.db", "-r", "r", "--keys", "k"]
     [
         (["immunize", "ok.png", "-o", "out", "--seed", "99999999999999999999999"], "--seed"),
         (["immunize", "ok.png", "-o", "out", "--steps", "99999999"], "--steps"),
+        (["eval", "ok.png", "--seed", "99999999999999999999999"], "--seed"),
+        (["eval", "ok.png", "--diffusion-steps", "99999999"], "--diffusion-steps"),
         (["reimmunize", "--registry", "r", "--models", "a/b", "--seed", "-1"], "--seed"),
         (["registry", "serve", "reg", "--port", "99999"], "--port"),
         (["manifests", "serve", "--port", "99999"], "--port"),
