@@ -28,6 +28,7 @@ from .common import (
     err_console,
     plain,
     progress_bar,
+    quiet_libraries,
     table,
 )
 
@@ -191,6 +192,7 @@ def show(
     scorecard, when the vendor published one (docs/vendor-guide.md: reading a scorecard)."""
     from photoimmune.registry.client import connect
 
+    quiet_libraries()  # a bundled release's weights load with the target: no loading bars
     client = connect(registry, root)
     ref = ref if "@" in ref else str(client.latest(ref))
     target = client.get(ref)

@@ -317,3 +317,15 @@ def test_progress_counts_the_steps_asked_for_and_names_the_finish(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "10/10" in out.stderr and "finishing 1/1" in out.stderr, out.stderr
     assert "11/11" not in out.stderr
+
+
+def test_registry_show_of_a_bundled_release_prints_no_loading_bars(tmp_path):
+    from photoimmune.registry.admin import local_registry
+
+    local_registry(tmp_path / "reg", ["tiny-ldm@4"])  # its target loads v4's gated VAE
+    shown = _cli(
+        "registry", "show", "photoimmune/tiny-ldm@4", "--registry", "reg", "--json", cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["ref"]["version"] == "4"
+    assert "Loading" not in shown.stderr
