@@ -135,25 +135,17 @@ def weights(value: str) -> tuple[str, str]:
 
 
 def urls(values: Iterable[str], option: str) -> list[str]:
-    """http(s) URLs with a host, a port that is a number (if any) and no spaces, such as
-    ``http://127.0.0.1:8480``."""
+    """http(s) URLs that can name a server (:func:`~photoimmune.sdk.urls.url_problem`),
+    such as ``http://127.0.0.1:8480``."""
+    from photoimmune.sdk.urls import url_problem
+
     found = list(values)
     for value in found:
-        if not _well_formed_url(value):
-            raise InputError(f"{option} {value!r}: give an http(s) URL, e.g. http://127.0.0.1:8480")
+        if (problem := url_problem(value)) is not None:
+            raise InputError(
+                f"{option} {value!r}: {problem}; give an http(s) URL, e.g. http://127.0.0.1:8480"
+            )
     return found
-
-
-def _well_formed_url(value: str) -> bool:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises for a port that is no number or out of range)
-    except ValueError:  # also an unclosed [IPv6
-        return False
-    spaced = any(c.isspace() for c in value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and not spaced
 
 
 def registry(location: str, root: Path | None) -> str:

@@ -64,6 +64,7 @@ from photoimmune.sdk.targets import (
     attach_bundled,
     parse_target,
 )
+from photoimmune.sdk.urls import url_problem
 
 from . import errors
 from .keys import trusted_root_bytes
@@ -641,22 +642,14 @@ _MIX_AND_MATCH = re.compile(r"^Expected (snapshot version \d+, got|\S+ v\d+, got
 
 
 def checked_url(url: str) -> str:
-    """``url`` if it can name a server (a numeric port, a closed ``[IPv6]``, no spaces);
+    """``url`` if it can name a server (:func:`~photoimmune.sdk.urls.url_problem`);
     otherwise :class:`~.errors.RegistryLocationError`, before anything is requested.
 
     Example:
         >>> checked_url("http://127.0.0.1:8470")
         'http://127.0.0.1:8470'
     """
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        problem: str | None = str(exc)
-    else:
-        problem = None if parsed.host else "no host"
-    if problem is None and any(c.isspace() for c in url):
-        problem = "it holds a space"
-    if problem is not None:
+    if (problem := url_problem(url)) is not None:
         raise errors.RegistryLocationError(
             f"{url!r}: not a registry URL ({problem}); give one such as http://127.0.0.1:8470"
         )

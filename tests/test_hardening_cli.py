@@ -110,11 +110,17 @@ def test_a_bad_trust_file_is_named_and_not_blamed_on_the_image(photo, tmp_path, 
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:abc", "http://[::1", "http://127.0.0.1:8480/ x", "http://:80"]
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:abc", "its port 'abc' is not a number"),
+        ("http://[::1", "its [IPv6 address is not closed"),
+        ("http://127.0.0.1:8480/ x", "it holds a space"),
+        ("http://:80", "it names no host"),
+    ],
 )
-def test_a_malformed_resolver_url_is_refused_before_any_lookup(photo, url, capsys):
+def test_a_malformed_resolver_url_is_refused_before_any_lookup(photo, url, problem, capsys):
     text = refused(capsys, "verify", str(photo), "--resolver", url)
-    assert f"--resolver {url!r}: give an http(s) URL" in text
+    assert f"--resolver {url!r}: {problem}" in text and "give an http(s) URL" in text
 
 
 def test_a_malformed_registry_url_is_named(registry, capsys):
