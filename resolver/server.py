@@ -55,8 +55,8 @@ def create_app(store: ManifestStore) -> FastAPI:
 
     @app.get("/v1/assets/{asset_id}")
     def asset(
-        # bounded: the store's ids are SQLite integers, which a larger number overflows
-        asset_id: Annotated[int, Path(le=2**63 - 1, description="the asset's id")],
+        # bounded: the store's ids are 64-bit SQL integers, which a larger number overflows
+        asset_id: Annotated[int, Path(ge=-(2**63), le=2**63 - 1, description="the asset's id")],
     ) -> Response:
         data, media_type = store.asset(asset_id)
         return Response(data, media_type=media_type)

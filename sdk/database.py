@@ -93,7 +93,12 @@ def check_database(
                 pass
         finally:
             engine.dispose()
-    except (SQLAlchemyError, ImportError) as err:
+    except ImportError as err:  # the URL names a driver this install lacks: the user's to add
+        raise DatabaseLocationError(
+            f"{shown}: its driver is not installed ({err.name or err}); install it (for "
+            "postgresql+psycopg://, pip install 'photoimmune[postgres]')"
+        ) from None
+    except SQLAlchemyError as err:
         # Messages reach terminals and logs: never the password, not even the driver's.
         reason = redact_error(str(err).splitlines()[0], url)
         if parsed.get_backend_name() == "sqlite":  # the file itself is wrong: bad input

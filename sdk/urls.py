@@ -18,9 +18,9 @@ def url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises for a port that is no number or out of range)
-    except ValueError:
-        if "[" in url and "]" not in url:
-            return "its [IPv6 address is not closed"
+    except ValueError as err:  # urlsplit's own words tell the host from the port
+        if "IPv6" in str(err) or "[" in url:
+            return "its host is not a well-formed [IPv6] address"
         port = url.split("://", 1)[-1].split("/", 1)[0].rpartition(":")[2]
         return f"its port {port!r} is not a number from 0 to 65535"
     if parts.scheme not in ("http", "https"):

@@ -66,11 +66,15 @@ class Offer:
         """
         published = set(self.client.models())
         for model, folder in self.settings.weights.items():
-            if model in published:  # a model not published yet is offered once it is
-                try:
-                    self.client.get(str(self.client.latest(model))).bind_model(folder)
-                except InputError as err:
-                    raise InputError(f"--weights {model}={folder}: {err}") from None
+            if model not in published:  # a model not published yet is offered once it is
+                continue
+            ref = str(self.client.latest(model))
+            try:
+                bound = self.client.get(ref).bind_model(folder)
+            except InputError as err:
+                raise InputError(f"--weights {model}={folder}: {err}") from None
+            with self._lock:
+                self._releases[ref] = bound  # checked once: requests reuse it
 
     def _get(self, ref: str) -> Any:
         if ref not in self._releases:

@@ -70,9 +70,7 @@ class Service:
         settings = settings or ServiceSettings()
         client = connect(registry, None if root is None else Path(root))
         signer = resolve_signer(keys_dir=keys, role="vendor")
-        offer = Offer(client, settings)
-        offer.check_weights()
-        return cls(ServiceStore(db), offer, signer, settings)
+        return cls(ServiceStore(db), Offer(client, settings), signer, settings)
 
     def admit(self, authorization: str | None, *, images: int = 0) -> KeyRecord:
         """The caller's key, checked, rate-limited and (for ``images``) charged its quota."""

@@ -113,7 +113,7 @@ def test_a_bad_trust_file_is_named_and_not_blamed_on_the_image(photo, tmp_path, 
     ("url", "problem"),
     [
         ("http://127.0.0.1:abc", "its port 'abc' is not a number"),
-        ("http://[::1", "its [IPv6 address is not closed"),
+        ("http://[::1", "its host is not a well-formed [IPv6] address"),
         ("http://127.0.0.1:8480/ x", "it holds a space"),
         ("http://:80", "it names no host"),
     ],
@@ -252,7 +252,11 @@ def test_commands_that_read_a_database_never_create_one(registry, args, what, tm
 
 @pytest.mark.parametrize(
     ("db", "what"),
-    [("bogus://", "not a database URL"), ("sqlite:////nonexist/x.db", "/nonexist/x.db")],
+    [
+        ("bogus://", "not a database URL"),
+        ("sqlite:////nonexist/x.db", "/nonexist/x.db"),
+        ("postgresql+pg8000://u@localhost/db", "its driver is not installed (pg8000)"),
+    ],
 )
 def test_a_database_url_that_cannot_work_is_bad_input(registry, db, what, capsys):
     assert what in refused(capsys, "registry", "serve", str(registry), "--db", db)

@@ -168,6 +168,7 @@ def test_the_resolver_answers_bad_requests_with_4xx_json(resolver):
             ("/v1/lookup", {"code": "0" * 16, "alg": "com.example.other"}, 400),
             ("/v1/assets/999", {}, 404),
             ("/v1/assets/9223372036854775808", {}, 422),  # over SQLite's integers
+            ("/v1/assets/-9223372036854775809", {}, 422),  # and under them
         ]:
             response = http.get(path, params=params)
             assert response.status_code == status and "detail" in response.json()

@@ -243,10 +243,15 @@ def test_bad_requests_get_4xx_json_that_says_what_to_do(service, world):
 def test_weights_that_are_not_the_latest_release_are_refused_at_start_up(world, tmp_path):
     db = f"sqlite:///{tmp_path / 'service.db'}"
     wrong = SETTINGS.model_copy(update={"weights": {MODEL: "tiny-ldm@2"}})  # the registry holds @1
-    with pytest.raises(InputError, match=f"--weights {MODEL}=tiny-ldm@2: .* are not {MODEL}@1"):
-        open_service(world, db, wrong)
+    service = open_service(world, db, wrong)  # as each worker opens it: no check there
+    try:
+        with pytest.raises(InputError, match=f"--weights {MODEL}=tiny-ldm@2: .* not {MODEL}@1"):
+            service.offer.check_weights()  # as `serve` does, once, before its workers start
+    finally:
+        service.close()
     right = open_service(world, db, SETTINGS.model_copy(update={"weights": {MODEL: "tiny-ldm@1"}}))
     try:
+        right.offer.check_weights()
         assert right.offer.models() == [MODEL]
     finally:
         right.close()

@@ -278,16 +278,15 @@ def evaluate(
 
     s = settings or EvalSettings()
     say = progress or (lambda message: None)
+    loaded = [load_image(p) for p in photos]
+    names = [image.name for image in loaded]
     if out_dir is not None:  # the pictures are drawn last: a file in the way must fail first
         check_output_dir(out_dir, option="out_dir")
+        for path in _picture_paths(out_dir, names):
+            check_not_an_input(path, photos, option="out_dir")
     pipe = load_pipeline(s.model, s.edit)
     target = target or build_target(s.model)
     steps = processing_steps(s.processing, s.model, seed=s.seed)
-    loaded = [load_image(p) for p in photos]
-    names = [image.name for image in loaded]
-    if out_dir is not None:
-        for path in _picture_paths(out_dir, names):
-            check_not_an_input(path, photos, option="out_dir")
     images = [square_resize(image.pixels, s.size) for image in loaded]
     mask = _repaint_mask(s.size) if s.edit == "inpaint" else None
     keep = None if mask is None else (mask == 0).astype(np.uint8)
