@@ -219,7 +219,9 @@ def immunize_command(
     ] = False,
 ) -> None:
     """Immunize images against AI editing and write them, signed, as PNG to --out."""
-    _check_immunize_options(method, eps, recipe, model, target, registry, root, out, key, cert)
+    trusted_root = _check_immunize_options(
+        method, eps, recipe, model, target, registry, root, out, key, cert
+    )
     from photoimmune.sdk.io import load_image
 
     loaded = [load_image(p) for p in inputs]  # a bad file fails here, before any compute
@@ -233,7 +235,7 @@ def immunize_command(
     from photoimmune.sdk.manifest import sign_image
 
     quiet_libraries()
-    targets = _targets(model, target, registry, root, recipe)
+    targets = _targets(model, target, registry, trusted_root, recipe)
     # A photo the attack refuses fails the batch now, not after the photos before it.
     check_immunizable(loaded, targets, method, eps, steps, warm_start=warm_start)  # type: ignore[arg-type]
     with attack_bar() as bar:
@@ -287,9 +289,10 @@ def _check_immunize_options(
     out: Path,
     key: Path | None,
     cert: Path | None,
-) -> None:
+) -> bytes | None:
     """Every option of ``immunize`` that can be checked without torch, checked first
-    (``None``: not given, the target's recommendation)."""
+    (``None``: not given, the target's recommendation); returns ``--root``'s checked
+    bytes, if given, to connect with."""
     if method is not None:
         checks.one_of(method, checks.IMMUNIZE_METHODS, "--method")
     if eps is not None:
@@ -298,10 +301,10 @@ def _check_immunize_options(
     checks.models(models or [])
     if refs and registry is None:
         raise InputError("--target needs --registry (a registry folder or server URL)")
-    if registry is not None:
-        checks.registry(registry, root)
+    trusted_root = checks.registry(registry, root) if registry is not None else None
     checks.output_folder(out, "-o/--out")
     checks.input_files([p for p in (key, cert) if p is not None])
+    return trusted_root
 
 
 def _outputs(inputs: list[Path], out: Path, overwrite: bool) -> list[Path]:
@@ -323,7 +326,7 @@ def _targets(
     models: list[str] | None,
     refs: list[str] | None,
     registry: str | None,
-    root: Path | None,
+    trusted_root: bytes | None,
     recipe: str,
 ):
     """Targets built from local models, or fetched from a registry and bound to local weights."""
@@ -333,7 +336,7 @@ def _targets(
     if not refs:
         return [build_target(m, recipe=recipe) for m in models or ["tiny-ldm@1"]]  # type: ignore[arg-type]
     assert registry is not None  # _check_immunize_options saw to it
-    client = connect(registry, root)
+    client = connect(registry, trusted_root)
     fetched = [client.get(ref if "@" in ref else str(client.latest(ref))) for ref in refs]
     if not models:
         unbound = [str(found.ref) for found in fetched if not found.has_weights]
@@ -362,14 +365,10 @@ def keys_init(
     ] = "photoimmune development",
 ) -> None:
     """Create a development CA with publisher and vendor signing certificates."""
-    from photoimmune.sdk.keys import ROLES, SigningAlg, default_key_dir, init_keys
+    from photoimmune.sdk.keys import SigningAlg, default_key_dir, init_keys
 
     checks.one_of(alg, ("es256", "es384", "ed25519"), "--alg")
     checks.output_folder(directory or default_key_dir(), "--dir")
-    # Certificates name it in fields of at most 64 characters, "<organization> publisher" too.
-    longest = 64 - max(len(f" {role}") for role in ROLES)
-    if not 1 <= len(organization) <= longest:
-        raise InputError(f"--organization: give 1 to {longest} characters")
     chosen: SigningAlg = alg  # type: ignore[assignment]
     keys = init_keys(directory, alg=chosen, organization=organization)
     console.print(f"keys in {escape(str(keys.path))} ({alg}):", highlight=False)
@@ -407,11 +406,10 @@ def verify(
     cannot be read or a resolver URL is malformed.
     """
     from photoimmune.sdk.errors import ImageLoadError
-    from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
+    from photoimmune.sdk.keys import default_trust_anchors
 
     resolvers = checks.urls(resolver or [], "--resolver")
-    checks.trust_files(trust or [])
-    anchors = read_trust_anchors(trust) if trust else default_trust_anchors()
+    anchors = checks.trust_files(trust or []) or default_trust_anchors()
     listing = table("image", "verdict", "state", "pixels", "protected against", "source", "chain")
     status = 0
     for path in images:

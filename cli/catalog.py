@@ -189,27 +189,28 @@ def reimmunize_command(
         checks.one_of(method, checks.METHODS, "--method")
     if eps is not None:
         eps = checks.budget(eps)
-    checks.output_folder(out, "--out")
+    if not dry_run:  # a dry run writes nothing: any --out will do
+        checks.output_folder(out, "--out")
     bound = dict(checks.weights(w) for w in weights or [])
     checks.input_files([p for p in (key, cert) if p is not None])
-    checks.trust_files([trust] if trust is not None else [])
+    anchors = checks.trust_files([trust] if trust is not None else [])
     if key is not None and trust is None and not dry_run:
         raise InputError("--key needs --trust: the CA certificate that --cert chains to")
-    checks.registry(registry, root)
+    trusted_root = checks.registry(registry, root)
     # Read, never created: a dry run changes nothing, and a job on an empty catalog does nothing.
     url = database_option(db, "catalog", created_by=CREATED_BY)
 
     from photoimmune.registry.client import connect
     from photoimmune.sdk.jobs.catalog import Catalog
     from photoimmune.sdk.jobs.planning import plan
-    from photoimmune.sdk.keys import default_trust_anchors, read_trust_anchors
+    from photoimmune.sdk.keys import default_trust_anchors
 
     signer = trust_pem = None
     if not dry_run:
         signer = signer_from_options(key, cert, keys_dir)
-        trust_pem = read_trust_anchors(trust) if trust else default_trust_anchors(keys_dir)
+        trust_pem = anchors or default_trust_anchors(keys_dir)
     catalog = Catalog(url)
-    client = connect(registry, root)
+    client = connect(registry, trusted_root)
     if dry_run:
         _print_plan(plan(catalog, client, names), as_json)
         return

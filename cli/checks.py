@@ -10,7 +10,6 @@ naming the option and what it accepts.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -87,15 +86,8 @@ def subscriptions(values: Iterable[str], option: str = "--models") -> list[str]:
 
 def output_folder(path: Path, option: str = "--out") -> Path:
     """A folder to write into: missing is fine (it is created), a file is not, nor one
-    this user may not write (or create) files in."""
-    check_output_dir(path, option=option)
-    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(
-            f"{option} {path}: {existing} is not writable for you; choose another folder "
-            "or change its permissions"
-        )
-    return path
+    this user may not write (or create) files in (:func:`~photoimmune.sdk.io.check_output_dir`)."""
+    return check_output_dir(path, option=option)
 
 
 def new_folder(path: Path, option: str) -> Path:
@@ -148,30 +140,27 @@ def urls(values: Iterable[str], option: str) -> list[str]:
     return found
 
 
-def registry(location: str, root: Path | None) -> str:
+def registry(location: str, root: Path | None) -> bytes | None:
     """``--registry`` (a folder, or a well-formed server URL) and ``--root`` (a registry's
-    root.json, when given), checked before keys are made or models load."""
+    root.json, when given), checked before keys are made or models load.
+
+    Returns ``--root``'s checked bytes (``None`` without it) to connect with: the file
+    is read and parsed once, here.
+    """
     from photoimmune.registry.keys import trusted_root_bytes
 
     if location.startswith(("http://", "https://")):
         urls([location], "--registry")
-    if root is not None:
-        trusted_root_bytes(root)
-    return location
+    return trusted_root_bytes(root) if root is not None else None
 
 
-def trust_files(paths: Iterable[Path], option: str = "--trust") -> list[Path]:
-    """PEM CA certificate files: a file of anything else would make every signature look
-    untrusted or altered, and blame the image for a mistake in the command line."""
-    from cryptography import x509
+def trust_files(paths: Iterable[Path], option: str = "--trust") -> list[bytes]:
+    """PEM CA certificate files, read (:func:`~photoimmune.sdk.keys.read_trust_anchors`,
+    which refuses a file of anything else) into the trust anchors to verify with."""
+    from photoimmune.sdk.keys import SigningKeyError, read_trust_anchors
 
     found = input_files(paths, option)
-    for path in found:
-        try:
-            x509.load_pem_x509_certificates(path.read_bytes())
-        except ValueError:
-            raise InputError(
-                f"{option} {path}: not a PEM CA certificate; pass the ca.pem that "
-                "`photoimmune keys init` wrote, or your CA's certificate"
-            ) from None
-    return found
+    try:
+        return read_trust_anchors(found) or []
+    except SigningKeyError as err:  # it names the file and what to pass; add the option
+        raise InputError(f"{option} {err}") from None

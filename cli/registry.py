@@ -22,6 +22,7 @@ from photoimmune.sdk.errors import InputError, OutputExistsError
 
 from . import checks
 from .common import (
+    MAX_STEPS,
     PortOpt,
     console,
     database_option,
@@ -330,7 +331,11 @@ def train_immunizer_command(
     recipe: Annotated[str, typer.Option(help="gray (PhotoGuard) or checker (Mist-like).")] = "gray",
     steps: Annotated[
         int,
-        typer.Option(min=1, help="Training steps (0.7 s each on 2 cores in bf16, 1.4 s in fp32)."),
+        typer.Option(
+            min=1,
+            max=MAX_STEPS,
+            help="Training steps (0.7 s each on 2 cores in bf16, 1.4 s in fp32).",
+        ),
     ] = 400,
     batch: Annotated[int, typer.Option(min=1, help="Photo crops per step.")] = 8,
     width: Annotated[

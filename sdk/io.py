@@ -291,7 +291,9 @@ def check_output_dir(path: str | os.PathLike[str], *, option: str = "output fold
     """Refuse a folder that files can never be written into; call it before any compute.
 
     The folder may be missing (writers create it), but it must not be a file, nor
-    lie under one. ``option`` names it in the message (``"-o"`` in the CLI).
+    lie under one, and this user must be allowed to create files in it (or, while it
+    is missing, in the nearest folder above it that exists). ``option`` names it in
+    the message (``"-o"`` in the CLI).
 
     Example:
         >>> check_output_dir("out/immunized")
@@ -307,6 +309,14 @@ def check_output_dir(path: str | os.PathLike[str], *, option: str = "output fold
             "(it is created if missing)"
         )
     _check_parent_is_folder(folder / "x", option=option)
+    # os.access, not the mode bits: it answers for this user (root, ACLs, a read-only mount),
+    # and creating an entry in a folder takes both write and search (x) permission.
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(
+            f"{option} {folder}: {existing} is not writable for you; choose another folder "
+            "or change its permissions"
+        )
     return folder
 
 

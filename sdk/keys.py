@@ -48,6 +48,9 @@ _CURVES: dict[str, tuple[type[ec.EllipticCurve], type[hashes.SHA256 | hashes.SHA
 }
 # id-kp-documentSigning (RFC 9336); C2PA lists it beside emailProtection.
 _DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+# Certificate names hold at most 64 characters (RFC 5280's upper bound), and the leaves
+# are named "<organization> <role>": the longest role sets the organization's limit.
+_MAX_ORGANIZATION = 64 - max(len(f" {role}") for role in ROLES)
 
 
 class SigningKeyError(InputError):
@@ -282,13 +285,21 @@ def read_trust_anchors(
 ) -> list[bytes] | None:
     """PEM trust anchors (CA certificates) from PEM bytes or text, a file, or a list of them.
 
+    Each must hold a PEM certificate: anything else would make every signature look
+    untrusted or altered, blaming the image for a mistake in the call, so it raises
+    :class:`SigningKeyError` instead.
+
     Args:
         trust: one anchor or a sequence of anchors; each is PEM (bytes, or text that
             holds ``-----BEGIN``) or the path of a PEM file. ``None`` stays ``None``.
 
     Example:
-        >>> read_trust_anchors(b"-----BEGIN CERTIFICATE-----...")
-        [b'-----BEGIN CERTIFICATE-----...']
+        >>> keys = init_keys("keys")
+        >>> read_trust_anchors(keys.ca_cert) == [keys.ca_cert.read_bytes()]
+        True
+        >>> read_trust_anchors(b"not a certificate")
+        Traceback (most recent call last):
+        photoimmune.sdk.keys.SigningKeyError: trust anchor bytes: not a PEM CA certificate; ...
     """
     if trust is None:
         return None
@@ -296,11 +307,19 @@ def read_trust_anchors(
     anchors = []
     for item in items:
         if isinstance(item, bytes):
-            anchors.append(item)
+            pem, where = item, "trust anchor bytes"
         elif isinstance(item, str) and "-----BEGIN" in item:
-            anchors.append(item.encode())
+            pem, where = item.encode(), "trust anchor text"
         else:
-            anchors.append(_read_pem(item, "trust anchor (a CA certificate PEM)"))
+            pem, where = _read_pem(item, "trust anchor (a CA certificate PEM)"), os.fspath(item)
+        try:
+            x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise SigningKeyError(
+                f"{where}: not a PEM CA certificate; pass the ca.pem that `photoimmune keys "
+                "init` wrote, or your CA's certificate"
+            ) from None
+        anchors.append(pem)
     return anchors
 
 
@@ -330,12 +349,21 @@ def init_keys(
     Refuses to touch a folder that already holds keys: losing a key means losing
     the ability to sign as that identity. The CA's private key stays in the folder
     (``ca.key``) so more leaves can be issued; in production it lives offline.
+    ``organization`` must fit the certificates' names (at most 64 characters,
+    ``"<organization> publisher"`` included), or :class:`SigningKeyError` is raised
+    before anything is written.
 
     Example:
         >>> keys = init_keys("/tmp/photoimmune-keys")  # doctest: +SKIP
         >>> sorted(p.name for p in keys.path.iterdir())  # doctest: +SKIP
         ['ca.key', 'ca.pem', 'publisher.key', 'publisher.pem', 'vendor.key', 'vendor.pem']
     """
+    if not 1 <= len(organization) <= _MAX_ORGANIZATION:
+        raise SigningKeyError(
+            f"the organization (--organization, organization=) has {len(organization)} "
+            f"characters; give 1 to {_MAX_ORGANIZATION}: certificate names hold at most 64, "
+            '"<organization> publisher" included'
+        )
     keys = KeyDir(Path(directory) if directory is not None else default_key_dir())
     if keys.ca_cert.exists() or any(keys.key(r).exists() for r in ROLES):
         raise OutputExistsError(

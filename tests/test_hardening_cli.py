@@ -18,6 +18,9 @@ from PIL import Image
 from photoimmune.cli import main
 from photoimmune.registry.admin import add_vendor, init_registry, open_registry, publish
 from photoimmune.registry.keys import load_signer, write_key
+from photoimmune.sdk import io as sdk_io
+from photoimmune.sdk.errors import OutputPathError
+from photoimmune.sdk.io import check_output_dir
 
 from .helpers import tiny_release
 
@@ -55,6 +58,25 @@ def registry(tmp_path) -> Path:
     return paths.root
 
 
+@pytest.fixture
+def locked(tmp_path, monkeypatch) -> Path:
+    """A folder this user may not create files in, whoever runs the tests."""
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o555)
+    real_access = os.access
+
+    def os_access_denying_writes_to_locked(path, mode, *args, **kwargs):
+        # A stand-in for the OS's answer at its boundary: root, which runs CI, may
+        # write anywhere, so the mode bits alone would not refuse it.
+        if Path(path) == folder and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    # sdk.io.check_output_dir asks os.access; every command's output folder goes through it.
+    monkeypatch.setattr(sdk_io.os, "access", os_access_denying_writes_to_locked)
+    return folder
+
+
 # -- numbers out of range ----------------------------------------------------------------
 
 
@@ -69,6 +91,10 @@ SERVE = ["service", "serve", "--db", "s.db", "-r", "r", "--keys", "k"]
         (["eval", "ok.png", "--seed", "99999999999999999999999"], "--seed"),
         (["eval", "ok.png", "--diffusion-steps", "99999999"], "--diffusion-steps"),
         (["reimmunize", "--registry", "r", "--models", "a/b", "--seed", "-1"], "--seed"),
+        (
+            ["targets", "train-immunizer", "--model", "m", "-o", "o", "--steps", f"{10**12}"],
+            "--steps",
+        ),
         (["registry", "serve", "reg", "--port", "99999"], "--port"),
         (["manifests", "serve", "--port", "99999"], "--port"),
         ([*SERVE, "--port", "-1"], "--port"),
@@ -188,21 +214,7 @@ def test_a_folder_the_system_refuses_is_one_line(capsys):
     assert "/proc/photoimmune-test" in text and "check the path" in text
 
 
-def test_an_unwritable_folder_is_refused_before_anything_is_written(
-    registry, tmp_path, capsys, monkeypatch
-):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    real_access = os.access
-
-    def os_access_denying_writes_to_locked(path, mode, *args, **kwargs):
-        # A stand-in for the OS's answer at its boundary: root, which runs CI, may
-        # write anywhere, so the mode bits alone would not refuse it.
-        if Path(path) == locked and mode & os.W_OK:
-            return False
-        return real_access(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "access", os_access_denying_writes_to_locked)
+def test_an_unwritable_folder_is_refused_before_anything_is_written(registry, locked, capsys):
     for args in (
         ["keys", "init", "--dir", str(locked / "k")],
         ["registry", "init", str(locked / "reg")],
@@ -210,6 +222,25 @@ def test_an_unwritable_folder_is_refused_before_anything_is_written(
         ["registry", "keygen", str(locked / "k.pem")],
     ):
         assert "not writable" in refused(capsys, *args)
+    assert not list(locked.iterdir())
+
+
+def test_the_sdk_refuses_an_unwritable_folder_too(locked):
+    with pytest.raises(OutputPathError, match="is not writable for you; choose another folder"):
+        check_output_dir(locked / "copies", option="out_dir")
+    assert not list(locked.iterdir())
+
+
+def test_a_dry_run_takes_any_out(registry, photo, locked, tmp_path, capsys):
+    db = str(tmp_path / "c.db")
+    assert main(["catalog", "add", str(photo), "--db", db]) == 0
+    capsys.readouterr()
+    args = ["reimmunize", "--registry", str(registry), "--root", str(registry / "root.json")]
+    args += ["--models", "acme/quick", "--db", db, "--out", str(locked / "copies")]
+    assert main([*args, "--dry-run", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert len(planned["images"]) == 1 and planned["targets"][0]["ref"] == "acme/quick@1"
+    assert "not writable" in refused(capsys, *args)  # a run that writes still needs the folder
     assert not list(locked.iterdir())
 
 

@@ -28,6 +28,7 @@ from photoimmune.sdk.keys import (
     init_keys,
     issue_leaf,
     private_key_pem,
+    read_trust_anchors,
 )
 from photoimmune.sdk.manifest import read_manifest, sign_image, sign_pixels
 from photoimmune.sdk.samples import sample_pixels
@@ -206,6 +207,35 @@ def test_key_folder_permissions_and_refusals(tmp_path, keys, other_keys):
         ManifestSigner.from_pem(keys.key("publisher"), other_keys.cert("publisher"))
     with pytest.raises(SigningKeyError, match="keys init"):
         KeyDir(tmp_path / "nowhere").signer()
+
+
+@pytest.mark.parametrize("mistake", ["key file", "key text", "key bytes", "a photo"])
+def test_a_trust_anchor_that_is_no_certificate_is_refused_not_blamed_on_images(
+    keys, tmp_path, mistake
+):
+    # The CA's private key beside its certificate is the likeliest mix-up.
+    ca_key = keys.path / "ca.key"
+    photo = tmp_path / "cat.png"
+    save_image(sample_pixels("chelsea.png", 16), photo)
+    given = {
+        "key file": ca_key,
+        "key text": ca_key.read_text(),
+        "key bytes": ca_key.read_bytes(),
+        "a photo": photo,
+    }[mistake]
+    with pytest.raises(SigningKeyError, match=r"not a PEM CA certificate; pass the ca\.pem"):
+        read_trust_anchors([keys.ca_cert, given])
+    ca = keys.trust_anchor_pem()
+    assert read_trust_anchors([keys.ca_cert, ca, ca.decode()]) == [ca, ca, ca]
+
+
+def test_init_keys_refuses_an_organization_no_certificate_can_name(tmp_path):
+    folder = tmp_path / "keys"
+    for organization in ("a" * 55, "a" * 65, ""):
+        with pytest.raises(SigningKeyError, match="give 1 to 54"):
+            init_keys(folder, organization=organization)
+    assert not folder.exists()
+    assert init_keys(folder, organization="a" * 54).exists()  # "<54> publisher" is 64
 
 
 def test_loader_returns_the_verified_manifest(signed_png, keys, cat):
