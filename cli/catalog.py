@@ -84,7 +84,7 @@ def catalog_list(
     """Show each original and what its current immunized copy is protected against."""
     from photoimmune.sdk.jobs.catalog import Catalog
 
-    catalog = Catalog(database_option(db, "catalog", created_by=CREATED_BY))
+    catalog = Catalog(database_option(db, "catalog", created_by=CREATED_BY), created_by=CREATED_BY)
     current = catalog.current_copies()
     listing = table("original", "size", "protected against", "copy")
     for original in catalog.originals():
@@ -205,11 +205,12 @@ def reimmunize_command(
     from photoimmune.sdk.jobs.planning import plan
     from photoimmune.sdk.keys import default_trust_anchors
 
+    # Before any key is made: a catalog server that is down refuses while nothing is written.
+    catalog = Catalog(url, created_by=CREATED_BY)
     signer = trust_pem = None
     if not dry_run:
         signer = signer_from_options(key, cert, keys_dir)
         trust_pem = anchors or default_trust_anchors(keys_dir)
-    catalog = Catalog(url)
     client = connect(registry, trusted_root)
     if dry_run:
         _print_plan(plan(catalog, client, names), as_json)

@@ -55,9 +55,17 @@ PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
 
 
 def database_option(value: str, what: str, *, created_by: str | None = None) -> str:
-    """``--db`` as a URL, checked to open before any work; ``created_by`` (the command that
-    creates ``what``) for commands that only read it, which must never turn a mistyped
-    name into a new, empty database."""
+    """``--db`` as a URL, refused by name before any work if it can never hold ``what``
+    (see :func:`~photoimmune.sdk.database.check_database`: nothing is connected to or
+    created); ``created_by`` (the command that creates ``what``) for commands that only
+    read it, which must never turn a mistyped name into a new, empty database. A server
+    that does not answer is found by the store that opens it.
+
+    Example:
+        >>> database_option("typo.db", "catalog", created_by="photoimmune catalog add")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.DatabaseLocationError: --db typo.db: no such catalog; ...
+    """
     from photoimmune.sdk.database import check_database
 
     return check_database(value, what=what, option="--db", created_by=created_by)

@@ -40,7 +40,8 @@ def _store(db: str, *, created_by: str | None = "photoimmune service key add"):
     """The service's database; by default one that is there already (see database_option)."""
     from photoimmune.service.store import ServiceStore
 
-    return ServiceStore(database_option(db, "service database", created_by=created_by))
+    url = database_option(db, "service database", created_by=created_by)
+    return ServiceStore(url, created_by=created_by)
 
 
 @service_app.command("serve")
@@ -90,7 +91,6 @@ def serve(
     max_eps = checks.budget(max_eps, "--max-eps")
     checks.registry(registry, root)
     _check_signing_keys(keys)
-    url = database_option(db, "service database")  # serving creates it, as `key add` does
     settings = ServiceSettings(
         weights=dict(checks.weights(w) for w in weights or []),
         max_eps=max_eps,
@@ -102,6 +102,8 @@ def serve(
         workers=workers,
         ray_address=ray_address,
     )
+    # Checked here, created by `run` (as `key add` does): a missing file is no mistake.
+    url = database_option(db, "service database")
     console.print(f"serving on http://{host}:{port}/ (API docs: /docs); Ctrl-C stops")
     run(url, registry, keys, settings, host=host, port=port, root=root)
 

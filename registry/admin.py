@@ -45,6 +45,7 @@ from .errors import (
 )
 from .keys import trusted_root_bytes, write_key
 from .service import RegistryPaths, RegistryService
+from .storage import Store
 
 
 class Registry(Protocol):
@@ -214,6 +215,10 @@ def init_registry(
             "so choose a new folder rather than replace it"
         )
     _check_threshold(root_threshold, root_keys, "root")
+    # The database before any key: a server that is down must refuse while nothing is
+    # written, or the next try would find the keys and refuse to replace them.
+    folder.mkdir(parents=True, exist_ok=True)
+    store = Store(database_url or paths.database_url, paths.blobs)
     roots = [write_key(paths.keys / f"root-{i + 1}.pem") for i in range(root_keys)]
     targets = write_key(paths.keys / "targets.pem")
     snapshot = write_key(paths.keys / "snapshot.pem")
@@ -231,7 +236,7 @@ def init_registry(
 
         # 0600 from the first byte: the URL may carry the database password.
         atomic_write_bytes(folder / "database.url", database_url.encode(), mode=0o600)
-    service = RegistryService.open(folder)
+    service = RegistryService(store, snapshot, timestamp, quotas=paths.quotas)
     service.bootstrap(root, tm.sign(tm.new_targets(), [targets]))
     from photoimmune.sdk.io import atomic_write_bytes
 

@@ -89,7 +89,10 @@ class RegistryService:
             raise UnknownReleaseError(
                 f"{folder}: no registry here; create one with `photoimmune registry init {folder}`"
             )
-        store = Store(database_url or paths.database_url, paths.blobs)
+        # Made by `registry init` with the keys: never a new, empty one under an old folder.
+        store = Store(
+            database_url or paths.database_url, paths.blobs, created_by="photoimmune registry init"
+        )
         return cls(
             store,
             load_signer(paths.keys / "snapshot.pem"),

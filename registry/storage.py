@@ -39,12 +39,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from photoimmune.sdk.database import migrate, open_engine, write_session
+from photoimmune.sdk.database import Schema, open_database, write_session
 from photoimmune.sdk.io import atomic_write_bytes
 
 from .errors import UnknownReleaseError
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+#: The registry's tables and their migrations.
+SCHEMA = Schema(Path(__file__).parent / "migrations", "alembic_version", lock_key=74687)
 #: Where a write session keeps the digests of the blobs it wrote (``Session.info``).
 _NEW_BLOBS = "photoimmune_new_blobs"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -115,7 +116,11 @@ class BlobStore:
 
 
 class Store:
-    """The registry database and blob store.
+    """The registry database at ``url`` (created or upgraded here) and the blob store.
+
+    With ``created_by`` (the command that creates one, named in the message), a missing
+    SQLite file is refused, not created. Opening fails as
+    :func:`~photoimmune.sdk.database.open_database` says.
 
     Example:
         >>> store = Store("sqlite:///reg/registry.db", Path("reg/blobs"))  # doctest: +SKIP
@@ -123,15 +128,10 @@ class Store:
         ...     store.put_metadata(session, "root", 1, data)
     """
 
-    def __init__(self, url: str, blob_dir: Path) -> None:
-        self.url = url
+    def __init__(self, url: str, blob_dir: Path, *, created_by: str | None = None) -> None:
+        database = open_database(url, SCHEMA, what="registry database", created_by=created_by)
+        self.url, self.engine = database.url, database.engine
         self.blobs = BlobStore(blob_dir)
-        self.engine = open_engine(url)
-        self.migrate()
-
-    def migrate(self) -> None:
-        """Create or upgrade the schema to the newest migration."""
-        migrate(self.engine, MIGRATIONS, version_table="alembic_version", lock_key=74687)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from photoimmune.sdk.errors import InputError, PhotoimmuneError
+from photoimmune.sdk.errors import DatabaseUnavailableError, InputError, PhotoimmuneError
 
 
 class ResolverError(PhotoimmuneError):
@@ -27,7 +27,9 @@ class ResolverUnavailableError(ResolverError):
     """A resolver could not be reached, or answered with an error."""
 
 
-class StoreUnavailableError(ResolverError, InputError):
-    """The store's database cannot be opened (a wrong URL, a server that is down)."""
+class StoreUnavailableError(ResolverError, DatabaseUnavailableError):
+    """The store's database server cannot be used: down, unreachable, refusing the login.
 
-    exit_code = 2
+    A wrong URL or SQLite file is bad input instead:
+    :class:`~photoimmune.sdk.errors.DatabaseLocationError`.
+    """

@@ -23,19 +23,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from photoimmune.sdk.codec import decode_image
-from photoimmune.sdk.database import (
-    database_url,
-    migrate,
-    open_engine,
-    redact_error,
-    redact_url,
-    utc_now,
-    write_session,
-)
+from photoimmune.sdk.database import Schema, open_database, utc_now, write_session
 from photoimmune.sdk.errors import ImageLoadError
 from photoimmune.sdk.manifest import MIME_TYPES, read_manifest
 from photoimmune.sdk.softbinding import MATCH_BITS, Region
@@ -43,8 +34,10 @@ from photoimmune.sdk.softbinding import MATCH_BITS, Region
 from .errors import NotSignedError, StoreUnavailableError, UnknownAssetError
 from .match import Match
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "photoimmune_resolver_version"
+#: The manifest store's tables and their migrations.
+SCHEMA = Schema(
+    Path(__file__).parent / "migrations", "photoimmune_resolver_version", lock_key=74689
+)
 #: Most matches one lookup returns (best first).
 MAX_MATCHES = 5
 
@@ -80,31 +73,30 @@ class Added(BaseModel):
 
 
 class ManifestStore:
-    """Signed files by soft-binding code. Example:
+    """Signed files by soft-binding code, in the database ``db`` (a URL or an SQLite file
+    path), created or upgraded here.
 
-    >>> store = ManifestStore("sqlite://")
-    >>> store.lookup(0)
-    []
+    With ``created_by`` (the command that creates stores, named in the message), a missing
+    SQLite file is refused, not created. Opening fails with
+    :class:`~photoimmune.sdk.errors.DatabaseLocationError` (bad input) or
+    :class:`StoreUnavailableError` (a server that cannot be used); see
+    :func:`~photoimmune.sdk.database.open_database`.
+
+    Example:
+        >>> store = ManifestStore("sqlite://")
+        >>> store.lookup(0)
+        []
     """
 
-    def __init__(self, db: str | os.PathLike[str]) -> None:
-        self.url = database_url(os.fspath(db))
-        try:
-            self.engine = open_engine(self.url)
-            migrate(self.engine, MIGRATIONS, version_table=VERSION_TABLE, lock_key=74689)
-        except SQLAlchemyError as err:
-            # Messages reach terminals and logs: never the password, not even the driver's.
-            reason = redact_error(str(err).splitlines()[0], self.url)
-            raise StoreUnavailableError(
-                f"cannot open the manifest store at {redact_url(self.url)}: "
-                f"{err.__class__.__name__}: {reason}; check the URL, that the server runs and "
-                "that the folder of an SQLite file exists"
-            ) from None
-        except ImportError as err:
-            raise StoreUnavailableError(
-                f"{redact_url(self.url)}: its database driver is missing ({err.name}); for "
-                "PostgreSQL `pip install photoimmune[postgres]` and use postgresql+psycopg://"
-            ) from None
+    def __init__(self, db: str | os.PathLike[str], *, created_by: str | None = None) -> None:
+        database = open_database(
+            db,
+            SCHEMA,
+            what="manifest store",
+            created_by=created_by,
+            unavailable=StoreUnavailableError,
+        )
+        self.url, self.engine = database.url, database.engine
         self._lock = threading.Lock()
         self._loaded_up_to = -1
         self._codes = np.zeros(0, np.uint64)

@@ -1,7 +1,14 @@
-"""The SQL databases photoimmune keeps (a registry's, a publisher's catalog).
+"""The SQL databases photoimmune keeps (a registry's, a publisher's catalog, a manifest
+store, a service's).
 
 One way to open, migrate and write to them, on SQLite (one file, the default)
 or PostgreSQL (by URL, for many writers):
+
+* every store opens its database with :func:`open_database`, which checks the
+  location, creates or upgrades its schemas, and turns every failure into one of
+  ours (bad input, or a server that cannot be used) that says what to do and
+  never shows a password; a store asked for a database that must exist already
+  refuses a missing SQLite file instead of creating an empty one;
 
 * SQLite writers queue for up to 30 s instead of failing with "database is
   locked", and a write transaction takes the write lock when it begins
@@ -14,8 +21,10 @@ or PostgreSQL (by URL, for many writers):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,18 +53,53 @@ def database_url(value: str) -> str:
     return value if "://" in value else f"sqlite:///{value}"
 
 
-def check_database(
-    value: str, *, what: str, option: str = "database", created_by: str | None = None
-) -> str:
-    """``database_url(value)``, refused now if ``what`` (e.g. ``"catalog"``) cannot be opened
-    there; connects once to find out.
+@dataclass(frozen=True)
+class Schema:
+    """Tables migrated together: their Alembic scripts, version table and advisory lock.
 
-    Refused: a URL no installed SQLAlchemy dialect reads, an SQLite file in a folder
-    that is not there, a folder, a file that is no database (:class:`DatabaseLocationError`,
-    bad input), a server that does not answer (:class:`DatabaseUnavailableError`). With
-    ``created_by`` (the command that creates one), an SQLite file must exist already: a
-    command that only reads never turns a mistyped name into a new, empty database;
-    without it, connecting creates the file, as the caller would next.
+    Each schema has its own version table, so several may share one database.
+
+    Example:
+        >>> Schema(Path("migrations"), "photoimmune_catalog_version", lock_key=74688).lock_key
+        74688
+    """
+
+    scripts: Path
+    version_table: str
+    lock_key: int  # PostgreSQL advisory lock two processes migrating at once queue on
+
+
+@dataclass(frozen=True)
+class Database:
+    """An opened database: its URL (with any password: redact it before showing it) and its
+    engine, whose schemas are migrated to their newest.
+
+    Example:
+        >>> open_database("sqlite://", what="scratch database").url
+        'sqlite://'
+    """
+
+    url: str
+    engine: Engine
+
+
+def check_database(
+    value: str | os.PathLike[str],
+    *,
+    what: str,
+    option: str | None = None,
+    created_by: str | None = None,
+) -> str:
+    """``database_url(value)``, refused now if ``what`` (e.g. ``"catalog"``) can never be
+    opened there; connects to nothing and creates nothing.
+
+    Refused (:class:`DatabaseLocationError`, bad input): a URL no installed SQLAlchemy
+    dialect reads, a driver that is not installed, an SQLite file in a folder that is not
+    there, a folder. With ``created_by`` (the command that creates one), an SQLite file
+    must exist already: a command that only reads never turns a mistyped name into a new,
+    empty database. ``option`` (e.g. ``"--db"``) starts each message, to name what the
+    user typed. Whether a server answers, or a file is a database, only opening it tells
+    (:func:`open_database`).
 
     Example:
         >>> check_database("sqlite://", what="catalog")
@@ -64,51 +108,109 @@ def check_database(
         Traceback (most recent call last):
         photoimmune.sdk.errors.DatabaseLocationError: --db typo.db: no such catalog; ...
     """
-    url = database_url(value)
-    shown = f"{option} {redact_url(url)}"
-    try:
+    url = database_url(os.fspath(value))
+    prefix = f"{option} " if option else ""
+    with _translated(url, what, prefix):
         parsed = make_url(url)
-        parsed.get_dialect()
+        # Imports the driver, connects nowhere: a missing one is found before any work.
+        parsed.get_dialect().import_dbapi()
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if path.is_dir():
+            raise DatabaseLocationError(f"{prefix}{path}: is a folder; give the {what}'s file")
+        if created_by is not None and not path.is_file():
+            raise DatabaseLocationError(
+                f"{prefix}{path}: no such {what}; check the path (`{created_by}` creates one)"
+            )
+        if not path.parent.is_dir():
+            raise DatabaseLocationError(
+                f"{prefix}{path}: the folder {path.parent} does not exist; create it first"
+            )
+    return url
+
+
+def open_database(
+    value: str | os.PathLike[str],
+    *schemas: Schema,
+    what: str,
+    created_by: str | None = None,
+    unavailable: type[DatabaseUnavailableError] = DatabaseUnavailableError,
+) -> Database:
+    """Open the database ``value`` names (see :func:`database_url`) and create or upgrade
+    ``schemas`` there, in order; the one way every store opens its database.
+
+    ``value`` is checked first (:func:`check_database`, with ``created_by``: a missing
+    SQLite file is refused, not created). Every failure is one of ours, saying what to
+    do and never the password: :class:`DatabaseLocationError` (bad input: the URL, the
+    driver, the SQLite file, a schema newer than this photoimmune) or ``unavailable``
+    (a server that is down, unreachable or refuses the login; a store may name its own
+    subclass). ``what`` (e.g. ``"catalog"``) says whose database it is.
+
+    Example:
+        >>> from photoimmune.sdk.jobs.catalog import SCHEMA
+        >>> open_database("sqlite://", SCHEMA, what="catalog").engine.dialect.name
+        'sqlite'
+        >>> open_database("typo.db", SCHEMA, what="catalog", created_by="catalog add")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.DatabaseLocationError: typo.db: no such catalog; ...
+    """
+    url = check_database(value, what=what, created_by=created_by)
+    with _translated(url, what, unavailable=unavailable):
+        engine = open_engine(url)
+        try:
+            for schema in schemas:
+                migrate(
+                    engine,
+                    schema.scripts,
+                    version_table=schema.version_table,
+                    lock_key=schema.lock_key,
+                )
+        except BaseException:
+            engine.dispose()
+            raise
+    return Database(url, engine)
+
+
+@contextmanager
+def _translated(
+    url: str,
+    what: str,
+    prefix: str = "",
+    *,
+    unavailable: type[DatabaseUnavailableError] = DatabaseUnavailableError,
+) -> Iterator[None]:
+    """Turn SQLAlchemy's, the drivers' and Alembic's exceptions about opening ``url`` into
+    photoimmune's: the one place they become ours. Messages reach terminals and logs:
+    never the password, not even the driver's."""
+    from alembic.util.exc import CommandError
+
+    shown = f"{prefix}{redact_url(url)}"
+    try:
+        yield
     except ArgumentError:  # NoSuchModuleError too: a dialect name SQLAlchemy does not know
         raise DatabaseLocationError(
             f"{shown}: not a database URL SQLAlchemy reads; give an SQLite file path or a URL "
             "such as postgresql+psycopg://user@host/db"
         ) from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database)
-        if path.is_dir():
-            raise DatabaseLocationError(f"{option} {path}: is a folder; give the {what}'s file")
-        if created_by is not None and not path.is_file():
-            raise DatabaseLocationError(
-                f"{option} {path}: no such {what}; check the path (`{created_by}` creates one)"
-            )
-        if not path.parent.is_dir():
-            raise DatabaseLocationError(
-                f"{option} {path}: the folder {path.parent} does not exist; create it first"
-            )
-    try:
-        engine = open_engine(url)
-        try:
-            with engine.connect():
-                pass
-        finally:
-            engine.dispose()
     except ImportError as err:  # the URL names a driver this install lacks: the user's to add
         raise DatabaseLocationError(
             f"{shown}: its driver is not installed ({err.name or err}); install it (for "
             "postgresql+psycopg://, pip install 'photoimmune[postgres]')"
         ) from None
+    except CommandError as err:  # a version table naming a migration we lack: a newer schema
+        raise DatabaseLocationError(
+            f"{shown}: its {what} was written by a newer photoimmune "
+            f"({redact_error(str(err), url)}); upgrade photoimmune, or give another database"
+        ) from None
     except SQLAlchemyError as err:
-        # Messages reach terminals and logs: never the password, not even the driver's.
         reason = redact_error(str(err).splitlines()[0], url)
-        if parsed.get_backend_name() == "sqlite":  # the file itself is wrong: bad input
+        if make_url(url).get_backend_name() == "sqlite":  # the file itself is wrong: bad input
             raise DatabaseLocationError(
                 f"{shown}: cannot open the {what}: {reason}; check the path"
             ) from None
-        raise DatabaseUnavailableError(
+        raise unavailable(
             f"{shown}: cannot open the {what}: {reason}; check the URL and that its server runs"
         ) from None
-    return url
 
 
 def redact_url(url: str) -> str:

@@ -49,7 +49,8 @@ class OutputExistsError(ImageWriteError, InputError):
 
 
 class OutputPathError(ImageWriteError, InputError):
-    """The destination can never be written: a name too long for its file system.
+    """The destination can never be written: a name too long for its file system, a
+    folder that is a file or lies under one, or one this user may not write in.
 
     Raised before any work is spent on the content, so nothing is computed in vain.
     """
@@ -67,9 +68,9 @@ class UnknownModelError(InputError):
 
 
 class DatabaseLocationError(InputError):
-    """A database named wrongly: a URL no SQLAlchemy dialect reads, an SQLite file in a
-    folder that is not there or that is no database, or one a reading command expects
-    that does not exist."""
+    """A database named wrongly: a URL no SQLAlchemy dialect reads, a driver that is not
+    installed, an SQLite file in a folder that is not there or that is no database, one a
+    reading command expects that does not exist, or a schema newer than this photoimmune."""
 
 
 class DatabaseUnavailableError(PhotoimmuneError):

@@ -62,15 +62,24 @@ class Service:
         settings: ServiceSettings | None = None,
         *,
         root: str | os.PathLike[str] | None = None,
+        check_weights: bool = False,
     ) -> Service:
         """The service over database ``db``, the registry at ``registry`` (a folder, or a URL
-        with its ``root.json``), signing with the vendor key of the key folder ``keys``."""
+        with its ``root.json``), signing with the vendor key of the key folder ``keys``.
+
+        With ``check_weights`` the local weights are checked against the releases
+        (:meth:`Offer.check_weights`) before the database is opened, so a refused start
+        leaves no new database behind.
+        """
         from photoimmune.registry.client import connect
 
         settings = settings or ServiceSettings()
         client = connect(registry, None if root is None else Path(root))
         signer = resolve_signer(keys_dir=keys, role="vendor")
-        return cls(ServiceStore(db), Offer(client, settings), signer, settings)
+        offer = Offer(client, settings)
+        if check_weights:
+            offer.check_weights()
+        return cls(ServiceStore(db), offer, signer, settings)
 
     def admit(self, authorization: str | None, *, images: int = 0) -> KeyRecord:
         """The caller's key, checked, rate-limited and (for ``images``) charged its quota."""

@@ -108,10 +108,9 @@ def serve(
     from .runtime import Service
 
     settings = settings or ServiceSettings()
-    service = Service.open(db, registry, keys, settings, root=root)
-    # Here, once, not in each worker: a worker restarted after a new release must
-    # still start (the release is then not offered until its weights are given).
-    service.offer.check_weights()
+    # The weights are checked here, once, not in each worker: a worker restarted after a
+    # new release must still start (the release is then not offered until its weights are given).
+    service = Service.open(db, registry, keys, settings, root=root, check_weights=True)
     count = min(settings.workers, 1) if settings.engine == "ray" else settings.workers
     args = (db, os.fspath(registry), os.fspath(keys), settings.model_dump_json())
     workers = Workers(count, (*args, None if root is None else os.fspath(Path(root))))

@@ -22,11 +22,12 @@ from pathlib import Path
 from sqlalchemy import JSON, DateTime, Integer, LargeBinary, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from photoimmune.sdk.database import migrate
+from photoimmune.sdk.database import Schema, open_database
+from photoimmune.sdk.jobs.catalog import SCHEMA as CATALOG_SCHEMA
 from photoimmune.sdk.jobs.catalog import Catalog
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "photoimmune_service_version"
+#: The service's own tables and their migrations (beside the catalog's, in one database).
+SCHEMA = Schema(Path(__file__).parent / "migrations", "photoimmune_service_version", lock_key=74690)
 
 
 class Base(DeclarativeBase):
@@ -61,17 +62,26 @@ class Blob(Base):
 
 
 class ServiceStore:
-    """The service's database: the jobs' catalog and queue, keys, jobs, blobs.
+    """The service's database: the jobs' catalog and queue, keys, jobs, blobs; created or
+    upgraded here.
+
+    With ``created_by`` (the command that creates one, named in the message), a missing
+    SQLite file is refused, not created. Every failure names the service database (see
+    :func:`~photoimmune.sdk.database.open_database` for which errors).
 
     Example:
         >>> store = ServiceStore("sqlite:///service.db")  # doctest: +SKIP
+        >>> ServiceStore("typo.db", created_by="photoimmune service key add")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.DatabaseLocationError: typo.db: no such service database; ...
     """
 
-    def __init__(self, db: str) -> None:
-        self.catalog = Catalog(db)  # creates or upgrades the catalog and queue tables
-        self.url = self.catalog.url
-        self.engine = self.catalog.engine
-        migrate(self.engine, MIGRATIONS, version_table=VERSION_TABLE, lock_key=74690)
+    def __init__(self, db: str, *, created_by: str | None = None) -> None:
+        database = open_database(
+            db, CATALOG_SCHEMA, SCHEMA, what="service database", created_by=created_by
+        )
+        self.catalog = Catalog(database)
+        self.url, self.engine = database.url, database.engine
 
     def read(self) -> Session:
         return Session(self.engine)

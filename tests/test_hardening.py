@@ -36,8 +36,12 @@ from photoimmune.registry.errors import RegistryUnavailableError
 from photoimmune.registry.keys import load_signer, write_key
 from photoimmune.registry.server import create_app
 from photoimmune.registry.service import RegistryPaths
+from photoimmune.registry.storage import Store
+from photoimmune.resolver.store import ManifestStore
+from photoimmune.sdk.errors import DatabaseLocationError, DatabaseUnavailableError
 from photoimmune.sdk.jobs.catalog import Catalog, CatalogError
 from photoimmune.sdk.keys import KeyDir, init_keys
+from photoimmune.service.store import ServiceStore
 
 from .helpers import LoopbackServer
 
@@ -307,6 +311,42 @@ def test_catalog_add_prints_no_password(tmp_path, capsys):
     out = capsys.readouterr()
     assert "S3cretPW" not in out.out + out.err
     assert "127.0.0.1" in out.err
+
+
+@pytest.mark.parametrize(
+    ("open_store", "what"),
+    [
+        (lambda url, _: ManifestStore(url), "manifest store"),
+        (lambda url, _: ServiceStore(url), "service database"),
+        (lambda url, folder: Store(url, folder / "blobs"), "registry database"),
+    ],
+)
+def test_every_store_names_its_database_without_its_password(open_store, what, tmp_path):
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        open_store(SECRET_URL, tmp_path)
+    text = str(caught.value)
+    assert "S3cretPW" not in text and "alice:***@127.0.0.1" in text
+    assert f"cannot open the {what}" in text and "its server runs" in text
+    with pytest.raises(DatabaseLocationError) as caught:  # a driver not installed
+        open_store(SECRET_URL.replace("psycopg", "pg8000"), tmp_path)
+    assert "S3cretPW" not in str(caught.value) and "pip install" in str(caught.value)
+
+
+@pytest.mark.parametrize("command", [["service", "key", "list"], ["catalog", "list"]])
+def test_a_database_server_that_is_down_is_no_input_error(command, capsys):
+    assert main([*command, "--db", SECRET_URL]) == 1  # nothing to fix in the command
+    out = capsys.readouterr()
+    assert "S3cretPW" not in out.out + out.err and "its server runs" in out.err
+    assert ("catalog" in out.err) == (command[0] == "catalog")
+
+
+def test_registry_init_on_a_database_that_is_down_writes_no_key(tmp_path, capsys):
+    folder = tmp_path / "reg"
+    assert main(["registry", "init", str(folder), "--db", SECRET_URL]) == 1
+    assert "registry database" in capsys.readouterr().err
+    assert not (folder / "keys").exists() and not (folder / "root.json").exists()
+    assert main(["registry", "init", str(folder)]) == 0  # a second try is not blocked by keys
+    assert (folder / "root.json").is_file()
 
 
 # -- 15. huge version numbers --------------------------------------------------------------

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import create_engine, select, text, update
 
 from photoimmune.registry.admin import local_registry, open_registry, publish
 from photoimmune.registry.keys import load_signer
 from photoimmune.resolver import ManifestStore
-from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.errors import DatabaseLocationError, InputError
 from photoimmune.sdk.io import load_image, save_image
 from photoimmune.sdk.jobs import (
     Catalog,
@@ -37,7 +37,7 @@ from photoimmune.sdk.jobs import (
     plan,
     run,
 )
-from photoimmune.sdk.jobs.catalog import ImmunizedCopy
+from photoimmune.sdk.jobs.catalog import SCHEMA, ImmunizedCopy
 from photoimmune.sdk.jobs.planning import TargetKey, targets_key
 from photoimmune.sdk.jobs.queue import WorkItem, _local_prefix
 from photoimmune.sdk.jobs.runner import work_key
@@ -141,10 +141,40 @@ def test_catalog_reports_missing_paths_rejects_remote_uris_and_bad_databases(tmp
         catalog.add(["s3://bucket/photos"])
     make_photos(tmp_path / "p", 1)
     assert len(catalog.add([(tmp_path / "p" / "photo00.png").as_uri()]).added) == 1
-    with pytest.raises(CatalogError, match="cannot open the catalog"):
+    # A wrong location is the caller's to fix (bad input); a server that is down is not.
+    with pytest.raises(DatabaseLocationError, match="missing-folder does not exist; create it"):
         Catalog(tmp_path / "missing-folder" / "c.db")
-    with pytest.raises(CatalogError, match="cannot open the catalog"):
+    with pytest.raises(CatalogError, match=r"cannot open the catalog: .*its server runs"):
         Catalog("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_a_catalog_asked_to_exist_is_never_created(tmp_path):
+    typo = tmp_path / "typo.db"
+    with pytest.raises(DatabaseLocationError, match=r"no such catalog; .*`catalog add` creates"):
+        Catalog(typo, created_by="catalog add")
+    assert not typo.exists()
+    Catalog(typo).dispose()  # creating one is the default
+    Catalog(typo, created_by="catalog add").dispose()
+
+
+def test_a_file_that_is_no_catalog_is_bad_input_and_left_as_it_was(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database, " * 100)
+    with pytest.raises(DatabaseLocationError, match=r"cannot open the catalog: .*check the path"):
+        Catalog(notes)
+    assert notes.read_text() == "not a database, " * 100
+    with pytest.raises(DatabaseLocationError, match="is a folder"):
+        Catalog(tmp_path)
+
+
+def test_a_catalog_from_a_newer_photoimmune_says_to_upgrade(tmp_path):
+    Catalog(tmp_path / "c.db").dispose()
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    with engine.begin() as connection:
+        connection.execute(text(f"UPDATE {SCHEMA.version_table} SET version_num = 'f00'"))
+    engine.dispose()
+    with pytest.raises(DatabaseLocationError, match=r"newer photoimmune .*'f00'.*upgrade"):
+        Catalog(tmp_path / "c.db")
 
 
 # -- plan and run ---------------------------------------------------------------------
@@ -645,7 +675,7 @@ def test_migrations_build_exactly_the_models_schema_beside_a_registry(backend, t
     from alembic.migration import MigrationContext
 
     from photoimmune.registry.storage import Store
-    from photoimmune.sdk.jobs.catalog import VERSION_TABLE, Base
+    from photoimmune.sdk.jobs.catalog import Base
 
     url = (
         f"sqlite:///{tmp_path / 'shared.db'}"
@@ -659,7 +689,7 @@ def test_migrations_build_exactly_the_models_schema_beside_a_registry(backend, t
         context = MigrationContext.configure(
             connection,
             opts={
-                "version_table": VERSION_TABLE,
+                "version_table": SCHEMA.version_table,
                 "compare_type": True,
                 "include_name": lambda name, kind, _: kind != "table" or name in ours,
             },

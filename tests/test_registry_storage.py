@@ -17,12 +17,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
 from tuf.api.metadata import Metadata, Snapshot
 
+from photoimmune.cli import main
 from photoimmune.registry.admin import LocalRegistry, add_vendor, init_registry, publish
 from photoimmune.registry.client import RegistryClient
 from photoimmune.registry.keys import generate_signer, load_signer
 from photoimmune.registry.server import create_app
 from photoimmune.registry.service import RegistryPaths, RegistryService
 from photoimmune.registry.storage import MetadataFile, Store
+from photoimmune.sdk.errors import DatabaseLocationError
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import AttackTarget, build_target, save_target
 
@@ -80,6 +82,21 @@ def test_store_migrates_a_postgres_database(fresh_postgres_url, tmp_path):
     finally:
         store.engine.dispose()
         again.engine.dispose()
+
+
+def test_a_store_asked_for_an_existing_database_makes_none(tmp_path):
+    typo = tmp_path / "typo.db"
+    with pytest.raises(DatabaseLocationError, match=r"no such registry database; .*init --db"):
+        Store(f"sqlite:///{typo}", tmp_path / "blobs", created_by="photoimmune registry init --db")
+    assert not typo.exists() and not (tmp_path / "blobs").exists()
+
+
+def test_registry_init_refusing_leaves_no_database(tmp_path, capsys):
+    db = tmp_path / "registry.db"
+    args = ["registry", "init", str(tmp_path / "reg"), "--db", str(db), "--root-keys", "1"]
+    assert main([*args, "--root-threshold", "2"]) == 2
+    assert "threshold 2" in capsys.readouterr().err
+    assert not db.exists()  # --db is checked, never created, before the registry's checks
 
 
 def test_publish_and_read_back_over_http(fresh_postgres_url, tmp_path, tiny_target):

@@ -31,6 +31,7 @@ from photoimmune.resolver import (
 )
 from photoimmune.resolver.client import CLOSE_SIMILARITY, closeness, similarity
 from photoimmune.sdk.codec import decode_image, encode_image, encode_png_fast
+from photoimmune.sdk.errors import DatabaseLocationError
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.manifest import (
     ACTIONS_LABEL,
@@ -182,12 +183,25 @@ def test_errors_say_what_to_do(tmp_path, capsys):
     assert "no signed immunization manifest" in capsys.readouterr().err
     with pytest.raises(NotSignedError):
         ManifestStore(db).add(b"not an image")
-    with pytest.raises(StoreUnavailableError, match="check the URL"):
+    with pytest.raises(DatabaseLocationError, match="no-such-folder does not exist"):
         ManifestStore(str(tmp_path / "no-such-folder" / "m.db"))
     assert main(["verify", str(plain), "--resolver", "ftp://example"]) == 2
     assert "http(s) URL" in capsys.readouterr().err
     with pytest.raises(ResolverUnavailableError, match="manifests serve"):
         ResolverClient("http://127.0.0.1:9", timeout=2).lookup(0)
+
+
+def test_a_store_that_cannot_open_says_why_never_with_the_password(tmp_path):
+    typo = tmp_path / "typo.db"
+    with pytest.raises(DatabaseLocationError, match=r"no such manifest store; .*manifests add"):
+        ManifestStore(typo, created_by="photoimmune manifests add")
+    assert not typo.exists()  # asked for an existing store: none is made
+    with pytest.raises(DatabaseLocationError, match=r"driver is not installed \(pg8000\)"):
+        ManifestStore("postgresql+pg8000://alice:S3cretPW@127.0.0.1:1/x")
+    with pytest.raises(StoreUnavailableError) as caught:  # nothing listens on port 1
+        ManifestStore("postgresql+psycopg://alice:S3cretPW@127.0.0.1:1/x")
+    assert "S3cretPW" not in str(caught.value) and "alice:***@127.0.0.1" in str(caught.value)
+    assert "manifest store" in str(caught.value) and caught.value.exit_code == 1
 
 
 def test_the_store_runs_on_postgres(fresh_postgres_url, signed):

@@ -396,3 +396,46 @@ def test_key_commands_add_list_and_revoke(tmp_path, capsys):
     assert "revoked" in capsys.readouterr().out
     assert main(["service", "key", "revoke", "alice", "--db", db]) == 2
     assert "no active key named" in capsys.readouterr().err
+
+
+# -- the service's database ----------------------------------------------------------
+
+
+def test_serve_refuses_bad_options_before_it_makes_a_database(world, tmp_path, capsys):
+    from photoimmune.cli import main
+
+    db = tmp_path / "s.db"
+    where = ["--registry", str(world["registry"]), "--keys", str(world["keys"].path)]
+    weights = ["--weights", f"{MODEL}={tmp_path / 'no-weights'}"]
+    assert main(["service", "serve", "--db", str(db), *where, *weights]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert not db.exists()  # refused before the database was made, not after
+    other = ["--weights", f"{MODEL}=tiny-ldm@2"]  # weights, but of another model's release
+    assert main(["service", "serve", "--db", str(db), *where, *other]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_serve_names_the_service_database_when_its_server_is_down(world, capsys):
+    from photoimmune.cli import main
+
+    secret = "postgresql+psycopg://alice:S3cretPW@127.0.0.1:1/x"  # nothing listens on port 1
+    where = ["--registry", str(world["registry"]), "--keys", str(world["keys"].path)]
+    assert main(["service", "serve", "--db", secret, *where]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the service database" in err and "catalog" not in err
+    assert "S3cretPW" not in err and "alice:***@127.0.0.1" in err
+
+
+def test_a_store_asked_for_an_existing_database_makes_none(tmp_path):
+    from photoimmune.sdk.errors import DatabaseLocationError
+    from photoimmune.service.store import ServiceStore
+
+    typo = tmp_path / "typo.db"
+    with pytest.raises(DatabaseLocationError, match="no such service database"):
+        ServiceStore(str(typo), created_by="photoimmune service key add")
+    assert not typo.exists()
+    ServiceStore(str(typo)).dispose()  # serving and `key add` create it
+    store = ServiceStore(str(typo), created_by="photoimmune service key add")
+    assert store.catalog.engine is store.engine  # one database, one engine
+    store.dispose()

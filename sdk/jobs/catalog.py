@@ -38,30 +38,23 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 
-from ..database import (
-    database_url,
-    migrate,
-    open_engine,
-    redact_error,
-    redact_url,
-    utc_now,
-    write_session,
-)
-from ..errors import ImageLoadError, InputError, PhotoimmuneError
+from ..database import Database, Schema, open_database, utc_now, write_session
+from ..errors import DatabaseUnavailableError, ImageLoadError, InputError
 from ..protection import Protection
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "photoimmune_catalog_version"
+#: The catalog's tables (and the work queue's) and their migrations.
+SCHEMA = Schema(Path(__file__).parent / "migrations", "photoimmune_catalog_version", lock_key=74688)
 #: Leading bytes of the formats the image loader decodes; anything else is not an image.
 _MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P6", b"P5")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
-class CatalogError(PhotoimmuneError):
-    """The catalog database cannot be opened or used."""
+class CatalogError(DatabaseUnavailableError):
+    """The catalog's database server cannot be used: down, unreachable, refusing the login,
+    or failing during a job."""
 
 
 class Base(DeclarativeBase):
@@ -155,30 +148,30 @@ class AddReport(BaseModel):
 class Catalog:
     """Open (and create or upgrade) the catalog at ``db``: a URL or an SQLite file path.
 
+    With ``created_by`` (the command that creates catalogs, named in the message), a
+    missing SQLite file is refused, not created. ``db`` may also be a database opened
+    already with :data:`SCHEMA` among its schemas (a service's). Opening fails with
+    :class:`~photoimmune.sdk.errors.DatabaseLocationError` (bad input) or
+    :class:`CatalogError` (a server that cannot be used); see
+    :func:`~photoimmune.sdk.database.open_database`.
+
     Example:
         >>> catalog = Catalog("photos.db")  # doctest: +SKIP
         >>> catalog.add(["photos/"]).added[:1]  # doctest: +SKIP
         ['/srv/photos/cat.jpg']
     """
 
-    def __init__(self, db: str | os.PathLike[str]) -> None:
-        self.url = database_url(os.fspath(db))
-        try:
-            self.engine = open_engine(self.url)
-            migrate(self.engine, MIGRATIONS, version_table=VERSION_TABLE, lock_key=74688)
-        except SQLAlchemyError as err:
-            # Messages reach terminals and logs: never the password, not even the driver's.
-            reason = redact_error(str(err).splitlines()[0], self.url)
-            raise CatalogError(
-                f"cannot open the catalog at {redact_url(self.url)}: {err.__class__.__name__}: "
-                f"{reason}; check the URL, that the server runs and that "
-                "the folder of an SQLite file exists"
-            ) from None
-        except ImportError as err:
-            raise CatalogError(
-                f"{redact_url(self.url)}: its database driver is missing ({err.name}); for "
-                "PostgreSQL `pip install photoimmune[postgres]` and use postgresql+psycopg://"
-            ) from None
+    def __init__(
+        self, db: str | os.PathLike[str] | Database, *, created_by: str | None = None
+    ) -> None:
+        database = (
+            db
+            if isinstance(db, Database)
+            else open_database(
+                db, SCHEMA, what="catalog", created_by=created_by, unavailable=CatalogError
+            )
+        )
+        self.url, self.engine = database.url, database.engine
 
     def session(self) -> Session:
         return Session(self.engine)
