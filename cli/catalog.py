@@ -199,22 +199,25 @@ def reimmunize_command(
     trusted_root = checks.registry(registry, root)
     # Read, never created: a dry run changes nothing, and a job on an empty catalog does nothing.
     url = database_option(db, "catalog", created_by=CREATED_BY)
+    if manifest_store is not None:
+        manifest_store = database_option(
+            manifest_store, "manifest store", option="--manifest-store"
+        )
 
     from photoimmune.registry.client import connect
     from photoimmune.sdk.jobs.catalog import Catalog
     from photoimmune.sdk.jobs.planning import plan
     from photoimmune.sdk.keys import default_trust_anchors
 
-    # Before any key is made: a catalog server that is down refuses while nothing is written.
     catalog = Catalog(url, created_by=CREATED_BY)
-    signer = trust_pem = None
-    if not dry_run:
-        signer = signer_from_options(key, cert, keys_dir)
-        trust_pem = anchors or default_trust_anchors(keys_dir)
     client = connect(registry, trusted_root)
     if dry_run:
         _print_plan(plan(catalog, client, names), as_json)
         return
+    # Every server answered before any key is made: a refusal leaves nothing written.
+    on_copy = _copy_recorder(manifest_store)
+    signer = signer_from_options(key, cert, keys_dir)
+    trust_pem = anchors or default_trust_anchors(keys_dir)
     from photoimmune.sdk.jobs.runner import run
     from photoimmune.sdk.jobs.worker import JobSettings
 
@@ -249,7 +252,7 @@ def reimmunize_command(
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
             progress=progress,
-            on_copy=_copy_recorder(manifest_store),
+            on_copy=on_copy,
         )
     if as_json:
         typer.echo(summary.model_dump_json())

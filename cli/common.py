@@ -54,12 +54,14 @@ MAX_STEPS = 10_000
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
 
 
-def database_option(value: str, what: str, *, created_by: str | None = None) -> str:
-    """``--db`` as a URL, refused by name before any work if it can never hold ``what``
-    (see :func:`~photoimmune.sdk.database.check_database`: nothing is connected to or
-    created); ``created_by`` (the command that creates ``what``) for commands that only
-    read it, which must never turn a mistyped name into a new, empty database. A server
-    that does not answer is found by the store that opens it.
+def database_option(
+    value: str, what: str, *, created_by: str | None = None, option: str = "--db"
+) -> str:
+    """``--db`` (or ``option``) as a URL, refused by name before any work if it can never
+    hold ``what`` (see :func:`~photoimmune.sdk.database.check_database`: nothing is
+    connected to or created); ``created_by`` (the command that creates ``what``) for
+    commands that only read it, which must never turn a mistyped name into a new, empty
+    database. A server that does not answer is found by the store that opens it.
 
     Example:
         >>> database_option("typo.db", "catalog", created_by="photoimmune catalog add")
@@ -68,7 +70,7 @@ def database_option(value: str, what: str, *, created_by: str | None = None) -> 
     """
     from photoimmune.sdk.database import check_database
 
-    return check_database(value, what=what, option="--db", created_by=created_by)
+    return check_database(value, what=what, option=option, created_by=created_by)
 
 
 def progress_bar(*fields: str, remaining: bool = False) -> Progress:

@@ -104,7 +104,8 @@ def serve(
     )
     # Checked here, created by `run` (as `key add` does): a missing file is no mistake.
     url = database_option(db, "service database")
-    console.print(f"serving on http://{host}:{port}/ (API docs: /docs); Ctrl-C stops")
+    # Said before the weights are checked: uvicorn says when it answers.
+    console.print(f"starting on http://{host}:{port}/ (API docs: /docs); Ctrl-C stops")
     run(url, registry, keys, settings, host=host, port=port, root=root)
 
 

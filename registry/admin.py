@@ -29,8 +29,9 @@ import httpx
 from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root
 
+from photoimmune.sdk.database import redact_url
 from photoimmune.sdk.errors import OutputExistsError
-from photoimmune.sdk.io import check_output_dir
+from photoimmune.sdk.io import atomic_write_bytes, check_output_dir
 from photoimmune.sdk.scorecard import SCORECARD_NAME
 from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
 
@@ -219,6 +220,12 @@ def init_registry(
     # written, or the next try would find the keys and refuse to replace them.
     folder.mkdir(parents=True, exist_ok=True)
     store = Store(database_url or paths.database_url, paths.blobs)
+    with store.read() as session:
+        if store.latest(session, "root") is not None:
+            raise OutputExistsError(
+                f"{redact_url(store.url)}: holds another registry already; give a new "
+                "database (or none, for an SQLite file in the folder)"
+            )
     roots = [write_key(paths.keys / f"root-{i + 1}.pem") for i in range(root_keys)]
     targets = write_key(paths.keys / "targets.pem")
     snapshot = write_key(paths.keys / "snapshot.pem")
@@ -232,14 +239,10 @@ def init_registry(
     )
     root = tm.sign(root_md, roots)
     if database_url is not None:  # every later command on this folder uses it
-        from photoimmune.sdk.io import atomic_write_bytes
-
         # 0600 from the first byte: the URL may carry the database password.
         atomic_write_bytes(folder / "database.url", database_url.encode(), mode=0o600)
     service = RegistryService(store, snapshot, timestamp, quotas=paths.quotas)
     service.bootstrap(root, tm.sign(tm.new_targets(), [targets]))
-    from photoimmune.sdk.io import atomic_write_bytes
-
     atomic_write_bytes(paths.trusted_root, root)
     return paths
 
@@ -349,7 +352,6 @@ def local_registry(folder: Path, models: list[str]) -> RegistryClient:
         >>> client.get("photoimmune/tiny-ldm@1").ref.version  # doctest: +SKIP
         '1'
     """
-    from photoimmune.sdk.io import atomic_write_bytes
     from photoimmune.sdk.models.bundled import VENDOR
     from photoimmune.sdk.scorecard import bundled_scorecard
     from photoimmune.sdk.targets import build_target, save_target

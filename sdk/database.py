@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,7 +79,7 @@ class Database:
         'sqlite://'
     """
 
-    url: str
+    url: str = field(repr=False)  # may hold a password; the engine's repr hides it
     engine: Engine
 
 
@@ -110,7 +110,7 @@ def check_database(
     """
     url = database_url(os.fspath(value))
     prefix = f"{option} " if option else ""
-    with _translated(url, what, prefix):
+    with _url_errors(url, prefix):
         parsed = make_url(url)
         # Imports the driver, connects nowhere: a missing one is found before any work.
         parsed.get_dialect().import_dbapi()
@@ -155,8 +155,9 @@ def open_database(
         photoimmune.sdk.errors.DatabaseLocationError: typo.db: no such catalog; ...
     """
     url = check_database(value, what=what, created_by=created_by)
-    with _translated(url, what, unavailable=unavailable):
+    with _url_errors(url):  # the URL's query may hold arguments its driver refuses
         engine = open_engine(url)
+    with _open_errors(url, what, unavailable):
         try:
             for schema in schemas:
                 migrate(
@@ -172,44 +173,63 @@ def open_database(
 
 
 @contextmanager
-def _translated(
-    url: str,
-    what: str,
-    prefix: str = "",
-    *,
-    unavailable: type[DatabaseUnavailableError] = DatabaseUnavailableError,
-) -> Iterator[None]:
-    """Turn SQLAlchemy's, the drivers' and Alembic's exceptions about opening ``url`` into
-    photoimmune's: the one place they become ours. Messages reach terminals and logs:
-    never the password, not even the driver's."""
-    from alembic.util.exc import CommandError
-
+def _url_errors(url: str, prefix: str = "") -> Iterator[None]:
+    """Turn what SQLAlchemy and the drivers raise about ``url`` itself (its syntax, its
+    arguments, a driver not installed) into bad input. With :func:`_open_errors`, the one
+    place their exceptions become ours; messages never show the password."""
     shown = f"{prefix}{redact_url(url)}"
     try:
         yield
-    except ArgumentError:  # NoSuchModuleError too: a dialect name SQLAlchemy does not know
+    except (ArgumentError, ValueError, TypeError) as err:  # NoSuchModuleError is one too
+        reason = redact_error(str(err).splitlines()[0], url) if str(err) else type(err).__name__
         raise DatabaseLocationError(
-            f"{shown}: not a database URL SQLAlchemy reads; give an SQLite file path or a URL "
-            "such as postgresql+psycopg://user@host/db"
+            f"{shown}: not a database URL SQLAlchemy reads ({reason}); give an SQLite file "
+            "path or a URL such as postgresql+psycopg://user@host/db"
         ) from None
     except ImportError as err:  # the URL names a driver this install lacks: the user's to add
         raise DatabaseLocationError(
             f"{shown}: its driver is not installed ({err.name or err}); install it (for "
             "postgresql+psycopg://, pip install 'photoimmune[postgres]')"
         ) from None
-    except CommandError as err:  # a version table naming a migration we lack: a newer schema
+
+
+#: SQLite failures that say nothing about the path: wait, or look at the disk.
+_SQLITE_TRANSIENT = ("locked", "busy", "disk i/o")
+
+
+@contextmanager
+def _open_errors(
+    url: str, what: str, unavailable: type[DatabaseUnavailableError]
+) -> Iterator[None]:
+    """Turn what connecting to ``url`` and migrating it raise into ours: a wrong SQLite file
+    or a newer schema is bad input; a server down, or an SQLite file another process holds
+    locked, is ``unavailable``. Messages reach terminals and logs: never the password,
+    not even the driver's."""
+    from alembic.util.exc import CommandError
+
+    shown = redact_url(url)
+    try:
+        yield
+    except CommandError as err:
+        if "Can't locate revision" not in str(err):
+            raise  # not the database's doing: a fault of this install, kept visible
         raise DatabaseLocationError(
             f"{shown}: its {what} was written by a newer photoimmune "
             f"({redact_error(str(err), url)}); upgrade photoimmune, or give another database"
         ) from None
     except SQLAlchemyError as err:
         reason = redact_error(str(err).splitlines()[0], url)
-        if make_url(url).get_backend_name() == "sqlite":  # the file itself is wrong: bad input
-            raise DatabaseLocationError(
-                f"{shown}: cannot open the {what}: {reason}; check the path"
+        if make_url(url).get_backend_name() != "sqlite":
+            raise unavailable(
+                f"{shown}: cannot open the {what}: {reason}; check the URL and that its server runs"
             ) from None
-        raise unavailable(
-            f"{shown}: cannot open the {what}: {reason}; check the URL and that its server runs"
+        if any(word in reason.lower() for word in _SQLITE_TRANSIENT):
+            raise unavailable(
+                f"{shown}: cannot open the {what}: {reason}; another process holds it, or the "
+                "disk failed: try again"
+            ) from None
+        raise DatabaseLocationError(  # the file itself is wrong: bad input
+            f"{shown}: cannot open the {what}: {reason}; check the path"
         ) from None
 
 
@@ -224,7 +244,7 @@ def redact_url(url: str) -> str:
     """
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # Not a URL SQLAlchemy understands: a file path, or a typo that may still
         # hold a password, so keep only what cannot be one.
         return url if "@" not in url else "<unparsable database URL>"
@@ -234,7 +254,7 @@ def redact_error(text: str, url: str) -> str:
     """``text`` (e.g. a driver's error message) with ``url``'s password blanked out."""
     try:
         password = make_url(url).password
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return text
     return text.replace(str(password), "***") if password else text
 

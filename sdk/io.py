@@ -311,7 +311,7 @@ def check_output_dir(path: str | os.PathLike[str], *, option: str = "output fold
     _check_parent_is_folder(folder / "x", option=option)
     # os.access, not the mode bits: it answers for this user (root, ACLs, a read-only mount),
     # and creating an entry in a folder takes both write and search (x) permission.
-    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    existing = next(p for p in (folder, *folder.absolute().parents) if os.path.lexists(p))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputPathError(
             f"{option} {folder}: {existing} is not writable for you; choose another folder "

@@ -63,13 +63,15 @@ class Service:
         *,
         root: str | os.PathLike[str] | None = None,
         check_weights: bool = False,
+        created_by: str | None = None,
     ) -> Service:
         """The service over database ``db``, the registry at ``registry`` (a folder, or a URL
         with its ``root.json``), signing with the vendor key of the key folder ``keys``.
 
         With ``check_weights`` the local weights are checked against the releases
         (:meth:`Offer.check_weights`) before the database is opened, so a refused start
-        leaves no new database behind.
+        leaves no new database behind. With ``created_by`` (the command that creates it) an
+        SQLite database must exist already (:func:`~photoimmune.sdk.database.open_database`).
         """
         from photoimmune.registry.client import connect
 
@@ -79,7 +81,7 @@ class Service:
         offer = Offer(client, settings)
         if check_weights:
             offer.check_weights()
-        return cls(ServiceStore(db), offer, signer, settings)
+        return cls(ServiceStore(db, created_by=created_by), offer, signer, settings)
 
     def admit(self, authorization: str | None, *, images: int = 0) -> KeyRecord:
         """The caller's key, checked, rate-limited and (for ``images``) charged its quota."""

@@ -34,7 +34,8 @@ def work(db: str, registry: str, keys: str, settings_json: str, root: str | None
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     settings = ServiceSettings.model_validate_json(settings_json)
-    service = Service.open(db, registry, keys, settings, root=root)
+    # The parent made the database: a worker never makes a new, empty one in its place.
+    service = Service.open(db, registry, keys, settings, root=root, created_by="service serve")
     ServiceWorker(service.store, service.offer, service.signer, settings).run(stop)
 
 

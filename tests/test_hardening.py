@@ -347,6 +347,25 @@ def test_registry_init_on_a_database_that_is_down_writes_no_key(tmp_path, capsys
     assert not (folder / "keys").exists() and not (folder / "root.json").exists()
     assert main(["registry", "init", str(folder)]) == 0  # a second try is not blocked by keys
     assert (folder / "root.json").is_file()
+    other = tmp_path / "other"  # onto the database of the registry just made
+    assert main(["registry", "init", str(other), "--db", str(folder / "registry.db")]) == 2
+    assert "holds another registry" in capsys.readouterr().err
+    assert not (other / "keys").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://alice:S3cretPW@127.0.0.1:abc/x",  # a port that is no number
+        "sqlite:///c.db?timeout=abc",  # an argument the driver refuses
+    ],
+)
+def test_a_malformed_database_url_is_bad_input(url, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["catalog", "add", str(tmp_path), "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "not a database URL" in err and "S3cretPW" not in err
+    assert "Traceback" not in err
 
 
 # -- 15. huge version numbers --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection the Store hands over (see Store.migrate)."""
+"""Alembic environment: runs on the connection photoimmune.sdk.database.migrate hands over."""
 
 from alembic import context
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..attacks.budget import budget_levels, parse_budget
+from ..database import redact_error
 from ..errors import (
     ImageLoadError,
     InputError,
@@ -224,7 +225,8 @@ def run(
         summary.failed = queue.failures(key)  # this job's, and earlier jobs' not yet retried
     except SQLAlchemyError as err:
         raise CatalogError(
-            f"the catalog database failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            f"the catalog database failed ({type(err).__name__}: "
+            f"{redact_error(str(err).splitlines()[0], catalog.url)}); "
             "check that it is reachable, then run the job again: it resumes where it stopped"
         ) from None
     summary.seconds = round(time.perf_counter() - started, 3)

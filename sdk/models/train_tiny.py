@@ -390,7 +390,7 @@ def _base_component(cfg: TrainConfig, name: str, cls):
     from .bundled import resolve_model
 
     folder = resolve_model(f"tiny-ldm@{cfg.base}")
-    return cls.from_pretrained(folder / name, torch_dtype=torch.float32, local_files_only=True)
+    return cls.from_pretrained(folder / name, dtype=torch.float32, local_files_only=True)
 
 
 def train_vae(cfg: TrainConfig, photos: list[torch.Tensor], progress: Progress) -> AutoencoderKL:
