@@ -84,7 +84,7 @@ def catalog_list(
     """Show each original and what its current immunized copy is protected against."""
     from photoimmune.sdk.jobs.catalog import Catalog
 
-    catalog = Catalog(database_option(db, "catalog", created_by=CREATED_BY), created_by=CREATED_BY)
+    catalog = Catalog(database_option(db, "catalog", created_by=CREATED_BY))
     current = catalog.current_copies()
     listing = table("original", "size", "protected against", "copy")
     for original in catalog.originals():
@@ -209,7 +209,7 @@ def reimmunize_command(
     from photoimmune.sdk.jobs.planning import plan
     from photoimmune.sdk.keys import default_trust_anchors
 
-    catalog = Catalog(url, created_by=CREATED_BY)
+    catalog = Catalog(url)  # checked above: one that exists
     client = connect(registry, trusted_root)
     if dry_run:
         _print_plan(plan(catalog, client, names), as_json)

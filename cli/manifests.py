@@ -73,6 +73,5 @@ def serve(
     from photoimmune.resolver.store import ManifestStore
 
     # Serving an empty store made from a mistyped name would answer every lookup "none".
-    created_by = "photoimmune manifests add"
-    url = database_option(db, "manifest store", created_by=created_by)
-    uvicorn.run(create_app(ManifestStore(url, created_by=created_by)), host=host, port=port)
+    url = database_option(db, "manifest store", created_by="photoimmune manifests add")
+    uvicorn.run(create_app(ManifestStore(url)), host=host, port=port)

@@ -40,8 +40,7 @@ def _store(db: str, *, created_by: str | None = "photoimmune service key add"):
     """The service's database; by default one that is there already (see database_option)."""
     from photoimmune.service.store import ServiceStore
 
-    url = database_option(db, "service database", created_by=created_by)
-    return ServiceStore(url, created_by=created_by)
+    return ServiceStore(database_option(db, "service database", created_by=created_by))
 
 
 @service_app.command("serve")

@@ -35,7 +35,9 @@ def work(db: str, registry: str, keys: str, settings_json: str, root: str | None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     settings = ServiceSettings.model_validate_json(settings_json)
     # The parent made the database: a worker never makes a new, empty one in its place.
-    service = Service.open(db, registry, keys, settings, root=root, created_by="service serve")
+    service = Service.open(
+        db, registry, keys, settings, root=root, created_by="photoimmune service serve"
+    )
     ServiceWorker(service.store, service.offer, service.signer, settings).run(stop)
 
 
