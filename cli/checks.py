@@ -10,24 +10,20 @@ naming the option and what it accepts.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from photoimmune.sdk.attacks.budget import format_budget, parse_budget
+
+# The choices of --method and --recipe, re-exported for the commands: the SDK's own
+# tuples (sdk.descriptor imports no torch).
+from photoimmune.sdk.descriptor import IMMUNIZE_METHODS as IMMUNIZE_METHODS
+from photoimmune.sdk.descriptor import METHODS as METHODS
+from photoimmune.sdk.descriptor import RECIPES as RECIPES
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.io import check_output_dir, check_output_path
 from photoimmune.sdk.models.bundled import bundled_models, resolve_model
-
-#: The attacks ``immunize`` runs (``photoimmune.sdk.immunization.Method``; a test keeps
-#: them equal without importing torch here).
-METHODS = ("encoder", "diffusion", "edit")
-#: What ``photoimmune immunize --method`` accepts (``photoimmune.sdk.immunization.
-#: ImmunizeMethod``): the attacks, or a target's one-pass immunizer alone.
-IMMUNIZE_METHODS = (*METHODS, "amortized")
-#: Target images of ``build_target`` (``photoimmune.sdk.targets.Recipe``, likewise).
-RECIPES = ("gray", "checker")
-_SUBSCRIPTION = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*$")
+from photoimmune.sdk.refs import check_model_name
 
 
 def budget(value: str, option: str = "--eps") -> str:
@@ -59,29 +55,15 @@ def bundled_model(value: str, option: str = "--model") -> str:
 
 
 def subscriptions(values: Iterable[str], option: str = "--models") -> list[str]:
-    """``vendor/model`` names, comma-separated or repeated; a version is never subscribed to."""
-    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    for name in names:
-        if _SUBSCRIPTION.match(name):
-            continue
-        if "@" in name:
-            raise InputError(
-                f"{option} {name!r}: subscribe to a model (vendor/model, lowercase), not a "
-                "version: a job always protects against each model's latest release; "
-                f"e.g. {name.partition('@')[0]}"
-            )
-        if "/" not in name:
-            raise InputError(
-                f"{option} {name!r}: name the model with its vendor, vendor/model "
-                f"(e.g. photoimmune/{name} for a bundled model)"
-            )
-        raise InputError(
-            f"{option} {name!r}: give vendor/model in lowercase letters, digits, '.', '_' and "
-            "'-', e.g. photoimmune/tiny-ldm"
-        )
-    if not names:
-        raise InputError(f"{option}: name at least one vendor/model")
-    return names
+    """``vendor/model`` names, comma-separated or repeated; a version is never subscribed to
+    (:func:`~photoimmune.sdk.jobs.planning.subscribed_models`)."""
+    # Imported here: the catalog it sits beside loads SQLAlchemy, which other commands skip.
+    from photoimmune.sdk.jobs.planning import subscribed_models
+
+    try:
+        return list(subscribed_models([name for value in values for name in value.split(",")]))
+    except InputError as err:  # its message names the model and what to write; add the option
+        raise InputError(f"{option}: {err}") from None
 
 
 def output_folder(path: Path, option: str = "--out") -> Path:
@@ -120,8 +102,12 @@ def input_files(paths: Iterable[Path], option: str = "") -> list[Path]:
 def weights(value: str) -> tuple[str, str]:
     """``--weights vendor/model=FOLDER`` (FOLDER: a diffusers folder or a bundled name)."""
     model, sep, folder = value.partition("=")
-    if not sep or "/" not in model or not folder:
+    if not sep or not folder:
         raise InputError(f"--weights {value!r}: expected vendor/model=FOLDER")
+    try:
+        check_model_name(model)
+    except InputError as err:
+        raise InputError(f"--weights: {err}") from None
     models([folder], "--weights")
     return model, folder
 

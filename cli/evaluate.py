@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.table import Table
 
+from photoimmune.sdk.descriptor import METHODS, PipelineKind
 from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.evaluate.processing import PROCESSING_NAMES
 
 from . import checks
 from .common import MAX_SEED, MAX_STEPS, console, print_wide, progress_bar, quiet_libraries
 
-#: What ``photoimmune.sdk.evaluate`` offers (its harness imports torch; a test keeps these equal).
-EVAL_METHODS = ("noise", "encoder", "diffusion", "edit")
-EDITS = ("img2img", "inpaint")
-EVAL_PROCESSING = (
-    "none",
-    "jpeg95",
-    "jpeg75",
-    "jpeg50",
-    "resize0.5",
-    "blur1",
-    "gauss",
-    "upscale",
-    "diffpure",
-    "impress",
-)
+#: The harness's ``EvalMethod`` (same-ε noise or an attack), mirrored because the harness
+#: imports torch; a test keeps them equal.
+EVAL_METHODS = ("noise", *METHODS)
 
 
 def eval_command(
@@ -183,7 +173,7 @@ def eval_command(
 def _processing(processing: str | None, robustness: bool) -> tuple[str, ...]:
     if processing is not None:
         return tuple(p.strip() for p in processing.split(","))
-    return EVAL_PROCESSING if robustness else ("none",)
+    return PROCESSING_NAMES if robustness else ("none",)
 
 
 def _print_kept(report) -> None:
@@ -220,12 +210,12 @@ def _check_options(
     """Everything a mistake could hide in, before the harness imports torch (minutes later
     a typo would only then be found)."""
     checks.models([model])
-    checks.one_of(edit, EDITS, "--edit")
+    checks.one_of(edit, get_args(PipelineKind), "--edit")
     checks.budget(eps)
     for method in methods.split(","):
         checks.one_of(method.strip(), EVAL_METHODS, "--methods")
     for step in (processing or "none").split(","):
-        checks.one_of(step.strip(), EVAL_PROCESSING, "--processing")
+        checks.one_of(step.strip(), PROCESSING_NAMES, "--processing")
     checks.output_folder(out, "--out")
     if csv is not None:
         checks.output_file(csv, "--csv", overwrite=True)

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from photoimmune.sdk.database import Schema, open_database, write_session
+from photoimmune.sdk.descriptor import SHA256_HEX
 from photoimmune.sdk.io import atomic_write_bytes
 
 from .errors import UnknownReleaseError
@@ -48,7 +49,7 @@ from .errors import UnknownReleaseError
 SCHEMA = Schema(Path(__file__).parent / "migrations", "alembic_version", lock_key=74687)
 #: Where a write session keeps the digests of the blobs it wrote (``Session.info``).
 _NEW_BLOBS = "photoimmune_new_blobs"
-_DIGEST = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(SHA256_HEX)
 logger = logging.getLogger(__name__)
 
 

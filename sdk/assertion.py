@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from .descriptor import SHA256_HEX
 from .protection import Protection
 
 ASSERTION_LABEL = "org.photoimmune.immunization"
@@ -39,7 +40,7 @@ class ImmunizationAssertion(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     schema_version: Literal[1] = 1
-    pixels_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    pixels_sha256: str = Field(pattern=SHA256_HEX)
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     fingerprint: str = Field(pattern=r"^[0-9a-f]{16}$", description="64-bit difference hash")

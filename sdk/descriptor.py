@@ -55,7 +55,9 @@ TENSORS_NAME = "tensors.safetensors"
 IMMUNIZER_NAME = "immunizer.safetensors"
 #: Largest immunizer weights file a target may carry: it travels with every fetch.
 MAX_IMMUNIZER_BYTES = 5 * 1024 * 1024
-_HEX64 = r"^[0-9a-f]{64}$"
+#: A sha256 digest as lowercase hex: the pattern of every digest field (targets, tensor
+#: files, protections, assertions, scorecards) and of the registry's blob names.
+SHA256_HEX = r"^[0-9a-f]{64}$"
 #: Bytes per element of each safetensors dtype (the format's own list).
 _DTYPE_BYTES = {
     "BOOL": 1,
@@ -94,8 +96,8 @@ class WeightFingerprints(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    vae: str = Field(pattern=_HEX64)
-    denoiser: str = Field(pattern=_HEX64)
+    vae: str = Field(pattern=SHA256_HEX)
+    denoiser: str = Field(pattern=SHA256_HEX)
 
 
 class EncoderSpec(BaseModel):
@@ -128,6 +130,10 @@ class DiffusionSpec(BaseModel):
 #: edit, or the guided one-step edit pushed away from the clean photo's.
 Method = Literal["encoder", "diffusion", "edit"]
 METHODS: tuple[Method, ...] = ("encoder", "diffusion", "edit")
+#: What ``immunize(method=...)`` accepts: a target's PGD methods, or the one-pass
+#: immunizer alone ("amortized": the objective it was trained on, in one pass).
+ImmunizeMethod = Literal[Method, "amortized"]
+IMMUNIZE_METHODS: tuple[ImmunizeMethod, ...] = (*METHODS, "amortized")
 
 
 class Budget(BaseModel):
@@ -178,7 +184,7 @@ class TensorFile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     path: str = TENSORS_NAME
-    sha256: str = Field(pattern=_HEX64)
+    sha256: str = Field(pattern=SHA256_HEX)
     length: int = Field(ge=0)
 
 
@@ -215,7 +221,7 @@ class ImmunizerSpec(BaseModel):
         description="what the pass was trained on: the target's encoder loss, or the "
         "edit-aware objective (photoimmune.sdk.attacks.edit)",
     )
-    target: str = Field(pattern=_HEX64)
+    target: str = Field(pattern=SHA256_HEX)
     weights: TensorFile
 
 
@@ -288,7 +294,7 @@ class AttackTarget(BaseModel):
     tensors: TensorFile
     # Left out of the JSON when empty, so targets that honour nothing keep the digests
     # they were published (and their images signed) with.
-    honours: tuple[Annotated[str, Field(pattern=_HEX64)], ...] = Field(
+    honours: tuple[Annotated[str, Field(pattern=SHA256_HEX)], ...] = Field(
         default=(), exclude_if=lambda digests: not digests
     )
     # Left out when absent, for the same reason.

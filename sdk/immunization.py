@@ -46,7 +46,7 @@ from .attacks.precision import fast_dtype
 from .attacks.sizing import check_attack_size, working_size
 from .attacks.transforms import default_eot
 from .codec import DecodedImage
-from .descriptor import Budget, MarkSpec, Method
+from .descriptor import Budget, ImmunizeMethod, MarkSpec, Method
 from .immunizer import combined_delta, load_generator
 from .io import (
     ImageSource,
@@ -61,10 +61,6 @@ from .protection import Protection, format_loss
 from .targets import AttackTarget, Recipe, build_target
 
 TargetLike = AttackTarget | str | os.PathLike[str]
-#: What ``immunize(method=...)`` accepts: a target's PGD methods, or the one-pass
-#: immunizer alone ("amortized": the objective it was trained on, in one pass).
-ImmunizeMethod = Literal["encoder", "diffusion", "edit", "amortized"]
-IMMUNIZE_METHODS: tuple[ImmunizeMethod, ...] = ("encoder", "diffusion", "edit", "amortized")
 #: Iterations when the caller does not say: enough for the tiny model at 8/255.
 DEFAULT_STEPS = {"encoder": 100, "diffusion": 20, "edit": 20}
 #: A cold (random-start) L∞ encoder attack runs with this momentum and, unless told
@@ -457,7 +453,7 @@ def choose_schedule(
             "`photoimmune targets train-immunizer`, or use --method encoder --no-warm-start"
         )
     if wanted and norm != "linf":
-        raise InputError("one-pass immunizers are trained for L∞ budgets; use --norm linf")
+        raise InputError('one-pass immunizers are trained for L∞ budgets; use norm="linf"')
     if warm_start is None:
         trained = {t.immunizer.objective for t in targets if t.immunizer is not None}
         start = not lacking and trained == {budget.method} and norm == "linf"

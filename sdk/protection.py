@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .descriptor import Method
+from .descriptor import SHA256_HEX, Method
 
 
 class Protection(BaseModel):
@@ -27,7 +27,7 @@ class Protection(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     target_ref: str = Field(description="vendor/model@version the image is protected against")
-    target_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the attack target")
+    target_digest: str = Field(pattern=SHA256_HEX, description="sha256 of the attack target")
     method: Method
     norm: Literal["linf", "l2"]
     eps: str = Field(description='budget in [0, 1] pixel scale, e.g. "8/255"')

@@ -36,11 +36,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .descriptor import SHA256_HEX
 from .errors import InputError
 from .refs import ModelRef
 
 SCORECARD_NAME = "scorecard.json"
-_HEX64 = r"^[0-9a-f]{64}$"
 
 
 class ScorecardError(InputError):
@@ -103,7 +103,7 @@ class Scorecard(BaseModel):
 
     schema_version: Literal[1] = 1
     target: ModelRef
-    target_digest: str = Field(pattern=_HEX64)
+    target_digest: str = Field(pattern=SHA256_HEX)
     protocol: ScoreProtocol
     scores: tuple[PurifierScore, ...]
     immunize_seconds_per_photo: float = Field(

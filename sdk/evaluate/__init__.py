@@ -18,7 +18,8 @@ from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .harness import (
-        METHODS,
+        DEFAULT_METHODS,
+        EvalMethod,
         EvalReport,
         EvalRow,
         EvalSettings,
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
     from .processing import PROCESSING, PROCESSING_NAMES, processing_steps
 
 _LAZY = {
-    "METHODS": "harness",
+    "DEFAULT_METHODS": "harness",
+    "EvalMethod": "harness",
     "EvalReport": "harness",
     "EvalRow": "harness",
     "EvalSettings": "harness",
@@ -62,12 +64,13 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
-    "METHODS",
+    "DEFAULT_METHODS",
     "PAIR_METRICS",
     "PROCESSING",
     "PROCESSING_NAMES",
     "SET_METRICS",
     "ClipScorer",
+    "EvalMethod",
     "EvalReport",
     "EvalRow",
     "EvalSettings",

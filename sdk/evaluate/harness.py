@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..attacks.budget import parse_budget
+from ..descriptor import Method, PipelineKind
 from ..io import ImageSource, check_not_an_input, check_output_dir, load_image, save_image
 from ..samples import square_resize
 from .metrics import (
@@ -36,10 +37,12 @@ from .metrics import (
 )
 from .processing import PROCESSING_NAMES, ProcessingName, processing_steps
 
-Method = Literal["noise", "encoder", "diffusion", "edit"]
+#: What an evaluation can treat photos with: same-ε noise (the baseline) or one of the
+#: attacks (:data:`~photoimmune.sdk.descriptor.Method`).
+EvalMethod = Literal["noise", Method]
 #: What an evaluation runs unless told; "edit" (the edit attack at the target's
 #: recommended steps) is asked for by name.
-METHODS: tuple[Method, ...] = ("noise", "encoder", "diffusion")
+DEFAULT_METHODS: tuple[EvalMethod, ...] = ("noise", "encoder", "diffusion")
 
 
 class EvalSettings(BaseModel):
@@ -48,7 +51,7 @@ class EvalSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     model: str = "tiny-ldm@1"
-    edit: Literal["img2img", "inpaint"] = "img2img"
+    edit: PipelineKind = "img2img"
     prompts: tuple[str, ...] = Field(
         default=("a photo of a cat in the snow", "an oil painting of a landscape"), min_length=1
     )
@@ -61,7 +64,7 @@ class EvalSettings(BaseModel):
     eps: str = "8/255"
     steps: int = Field(default=100, ge=0, description="encoder attack iterations")
     diffusion_steps: int = Field(default=20, ge=0)
-    methods: tuple[Method, ...] = Field(default=METHODS, min_length=1)
+    methods: tuple[EvalMethod, ...] = Field(default=DEFAULT_METHODS, min_length=1)
     processing: tuple[ProcessingName, ...] = Field(default=PROCESSING_NAMES, min_length=1)
     eot: bool = Field(
         default=False, description="immunize with EOT over the differentiable purifiers"
@@ -87,6 +90,18 @@ class Stat(BaseModel):
 
 
 class EvalRow(BaseModel):
+    """One line of the table: the edits of photos treated by ``method``, then processed by
+    ``processing``, compared with the clean photos' edits. ``metrics`` maps each column
+    computed to its :class:`Stat`; a set metric (FID, precision, recall) is None where it
+    could not be computed, and a column not computed at all is absent
+    (:attr:`EvalReport.absent` says why).
+
+    Example:
+        >>> row = EvalRow(method="encoder", processing="jpeg75", metrics={"ssim": Stat(mean=0.6)})
+        >>> row.metrics["ssim"].mean
+        0.6
+    """
+
     method: str
     processing: str
     metrics: dict[str, Stat | None]
@@ -224,7 +239,7 @@ def same_eps_noise(
 
 
 def treat(
-    method: Method,
+    method: EvalMethod,
     images: list[np.ndarray],
     settings: EvalSettings,
     target,
@@ -233,7 +248,16 @@ def treat(
     """The photos as ``method`` leaves them: 8-bit, within the budget.
 
     ``keep`` (inpainting: nonzero where the edit keeps the photo) confines every
-    method to the pixels the edit keeps, as a publisher would.
+    method to the pixels the edit keeps, as a publisher would. ``target`` is what the
+    attacks run against (an :class:`~photoimmune.sdk.descriptor.AttackTarget` or a model
+    name); noise needs none.
+
+    Example:
+        >>> photo = np.full((64, 64, 3), 100, np.uint8)
+        >>> (noisy,) = treat("noise", [photo], EvalSettings(eps="8/255"), target=None)
+        >>> int(np.abs(noisy.astype(int) - 100).max()) <= 8
+        True
+        >>> (immunized,) = treat("encoder", [photo], EvalSettings(), "tiny-ldm@1")  # doctest: +SKIP
     """
     from ..immunization import immunize
 

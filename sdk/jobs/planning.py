@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import InputError
+from ..refs import check_model_name
 from .catalog import Catalog
 
 
@@ -66,24 +67,23 @@ def targets_key(targets: Sequence[TargetKey]) -> str:
 
 
 def subscribed_models(models: Sequence[str]) -> tuple[str, ...]:
-    """Validate ``vendor/model`` names (duplicates dropped, order kept).
+    """Validate ``vendor/model`` names (duplicates dropped, order kept): a job subscribes to
+    models, never versions, and always protects against each one's latest release.
+
+    Raises:
+        InputError: no names, or one that is not a model
+            (:func:`~photoimmune.sdk.refs.check_model_name` says why).
 
     Example:
         >>> subscribed_models(["photoimmune/tiny-ldm", "photoimmune/tiny-ldm"])
         ('photoimmune/tiny-ldm',)
     """
-    names = tuple(dict.fromkeys(m.strip() for m in models if m.strip()))
+    names = tuple(dict.fromkeys(check_model_name(m.strip()) for m in models if m.strip()))
     if not names:
-        raise InputError("no models to protect against; pass --models vendor/model,...")
-    for name in names:
-        vendor, slash, model = name.partition("/")
-        if "@" in name:
-            raise InputError(
-                f"{name!r}: subscribe to a model (vendor/model), not a version; jobs always "
-                "protect against each model's latest release"
-            )
-        if not (vendor and slash and model) or "/" in model:
-            raise InputError(f"{name!r}: expected vendor/model, e.g. photoimmune/tiny-ldm")
+        raise InputError(
+            "no models to protect against; name at least one vendor/model, "
+            "e.g. photoimmune/tiny-ldm"
+        )
     return names
 
 

@@ -11,13 +11,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
 from PIL import Image
 
+from ..descriptor import PipelineKind
 from ..errors import InputError, UnknownModelError
 from .bundled import resolve_model
 
@@ -26,7 +27,6 @@ from .bundled import resolve_model
 # libraries only if their module is already imported.
 from .honouring_vae import HonouringAutoencoderKL
 
-PipelineKind = Literal["img2img", "inpaint"]
 _CLASSES = {"img2img": StableDiffusionImg2ImgPipeline, "inpaint": StableDiffusionInpaintPipeline}
 
 
