@@ -21,7 +21,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from photoimmune.sdk import __version__
 from photoimmune.sdk.errors import InputError, PhotoimmuneError
@@ -46,9 +45,9 @@ from .common import (
 from .evaluate import eval_command
 from .manifests import manifests_app
 from .model import model_app
-from .registry import registry_app, targets_app
-from .scorecard import score_command
+from .registry import registry_app
 from .service import service_app
+from .targets import targets_app
 
 app = typer.Typer(
     name="photoimmune",
@@ -61,7 +60,6 @@ app = typer.Typer(
 app.add_typer(model_app, name="model")
 app.add_typer(registry_app, name="registry")
 app.add_typer(targets_app, name="targets")
-targets_app.command("score")(score_command)
 app.add_typer(service_app, name="service")
 app.command("eval")(eval_command)
 app.add_typer(catalog_app, name="catalog")
@@ -232,7 +230,7 @@ def immunize_command(
 
     from photoimmune.sdk.immunization import check_immunizable, immunize
     from photoimmune.sdk.io import atomic_write_bytes, encode_image, max_abs_delta
-    from photoimmune.sdk.manifest import sign_image
+    from photoimmune.sdk.manifest import sign_pixels
 
     quiet_libraries()
     targets = _targets(model, target, registry, trusted_root, recipe)
@@ -251,11 +249,12 @@ def immunize_command(
                 eot=eot,
                 progress=attack_task(bar, src.name),
             )
-            data = encode_image(result.pixels, "PNG")
-            if signer is not None:
+            if signer is None:
+                data = encode_image(result.pixels, "PNG")
+            else:
                 # The input is the parent ingredient: its own manifest, if any, stays readable.
-                data = sign_image(
-                    data, result.protections, signer, parent=image.data, title=dst.name
+                data = sign_pixels(
+                    result.pixels, result.protections, signer, parent=image.data, title=dst.name
                 )
             atomic_write_bytes(dst, data, overwrite=overwrite)
             record: dict[str, Any] = {
@@ -561,15 +560,18 @@ def demo(
 
 def _print_effect(report, settings) -> None:
     """Step 1 of the demo: the edits against the edit of the clean photo, and what they mean."""
-    table = Table(
-        title=f'img2img "{settings.prompt}", strength {settings.strength}, seed {settings.seed}'
+    effect = table(
+        "image edited",
+        "ε",
+        "SSIM to the clean edit",
+        "PSNR (dB)",
+        "gap over noise",
+        title=f'img2img "{settings.prompt}", strength {settings.strength}, seed {settings.seed}',
     )
-    for column in ("image edited", "ε", "SSIM to the clean edit", "PSNR (dB)", "gap over noise"):
-        table.add_column(column)
     for row in report.effect:
         gap = "" if row.gap is None else f"{row.gap:.3f}"
-        table.add_row(row.case, row.eps, f"{row.ssim:.3f}", f"{row.psnr:.2f}", gap)
-    console.print(table)
+        effect.add_row(row.case, row.eps, f"{row.ssim:.3f}", f"{row.psnr:.2f}", gap)
+    console.print(effect)
     console.print(
         f"At {settings.eps}: {report.method} attack, {report.steps} steps, max |δ| "
         f"{report.max_abs_delta}/255, loss {report.loss_before} → {report.loss_after}, "
@@ -612,12 +614,15 @@ def _print_forward(forward, settings) -> None:
         f"pipeline with the immunization check on: {forward.status} → {forward.action} in "
         f"{forward.seconds:.1f} s"
     )
-    table = Table(title=f"{forward.model} edits vs its edit of the original")
-    for column in ("image edited", "SSIM", "PSNR (dB)"):
-        table.add_column(column)
+    edits = table(
+        "image edited",
+        "SSIM",
+        "PSNR (dB)",
+        title=f"{forward.model} edits vs its edit of the original",
+    )
     for case, ssim, psnr in forward.rows:
-        table.add_row(case, f"{ssim:.3f}", f"{psnr:.2f}")
-    console.print(table)
+        edits.add_row(case, f"{ssim:.3f}", f"{psnr:.2f}")
+    console.print(edits)
     if forward.honouring:
         console.print(
             f"{forward.honouring} honours {forward.model}'s protections (a cooperative "

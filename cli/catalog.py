@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from photoimmune.sdk.errors import InputError
 
@@ -288,7 +287,7 @@ def _print_summary(summary) -> None:
         f"{summary.eps}, {summary.steps} steps; {summary.engine}, {summary.workers} "
         f"worker(s)): planned {summary.planned}, {summary.up_to_date} already up to date"
     )
-    table = Table(
+    counts = table(
         "done",
         "adopted",
         "failed",
@@ -299,7 +298,7 @@ def _print_summary(summary) -> None:
         "seconds",
         "images/s",
     )
-    table.add_row(
+    counts.add_row(
         str(len(summary.done)),
         str(len(summary.adopted)),
         str(len(summary.failed)),
@@ -310,7 +309,7 @@ def _print_summary(summary) -> None:
         f"{summary.seconds:.1f}",
         f"{summary.images_per_second:.2f}",
     )
-    console.print(table)
+    console.print(counts)
     for location, why in summary.failed.items():
         console.print(f"[red]failed[/] {escape(_reason(location, why))}")
     if summary.failed:

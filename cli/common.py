@@ -124,7 +124,14 @@ def attack_task(bar: Progress, label: str) -> Callable[[int, int, float], None]:
 def table(*columns: str, title: str | None = None) -> Table:
     """A table whose columns wrap their text instead of cutting it: a file name or a model
     ref cut short with "…" hides the very answer a listing is asked for. (Wider terminals
-    show each on one line; on narrow ones, long names fold onto the next line.)"""
+    show each on one line; on narrow ones, long names fold onto the next line.)
+
+    Example:
+        >>> listing = table("release", "digest", title="releases")
+        >>> listing.add_row("acme/sd@1.5", "9f86d081884c7d65")
+        >>> [column.header for column in listing.columns], listing.title
+        (['release', 'digest'], 'releases')
+    """
     result = Table(title=title)
     for column in columns:
         result.add_column(column, overflow="fold")
@@ -167,7 +174,7 @@ def readable_metavars(command: Any) -> Any:
         >>> from photoimmune.cli.app import app
         >>> cmd = readable_metavars(typer.main.get_command(app))
         >>> [p.metavar for p in cmd.commands["verify"].params]
-        [None, 'TRUST', '']
+        [None, 'TRUST', 'RESOLVER', '']
     """
     # --help is made on first use and then kept: make it now, to name it like the rest.
     help_option = command.get_help_option(command.context_class(command))

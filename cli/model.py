@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import TaskID
-from rich.table import Table
 
 from photoimmune.sdk.models.bundled import bundled_models, model_index, resolve_model
 
@@ -77,7 +76,7 @@ def check(
     if as_json:
         typer.echo(json.dumps(asdict(report)))
         return
-    scores = Table("photo", "VAE PSNR (dB)", f"img2img@{strength} PSNR (dB)", title=report.model)
+    scores = table("photo", "VAE PSNR (dB)", f"img2img@{strength} PSNR (dB)", title=report.model)
     for name, score in report.vae_psnr_db.items():
         scores.add_row(name, f"{score:.2f}", f"{report.img2img_psnr_db[name]:.2f}")
     console.print(scores)

@@ -1,4 +1,4 @@
-"""``photoimmune registry ...`` and ``photoimmune targets build``: the vendor and admin side.
+"""``photoimmune registry ...``: the vendor and admin side (``targets``: the release it publishes).
 
 Example:
     photoimmune registry init reg
@@ -18,17 +18,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from photoimmune.sdk.errors import InputError, OutputExistsError
+from photoimmune.sdk.errors import InputError
 
 from . import checks
 from .common import (
-    MAX_STEPS,
     PortOpt,
     console,
     database_option,
     err_console,
     plain,
-    progress_bar,
     quiet_libraries,
     table,
 )
@@ -39,7 +37,6 @@ registry_app = typer.Typer(
 )
 vendor_app = typer.Typer(help="Vendors of a registry.", no_args_is_help=True)
 registry_app.add_typer(vendor_app, name="vendor")
-targets_app = typer.Typer(help="Attack targets for a model release.", no_args_is_help=True)
 
 RegistryOpt = Annotated[
     str, typer.Option("--registry", "-r", help="Registry folder (registry init) or server URL.")
@@ -252,171 +249,4 @@ def export(
     count = RegistryService.open(folder, _existing_database(db)).export(out)
     console.print(
         f"wrote {count} files to {escape(str(out))}; serve it as-is (e.g. python -m http.server)"
-    )
-
-
-OVERWRITE_HELP = "Replace the release already in --out (its scorecard and immunizer too)."
-TRAINING_NAME = "training.json"  # train-immunizer's record, kept beside the release
-
-
-def _check_release_folder(out: Path, overwrite: bool) -> None:
-    """``-o/--out`` of a release: a folder that holds none yet (what `targets build`,
-    `train-immunizer` and `targets score` write there), unless --overwrite."""
-    from photoimmune.sdk.descriptor import DESCRIPTOR_NAME, IMMUNIZER_NAME, TENSORS_NAME
-    from photoimmune.sdk.scorecard import SCORECARD_NAME
-
-    checks.output_folder(out, "-o/--out")
-    names = (DESCRIPTOR_NAME, TENSORS_NAME, IMMUNIZER_NAME, SCORECARD_NAME, TRAINING_NAME)
-    held = [name for name in names if (out / name).exists()]
-    if held and not overwrite:
-        raise OutputExistsError(
-            f"-o/--out {out}: already holds a release ({', '.join(held)}); pass --overwrite "
-            "to replace it, or choose another folder"
-        )
-
-
-def _save_release(target, out: Path) -> Path:
-    """Save ``target`` in ``out`` (see :func:`_check_release_folder`), without what the
-    release it replaces had beyond it (an immunizer, a scorecard, a training record):
-    left there, they would be published with, or taken for, the new target's."""
-    from photoimmune.sdk.descriptor import IMMUNIZER_NAME
-    from photoimmune.sdk.scorecard import SCORECARD_NAME
-    from photoimmune.sdk.targets import save_target
-
-    stale = [SCORECARD_NAME, TRAINING_NAME] + ([IMMUNIZER_NAME] if not target.immunizer else [])
-    for name in stale:
-        (out / name).unlink(missing_ok=True)
-    return save_target(target, out)  # replaces the descriptor and tensors
-
-
-@targets_app.command("build")
-def build(
-    model: Annotated[str, typer.Option(help="Bundled model (tiny-ldm@1) or diffusers folder.")],
-    ref: Annotated[str, typer.Option(help="The release's name, vendor/model@version.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for target.json + tensors.")],
-    recipe: Annotated[str, typer.Option(help="gray (PhotoGuard) or checker (Mist-like).")] = "gray",
-    target_image: Annotated[
-        Path | None, typer.Option(help="Use this image as the target instead of a recipe.")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
-) -> None:
-    """Build the attack target a vendor publishes for one model release."""
-    from photoimmune.sdk.refs import ModelRef
-
-    ModelRef.parse(ref)  # vendor/model@version, checked before the model loads
-    checks.models([model])
-    checks.one_of(recipe, checks.RECIPES, "--recipe")
-    _check_release_folder(out, overwrite)
-    if target_image is not None:
-        checks.input_files([target_image], "--target-image")
-    from photoimmune.sdk.io import load_image, pixels_to_tensor
-    from photoimmune.sdk.targets import build_target
-
-    image = None if target_image is None else pixels_to_tensor(load_image(target_image).pixels)
-    target = build_target(model, ref=ref, recipe=recipe, image=image)  # type: ignore[arg-type]
-    path = _save_release(target, out)
-    console.print(f"{target.ref}: {escape(str(path))} (digest {target.digest[:16]}…)")
-
-
-@targets_app.command("train-immunizer")
-def train_immunizer_command(
-    model: Annotated[str, typer.Option(help="Bundled model (tiny-ldm@2) or diffusers folder.")],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for target.json, tensors and immunizer.")
-    ],
-    ref: Annotated[
-        str | None,
-        typer.Option(help="The release's name, vendor/model@version (default: the bundled one's)."),
-    ] = None,
-    recipe: Annotated[str, typer.Option(help="gray (PhotoGuard) or checker (Mist-like).")] = "gray",
-    steps: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=MAX_STEPS,
-            help="Training steps (0.7 s each on 2 cores in bf16, 1.4 s in fp32).",
-        ),
-    ] = 400,
-    batch: Annotated[int, typer.Option(min=1, help="Photo crops per step.")] = 8,
-    width: Annotated[
-        int, typer.Option(min=4, help="Generator width (32: about 0.6 M weights).")
-    ] = 32,
-    eps: Annotated[str, typer.Option(help="L-inf budget it is trained at.")] = "8/255",
-    finish_steps: Annotated[
-        int, typer.Option(min=0, help="PGD steps publishers run after the pass by default.")
-    ] = 5,
-    eot: Annotated[
-        bool, typer.Option(help="Train under random JPEG/resize/blur (robuster).")
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the weights and the crops.")] = 0,
-    lr: Annotated[
-        float, typer.Option(min=0, help="Adam's learning rate (cosine decay; 1e-3 to fine-tune).")
-    ] = 2e-3,
-    objective: Annotated[
-        str,
-        typer.Option(
-            help="encoder (pull the latent to the target's) or edit (push the guided "
-            "edit away from the photo's; loads the whole pipeline; docs/models.md)."
-        ),
-    ] = "encoder",
-    crop: Annotated[
-        int | None,
-        typer.Option(min=16, help="Crop side (default: the target's resolution; half for edit)."),
-    ] = None,
-    start: Annotated[
-        Path | None,
-        typer.Option(help="A target folder whose immunizer to start from (a fine-tune)."),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help=OVERWRITE_HELP)] = False,
-) -> None:
-    """Train a one-pass immunizer for a release's target and write the target carrying it
-    (publish that folder as usual: its weights are signed with it), with training.json,
-    the settings, time and losses (kept for the record; not published)."""
-    from photoimmune.sdk.refs import ModelRef
-
-    if ref is not None:
-        ModelRef.parse(ref)
-    checks.models([model])
-    checks.one_of(recipe, checks.RECIPES, "--recipe")
-    from photoimmune.sdk.descriptor import IMMUNIZER_OBJECTIVES
-
-    checks.one_of(objective, IMMUNIZER_OBJECTIVES, "--objective")
-    eps = checks.budget(eps)
-    _check_release_folder(out, overwrite)
-    import time
-
-    from photoimmune.sdk.immunizer import ImmunizerTraining, train_immunizer, training_record
-    from photoimmune.sdk.io import atomic_write_bytes
-    from photoimmune.sdk.targets import build_target, load_target
-
-    training = ImmunizerTraining(
-        steps=steps,
-        batch=batch,
-        width=width,
-        eps=eps,
-        finish_steps=finish_steps,
-        eot=eot,
-        seed=seed,
-        lr=lr,
-        objective=objective,  # type: ignore[arg-type]
-        crop=crop,
-    )
-    target = build_target(model, ref=ref, recipe=recipe)  # type: ignore[arg-type]
-    first = None if start is None else load_target(start)
-    history: list[float] = []
-    started = time.perf_counter()
-    with progress_bar("loss {task.fields[loss]:.4f}", remaining=True) as bar:
-        task = bar.add_task("training", total=steps, loss=1.0)
-
-        def report(step: int, _total: int, loss: float) -> None:
-            history.append(loss)
-            bar.update(task, completed=step, loss=loss)
-
-        trained = train_immunizer(target, training, start=first, progress=report)
-    path = _save_release(trained, out)
-    record = training_record(training, time.perf_counter() - started, history, first)
-    atomic_write_bytes(out / TRAINING_NAME, json.dumps(record, indent=2).encode(), overwrite=True)
-    console.print(
-        f"{trained.ref}: {escape(str(path))} with a one-pass immunizer "
-        f"(digest {trained.digest[:16]}…, trained for {trained.base_digest[:16]}…)"
     )

@@ -139,7 +139,14 @@ def disable_immunization_check(self) -> None:
 
 
 def install() -> None:
-    """Add the two methods to ``DiffusionPipeline`` (done on import; idempotent)."""
+    """Add the two methods to ``DiffusionPipeline`` (done on import; idempotent).
+
+    Example:
+        >>> from diffusers import DiffusionPipeline
+        >>> install()  # what ``import photoimmune.diffusers_plugin`` already did
+        >>> hasattr(DiffusionPipeline, "enable_immunization_check")
+        True
+    """
     from diffusers import DiffusionPipeline
 
     DiffusionPipeline.enable_immunization_check = enable_immunization_check

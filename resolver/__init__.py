@@ -26,7 +26,7 @@ from .errors import (
     StoreUnavailableError,
     UnknownAssetError,
 )
-from .match import Match
+from .match import LookupAnswer, Match
 
 if TYPE_CHECKING:
     from .client import Recovery, ResolverClient, recover
@@ -45,6 +45,7 @@ __getattr__ = lazy_getattr(
 )
 
 __all__ = [
+    "LookupAnswer",
     "ManifestStore",
     "Match",
     "NotSignedError",

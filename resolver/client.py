@@ -27,7 +27,7 @@ from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest
 from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
 
 from .errors import ResolverError, ResolverUnavailableError, UnknownAssetError
-from .match import Match
+from .match import LookupAnswer, Match
 
 #: Pixels at least this similar (:func:`similarity`: grey and high-pass 64x64 thumbnails,
 #: best of small shifts and of the signed file's regions) are the same picture.
@@ -76,7 +76,7 @@ class ResolverClient:
                 "/v1/lookup", params={"alg": ALGORITHM, "code": f"{code:016x}"}
             )
             _raise_for(response, self.url)
-            return [Match.model_validate(m) for m in response.json()["matches"]]
+            return LookupAnswer.model_validate_json(response.content).matches
 
     def asset(self, asset_id: int) -> bytes:
         """A stored asset's signed bytes."""

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from photoimmune.sdk.softbinding import ALGORITHM, MATCH_BITS
 
 from .errors import UnknownAssetError
-from .match import Match
+from .match import LookupAnswer
 from .store import ManifestStore
 
 _HEX_CODE = r"^[0-9a-fA-F]{16}$"
@@ -41,17 +41,12 @@ def create_app(store: ManifestStore) -> FastAPI:
     async def lookup(
         code: str = Query(pattern=_HEX_CODE, description="the 64-bit code, 16 hex digits"),
         alg: str = Query(default=ALGORITHM, description="the soft-binding algorithm"),
-    ) -> dict:
+    ) -> LookupAnswer:
         if alg != ALGORITHM:
             raise HTTPException(
                 400, detail=f"unknown soft-binding algorithm {alg!r}; this store holds {ALGORITHM}"
             )
-        matches: list[Match] = store.lookup(int(code, 16))
-        return {
-            "alg": ALGORITHM,
-            "max_bits": MATCH_BITS,
-            "matches": [m.model_dump(mode="json") for m in matches],
-        }
+        return LookupAnswer(alg=ALGORITHM, max_bits=MATCH_BITS, matches=store.lookup(int(code, 16)))
 
     @app.get("/v1/assets/{asset_id}")
     def asset(

@@ -354,6 +354,7 @@ def sign_pixels(
     signer: ManifestSigner,
     *,
     fmt: str = "PNG",
+    quality: int = 95,
     parent: bytes | None = None,
     title: str | None = None,
 ) -> bytes:
@@ -365,14 +366,19 @@ def sign_pixels(
         signer: the key and certificate chain that sign.
         fmt: ``"PNG"``, ``"JPEG"`` or ``"WEBP"``. Default: ``"PNG"`` (lossless, which
             keeps the perturbation exact).
+        quality: JPEG/WebP quality, 1-100 (WebP at 100 is lossless; see
+            :func:`~photoimmune.sdk.codec.encode_image`). Default: 95; PNG ignores it.
         parent: the original file's bytes (see :func:`sign_image`). Default: None.
         title: the manifest's title. Default: None.
 
     Example:
         >>> data = sign_pixels(result.pixels, result.protections, signer)  # doctest: +SKIP
         >>> atomic_write_bytes("out/cat.png", data)  # doctest: +SKIP
+        >>> webp = sign_pixels(result.pixels, result.protections, signer,
+        ...                    fmt="WEBP", quality=100)  # doctest: +SKIP
     """
-    return sign_image(encode_image(pixels, fmt), protections, signer, parent=parent, title=title)
+    data = encode_image(pixels, fmt, quality=quality)
+    return sign_image(data, protections, signer, parent=parent, title=title)
 
 
 def read_manifest(

@@ -34,7 +34,7 @@ from photoimmune.sdk.errors import ImageTooLargeError, InputError, PhotoimmuneEr
 
 from . import jobs
 from .errors import ServiceError
-from .runtime import Service, describe_offer
+from .runtime import OfferDescription, Service, describe_offer
 
 WEB = Path(__file__).parent / "web"
 #: Multipart overhead allowed beyond the image's own limit (the other fields, boundaries).
@@ -51,7 +51,15 @@ Format = Annotated[Literal["png", "jpeg", "webp"], Form(description="The result'
 
 
 def create_app(service: Service) -> FastAPI:
-    """The ASGI app of ``service``: the API, the docs and the web page."""
+    """The ASGI app of ``service``: the API, the docs and the web page.
+
+    Example:
+        >>> from fastapi.testclient import TestClient
+        >>> service = Service.open("sqlite:///s.db", "out/demo/registry",
+        ...                        "out/demo/keys")  # doctest: +SKIP
+        >>> TestClient(create_app(service)).get("/v1/models").json()["formats"]  # doctest: +SKIP
+        ['png', 'jpeg', 'webp']
+    """
     app = FastAPI(
         title="photoimmune immunization service",
         version="1",
@@ -76,7 +84,7 @@ def create_app(service: Service) -> FastAPI:
         return FileResponse(files[name])
 
     @app.get("/v1/models")
-    def models() -> dict:
+    def models() -> OfferDescription:
         """The models a client may immunize against, budgets, formats and limits."""
         return describe_offer(service)
 

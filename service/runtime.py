@@ -16,7 +16,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from photoimmune.sdk.codec import DecodedImage, decode_image
 from photoimmune.sdk.errors import ImageLoadError
@@ -143,17 +144,32 @@ class Service:
         self.store.dispose()
 
 
-def describe_offer(service: Service) -> dict[str, Any]:
+class OfferDescription(BaseModel):
+    """``GET /v1/models``'s body: what a client may ask for, and the limits it meets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    models: list[str] = Field(description="vendor/model names the service immunizes against")
+    default_eps: str | None = Field(
+        description="the L∞ budget used when none is asked for (null: no model offered)"
+    )
+    max_eps: str = Field(description="the largest L∞ budget a client may ask for")
+    formats: list[str] = Field(description="the formats the signed result may be written in")
+    max_upload_bytes: int = Field(description="the largest upload accepted, in bytes")
+    max_sync_pixels: int = Field(description="the most pixels POST /v1/immunize answers at once")
+
+
+def describe_offer(service: Service) -> OfferDescription:
     """``GET /v1/models``: what a client may ask for."""
     models = service.offer.models()
     default_eps = None
     if models:
         default_eps = service.offer.budget(service.offer.targets(None), None)
-    return {
-        "models": models,
-        "default_eps": default_eps,
-        "max_eps": service.settings.max_eps,
-        "formats": list(jobs.MEDIA_TYPES),
-        "max_upload_bytes": service.settings.max_upload_bytes,
-        "max_sync_pixels": service.settings.max_sync_pixels,
-    }
+    return OfferDescription(
+        models=models,
+        default_eps=default_eps,
+        max_eps=service.settings.max_eps,
+        formats=list(jobs.MEDIA_TYPES),
+        max_upload_bytes=service.settings.max_upload_bytes,
+        max_sync_pixels=service.settings.max_sync_pixels,
+    )

@@ -25,13 +25,12 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from photoimmune.sdk.codec import encode_image
 from photoimmune.sdk.errors import PhotoimmuneError
 from photoimmune.sdk.jobs.engines import Engine, make_engine
 from photoimmune.sdk.jobs.queue import Claim, LeaseHeartbeat, NewCopy, WorkQueue
 from photoimmune.sdk.jobs.worker import WorkOrder, WorkOutput
 from photoimmune.sdk.keys import ManifestSigner
-from photoimmune.sdk.manifest import sign_image
+from photoimmune.sdk.manifest import sign_pixels
 
 from .jobs import JobSpec, job_spec, work_key
 from .offer import Offer, immunizer_settings
@@ -50,10 +49,14 @@ def sign_result(
     JPEG (quality 95) moves them a little, past ε: the docs say to prefer the others.
     """
     assert output.pixels is not None
-    quality = 100 if spec.format == "webp" else 95  # WebP at 100 is lossless
-    data = encode_image(output.pixels, spec.format.upper(), quality=quality)
-    return sign_image(
-        data, output.protections, signer, parent=original, title=f"immunized.{spec.format}"
+    return sign_pixels(
+        output.pixels,
+        output.protections,
+        signer,
+        fmt=spec.format.upper(),
+        quality=100 if spec.format == "webp" else 95,  # WebP at 100 is lossless
+        parent=original,
+        title=f"immunized.{spec.format}",
     )
 
 

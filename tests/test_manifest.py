@@ -102,6 +102,17 @@ def test_valid_and_trusted_in_each_format_leaves_pixels_alone(keys, cat, fmt):
     assert _verdict(buf.getvalue(), keys) == "missing"
 
 
+@pytest.mark.parametrize(("fmt", "quality"), [("WEBP", 100), ("JPEG", 50)])
+def test_sign_pixels_encodes_at_the_format_and_quality_asked(keys, cat, fmt, quality):
+    signed = sign_pixels(cat, [protection()], keys.signer(), fmt=fmt, quality=quality)
+    image = load_image(signed)
+    assert image.format == fmt
+    # The pixels of encode_image at that quality (WebP at 100: lossless, the photo's own).
+    assert np.array_equal(image.pixels, load_image(encode_image(cat, fmt, quality=quality)).pixels)
+    assert np.array_equal(image.pixels, cat) == (fmt == "WEBP")
+    assert _verdict(signed, keys) == "trusted"
+
+
 def test_untrusted_ca(signed_png, other_keys):
     report = read_manifest(signed_png, trust=other_keys.trust_anchor_pem())
     assert report.verdict == "untrusted" and report.pixel_bound

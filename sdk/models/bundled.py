@@ -88,5 +88,10 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
 
 
 def model_index(path: Path) -> dict:
-    """The parsed ``model_index.json`` of a diffusers folder."""
+    """The parsed ``model_index.json`` of a diffusers folder.
+
+    Example:
+        >>> model_index(resolve_model("tiny-ldm@1"))["_class_name"]
+        'StableDiffusionPipeline'
+    """
     return json.loads((path / "model_index.json").read_text())
