@@ -444,13 +444,15 @@ def choose_schedule(
     wanted = amortized or warm_start
     if amortized and steps:
         raise InputError(
-            "--method amortized runs no PGD step; for N steps after the pass use "
-            f"--method {attack_method or 'encoder'} --warm-start --steps N"
+            "the amortized method (--method amortized) runs no PGD step; for N steps after "
+            f"the pass use method={attack_method or 'encoder'!r}, warm_start=True, steps=N "
+            f"(--method {attack_method or 'encoder'} --warm-start --steps N)"
         )
     if wanted and lacking:
         raise InputError(
             f"{', '.join(lacking)}: no one-pass immunizer in this target; train one with "
-            "`photoimmune targets train-immunizer`, or use --method encoder --no-warm-start"
+            "`photoimmune targets train-immunizer`, or use method='encoder', warm_start=False "
+            "(--method encoder --no-warm-start)"
         )
     if wanted and norm != "linf":
         raise InputError('one-pass immunizers are trained for L∞ budgets; use norm="linf"')

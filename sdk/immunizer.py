@@ -140,7 +140,8 @@ def load_generator(target: AttackTarget) -> ImmunizerNet:
     if spec is None or weights is None:
         raise InputError(
             f"{target.ref}: this target carries no one-pass immunizer; train one with "
-            "`photoimmune targets train-immunizer`, or immunize with --method encoder"
+            "`photoimmune targets train-immunizer`, or immunize with method='encoder' "
+            "(--method encoder)"
         )
     net = _GENERATORS.get(spec.weights.sha256)
     if net is None:
