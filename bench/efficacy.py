@@ -30,6 +30,7 @@ import reference  # bench/ is on sys.path when this script runs
 import torch
 
 from photoimmune.sdk import immunize
+from photoimmune.sdk.evaluate import same_eps_noise
 from photoimmune.sdk.evaluate.metrics import edit_similarity
 from photoimmune.sdk.io import pixels_to_tensor, tensor_to_pixels
 from photoimmune.sdk.models import load_pipeline, resolve_model
@@ -47,12 +48,13 @@ def clip_to_budget(original: np.ndarray, treated: torch.Tensor, levels: int) -> 
     return np.clip(pixels, base - levels, base + levels).clip(0, 255).astype(np.uint8)
 
 
-def treat(method: str, photo: np.ndarray, model: str, levels: int, args, pipes) -> np.ndarray:
+def apply_method(
+    method: str, photo: np.ndarray, model: str, levels: int, args, pipes
+) -> np.ndarray:
+    """``photo`` treated by ``method`` at ``levels``/255, 8-bit, as it would be saved."""
     eps = f"{levels}/255"
     if method == "noise":
-        rng = np.random.default_rng(0)
-        noise = rng.integers(-levels, levels + 1, photo.shape)
-        return np.clip(photo.astype(int) + noise, 0, 255).astype(np.uint8)
+        return same_eps_noise(photo, eps, np.random.default_rng(0))
     if method == "defaults":
         return immunize(photo, model, eps=eps).pixels
     if method.startswith("encoder/"):
@@ -133,7 +135,7 @@ def main() -> None:
             ssims, psnrs, worst, seconds = [], [], 0, []
             for name, photo in photos.items():
                 started = time.perf_counter()
-                treated = treat(method, photo, args.model, levels, args, pipes)
+                treated = apply_method(method, photo, args.model, levels, args, pipes)
                 seconds.append(time.perf_counter() - started)
                 worst = max(worst, int(np.abs(treated.astype(int) - photo.astype(int)).max()))
                 for p in PROMPTS:

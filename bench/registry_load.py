@@ -517,9 +517,7 @@ def warnings_for(phases: list[Phase], server_log: Path) -> list[str]:
     notes = []
     for phase in phases:
         for kind, statuses in phase.tally.statuses.items():
-            bad = {
-                s: n for s, n in statuses.items() if isinstance(s, int) and s >= 500 and s != 503
-            }
+            bad = {s: n for s, n in statuses.items() if _server_error(s)}
             if kind.startswith("hostile") and bad:
                 notes.append(f"{phase.name}: {kind} got server errors {bad}")
     tracebacks = server_log.read_text(errors="replace").count("Traceback")

@@ -151,7 +151,7 @@ def _read_one(name: str, index: int, value: Any, signed: bool) -> EditedImage:
         pixels = load_image(_current_frame(value)).pixels
         return EditedImage(name, index, pixels, _file_of(value), source, _to_pil)
     if isinstance(value, np.ndarray):
-        pixels, to_input = _array_pixels(value), _array_like(value)
+        pixels, to_input = load_image(uint8_pixels(value)).pixels, _array_like(value)
         return EditedImage(name, index, pixels, None, "<array>", to_input, value)
     if isinstance(value, torch.Tensor):
         pixels, to_input = _tensor_pixels(value, signed)
@@ -194,11 +194,18 @@ def _file_of(img: Image.Image) -> bytes | None:
         return None
 
 
-def _array_pixels(array: np.ndarray) -> np.ndarray:
+def uint8_pixels(array: np.ndarray) -> np.ndarray:
+    """A picture as diffusers passes arrays (uint8, or floats in [0, 1]) in contiguous
+    uint8: floats are clipped to [0, 1] and rounded to the nearest 8-bit level.
+
+    Example:
+        >>> uint8_pixels(np.array([[[0.0, 0.5, 1.5]]], np.float32)).tolist()
+        [[[0, 128, 255]]]
+    """
     if array.dtype == np.uint8:
-        return load_image(array).pixels
+        return np.ascontiguousarray(array)
     scaled = np.clip(np.asarray(array, dtype=np.float32), 0, 1) * 255
-    return load_image(np.round(scaled).astype(np.uint8)).pixels
+    return np.ascontiguousarray(np.round(scaled).astype(np.uint8))
 
 
 def _array_like(array: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -21,6 +21,7 @@ from photoimmune.sdk.codec import encode_png_fast
 from photoimmune.sdk.keys import ManifestSigner
 from photoimmune.sdk.manifest import sign_output
 
+from .inputs import uint8_pixels
 from .report import SignedOutput
 
 logger = logging.getLogger("photoimmune.diffusers_plugin")
@@ -41,22 +42,16 @@ def output_images(output: Any) -> list[np.ndarray] | None:
     if isinstance(images, np.ndarray):
         if images.ndim != 4 or images.shape[-1] != 3:
             return None  # latents, or a layout that is not RGB pictures
-        return [_as_uint8(a) for a in images]
+        return [uint8_pixels(a) for a in images]
     found = []
     for image in images:
         if hasattr(image, "convert"):  # PIL
             found.append(np.asarray(image.convert("RGB")))
         elif isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3:
-            found.append(_as_uint8(image))
+            found.append(uint8_pixels(image))
         else:
             return None
     return found
-
-
-def _as_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return np.ascontiguousarray(image)
-    return np.ascontiguousarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
 
 
 def sign_outputs(

@@ -36,7 +36,7 @@ from photoimmune.sdk.scorecard import SCORECARD_NAME
 from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
 
 from . import metadata as tm
-from .client import RegistryClient, checked_url
+from .client import RegistryClient, checked_url, translated_errors
 from .errors import (
     InvalidThresholdError,
     RegistryUnavailableError,
@@ -124,10 +124,8 @@ class RemoteRegistry:
 
     def _post(self, path: str, *, retries: int = 0, **kwargs) -> int:
         for attempt in range(retries + 1):
-            try:
+            with translated_errors():
                 response = self.http.post(f"{self.url}{path}", **kwargs)
-            except httpx.HTTPError as exc:
-                raise RegistryUnavailableError(f"{self.url}: {exc}") from exc
             if response.status_code != 503 or attempt == retries:
                 break
             self.sleep(self._wait(attempt, response.headers.get("retry-after")))
@@ -141,7 +139,7 @@ class RemoteRegistry:
             )
         if response.status_code != 200:
             raise RegistryUnavailableError(f"{self.url}{path}: HTTP {response.status_code}")
-        return int(response.json()["version"])
+        return tm.NewVersion.model_validate(response.json()).version
 
     def _wait(self, attempt: int, retry_after: str | None) -> float:
         """Seconds before attempt ``attempt + 1``: Retry-After or the backoff, the longer."""
@@ -186,16 +184,22 @@ def open_registry(
     location: str | os.PathLike[str],
     *,
     trusted_root: bytes | os.PathLike[str] | None = None,
-    http: httpx.Client | None = None,
 ) -> Registry:
-    """A registry folder (from ``registry init``) or a server URL (needs ``trusted_root``)."""
+    """A registry folder (from ``registry init``) or a server URL (needs ``trusted_root``).
+
+    Example:
+        >>> open_registry("out/demo/registry")  # doctest: +SKIP
+        <photoimmune.registry.admin.LocalRegistry object at ...>
+        >>> open_registry("https://registry.example", trusted_root="root.json")  # doctest: +SKIP
+        <photoimmune.registry.admin.RemoteRegistry object at ...>
+    """
     text = os.fspath(location)
     if text.startswith(("http://", "https://")):
         if trusted_root is None:
             raise TrustedRootError(
                 f"{text}: pass the registry's root.json (--root) to talk to a server"
             )
-        return RemoteRegistry(checked_url(text), trusted_root_bytes(trusted_root), http)
+        return RemoteRegistry(checked_url(text), trusted_root_bytes(trusted_root))
     return LocalRegistry(RegistryService.open(Path(text)))
 
 
@@ -207,6 +211,11 @@ def init_registry(
     Keys go to ``folder/keys`` (mode 0600). ``root-*.pem`` and ``targets.pem``
     are offline keys: move them to offline storage once the registry runs.
     ``folder/root.json`` is the trust anchor to give to clients.
+
+    Example:
+        >>> paths = init_registry(Path("my-registry"), root_threshold=2)  # doctest: +SKIP
+        >>> sorted(p.name for p in paths.keys.glob("root-*.pem"))  # doctest: +SKIP
+        ['root-1.pem', 'root-2.pem', 'root-3.pem']
     """
     paths = RegistryPaths(folder)
     check_output_dir(folder, option="registry folder")
@@ -260,7 +269,14 @@ def add_vendor(
     registry: Registry, vendor: str, keys: list[Key], threshold: int, signers: Sequence[Signer]
 ) -> int:
     """Delegate ``vendor/*`` to ``keys`` (or replace the vendor's keys); signed by ``signers``
-    (the targets role's keys). Returns the new targets version."""
+    (the targets role's keys). Returns the new targets version.
+
+    Example:
+        >>> acme = load_signer(Path("acme.pem")).public_key  # doctest: +SKIP
+        >>> admin = load_signer(Path("my-registry/keys/targets.pem"))  # doctest: +SKIP
+        >>> add_vendor(open_registry("my-registry"), "acme", [acme], 1, [admin])  # doctest: +SKIP
+        2
+    """
     tm.check_vendor_name(vendor)  # before anything is fetched or signed
     _check_threshold(threshold, len(keys), "vendor")
     current = registry.current("targets")
@@ -277,6 +293,11 @@ def publish(registry: Registry, vendor: str, target_dir: Path, signers: Sequence
 
     A ``scorecard.json`` in ``target_dir`` (from ``targets score``) is published and
     signed with the release. Returns the vendor role's new version.
+
+    Example:
+        >>> acme = load_signer(Path("acme.pem"))  # doctest: +SKIP
+        >>> publish(open_registry("my-registry"), "acme", Path("release"), [acme])  # doctest: +SKIP
+        1
     """
     target = load_target(target_dir)
     if target.ref.vendor != vendor:
@@ -315,7 +336,15 @@ def rotate_root(
     new_root_keys: list[Signer],
     threshold: int,
 ) -> int:
-    """Replace the root keys: root N+1 lists ``new_root_keys`` and is signed by both sets."""
+    """Replace the root keys: root N+1 lists ``new_root_keys`` and is signed by both sets.
+
+    Example:
+        >>> keys = Path("my-registry/keys")  # the offline root keys, brought back
+        >>> old = [load_signer(keys / f"root-{i}.pem") for i in (1, 2)]  # doctest: +SKIP
+        >>> new = [write_key(Path(f"offline/root-{i}.pem")) for i in (1, 2, 3)]  # doctest: +SKIP
+        >>> rotate_root(open_registry("my-registry"), old, new, threshold=2)  # doctest: +SKIP
+        2
+    """
     current = registry.current("root")
     assert current is not None
     root: Root = current.signed

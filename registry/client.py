@@ -581,7 +581,7 @@ class RegistryClient:
         own = time.monotonic() + self.refresh_deadline
         self._fetcher.deadline = own if previous is None else min(previous, own)
         try:
-            with self._locked_cache(), _translated():
+            with self._locked_cache(), translated_errors():
                 yield
         finally:
             self._fetcher.deadline = previous
@@ -727,10 +727,22 @@ def _unsigned_cause(exc: Exception) -> str:
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
-    """Turn python-tuf's exceptions into photoimmune's, naming the attack caught."""
+def translated_errors() -> Iterator[None]:
+    """Turn python-tuf's and httpx's exceptions into photoimmune's, naming the attack caught:
+    the one place registry errors are translated (reads here, an admin's uploads too).
+
+    Example:
+        >>> with translated_errors():  # doctest: +SKIP
+        ...     httpx.post("http://127.0.0.1:9/admin/root")  # nothing listens there
+        Traceback (most recent call last):
+        RegistryUnavailableError: registry unreachable: http://127.0.0.1:9/admin/root: ...
+    """
     try:
         yield
+    except httpx.HTTPError as exc:  # a request sent outside TUF's fetcher (an admin's upload)
+        raise errors.RegistryUnavailableError(
+            f"registry unreachable: {exc.request.url}: {exc}"
+        ) from exc
     except tuf_errors.ExpiredMetadataError as exc:
         raise errors.MetadataExpiredError(
             f"registry metadata has expired ({exc}): a frozen mirror or a registry that stopped "

@@ -39,19 +39,19 @@ def generate_signer() -> CryptoSigner:
     return CryptoSigner.generate_ed25519()
 
 
-def write_key(path: Path, signer: CryptoSigner | None = None) -> CryptoSigner:
-    """Write a private key (PKCS#8 PEM, mode 0600) and its public key (``.pub.pem``).
+def write_key(path: Path) -> CryptoSigner:
+    """Write a new private key (PKCS#8 PEM, mode 0600) and its public key (``.pub.pem``).
 
     Refuses to replace an existing key, private or public: a lost key can't be recovered,
     and a public half replaced alone would no longer match its private key.
     """
-    signer = signer or generate_signer()
     for dest in (path, public_path(path)):
         if os.path.lexists(dest):
             raise OutputExistsError(
                 f"{dest}: a key is already there; keys are never replaced, pick a new path"
             )
         check_output_path(dest)  # a parent that is a file, a name too long
+    signer = generate_signer()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write_bytes(path, signer.private_bytes, mode=0o600)
     atomic_write_bytes(public_path(path), public_pem(signer.public_key), overwrite=True)

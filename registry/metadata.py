@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from pydantic import BaseModel
 from securesystemslib.signer import Key, Signer
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
@@ -64,9 +65,26 @@ MAX_METADATA_BYTES = 1_000_000
 _PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
-def expiry(lifetime: timedelta, now: datetime | None = None) -> datetime:
-    """``now + lifetime``, to the second, in UTC (TUF's expiry format)."""
-    return ((now or datetime.now(UTC)) + lifetime).replace(microsecond=0)
+class NewVersion(BaseModel):
+    """The server's answer to an accepted write: the new version of the role it changed.
+
+    Example:
+        >>> NewVersion.model_validate({"version": 3}).version
+        3
+    """
+
+    version: int
+
+
+class PublishedRelease(NewVersion):
+    """The server's answer to an accepted release: the vendor role's new version."""
+
+    vendor: str
+
+
+def expiry(lifetime: timedelta) -> datetime:
+    """Now + ``lifetime``, to the second, in UTC (TUF's expiry format)."""
+    return (datetime.now(UTC) + lifetime).replace(microsecond=0)
 
 
 def vendor_paths(vendor: str) -> list[str]:

@@ -30,7 +30,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from .errors import QuotaExceededError, ReleaseRejectedError, UnknownReleaseError
-from .metadata import MAX_METADATA_BYTES
+from .metadata import MAX_METADATA_BYTES, NewVersion, PublishedRelease
 from .service import RegistryService
 
 #: Largest upload accepted for one release (metadata plus tensors).
@@ -120,21 +120,21 @@ def create_app(
         return Response(service.target_file(path), media_type="application/octet-stream")
 
     @app.post("/admin/root")
-    async def update_root(request: Request) -> dict:
+    async def update_root(request: Request) -> NewVersion:
         _check_metadata_post(request)
         with admin.take():
             data = await _body(request, MAX_METADATA_BYTES, metadata_deadline_s)
-            return {"version": await run_in_threadpool(service.update_root, data)}
+            return NewVersion(version=await run_in_threadpool(service.update_root, data))
 
     @app.post("/admin/targets")
-    async def update_targets(request: Request) -> dict:
+    async def update_targets(request: Request) -> NewVersion:
         _check_metadata_post(request)
         with admin.take():
             data = await _body(request, MAX_METADATA_BYTES, metadata_deadline_s)
-            return {"version": await run_in_threadpool(service.update_targets, data)}
+            return NewVersion(version=await run_in_threadpool(service.update_targets, data))
 
     @app.post("/vendors/{vendor}/releases")
-    async def publish(vendor: str, request: Request) -> dict:
+    async def publish(vendor: str, request: Request) -> PublishedRelease:
         # Everything that can refuse without the body does so before reading it (an
         # unknown vendor, one whose storage quota is used up); a release that would go
         # past the quota is refused (413) before any of its files is stored.
@@ -144,7 +144,7 @@ def create_app(
         with uploads.take(vendor):
             meta, files = await _release_parts(request, max_upload_bytes, body_deadline_s)
             version = await run_in_threadpool(service.publish, vendor, meta, files)
-        return {"vendor": vendor, "version": version}
+        return PublishedRelease(vendor=vendor, version=version)
 
     return app
 

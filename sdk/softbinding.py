@@ -91,20 +91,6 @@ def image_code(pixels: np.ndarray) -> int:
     return int.from_bytes(digest, "big")
 
 
-def iscc_code(code: int) -> str:
-    """The canonical ISCC text of a 64-bit image code (``ISCC:EEA...``).
-
-    Example:
-        >>> iscc_code(0)
-        'ISCC:EEAQAAAAAAAAAAAA'
-    """
-    from iscc_core import encode_component
-    from iscc_core.constants import MT, ST_CC, VS
-
-    body = encode_component(MT.CONTENT, ST_CC.IMAGE, VS.V0, CODE_BITS, code.to_bytes(8, "big"))
-    return f"ISCC:{body}"
-
-
 def binding_codes(pixels: np.ndarray) -> tuple[BoundCode, ...]:
     """The codes a signed image is found by: one per :data:`REGIONS` entry.
 
@@ -113,16 +99,6 @@ def binding_codes(pixels: np.ndarray) -> tuple[BoundCode, ...]:
         True
     """
     return tuple(BoundCode(code=image_code(r.crop(pixels)), region=r) for r in REGIONS)
-
-
-def hamming(a: int, b: int) -> int:
-    """Bits in which two codes differ (0: same thumbnail, about 32: unrelated).
-
-    Example:
-        >>> hamming(0b1011, 0b0001)
-        2
-    """
-    return (a ^ b).bit_count()
 
 
 def soft_binding_assertion(codes: Iterable[BoundCode]) -> dict:

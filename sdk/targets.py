@@ -337,6 +337,8 @@ BUNDLED_IMMUNIZER = "immunizer"
 BUNDLED_BUDGETS = "budgets.json"
 #: Where a model folder keeps the mark its published target's protections carry.
 BUNDLED_MARK = "mark.json"
+#: Where a model folder keeps the record of its training (config, timings, versions).
+BUNDLED_TRAINING = "training.json"
 
 
 def _published_mark(path: Path) -> MarkSpec | None:
@@ -424,7 +426,7 @@ def _honoured_digests(path: Path) -> tuple[str, ...]:
     """
     from .models.bundled import FAMILY
 
-    training = path / "training.json"
+    training = path / BUNDLED_TRAINING
     if not training.is_file():
         return ()
     versions = json.loads(training.read_text()).get("config", {}).get("honours") or ()
@@ -489,6 +491,11 @@ def load_target(folder: Path) -> AttackTarget:
     Raises:
         InputError: ``folder`` holds no target.
         TargetIntegrityError: the tensors do not match what the descriptor names.
+
+    Example:
+        >>> target = load_target(Path("out/tiny-ldm-1"))  # doctest: +SKIP
+        >>> str(target.ref), target.has_weights  # doctest: +SKIP
+        ('photoimmune/tiny-ldm@1', True)
     """
     target = parse_target(*read_target_files(folder))
     attach_bundled(target)

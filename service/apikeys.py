@@ -66,9 +66,10 @@ def add_key(
     name = name.strip()
     if not name or len(name) > 255:
         raise InputError("a key's name is 1 to 255 characters: say who it is for")
-    for value, option in ((rate_per_minute, "--rate"), (quota_images, "--quota")):
+    # The CLI refuses values under 1 itself: these name the Python parameters.
+    for value, parameter in ((rate_per_minute, "rate_per_minute"), (quota_images, "quota_images")):
         if value is not None and value < 1:
-            raise InputError(f"{option} must be at least 1 (leave it out for the default)")
+            raise InputError(f"{parameter}= must be at least 1 (leave it out for the default)")
     key = _PREFIX + secrets.token_urlsafe(32)
     with store.write() as session:
         session.add(
@@ -85,7 +86,14 @@ def add_key(
 
 
 def revoke_keys(store: ServiceStore, name: str) -> int:
-    """Revoke every active key named ``name``; how many (0: none had that name)."""
+    """Revoke every active key named ``name``; how many (0: none had that name).
+
+    Example:
+        >>> store = ServiceStore("sqlite://")
+        >>> _ = add_key(store, "newsroom")
+        >>> revoke_keys(store, "newsroom"), revoke_keys(store, "newsroom")
+        (1, 0)
+    """
     with store.write() as session:
         result = session.execute(
             update(ApiKey)
@@ -96,7 +104,14 @@ def revoke_keys(store: ServiceStore, name: str) -> int:
 
 
 def list_keys(store: ServiceStore) -> list[KeyRecord]:
-    """Every key ever issued, oldest first."""
+    """Every key ever issued, oldest first.
+
+    Example:
+        >>> store = ServiceStore("sqlite://")
+        >>> _ = add_key(store, "newsroom", quota_images=100)
+        >>> [(k.name, k.quota_images, k.revoked_at) for k in list_keys(store)]
+        [('newsroom', 100, None)]
+    """
     with store.read() as session:
         rows = session.scalars(select(ApiKey).order_by(ApiKey.id))
         return [KeyRecord.model_validate(row) for row in rows]

@@ -72,7 +72,7 @@ class Offer:
             try:
                 bound = self.client.get(ref).bind_model(folder)
             except InputError as err:
-                raise InputError(f"--weights {model}={folder}: {err}") from None
+                raise InputError(f"weights {model}={folder} (--weights, weights=): {err}") from None
             with self._lock:
                 self._releases[ref] = bound  # checked once: requests reuse it
 

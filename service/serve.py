@@ -54,10 +54,6 @@ class Workers:
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
         self._supervisor.start()
 
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes]
-
     def _start(self) -> Any:
         process = self._context.Process(target=work, args=self._args, daemon=True)
         process.start()

@@ -443,6 +443,8 @@ def test_leases_expire_dead_owners_lose_theirs_and_finishing_needs_the_lease(wor
     assert b.claim(5, key) == []
     reasons = set(b.failures(key).values())
     assert "boom" in reasons and any("stopped 3 times" in r for r in reasons - {"boom"})
+    # the cause only: the service returns it to HTTP clients, who have no CLI options
+    assert not any("--" in r for r in reasons)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -12,6 +12,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from tuf.api.metadata import Metadata
@@ -153,6 +154,20 @@ def test_registry_folder_and_http_server_give_the_same_answers(repo):
     )
     with pytest.raises(ReleaseRejectedError, match="not signed by enough"):
         publish(remote, "acme", folder, [generate_signer()])
+
+
+def test_an_unreachable_server_is_named_by_an_admins_upload_as_by_a_read(repo):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    http = httpx.Client(transport=httpx.MockTransport(refuse))
+    remote = RemoteRegistry("http://registry.invalid", repo.paths.trusted_root, http)
+    with pytest.raises(RegistryUnavailableError, match=r"^registry unreachable: ") as upload:
+        remote.update_targets(b"{}")
+    assert "http://registry.invalid/admin/targets: connection refused" in str(upload.value)
+    reader = repo.client("http://registry.invalid", cache="unreachable", http=http)
+    with pytest.raises(RegistryUnavailableError, match=r"^registry unreachable: "):
+        reader.refresh()
 
 
 def test_offline_mode_answers_from_the_cache_only(repo):

@@ -245,7 +245,8 @@ def test_weights_that_are_not_the_latest_release_are_refused_at_start_up(world, 
     wrong = SETTINGS.model_copy(update={"weights": {MODEL: "tiny-ldm@2"}})  # the registry holds @1
     service = open_service(world, db, wrong)  # as each worker opens it: no check there
     try:
-        with pytest.raises(InputError, match=f"--weights {MODEL}=tiny-ldm@2: .* not {MODEL}@1"):
+        refused = rf"weights {MODEL}=tiny-ldm@2 \(--weights, weights=\): .* not {MODEL}@1"
+        with pytest.raises(InputError, match=refused):
             service.offer.check_weights()  # as `serve` does, once, before its workers start
     finally:
         service.close()
@@ -285,6 +286,18 @@ def test_keys_are_hashed_revocable_rate_limited_and_quota_bound(service):
     assert revoked.status_code == 403 and "revoked" in revoked.json()["error"]
     other = add_key(service.store, "other")
     assert http.get(first.json()["url"], headers=bearer(other)).status_code == 404
+
+
+def test_a_key_with_a_rate_or_quota_under_one_is_refused_naming_the_parameter():
+    from photoimmune.service.store import ServiceStore
+
+    store = ServiceStore("sqlite://")  # a library caller: no CLI options to name
+    with pytest.raises(InputError, match=r"^rate_per_minute= must be at least 1"):
+        add_key(store, "newsroom", rate_per_minute=0)
+    with pytest.raises(InputError, match=r"^quota_images= must be at least 1"):
+        add_key(store, "newsroom", quota_images=0)
+    assert list_keys(store) == []  # refused before anything was stored
+    store.dispose()
 
 
 # -- durable jobs -------------------------------------------------------------------------

@@ -152,7 +152,12 @@ class _FloatInput(torch.nn.Module):
 
 
 def gray_target() -> torch.Tensor:
-    """PhotoGuard's default target image: flat mid-gray, ``(1, 3, 1, 1)`` in [0, 1]."""
+    """PhotoGuard's default target image: flat mid-gray, ``(1, 3, 1, 1)`` in [0, 1].
+
+    Example:
+        >>> gray_target().shape, float(gray_target().max())
+        (torch.Size([1, 3, 1, 1]), 0.5)
+    """
     return torch.full((1, 3, 1, 1), 0.5)
 
 

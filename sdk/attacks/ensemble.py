@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from .base import Attack
 from .pgd import PGDConfig
 
@@ -39,11 +40,17 @@ class Ensemble(Attack):
     ) -> None:
         super().__init__(config, **overrides)
         if not members:
-            raise ValueError("an ensemble needs at least one member attack")
+            raise InputError(
+                "an ensemble needs at least one member attack: pass one attack per target "
+                "to cover, e.g. Ensemble([EncoderAttack(enc_v1), EncoderAttack(enc_v2)])"
+            )
         self.members = list(members)
         weights = [1.0] * len(self.members) if weights is None else list(weights)
         if len(weights) != len(self.members) or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError("give one non-negative weight per member, not all zero")
+            raise InputError(
+                f"weights={weights}: give one non-negative weight per member "
+                f"({len(self.members)}), not all zero, or leave weights out to weigh them equally"
+            )
         total = sum(weights)
         self.weights = [w / total for w in weights]
         self._clean: list[torch.Tensor] = []

@@ -30,7 +30,14 @@ class Transform(Protocol):
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
 
 
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
+def uniform(gen: torch.Generator, low: float, high: float) -> float:
+    """One draw from ``[low, high)`` out of ``gen`` (one ``torch.rand`` call, so seeded
+    draws repeat exactly).
+
+    Example:
+        >>> 2.0 <= uniform(torch.Generator().manual_seed(0), 2.0, 3.0) < 3.0
+        True
+    """
     return low + (high - low) * float(torch.rand((), generator=gen))
 
 
@@ -42,7 +49,7 @@ class RandomResize:
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         h, w = x.shape[-2:]
-        s = _uniform(gen, self.min_scale, 1.0)
+        s = uniform(gen, self.min_scale, 1.0)
         small = F.interpolate(
             x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", antialias=True
         )
@@ -56,7 +63,7 @@ class RandomBlur:
         self.max_sigma = max_sigma
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        sigma = _uniform(gen, 0.05, self.max_sigma)
+        sigma = uniform(gen, 0.05, self.max_sigma)
         radius = max(1, math.ceil(2 * sigma))
         taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
         kernel = torch.exp(-(taps**2) / (2 * sigma**2))
@@ -74,7 +81,7 @@ class RandomNoise:
         self.max_sigma = max_sigma
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        sigma = _uniform(gen, 0.0, self.max_sigma)
+        sigma = uniform(gen, 0.0, self.max_sigma)
         return x + sigma * torch.randn(x.shape, generator=gen).to(x)
 
 
@@ -127,7 +134,7 @@ class JpegApprox:
         self.qualities = qualities
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        q = _uniform(gen, *self.qualities)
+        q = uniform(gen, *self.qualities)
         n, _, h, w = x.shape
         ph, pw = (-h) % 8, (-w) % 8
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")

@@ -273,11 +273,9 @@ class Catalog:
 
     # -- copies --------------------------------------------------------------------------
 
-    def copies(self, original_id: int | None = None) -> list[CopyRecord]:
-        """Immunized copies, oldest first; only ``original_id``'s when given."""
+    def copies(self) -> list[CopyRecord]:
+        """Immunized copies, oldest first."""
         stmt = select(ImmunizedCopy).order_by(ImmunizedCopy.id)
-        if original_id is not None:
-            stmt = stmt.where(ImmunizedCopy.original_id == original_id)
         with self.session() as session:
             return [CopyRecord.model_validate(r) for r in session.scalars(stmt)]
 

@@ -249,10 +249,11 @@ class WorkQueue:
                         continue
                     if item.attempts >= self.max_attempts:
                         item.state, item.owner, item.lease_expires = "failed", None, None
+                        # Only the cause: the service shows this to HTTP clients, who have
+                        # no --retry-failed; the CLI prints its own advice beside it.
                         item.error = (
                             f"a job stopped {item.attempts} times while immunizing this image "
-                            "(killed, or crashed: out of memory?); fix the cause, then run "
-                            "with --retry-failed"
+                            "(killed, or crashed: out of memory?)"
                         )
                         item.updated_at = now
                         continue

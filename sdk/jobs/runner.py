@@ -296,8 +296,8 @@ def _fetch_targets(registry, job_plan: Plan, weights: dict[str, str]) -> list:
             target = target.bind_model(weights[model])  # a new, bound target
         if not target.has_weights:
             raise InputError(
-                f"{key.ref}: no local weights for this release; pass --weights "
-                f"{model}=FOLDER (its diffusers folder) so its encoder can be attacked"
+                f"{key.ref}: no local weights for this release; pass weights={{{model!r}: FOLDER}} "
+                f"(--weights {model}=FOLDER), its diffusers folder, so its encoder can be attacked"
             )
         targets.append(target)
     return targets

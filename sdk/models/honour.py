@@ -49,12 +49,14 @@ from PIL import Image, ImageFilter
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..attacks.transforms import uniform
 from ..descriptor import MarkSpec
 from ..errors import InputError
 from ..evaluate.processing import PROCESSING
 from ..io import pixels_to_tensor, tensor_to_pixels
 from ..mark import mark_score
 from ..samples import sample_pixels
+from ..targets import BUNDLED_MARK, BUNDLED_TRAINING
 from .bundled import model_index
 from .honouring_vae import HonouringAutoencoderKL
 from .train_tiny import TRAIN_PHOTOS, Progress, TrainConfig
@@ -80,10 +82,6 @@ _FILTERS = (
 )
 
 
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=gen))
-
-
 def handled_crops(
     photos: list[np.ndarray], n: int, size: int, gen: torch.Generator
 ) -> torch.Tensor:
@@ -105,14 +103,14 @@ def handled_crops(
         left = int(torch.randint(w - side + 1, (1,), generator=gen))
         crop = Image.fromarray(photo[top : top + side, left : left + side]).convert("RGB")
         crop = crop.resize((size, size), _FILTERS[int(torch.randint(5, (1,), generator=gen))])
-        u = _uniform(gen, 0, 1)
+        u = uniform(gen, 0, 1)
         if u < 0.25:
-            radius, percent = _uniform(gen, 1, 3), int(_uniform(gen, 50, 200))
+            radius, percent = uniform(gen, 1, 3), int(uniform(gen, 50, 200))
             crop = crop.filter(ImageFilter.UnsharpMask(radius, percent, threshold=0))
         elif u < 0.45:
-            crop = crop.filter(ImageFilter.GaussianBlur(_uniform(gen, 0.5, 2)))
+            crop = crop.filter(ImageFilter.GaussianBlur(uniform(gen, 0.5, 2)))
         pixels = np.asarray(crop)
-        if _uniform(gen, 0, 1) < 0.5:
+        if uniform(gen, 0, 1) < 0.5:
             pixels = pixels[:, ::-1]
         out.append(np.ascontiguousarray(pixels[..., torch.randperm(3, generator=gen).numpy()]))
     return pixels_to_tensor(out)
@@ -131,9 +129,9 @@ def jpeg(x01: torch.Tensor) -> torch.Tensor:
 def _noisy(x01: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
     """Same-ε uniform noise (the paper's baseline, which must not count as protected) and
     light Gaussian noise (sensor noise), each rounded to 8 bits."""
-    uniform = (torch.rand(x01.shape, generator=gen) * 2 - 1) * EPS
+    flat = (torch.rand(x01.shape, generator=gen) * 2 - 1) * EPS
     gauss = torch.randn(x01.shape, generator=gen) * EPS / 2
-    return [_eight_bit(x01 + uniform), _eight_bit(x01 + gauss)]
+    return [_eight_bit(x01 + flat), _eight_bit(x01 + gauss)]
 
 
 def _scores(batches: list[torch.Tensor], marks: list[MarkSpec]) -> tuple[torch.Tensor, ...]:
@@ -192,7 +190,7 @@ def _link_base(base: Path, out: Path) -> None:
 
 
 #: The files a cooperative release writes itself rather than link from its base.
-_OWN_FILES = ("model_index.json", "training.json", "mark.json")
+_OWN_FILES = ("model_index.json", BUNDLED_TRAINING, BUNDLED_MARK)
 _BASE_WEIGHTS = "base.safetensors"
 _OWN_WEIGHTS = "honour.safetensors"
 
@@ -229,7 +227,7 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
         >>> train_honouring(RELEASES[4], Path("/tmp/tiny-ldm-4"))  # doctest: +SKIP
         {'version': 4, 'config': {..., 'honours': [3]}, 'gate': {...}, ...}
     """
-    from ..targets import BUNDLED_MARK, build_target, target_image
+    from ..targets import build_target, target_image
     from .bundled import resolve_model
     from .pipelines import load_vae
 
@@ -298,7 +296,7 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
         "train_seconds": {"total": round(time.perf_counter() - started, 1)},
         "torch": torch.__version__,
     }
-    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / BUNDLED_TRAINING).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

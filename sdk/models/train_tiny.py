@@ -67,6 +67,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..io import pixels_to_tensor
 from ..samples import sample_pixels
+from ..targets import BUNDLED_TRAINING
 from .tokenizer import write_tokenizer
 
 #: scikit-image photos used for training, with the caption the text encoder learns.
@@ -626,7 +627,7 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
         },
         "torch": torch.__version__,
     }
-    (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / BUNDLED_TRAINING).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
