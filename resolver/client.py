@@ -8,20 +8,29 @@ manifest read and judged as usual, and its pixels compared with the query's
 manifest speaks for the query only when the pixels are close
 (:attr:`Recovery.counts`): a code collision, or a different photo that happens to
 look alike at 32x32, is reported but never counted.
+
+A resolver is any URL someone typed: each request has one deadline
+(:data:`DEADLINE_S`) and a size limit, however slowly or endlessly it answers, and
+an answer that is not a resolver's is a :class:`ResolverUnavailableError` naming
+the URL, like a resolver that is down.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import httpx
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from photoimmune.sdk.codec import decode_image
+from photoimmune.sdk.codec import DEFAULT_MAX_BYTES, decode_image
 from photoimmune.sdk.errors import ImageLoadError
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest
 from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
@@ -36,6 +45,12 @@ from .match import LookupAnswer, Match
 CLOSE_SIMILARITY = 0.55
 _THUMB = 64
 _MAX_SHIFT = 3  # thumbnail pixels: what a region's residual offset leaves
+#: Seconds one request to a resolver may take in all, over however many reads.
+DEADLINE_S = 60.0
+#: Bytes a lookup's answer may have: a store answers a few matches of ~100 bytes each.
+MAX_ANSWER_BYTES = 1 << 20
+#: Bytes a signed asset may have: the most a store records (its decoder's limit).
+MAX_ASSET_BYTES = DEFAULT_MAX_BYTES
 
 
 class Recovery(BaseModel):
@@ -59,34 +74,52 @@ class Recovery(BaseModel):
 
 
 class ResolverClient:
-    """One resolver over HTTP. Example:
+    """One resolver over HTTP: each request ends within ``deadline`` seconds (each read
+    within ``timeout``). Example:
 
     >>> ResolverClient("http://127.0.0.1:8500").lookup(0x0123456789ABCDEF)  # doctest: +SKIP
     []
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, deadline: float = DEADLINE_S) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.deadline = deadline
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            # A new connection per request, so the deadline's watchdog sees its socket.
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def lookup(self, code: int) -> list[Match]:
         """Stored assets with a code near ``code``, nearest first (sends only the code)."""
-        with _translated(self.url):
-            response = self._http.get(
-                "/v1/lookup", params={"alg": ALGORITHM, "code": f"{code:016x}"}
-            )
-            _raise_for(response, self.url)
-            return LookupAnswer.model_validate_json(response.content).matches
+        params = {"alg": ALGORITHM, "code": f"{code:016x}"}
+        with self._answer("/v1/lookup", MAX_ANSWER_BYTES, params) as body:
+            return LookupAnswer.model_validate_json(body).matches
 
     def asset(self, asset_id: int) -> bytes:
         """A stored asset's signed bytes."""
-        with _translated(self.url):
-            response = self._http.get(f"/v1/assets/{asset_id}")
-            _raise_for(response, self.url)
-            return response.content
+        with self._answer(f"/v1/assets/{asset_id}", MAX_ASSET_BYTES) as body:
+            return body
 
     def close(self) -> None:
         self._http.close()
+
+    @contextmanager
+    def _answer(self, path: str, max_bytes: int, params: dict | None = None) -> Iterator[bytes]:
+        """The body of a successful ``GET path``, read within the deadline and ``max_bytes``;
+        errors reading it, and reading what it says inside the block, become ours."""
+        with _Deadline(self.deadline) as deadline, _translated(self.url, deadline):
+            with self._http.stream(
+                "GET",
+                path,
+                params=params,
+                timeout=deadline.within(self._http.timeout),
+                extensions={"trace": deadline.trace},
+            ) as response:
+                body = _read(response, max_bytes, self.url, deadline)
+            _raise_for(response, body, self.url)
+            yield body
 
 
 def recover(
@@ -102,7 +135,10 @@ def recover(
     not count).
 
     Raises:
-        ResolverUnavailableError: a resolver could not be reached.
+        ResolverUnavailableError: a resolver could not be reached, or did not answer as
+            one: not its JSON, more than :data:`MAX_ANSWER_BYTES` (an asset: more than
+            :data:`MAX_ASSET_BYTES`), or not within its client's deadline.
+        ResolverError: a resolver refused the request (4xx; a 404 is UnknownAssetError).
 
     Example:
         >>> copy = load_image("copy.jpg").pixels  # doctest: +SKIP
@@ -224,13 +260,90 @@ def _correlations(a: np.ndarray, b: np.ndarray, margin: int) -> np.ndarray:
     return found.reshape(len(a), -1)
 
 
-def _raise_for(response: httpx.Response, url: str) -> None:
+class _Deadline:
+    """One request's deadline: its reads' timeouts never run past it, and at the deadline
+    the sockets the request opened are shut down.
+
+    httpx bounds each read, not a response: a server that drips its answer never trips a
+    read timeout, and one dripping its *headers* is read byte by byte with no chunk to
+    check the deadline between. Shutting the socket down wakes the blocked read. The
+    watchdog sees the connections opened for this request (httpcore's trace), which is
+    every one, as the client keeps none alive.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._timer.cancel()
+
+    def check(self, url: str) -> None:
+        """Raise once the deadline has passed."""
+        if time.monotonic() >= self._at:
+            raise ResolverUnavailableError(
+                f"{url} sent no complete answer within {self.seconds:g} s; the resolver is too "
+                "slow or is dripping its answer: try again later or ask its operator"
+            )
+
+    def within(self, own: httpx.Timeout) -> httpx.Timeout:
+        """``own`` timeouts, none longer than the deadline."""
+        left = max(self._at - time.monotonic(), 0.0)
+        connect, read, write, pool = (
+            left if t is None else min(t, left)
+            for t in (own.connect, own.read, own.write, own.pool)
+        )
+        return httpx.Timeout(connect=connect, read=read, write=write, pool=pool)
+
+    def trace(self, event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.complete":
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self._sockets.append(sock)
+
+    def _fire(self) -> None:
+        for sock in self._sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _read(response: httpx.Response, max_bytes: int, url: str, deadline: _Deadline) -> bytes:
+    """The body, checking the deadline between chunks and refusing it past ``max_bytes``
+    (counted as the bytes arrive, whatever ``Content-Length`` says)."""
+    chunks: list[bytes] = []
+    size = 0
+    # Chunks as they arrive (not 64 KiB batches), so a drip meets the deadline.
+    for chunk in response.iter_bytes():
+        deadline.check(url)
+        size += len(chunk)
+        if size > max_bytes:
+            raise ResolverUnavailableError(
+                f"{url} answered more than {max_bytes:,} bytes, more than a photoimmune "
+                "resolver sends; check that the URL is where `photoimmune manifests serve` runs"
+            )
+        chunks.append(chunk)
+    # A body that ends with its connection looks complete once the watchdog shuts that.
+    deadline.check(url)
+    return b"".join(chunks)
+
+
+def _raise_for(response: httpx.Response, body: bytes, url: str) -> None:
     if response.is_success:
         return
     try:
-        detail = response.json().get("detail")
+        answer = json.loads(body)
     except ValueError:
-        detail = response.text[:200]
+        answer = None
+    # Any server may answer: its detail is shown only when it is the JSON ours sends.
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    detail = str(detail or body.decode(errors="replace"))[:200]
     if response.status_code == 404:
         raise UnknownAssetError(f"{url}: {detail}")
     if response.status_code < 500:
@@ -241,12 +354,20 @@ def _raise_for(response: httpx.Response, url: str) -> None:
 
 
 @contextmanager
-def _translated(url: str) -> Iterator[None]:
-    """httpx's transport errors become ours: the one place they are translated."""
+def _translated(url: str, deadline: _Deadline) -> Iterator[None]:
+    """httpx's transport errors, and answers that are not a resolver's, become ours: the
+    one place they are translated."""
     try:
         yield
     except httpx.HTTPError as err:
+        deadline.check(url)  # cut off by the watchdog: name the deadline, not the reset
         raise ResolverUnavailableError(
             f"cannot reach the resolver at {url} ({err}); check the URL and that "
             "`photoimmune manifests serve` runs there"
+        ) from None
+    except ValidationError:
+        raise ResolverUnavailableError(
+            f"{url} did not answer as a photoimmune resolver (its lookup is not the JSON "
+            "`photoimmune manifests serve` sends); check that the URL is the address one "
+            "listens on (such as http://127.0.0.1:8480), not a page or an asset's URL"
         ) from None

@@ -24,7 +24,8 @@ class UnknownAssetError(ResolverError, InputError):
 
 
 class ResolverUnavailableError(ResolverError):
-    """A resolver could not be reached, or answered with an error."""
+    """A resolver could not be reached, answered with an error, or did not answer as a
+    resolver does (not its JSON, too much, too slowly): a wrong URL or a server to fix."""
 
 
 class StoreUnavailableError(ResolverError, DatabaseUnavailableError):
