@@ -190,8 +190,12 @@ def immunize_command(
         int, typer.Option(min=0, max=MAX_SEED, help="Random seed; the same seed, the same bytes.")
     ] = 0,
     recipe: Annotated[
-        str, typer.Option(help="Target image: gray (PhotoGuard) or checker.")
-    ] = "gray",
+        str | None,
+        typer.Option(
+            help="Target image of --model's target: gray (PhotoGuard) or checker (default: "
+            "gray; a --target's release carries its own)."
+        ),
+    ] = None,
     eot: Annotated[
         bool,
         typer.Option(
@@ -280,7 +284,7 @@ def immunize_command(
 def _check_immunize_options(
     method: str | None,
     eps: str | None,
-    recipe: str,
+    recipe: str | None,
     models: list[str] | None,
     refs: list[str] | None,
     registry: str | None,
@@ -296,10 +300,25 @@ def _check_immunize_options(
         checks.one_of(method, checks.IMMUNIZE_METHODS, "--method")
     if eps is not None:
         checks.budget(eps)
-    checks.one_of(recipe, checks.RECIPES, "--recipe")
+    if recipe is not None:
+        checks.one_of(recipe, checks.RECIPES, "--recipe")
     checks.models(models or [])
     if refs and registry is None:
         raise InputError("--target needs --registry (a registry folder or server URL)")
+    # Each of these would be ignored without a word: the release a --target names
+    # carries its target image, and only a --target is fetched from a registry.
+    if refs and recipe is not None:
+        raise InputError(
+            "--recipe builds a target from --model; a --target's release carries its own "
+            "target image: drop --recipe"
+        )
+    if not refs:
+        for given, option in ((registry, "--registry"), (root, "--root")):
+            if given is not None:
+                raise InputError(
+                    f"{option} is only for fetching a --target from a registry, and no "
+                    f"--target is given: add --target vendor/model@version, or drop {option}"
+                )
     trusted_root = checks.registry(registry, root) if registry is not None else None
     checks.output_folder(out, "-o/--out")
     checks.input_files([p for p in (key, cert) if p is not None])
@@ -326,14 +345,15 @@ def _targets(
     refs: list[str] | None,
     registry: str | None,
     trusted_root: bytes | None,
-    recipe: str,
+    recipe: str | None,
 ):
     """Targets built from local models, or fetched from a registry and bound to local weights."""
     from photoimmune.registry.client import connect
     from photoimmune.sdk.targets import build_target
 
     if not refs:
-        return [build_target(m, recipe=recipe) for m in models or ["tiny-ldm@1"]]  # type: ignore[arg-type]
+        chosen = {} if recipe is None else {"recipe": recipe}  # None: build_target's default
+        return [build_target(m, **chosen) for m in models or ["tiny-ldm@1"]]  # type: ignore[arg-type]
     assert registry is not None  # _check_immunize_options saw to it
     client = connect(registry, trusted_root)
     fetched = [client.get(ref if "@" in ref else str(client.latest(ref))) for ref in refs]
@@ -507,7 +527,9 @@ def demo(
     size: Annotated[
         int, typer.Option(min=64, help="The photo's side in pixels (a multiple of 8).")
     ] = 256,
-    edit_steps: Annotated[int, typer.Option(min=1, help="Denoising steps of each edit.")] = 20,
+    edit_steps: Annotated[
+        int, typer.Option(min=1, max=MAX_STEPS, help="Denoising steps of each edit.")
+    ] = 20,
     strength: Annotated[
         float,
         typer.Option(

@@ -37,6 +37,7 @@ from photoimmune.registry.client import RegistryClient
 from photoimmune.registry.errors import StaleRegistryError
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
+from photoimmune.sdk.evaluate.harness import check_photo_size
 from photoimmune.sdk.immunization import ImmunizationResult, immunize
 from photoimmune.sdk.io import atomic_write_bytes, save_image
 from photoimmune.sdk.keys import KeyDir, open_keys
@@ -80,6 +81,12 @@ class DemoSettings:
     strength: float = 0.2
     edit_steps: int = 20
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Settings are checked as they are made: run_demo writes keys and a registry, and
+        # the command prints its header, before the first edit or resize would fail.
+        check_photo_size(self.size)
+        check_edit_steps(self.strength, self.edit_steps)
 
     @property
     def edit_options(self) -> dict:
@@ -153,8 +160,7 @@ def run_demo(
         >>> report.ssim < 0.9  # doctest: +SKIP
         True
     """
-    s = settings or DemoSettings()
-    check_edit_steps(s.strength, s.edit_steps)  # before the attack, not after it
+    s = settings or DemoSettings()  # checked when made: see DemoSettings.__post_init__
     keys, _ = open_keys(out_dir / "keys")
     photo = sample_pixels(s.photo, s.size)
     # The vendor publishes the targets; the publisher fetches them back, verified.

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from photoimmune.sdk.errors import OutputExistsError
+from photoimmune.sdk.errors import InputError, OutputExistsError
 
 from . import checks
 from .common import MAX_STEPS, console, progress_bar, quiet_libraries, table
@@ -61,7 +61,10 @@ def build(
     model: Annotated[str, typer.Option(help="Bundled model (tiny-ldm@1) or diffusers folder.")],
     ref: Annotated[str, typer.Option(help="The release's name, vendor/model@version.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for target.json + tensors.")],
-    recipe: Annotated[str, typer.Option(help="gray (PhotoGuard) or checker (Mist-like).")] = "gray",
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="gray (PhotoGuard) or checker (Mist-like) (default: gray)."),
+    ] = None,
     target_image: Annotated[
         Path | None, typer.Option(help="Use this image as the target instead of a recipe.")
     ] = None,
@@ -72,7 +75,13 @@ def build(
 
     ModelRef.parse(ref)  # vendor/model@version, checked before the model loads
     checks.models([model])
-    checks.one_of(recipe, checks.RECIPES, "--recipe")
+    if recipe is not None:
+        checks.one_of(recipe, checks.RECIPES, "--recipe")
+        if target_image is not None:  # the image would replace the recipe without a word
+            raise InputError(
+                "--recipe and --target-image both choose the target image: drop --recipe "
+                "to use the image, or --target-image to use the recipe"
+            )
     _check_release_folder(out, overwrite)
     if target_image is not None:
         checks.input_files([target_image], "--target-image")
@@ -80,7 +89,8 @@ def build(
     from photoimmune.sdk.targets import build_target
 
     image = None if target_image is None else pixels_to_tensor(load_image(target_image).pixels)
-    target = build_target(model, ref=ref, recipe=recipe, image=image)  # type: ignore[arg-type]
+    chosen = {} if recipe is None else {"recipe": recipe}  # None: build_target's default
+    target = build_target(model, ref=ref, image=image, **chosen)  # type: ignore[arg-type]
     path = _save_release(target, out)
     console.print(f"{target.ref}: {escape(str(path))} (digest {target.digest[:16]}…)")
 

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..attacks.budget import parse_budget
+from ..attacks.sizing import MAX_WORKING_PIXELS
 from ..descriptor import Method, PipelineKind
+from ..errors import InputError
 from ..io import ImageSource, check_not_an_input, check_output_dir, load_image, save_image
 from ..samples import square_resize
 from .metrics import (
@@ -43,6 +45,28 @@ EvalMethod = Literal["noise", Method]
 #: What an evaluation runs unless told; "edit" (the edit attack at the target's
 #: recommended steps) is asked for by name.
 DEFAULT_METHODS: tuple[EvalMethod, ...] = ("noise", "encoder", "diffusion")
+
+
+def check_photo_size(size: int) -> None:
+    """Refuse square photos of side ``size`` too large for the model to edit.
+
+    An edit feeds the model the whole square, so its area is held to the working area
+    an attack may reach the model with
+    (:data:`~photoimmune.sdk.attacks.sizing.MAX_WORKING_PIXELS`): a 2048 px square.
+
+    Example:
+        >>> check_photo_size(2048)
+        >>> check_photo_size(100_000)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        photoimmune.sdk.errors.InputError: size 100000: ... use a size of at most 2048
+    """
+    if size * size > MAX_WORKING_PIXELS:
+        largest = math.isqrt(MAX_WORKING_PIXELS) // 8 * 8  # the model's latent grid
+        raise InputError(
+            f"size {size}: the model would edit {size}x{size} = {size * size} pixels, over "
+            f"the limit of {MAX_WORKING_PIXELS}; use a size of at most {largest}"
+        )
 
 
 class EvalSettings(BaseModel):
@@ -72,6 +96,12 @@ class EvalSettings(BaseModel):
     features: str | None = Field(default=None, description="torchvision weights for FID/PR")
     features_arch: str = "inception_v3"
     clip: str | None = Field(default=None, description="local CLIP folder for CLIP similarity")
+
+    @field_validator("size")
+    @classmethod
+    def _size_fits(cls, size: int) -> int:
+        check_photo_size(size)
+        return size
 
     @model_validator(mode="after")
     def _edits_denoise(self) -> EvalSettings:
