@@ -222,7 +222,8 @@ def quiet_libraries() -> None:
 
 
 def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | None):
-    """The signer for --key/--cert, else the --keys folder's publisher key (say so if new)."""
+    """The signer for --key/--cert, else the --keys folder's publisher key (say so if new);
+    messages about the folder name --keys, or $PHOTOIMMUNE_KEY_DIR when that chose it."""
     from photoimmune.sdk.keys import KeyDir, resolve_signer
 
     def created(keys: KeyDir) -> None:
@@ -231,4 +232,4 @@ def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | No
             f"them with --trust {escape(str(keys.ca_cert))}"
         )
 
-    return resolve_signer(key, cert, keys_dir, on_created=created)
+    return resolve_signer(key, cert, keys_dir, on_created=created, option="--keys")

@@ -12,8 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from . import checks
-from .common import PortOpt, console, database_option, plain, table
+from .common import PortOpt, console, database_option, err_console, plain, table
 
 manifests_app = typer.Typer(
     help="A manifest store and resolver: find the manifest of a stripped copy.",
@@ -29,22 +28,26 @@ def add(
 ) -> None:
     """Record signed files' manifests by their soft binding (a file twice is kept once).
 
-    Exit status: 0 when every file was recorded; 2 when one is not a signed
-    immunized file with a soft binding (the others are recorded).
+    Exit status: 0 when every file was recorded; 2 when one cannot be read or is not a
+    signed immunized file with a soft binding (each is named; the others are recorded).
     """
-    from photoimmune.resolver.errors import NotSignedError
     from photoimmune.resolver.store import ManifestStore
     from photoimmune.sdk.database import redact_url
+    from photoimmune.sdk.errors import InputError
+    from photoimmune.sdk.io import read_image_bytes
 
-    checks.input_files(files)
     store = ManifestStore(database_option(db, "manifest store"))
     listing = table("file", "asset", "codes", "")
-    failed: list[str] = []
+    failed = False
     for path in files:
         try:
-            added = store.add(path.read_bytes(), source=str(path))
-        except NotSignedError as err:
-            failed.append(str(err))
+            # As `verify` does: one bad file is named, and the others are still recorded.
+            added = store.add(read_image_bytes(path), source=str(path))
+        except InputError as err:  # unreadable (missing, a folder, a FIFO...) or not signed
+            failed = True
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+            )
             continue
         listing.add_row(
             plain(path), str(added.asset), str(added.codes), "new" if added.new else "known"
@@ -54,7 +57,7 @@ def add(
         console.print(listing)
     console.print(f"{store.count()} signed files in {escape(redact_url(store.url))}")
     if failed:
-        raise NotSignedError("; ".join(failed))
+        raise typer.Exit(2)
 
 
 @manifests_app.command("serve")

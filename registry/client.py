@@ -55,6 +55,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, Signed, Snapshot, Targets, Timestamp
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
+from photoimmune.sdk.io import check_output_dir, env_path
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.scorecard import SCORECARD_NAME, Scorecard, ScorecardError, parse_scorecard
 from photoimmune.sdk.targets import (
@@ -75,6 +76,8 @@ _CHUNK = 64 * 1024
 REFRESH_INTERVAL_S = 300.0
 #: Seconds one refresh, or one download, may take in all, over however many reads.
 REFRESH_DEADLINE_S = 60.0
+#: Environment variable that moves the registry cache (default ``~/.cache/photoimmune``).
+CACHE_DIR_ENV = "PHOTOIMMUNE_CACHE_DIR"
 logger = logging.getLogger(__name__)
 
 
@@ -240,8 +243,22 @@ def _version_key(version: str) -> tuple:
 
 
 def default_cache_dir(source: str, trusted_root: bytes) -> Path:
-    """One cache per (registry, trust anchor): a new root.json never reuses old trust."""
-    base = Path(os.environ.get("PHOTOIMMUNE_CACHE_DIR", Path.home() / ".cache" / "photoimmune"))
+    """One cache per (registry, trust anchor): a new root.json never reuses old trust.
+
+    Under ``$PHOTOIMMUNE_CACHE_DIR`` when set (empty counts as unset: never the current
+    folder), which must then be a folder this user can write in, or
+    :class:`~photoimmune.sdk.errors.OutputPathError` names the variable; else under
+    ``~/.cache/photoimmune``.
+
+    Example:
+        >>> default_cache_dir("https://registry.example", b"root").parent.name
+        'registry'
+    """
+    base = env_path(CACHE_DIR_ENV)
+    if base is not None:
+        check_output_dir(base, option=f"${CACHE_DIR_ENV}")
+    else:
+        base = Path.home() / ".cache" / "photoimmune"
     key = hashlib.sha256(source.encode() + b"\0" + trusted_root).hexdigest()[:16]
     return base / "registry" / key
 
@@ -277,7 +294,8 @@ class RegistryClient:
             the registry's admin distributes); later roots are followed from it.
             It always wins over the cache: cached roots count only if they chain from it.
         cache_dir: where verified metadata and targets are kept (default
-            ``~/.cache/photoimmune/registry/<hash of source>``).
+            ``~/.cache/photoimmune/registry/<hash of source>``, or under
+            ``$PHOTOIMMUNE_CACHE_DIR``: :func:`default_cache_dir`).
         offline: answer from the cache only.
         http: an ``httpx.Client`` to use for HTTP (timeouts, proxies, tests).
         refresh_interval: seconds after which a query refreshes first (``math.inf``:
@@ -595,7 +613,7 @@ class RegistryClient:
             raise errors.RegistryUnavailableError(
                 f"{self.cache}: another process has held this registry cache for "
                 f"{self.refresh_deadline:.0f} s; try again, or give this client its own "
-                "cache_dir (PHOTOIMMUNE_CACHE_DIR)"
+                f"cache_dir (${CACHE_DIR_ENV})"
             ) from None
         try:
             yield

@@ -29,7 +29,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root
 
 from photoimmune.sdk.errors import InputError, OutputExistsError
-from photoimmune.sdk.io import atomic_write_bytes, check_output_path
+from photoimmune.sdk.io import atomic_write_bytes, check_input_file, check_output_path
 
 from . import errors
 
@@ -40,7 +40,8 @@ def generate_signer() -> CryptoSigner:
 
 
 def write_key(path: Path) -> CryptoSigner:
-    """Write a new private key (PKCS#8 PEM, mode 0600) and its public key (``.pub.pem``).
+    """Write a new private key (PKCS#8 PEM, mode 0600) at ``path`` and its public key beside
+    it, named by :func:`public_path` (``keys/acme.pem`` -> ``keys/acme.pub.pem``).
 
     Refuses to replace an existing key, private or public: a lost key can't be recovered,
     and a public half replaced alone would no longer match its private key.
@@ -59,7 +60,9 @@ def write_key(path: Path) -> CryptoSigner:
 
 
 def public_path(path: Path) -> Path:
-    """``keys/acme.pem`` -> ``keys/acme.pub.pem``."""
+    """Where :func:`write_key` puts the public half: ``.pem`` replaced by ``.pub.pem``
+    (``keys/acme.pem`` -> ``keys/acme.pub.pem``), else ``.pub.pem`` added (``keys/acme`` ->
+    ``keys/acme.pub.pem``)."""
     return path.with_name(path.name.removesuffix(".pem") + ".pub.pem")
 
 
@@ -77,6 +80,7 @@ def load_signer(path: Path) -> CryptoSigner:
     Example:
         >>> load_signer(Path("keys/targets.pem"))  # doctest: +SKIP
     """
+    check_input_file(path, "private key")  # a FIFO would hang the read, /dev/zero fill memory
     try:
         private = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -90,14 +94,28 @@ def load_signer(path: Path) -> CryptoSigner:
 
 
 def load_public_key(path: Path) -> SSlibKey:
-    """A public key from a ``.pub.pem`` (or a private key file, whose public half is used)."""
-    data = Path(path).read_bytes() if Path(path).is_file() else b""
+    """A public key from a ``.pub.pem`` file, as :func:`write_key` writes it.
+
+    A private key file is refused, not quietly reduced to its public half: whoever is
+    handed it (a registry admin) could sign as its owner.
+
+    Example:
+        >>> load_public_key(Path("keys/acme.pub.pem")).keytype  # doctest: +SKIP
+        'ed25519'
+    """
+    data = check_input_file(path, "public key (.pub.pem)").read_bytes()
     if b"PRIVATE KEY" in data:
-        return load_signer(path).public_key
+        raise InputError(
+            f"{path}: a private key, which must never leave its owner; pass its public half "
+            f"({public_path(Path(path))}, as `photoimmune registry keygen` names it)"
+        )
     try:
         public = serialization.load_pem_public_key(data)
-    except ValueError as exc:
-        raise InputError(f"{path}: not a PEM public key ({exc})") from None
+    except ValueError:
+        raise InputError(
+            f"{path}: not a PEM public key; pass the .pub.pem that `photoimmune registry "
+            "keygen` wrote"
+        ) from None
     if not isinstance(public, Ed25519PublicKey):
         raise InputError(f"{path}: registry keys are ed25519; create one with registry keygen")
     return SSlibKey.from_crypto(public)

@@ -107,7 +107,8 @@ class ManifestStore:
         """Record a signed immunized file by the codes of its ``c2pa.soft-binding`` assertion.
 
         The same bytes twice are recorded once. Trust is not judged here: a verifier
-        judges the manifest it gets back.
+        judges the manifest it gets back. ``source`` (the file's name) names the bytes in
+        messages.
 
         Raises:
             NotSignedError: ``data`` carries no immunization manifest with a soft binding.
@@ -115,7 +116,8 @@ class ManifestStore:
         try:
             image = decode_image(data)
         except ImageLoadError as err:
-            raise NotSignedError(f"{source}: {err}") from None
+            # The decoder calls bytes "<bytes>"; the caller knows their name.
+            raise NotSignedError(str(err).replace("<bytes>", source, 1)) from None
         report = read_manifest(data, pixels=image.pixels)
         if report.assertion is None or not report.soft_binding or report.verdict == "invalid":
             raise NotSignedError(

@@ -20,6 +20,11 @@ everything that leaves as a file goes through :func:`save_image` or
   decoder raises on a crafted file becomes :class:`ImageLoadError` (exit status 2).
 * **Files** are read only by :func:`read_image_bytes`: regular files only (FIFOs
   and devices are refused, never waited on), bounded by the bytes actually read.
+  Other files a user names (keys, certificates) are refused the same way by
+  :func:`check_input_file` before they are read.
+* **Paths** holding a NUL character are refused as bad input (the OS cannot name
+  them), and an environment variable naming a folder counts as unset when empty
+  (:func:`env_path`).
 * **Output** is atomic (temporary file, fsync, rename) and never replaces an
   existing file unless ``overwrite=True`` is passed, so an original can't be lost.
   A name too long for the file system is refused by :func:`check_output_path`
@@ -37,6 +42,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from .codec import (
+    _SPECIAL_KINDS,  # the loader's names for what is not a regular file: one wording
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     SAFE_FORMATS,
@@ -59,7 +66,13 @@ from .codec import (
     encode_png_fast,
     read_image_bytes,
 )
-from .errors import ImageWriteError, InputError, OutputExistsError, OutputPathError
+from .errors import (
+    ImageLoadError,
+    ImageWriteError,
+    InputError,
+    OutputExistsError,
+    OutputPathError,
+)
 from .manifest import ManifestReport, TrustAnchors, missing_report, read_manifest
 
 if TYPE_CHECKING:  # torch is imported lazily: reading a file should not cost its 3 s import
@@ -75,12 +88,14 @@ __all__ = [
     "LoadedImage",
     "PixelRange",
     "atomic_write_bytes",
+    "check_input_file",
     "check_not_an_input",
     "check_output_dir",
     "check_output_path",
     "decode_image",
     "encode_image",
     "encode_png_fast",
+    "env_path",
     "load_image",
     "max_abs_delta",
     "pixels_to_tensor",
@@ -141,6 +156,8 @@ def load_image(
         >>> load_image("photo.jpg", verify=True).manifest.verdict  # never signed
         'missing'
     """
+    if isinstance(source, str | os.PathLike):
+        _check_no_nul(source, ImageLoadError)
     decoded = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes)
     fields = {f.name: getattr(decoded, f.name) for f in dataclasses.fields(decoded)}
     if not verify:
@@ -241,6 +258,7 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = True) -
         Traceback (most recent call last):
         photoimmune.sdk.errors.OutputPathError: out/xxx...: the name ... is 304 bytes, over ...
     """
+    _check_no_nul(path, OutputPathError)
     dest = Path(path)
     # Lengths first: asking the file system about a name that is too long fails itself.
     limit = _name_max(dest.parent)
@@ -318,6 +336,73 @@ def check_output_dir(path: str | os.PathLike[str], *, option: str = "output fold
             "or change its permissions"
         )
     return folder
+
+
+def check_input_file(
+    path: str | os.PathLike[str], what: str = "file", *, option: str | None = None
+) -> Path:
+    """Refuse a path that is not a regular file (missing, a folder, a FIFO, a device),
+    saying which; call it before reading a file that is not an image (a key, a certificate).
+
+    Images go through :func:`read_image_bytes`, which refuses the same files in the same
+    words; a FIFO read with ``Path.read_bytes`` would wait forever and ``/dev/zero``
+    would fill the memory, and "no such file" would send the user looking for a file
+    that is there. ``what`` names the file in the advice; ``option`` (``"--cert"``)
+    starts the message.
+
+    Example:
+        >>> check_input_file("photo.jpg")
+        PosixPath('photo.jpg')
+        >>> check_input_file("/dev/zero", "certificate", option="--cert")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.InputError: --cert /dev/zero: is a character device, not a ...
+    """
+    _check_no_nul(path, InputError)
+    source = Path(path)
+    where = f"{option} {source}" if option else str(source)
+    try:
+        mode = source.stat().st_mode  # follows links: a link counts as the file it names
+    except FileNotFoundError:
+        if source.is_symlink():
+            raise InputError(
+                f"{where}: a symbolic link to a missing file; check the link"
+            ) from None
+        raise InputError(f"{where}: no such {what}; check the path") from None
+    except OSError as err:
+        raise InputError(
+            f"{where}: cannot read it ({err.strerror or err}); check the path and its permissions"
+        ) from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")
+        raise InputError(f"{where}: is {kind}, not a regular file; pass the {what} itself")
+    return source
+
+
+def env_path(name: str) -> Path | None:
+    """The path the environment variable ``name`` holds, or None when it is unset or empty.
+
+    Empty counts as unset: ``VAR= command`` clears a variable for one command, and an
+    empty path would otherwise mean the current folder, where files would then appear.
+
+    Example:
+        >>> env_path("PHOTOIMMUNE_KEY_DIR")  # doctest: +SKIP
+        PosixPath('/home/me/keys')
+        >>> env_path("PHOTOIMMUNE_UNSET_EXAMPLE") is None
+        True
+    """
+    value = os.environ.get(name, "")
+    return Path(value) if value else None
+
+
+def _check_no_nul(path: str | os.PathLike[str], error: type[InputError]) -> None:
+    """Refuse a path with a NUL character: no file can have one, and the OS calls would
+    raise a bare ValueError ("embedded null byte") instead of naming the path."""
+    text = os.fspath(path)
+    if "\0" in text:
+        raise error(
+            f"{text!r}: a path cannot contain a NUL character (\\x00); pass the file's name "
+            "without it"
+        )
 
 
 def _check_parent_is_folder(dest: Path, option: str | None = None) -> None:
@@ -438,6 +523,7 @@ def save_image(
         >>> save_image(load_image("photo.jpg").pixels, "out/photo.png")
         PosixPath('out/photo.png')
     """
+    _check_pixels_to_save(pixels)
     dest = Path(path)
     fmt = SAVE_FORMATS.get(dest.suffix.lower())
     if fmt is None:
@@ -445,6 +531,27 @@ def save_image(
             f"{dest}: unknown image suffix {dest.suffix!r}; use one of {', '.join(SAVE_FORMATS)}"
         )
     return atomic_write_bytes(dest, encode_image(pixels, fmt, quality=quality), overwrite=overwrite)
+
+
+def _check_pixels_to_save(pixels: object) -> None:
+    """Refuse what no encoder can write, with what to pass instead: Pillow would raise a
+    bare AttributeError for a list, and ValueError (or, for WebP, MemoryError) for an
+    empty picture."""
+    if isinstance(pixels, Image.Image):
+        width, height = pixels.size
+    elif isinstance(pixels, np.ndarray):
+        height, width = as_rgb_pixels(pixels).shape[:2]
+    else:
+        raise InputError(
+            f"pixels: got a {type(pixels).__name__}; pass a uint8 numpy array of shape "
+            "(height, width, 3) or a PIL image (numpy.asarray(x, dtype=numpy.uint8) converts "
+            "nested lists)"
+        )
+    if not width or not height:
+        raise InputError(
+            f"pixels: an empty picture ({width}x{height}) cannot be saved; pass at least one "
+            "row and one column"
+        )
 
 
 def max_abs_delta(a: np.ndarray, b: np.ndarray) -> int:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import InputError, OutputExistsError
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, check_input_file, check_output_dir, env_path
 
 SigningAlg = Literal["es256", "es384", "ed25519"]
 Role = Literal["publisher", "vendor"]
@@ -64,13 +64,13 @@ class KeyFolderWarning(UserWarning):
 def default_key_dir() -> Path:
     """The folder ``photoimmune keys init`` and ``immunize`` use when given none.
 
-    ``$PHOTOIMMUNE_KEY_DIR`` if set, else ``~/.photoimmune/keys``.
+    ``$PHOTOIMMUNE_KEY_DIR`` if set (and not empty), else ``~/.photoimmune/keys``.
 
     Example:
         >>> default_key_dir().name  # doctest: +SKIP
         'keys'
     """
-    return Path(os.environ.get(KEY_DIR_ENV) or Path.home() / ".photoimmune" / "keys")
+    return KeyDir.locate().path
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,35 @@ class KeyDir:
     """
 
     path: Path
+    #: Where the path came from, for messages: the option that gave it (``--keys``),
+    #: ``$PHOTOIMMUNE_KEY_DIR``, or ``key folder`` (the default, or a Python argument).
+    source: str = field(default="key folder", compare=False)
+
+    @classmethod
+    def locate(
+        cls, directory: str | os.PathLike[str] | None = None, *, option: str = "key folder"
+    ) -> KeyDir:
+        """The key folder ``directory``, which the user gave as ``option``; without one,
+        ``$PHOTOIMMUNE_KEY_DIR`` (empty counts as unset), else ``~/.photoimmune/keys``.
+
+        Messages about the folder name where it came from: a path the user never typed
+        (set in the environment long ago) is otherwise a riddle.
+
+        Example:
+            >>> KeyDir.locate("k2", option="--keys").where
+            '--keys k2'
+        """
+        if directory is not None:
+            return cls(Path(directory), source=option)
+        found = env_path(KEY_DIR_ENV)
+        if found is not None:
+            return cls(found, source=f"${KEY_DIR_ENV}")
+        return cls(Path.home() / ".photoimmune" / "keys")
+
+    @property
+    def where(self) -> str:
+        """The folder as messages name it: where it came from, and its path."""
+        return f"{self.source} {self.path}"
 
     @property
     def ca_cert(self) -> Path:
@@ -216,31 +245,61 @@ class KeyDir:
     def exists(self) -> bool:
         return self.ca_cert.is_file() and all(self.key(r).is_file() for r in ROLES)
 
+    def holds_keys(self) -> bool:
+        """Whether any file :func:`init_keys` writes is here (it never replaces one)."""
+        return any(os.path.lexists(p) for p in self._files())
+
     def signer(self, role: Role = "publisher") -> ManifestSigner:
-        if not self.key(role).is_file():
+        missing = [str(p) for p in (self.key(role), self.cert(role)) if not os.path.lexists(p)]
+        if missing and self.holds_keys():
+            # No new keys beside the others: a second CA would not be the one verifiers trust.
             raise SigningKeyError(
-                f"{self.key(role)}: no {role} key here; run `photoimmune keys init --dir "
-                f"{self.path}` or pass --key and --cert"
+                f"{' and '.join(missing)}: missing from {self.where}, which holds other keys; "
+                f"restore {'it' if len(missing) == 1 else 'them'} from your backup, pass --key "
+                "and --cert, or choose another key folder"
+            )
+        if missing:
+            raise SigningKeyError(
+                f"{' and '.join(missing)}: missing from {self.where}; run `photoimmune keys "
+                f"init --dir {self.path}` or pass --key and --cert"
             )
         return ManifestSigner.from_pem(self.key(role), self.cert(role))
 
     def trust_anchor_pem(self) -> bytes:
         return _read_pem(self.ca_cert, "CA certificate")
 
+    def _files(self) -> list[Path]:
+        """Every file :func:`init_keys` writes here."""
+        return [
+            self.path / "ca.key",
+            self.ca_cert,
+            *(f(r) for r in ROLES for f in (self.key, self.cert)),
+        ]
 
-def open_keys(directory: str | os.PathLike[str] | None = None) -> tuple[KeyDir, bool]:
+
+def open_keys(
+    directory: str | os.PathLike[str] | None = None, *, option: str = "key folder"
+) -> tuple[KeyDir, bool]:
     """The key folder at ``directory`` (default: :func:`default_key_dir`), given development
     keys by :func:`init_keys` if it holds none; and whether they were just created.
+
+    A folder that holds some of the keys is returned as it is: its signers say which file
+    is missing, rather than a new CA being made beside the old one.
+
+    Args:
+        directory: the key folder. Default: :func:`default_key_dir`.
+        option: how the caller names ``directory`` in messages (``"--keys"``).
+            Default: ``"key folder"``.
 
     Example:
         >>> keys, created = open_keys("out/demo/keys")  # doctest: +SKIP
         >>> keys.signer("vendor").alg  # doctest: +SKIP
         'es256'
     """
-    keys = KeyDir(Path(directory) if directory is not None else default_key_dir())
-    if keys.exists():
+    keys = KeyDir.locate(directory, option=option)
+    if keys.holds_keys():
         return keys, False
-    return init_keys(keys.path), True
+    return init_keys(keys.path, option=keys.source), True
 
 
 def resolve_signer(
@@ -250,6 +309,7 @@ def resolve_signer(
     *,
     role: Role = "publisher",
     on_created: Callable[[KeyDir], None] | None = None,
+    option: str = "key folder",
 ) -> ManifestSigner:
     """The one fallback to the development key: a signer for ``key`` + ``cert`` when given,
     else ``role``'s key in ``keys_dir`` (created by :func:`open_keys` if the folder holds none).
@@ -262,6 +322,8 @@ def resolve_signer(
             Default: ``"publisher"``.
         on_created: called with the folder when its development keys were just created
             (to tell the user how verifiers trust them). Default: none.
+        option: how the caller names ``keys_dir`` in messages (the CLI: ``"--keys"``).
+            Default: ``"key folder"``.
 
     Example:
         >>> resolve_signer("publisher.key", "publisher.pem").alg  # doctest: +SKIP
@@ -274,7 +336,7 @@ def resolve_signer(
         )
     if key is not None and cert is not None:
         return ManifestSigner.from_pem(key, cert)
-    keys, created = open_keys(keys_dir)
+    keys, created = open_keys(keys_dir, option=option)
     if created and on_created is not None:
         on_created(keys)
     return keys.signer(role)
@@ -333,7 +395,7 @@ def default_trust_anchors(keys_dir: str | os.PathLike[str] | None = None) -> lis
         >>> default_trust_anchors("/nonexistent")
         []
     """
-    keys = KeyDir(Path(keys_dir) if keys_dir is not None else default_key_dir())
+    keys = KeyDir.locate(keys_dir)
     return [keys.trust_anchor_pem()] if keys.ca_cert.is_file() else []
 
 
@@ -343,6 +405,7 @@ def init_keys(
     alg: SigningAlg = "es256",
     organization: str = "photoimmune development",
     leaf_validity: dt.timedelta = dt.timedelta(days=730),
+    option: str = "key folder",
 ) -> KeyDir:
     """Create a development CA and publisher/vendor leaf certificates.
 
@@ -351,7 +414,9 @@ def init_keys(
     (``ca.key``) so more leaves can be issued; in production it lives offline.
     ``organization`` must fit the certificates' names (at most 64 characters,
     ``"<organization> publisher"`` included), or :class:`SigningKeyError` is raised
-    before anything is written.
+    before anything is written; so is a folder that is a file or not writable
+    (:func:`~photoimmune.sdk.io.check_output_dir`), named by ``option`` (the CLI's
+    ``"--dir"``) or, without ``directory``, by ``$PHOTOIMMUNE_KEY_DIR`` when that set it.
 
     Example:
         >>> keys = init_keys("/tmp/photoimmune-keys")  # doctest: +SKIP
@@ -364,10 +429,11 @@ def init_keys(
             f"characters; give 1 to {_MAX_ORGANIZATION}: certificate names hold at most 64, "
             '"<organization> publisher" included'
         )
-    keys = KeyDir(Path(directory) if directory is not None else default_key_dir())
-    if keys.ca_cert.exists() or any(keys.key(r).exists() for r in ROLES):
+    keys = KeyDir.locate(directory, option=option)
+    check_output_dir(keys.path, option=keys.source)
+    if keys.holds_keys():
         raise OutputExistsError(
-            f"{keys.path}: already holds keys; use them, or choose another --dir"
+            f"{keys.where}: already holds keys; use them, or choose another key folder"
         )
     _key_folder(keys.path)
     ca_key = generate_key(alg)
@@ -403,8 +469,6 @@ def _key_folder(path: Path) -> None:
                 stacklevel=3,
             )
         return
-    if os.path.lexists(path):
-        raise OutputExistsError(f"{path}: is not a folder; choose another --dir")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.mkdir(mode=0o700)
     os.chmod(path, 0o700)  # mkdir's mode is reduced by the umask; this folder is ours
@@ -537,11 +601,11 @@ def _alg_of(key: object, where: str | os.PathLike[str]) -> SigningAlg:
 
 def _read_pem(path: str | os.PathLike[str], what: str) -> bytes:
     try:
+        check_input_file(path, what)  # a FIFO would hang the read, /dev/zero fill the memory
+    except InputError as err:
+        raise SigningKeyError(str(err)) from None
+    try:
         return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SigningKeyError(
-            f"{path}: no such {what}; run `photoimmune keys init` or check the path"
-        ) from None
     except OSError as err:
         raise SigningKeyError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
 
