@@ -384,12 +384,11 @@ def keys_init(
     ] = "photoimmune development",
 ) -> None:
     """Create a development CA with publisher and vendor signing certificates."""
-    from photoimmune.sdk.keys import SigningAlg, default_key_dir, init_keys
+    from photoimmune.sdk.keys import SigningAlg, init_keys
 
     checks.one_of(alg, ("es256", "es384", "ed25519"), "--alg")
-    checks.output_folder(directory or default_key_dir(), "--dir")
     chosen: SigningAlg = alg  # type: ignore[assignment]
-    keys = init_keys(directory, alg=chosen, organization=organization)
+    keys = init_keys(directory, alg=chosen, organization=organization, option="--dir")
     console.print(f"keys in {escape(str(keys.path))} ({alg}):", highlight=False)
     for path in sorted(keys.path.iterdir()):
         console.print(f"  {escape(path.name)}  {oct(path.stat().st_mode & 0o777)}", highlight=False)

@@ -21,7 +21,7 @@ from photoimmune.sdk.descriptor import IMMUNIZE_METHODS as IMMUNIZE_METHODS
 from photoimmune.sdk.descriptor import METHODS as METHODS
 from photoimmune.sdk.descriptor import RECIPES as RECIPES
 from photoimmune.sdk.errors import InputError
-from photoimmune.sdk.io import check_output_dir, check_output_path
+from photoimmune.sdk.io import check_input_file, check_output_dir, check_output_path
 from photoimmune.sdk.models.bundled import bundled_models, resolve_model
 from photoimmune.sdk.refs import check_model_name
 
@@ -90,13 +90,9 @@ def output_file(path: Path, option: str, *, overwrite: bool) -> Path:
 
 
 def input_files(paths: Iterable[Path], option: str = "") -> list[Path]:
-    """Files that must exist now (keys, certificates, weights), not only once compute is over."""
-    found = list(paths)
-    for path in found:
-        if not path.is_file():
-            what = "a folder" if path.is_dir() else "no such file"
-            raise InputError(f"{option + ' ' if option else ''}{path}: {what}; check the path")
-    return found
+    """Files that must exist now (keys, certificates, weights), not only once compute is over:
+    regular files, each refused by name otherwise (:func:`~photoimmune.sdk.io.check_input_file`)."""
+    return [check_input_file(path, option=option or None) for path in paths]
 
 
 def weights(value: str) -> tuple[str, str]:

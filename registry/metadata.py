@@ -43,7 +43,7 @@ from photoimmune.sdk.descriptor import (
     TargetIntegrityError,
     parse_descriptor,
 )
-from photoimmune.sdk.refs import ModelRef
+from photoimmune.sdk.refs import NAME_RULE, ModelRef
 from photoimmune.sdk.scorecard import SCORECARD_NAME, ScorecardError, parse_scorecard
 
 from .errors import InvalidNameError, ReleaseRejectedError
@@ -135,8 +135,7 @@ def check_vendor_name(vendor: str) -> None:
         ModelRef(vendor=vendor, model="x", version="1")  # the namespace part of a model ref
     except ValueError:
         raise InvalidNameError(
-            f"{vendor!r} is not a vendor name: use 1-64 lowercase letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit (e.g. acme or acme-labs)"
+            f"{vendor!r} is not a vendor name: use {NAME_RULE} (e.g. acme or acme-labs)"
         ) from None
 
 

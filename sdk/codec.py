@@ -180,9 +180,27 @@ def read_image_bytes(
 _NONBLOCKING = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 
 
+def check_no_nul(path: str | os.PathLike[str], error: type[InputError]) -> None:
+    """Refuse a path with a NUL character: no file can have one, and the OS calls would
+    raise a bare ValueError ("embedded null byte") instead of naming the path.
+
+    Example:
+        >>> check_no_nul("a.png\\0x", InputError)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.InputError: 'a.png\\x00x': a path cannot contain a NUL ...
+    """
+    text = os.fspath(path)
+    if "\0" in text:
+        raise error(
+            f"{text!r}: a path cannot contain a NUL character (\\x00); pass the file's name "
+            "without it"
+        )
+
+
 @contextlib.contextmanager
 def _open_regular(name: str) -> Iterator[int]:
     """A read-only descriptor of the regular file ``name``, closed afterwards."""
+    check_no_nul(name, ImageLoadError)
     try:
         # Checked before opening too: opening a device can act (a tape rewinds, a modem dials).
         _require_regular(os.stat(name).st_mode, name)
@@ -221,11 +239,22 @@ _SPECIAL_KINDS = (
 )
 
 
-def _require_regular(mode: int, name: str) -> None:
+def file_kind(mode: int) -> str | None:
+    """What a file of ``st_mode`` ``mode`` is, in words, or None for a regular file: the
+    one wording every refusal of a non-file uses.
+
+    Example:
+        >>> file_kind(os.stat("/").st_mode)
+        'a directory'
+    """
     if stat.S_ISREG(mode):
-        return
-    kind = next((what for test, what in _SPECIAL_KINDS if test(mode)), "a special file")
-    raise ImageLoadError(f"{name}: is {kind}, not a regular file; pass an image file")
+        return None
+    return next((what for test, what in _SPECIAL_KINDS if test(mode)), "a special file")
+
+
+def _require_regular(mode: int, name: str) -> None:
+    if (kind := file_kind(mode)) is not None:
+        raise ImageLoadError(f"{name}: is {kind}, not a regular file; pass an image file")
 
 
 def _open_error(name: str, err: OSError) -> ImageLoadError:

@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,7 +52,6 @@ import numpy as np
 from PIL import Image
 
 from .codec import (
-    _SPECIAL_KINDS,  # the loader's names for what is not a regular file: one wording
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     SAFE_FORMATS,
@@ -61,9 +59,11 @@ from .codec import (
     DecodedImage,
     ImageSource,
     as_rgb_pixels,
+    check_no_nul,
     decode_image,
     encode_image,
     encode_png_fast,
+    file_kind,
     read_image_bytes,
 )
 from .errors import (
@@ -157,7 +157,7 @@ def load_image(
         'missing'
     """
     if isinstance(source, str | os.PathLike):
-        _check_no_nul(source, ImageLoadError)
+        check_no_nul(source, ImageLoadError)
     decoded = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes)
     fields = {f.name: getattr(decoded, f.name) for f in dataclasses.fields(decoded)}
     if not verify:
@@ -258,7 +258,7 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = True) -
         Traceback (most recent call last):
         photoimmune.sdk.errors.OutputPathError: out/xxx...: the name ... is 304 bytes, over ...
     """
-    _check_no_nul(path, OutputPathError)
+    check_no_nul(path, OutputPathError)
     dest = Path(path)
     # Lengths first: asking the file system about a name that is too long fails itself.
     limit = _name_max(dest.parent)
@@ -357,7 +357,7 @@ def check_input_file(
         Traceback (most recent call last):
         photoimmune.sdk.errors.InputError: --cert /dev/zero: is a character device, not a ...
     """
-    _check_no_nul(path, InputError)
+    check_no_nul(path, InputError)
     source = Path(path)
     where = f"{option} {source}" if option else str(source)
     try:
@@ -372,8 +372,7 @@ def check_input_file(
         raise InputError(
             f"{where}: cannot read it ({err.strerror or err}); check the path and its permissions"
         ) from None
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")
+    if (kind := file_kind(mode)) is not None:
         raise InputError(f"{where}: is {kind}, not a regular file; pass the {what} itself")
     return source
 
@@ -392,17 +391,6 @@ def env_path(name: str) -> Path | None:
     """
     value = os.environ.get(name, "")
     return Path(value) if value else None
-
-
-def _check_no_nul(path: str | os.PathLike[str], error: type[InputError]) -> None:
-    """Refuse a path with a NUL character: no file can have one, and the OS calls would
-    raise a bare ValueError ("embedded null byte") instead of naming the path."""
-    text = os.fspath(path)
-    if "\0" in text:
-        raise error(
-            f"{text!r}: a path cannot contain a NUL character (\\x00); pass the file's name "
-            "without it"
-        )
 
 
 def _check_parent_is_folder(dest: Path, option: str | None = None) -> None:
