@@ -38,11 +38,9 @@ import logging
 import math
 import os
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,6 +53,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, Signed, Snapshot, Targets, Timestamp
 from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
+from photoimmune.sdk.deadline import Deadline
 from photoimmune.sdk.io import check_output_dir, env_path
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.scorecard import SCORECARD_NAME, Scorecard, ScorecardError, parse_scorecard
@@ -119,9 +118,12 @@ class HttpFetcher(DeadlineFetcher):
         left = self._remaining(url)
         try:
             with (
-                _Watchdog(left) as watchdog,
+                Deadline(left) as deadline,
                 self.client.stream(
-                    "GET", url, timeout=self._timeout(left), extensions={"trace": watchdog.trace}
+                    "GET",
+                    url,
+                    timeout=deadline.within(self.client.timeout),
+                    extensions={"trace": deadline.trace},
                 ) as response,
             ):
                 if response.status_code != 200:
@@ -135,55 +137,6 @@ class HttpFetcher(DeadlineFetcher):
         except httpx.HTTPError as exc:
             self._remaining(url)  # cut off by the watchdog: name the deadline, not the reset
             raise tuf_errors.DownloadError(f"{url}: {exc}") from exc
-
-    def _timeout(self, left: float | None) -> httpx.Timeout:
-        """The client's own timeouts, none longer than what is left before the deadline."""
-        own = self.client.timeout
-        if left is None:
-            return own
-        cap = functools.partial(_at_most, left)
-        return httpx.Timeout(
-            connect=cap(own.connect), read=cap(own.read), write=cap(own.write), pool=cap(own.pool)
-        )
-
-
-def _at_most(limit: float, value: float | None) -> float:
-    return limit if value is None else min(limit, value)
-
-
-class _Watchdog:
-    """Shuts down, at the deadline, the sockets one request opened.
-
-    httpx bounds each read, not a response: a server dripping its *headers* is read
-    byte by byte with no chunk to check the deadline between. Shutting the socket
-    down wakes the blocked read. It sees connections opened for this request (httpcore's
-    trace), which is every one with the fetcher's own client (no keep-alive).
-    """
-
-    def __init__(self, seconds: float | None) -> None:
-        self._sockets: list[socket.socket] = []
-        self._timer = None if seconds is None else threading.Timer(seconds, self._fire)
-
-    def __enter__(self) -> _Watchdog:
-        if self._timer is not None:
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def trace(self, event: str, info: dict) -> None:
-        if event == "connection.connect_tcp.complete":
-            sock = info["return_value"].get_extra_info("socket")
-            if sock is not None:
-                self._sockets.append(sock)
-
-    def _fire(self) -> None:
-        for sock in self._sockets:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
 class DirectoryFetcher(DeadlineFetcher):

@@ -18,11 +18,8 @@ the URL, like a resolver that is down.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -31,6 +28,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from photoimmune.sdk.codec import DEFAULT_MAX_BYTES, decode_image
+from photoimmune.sdk.deadline import Deadline
 from photoimmune.sdk.errors import ImageLoadError
 from photoimmune.sdk.manifest import ManifestReport, TrustAnchors, read_manifest
 from photoimmune.sdk.softbinding import ALGORITHM, Region, image_code
@@ -109,7 +107,7 @@ class ResolverClient:
     def _answer(self, path: str, max_bytes: int, params: dict | None = None) -> Iterator[bytes]:
         """The body of a successful ``GET path``, read within the deadline and ``max_bytes``;
         errors reading it, and reading what it says inside the block, become ours."""
-        with _Deadline(self.deadline) as deadline, _translated(self.url, deadline):
+        with Deadline(self.deadline) as deadline, _translated(self.url, deadline):
             with self._http.stream(
                 "GET",
                 path,
@@ -260,68 +258,23 @@ def _correlations(a: np.ndarray, b: np.ndarray, margin: int) -> np.ndarray:
     return found.reshape(len(a), -1)
 
 
-class _Deadline:
-    """One request's deadline: its reads' timeouts never run past it, and at the deadline
-    the sockets the request opened are shut down.
-
-    httpx bounds each read, not a response: a server that drips its answer never trips a
-    read timeout, and one dripping its *headers* is read byte by byte with no chunk to
-    check the deadline between. Shutting the socket down wakes the blocked read. The
-    watchdog sees the connections opened for this request (httpcore's trace), which is
-    every one, as the client keeps none alive.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._at = time.monotonic() + seconds
-        self._sockets: list[socket.socket] = []
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._timer.cancel()
-
-    def check(self, url: str) -> None:
-        """Raise once the deadline has passed."""
-        if time.monotonic() >= self._at:
-            raise ResolverUnavailableError(
-                f"{url} sent no complete answer within {self.seconds:g} s; the resolver is too "
-                "slow or is dripping its answer: try again later or ask its operator"
-            )
-
-    def within(self, own: httpx.Timeout) -> httpx.Timeout:
-        """``own`` timeouts, none longer than the deadline."""
-        left = max(self._at - time.monotonic(), 0.0)
-        connect, read, write, pool = (
-            left if t is None else min(t, left)
-            for t in (own.connect, own.read, own.write, own.pool)
+def _check(deadline: Deadline, url: str) -> None:
+    """Raise once the deadline has passed."""
+    if deadline.passed:
+        raise ResolverUnavailableError(
+            f"{url} sent no complete answer within {deadline.seconds:g} s; the resolver is too "
+            "slow or is dripping its answer: try again later or ask its operator"
         )
-        return httpx.Timeout(connect=connect, read=read, write=write, pool=pool)
-
-    def trace(self, event: str, info: dict) -> None:
-        if event == "connection.connect_tcp.complete":
-            sock = info["return_value"].get_extra_info("socket")
-            if sock is not None:
-                self._sockets.append(sock)
-
-    def _fire(self) -> None:
-        for sock in self._sockets:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
 
 
-def _read(response: httpx.Response, max_bytes: int, url: str, deadline: _Deadline) -> bytes:
+def _read(response: httpx.Response, max_bytes: int, url: str, deadline: Deadline) -> bytes:
     """The body, checking the deadline between chunks and refusing it past ``max_bytes``
     (counted as the bytes arrive, whatever ``Content-Length`` says)."""
     chunks: list[bytes] = []
     size = 0
     # Chunks as they arrive (not 64 KiB batches), so a drip meets the deadline.
     for chunk in response.iter_bytes():
-        deadline.check(url)
+        _check(deadline, url)
         size += len(chunk)
         if size > max_bytes:
             raise ResolverUnavailableError(
@@ -330,7 +283,7 @@ def _read(response: httpx.Response, max_bytes: int, url: str, deadline: _Deadlin
             )
         chunks.append(chunk)
     # A body that ends with its connection looks complete once the watchdog shuts that.
-    deadline.check(url)
+    _check(deadline, url)
     return b"".join(chunks)
 
 
@@ -354,13 +307,13 @@ def _raise_for(response: httpx.Response, body: bytes, url: str) -> None:
 
 
 @contextmanager
-def _translated(url: str, deadline: _Deadline) -> Iterator[None]:
+def _translated(url: str, deadline: Deadline) -> Iterator[None]:
     """httpx's transport errors, and answers that are not a resolver's, become ours: the
     one place they are translated."""
     try:
         yield
     except httpx.HTTPError as err:
-        deadline.check(url)  # cut off by the watchdog: name the deadline, not the reset
+        _check(deadline, url)  # cut off by the watchdog: name the deadline, not the reset
         raise ResolverUnavailableError(
             f"cannot reach the resolver at {url} ({err}); check the URL and that "
             "`photoimmune manifests serve` runs there"
