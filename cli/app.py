@@ -37,6 +37,7 @@ from .common import (
     err_console,
     options,
     plain,
+    print_error,
     quiet_libraries,
     readable_metavars,
     signer_from_options,
@@ -101,14 +102,28 @@ def info(
         bool, typer.Option("--json", help="Print one JSON object per image.")
     ] = False,
 ) -> None:
-    """Show how photoimmune reads each image: format, original mode and size."""
+    """Show how photoimmune reads each image: format, original mode and size.
+
+    Exit status: 0 when every image was read; 2 when any cannot be (each is named, and
+    the others are still shown).
+    """
     import json
 
+    from photoimmune.sdk.errors import ImageLoadError
     from photoimmune.sdk.io import load_image
 
     listing = table("image", "format", "mode", "width", "height")
+    failed = False
     for path in images:
-        img = load_image(path)
+        try:
+            img = load_image(path)
+        except ImageLoadError as err:  # as `verify` does: name it, go on with the others
+            failed = True
+            if as_json:
+                typer.echo(json.dumps({"image": str(path), "error": str(err)}))
+            else:
+                print_error(str(err))
+            continue
         if as_json:
             record = {"image": str(path), "format": img.format, "mode": img.original_mode}
             typer.echo(json.dumps({**record, "width": img.width, "height": img.height}))
@@ -120,8 +135,10 @@ def info(
             str(img.width),
             str(img.height),
         )
-    if not as_json:
+    if not as_json and listing.rows:
         console.print(listing)
+    if failed:
+        raise typer.Exit(2)
 
 
 @app.command("immunize")
@@ -438,7 +455,7 @@ def verify(
             if as_json:
                 typer.echo(json.dumps({"image": str(path), "error": str(err)}))
             else:
-                err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
+                print_error(str(err))
             continue
         status = status or (0 if ok else 1)
     if not as_json and listing.rows:
@@ -691,10 +708,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report(message: str, exit_code: int) -> int:
     """Print an error the user can fix as one line (and, with --verbose, the traceback
     being handled); return the exit status."""
-    if options.verbose:
-        err_console.print_exception()
-    # The message names files and values the user gave: print them, never parse them.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    print_error(message)
     return exit_code
 
 

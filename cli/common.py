@@ -6,6 +6,7 @@ Nothing here imports torch: ``photoimmune --help`` loads this module.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,17 @@ MAX_SQL_INT = 2**31 - 1
 MAX_STEPS = 10_000
 
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
+
+
+def print_error(message: str) -> None:
+    """One ``error:`` line on stderr (with --verbose, after the traceback being handled).
+
+    The message names files and values the user gave, so it is printed as it is, never
+    parsed as markup.
+    """
+    if options.verbose and sys.exc_info()[0] is not None:
+        err_console.print_exception()
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def database_option(

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .common import PortOpt, console, database_option, err_console, plain, table
+from .common import PortOpt, console, database_option, plain, print_error, table
 
 manifests_app = typer.Typer(
     help="A manifest store and resolver: find the manifest of a stripped copy.",
@@ -45,9 +45,7 @@ def add(
             added = store.add(read_image_bytes(path), source=str(path))
         except InputError as err:  # unreadable (missing, a folder, a FIFO...) or not signed
             failed = True
-            err_console.print(
-                f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
-            )
+            print_error(str(err))
             continue
         listing.add_row(
             plain(path), str(added.asset), str(added.codes), "new" if added.new else "known"

@@ -80,3 +80,13 @@ def test_reading_images_does_not_import_torch():
     # The CLI's quick commands stay quick: torch costs seconds to import.
     code = "import sys, photoimmune.sdk.io, photoimmune.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_info_names_each_unreadable_image_and_still_shows_the_others(tmp_path, capsys):
+    good, bad = tmp_path / "good.png", tmp_path / "broken.png"
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(good)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert main(["info", str(bad), str(tmp_path / "missing.png"), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert "good.png" in out and "broken.png" not in out
+    assert "broken.png" in err and "missing.png" in err and "Traceback" not in err
