@@ -241,6 +241,10 @@ def immunize_command(
     trusted_root = _check_immunize_options(
         method, eps, recipe, model, target, registry, root, out, key, cert
     )
+    if not sign:
+        for given, option in ((key, "--key"), (cert, "--cert"), (keys_dir, "--keys")):
+            if given is not None:
+                raise InputError(f"{option} is for signing, and --no-sign is given: drop one")
     from photoimmune.sdk.io import load_image
 
     loaded = [load_image(p) for p in inputs]  # a bad file fails here, before any compute

@@ -182,3 +182,13 @@ def test_targets_build_refuses_a_recipe_beside_a_target_image(photo, tmp_path, c
     )
     assert "--recipe and --target-image both choose the target image: drop --recipe" in text
     _nothing_written(tmp_path, photo)
+
+
+def test_immunize_refuses_signing_options_with_no_sign(tmp_path, photo, capsys):
+    key = tmp_path / "k.pem"
+    key.write_text("unused")
+    for option, value in (("--key", key), ("--keys", tmp_path)):
+        args = ["immunize", str(photo), "-o", str(tmp_path / "out"), "--no-sign", option]
+        text = refused(capsys, *args, str(value))
+        assert f"{option} is for signing, and --no-sign is given" in text
+    assert not (tmp_path / "out").exists()
