@@ -30,6 +30,7 @@ from .common import (
     quiet_libraries,
     table,
 )
+from .service import check_listen_address
 
 registry_app = typer.Typer(
     help="A registry of signed attack targets (TUF): create, onboard, publish, serve.",
@@ -49,12 +50,15 @@ RootOpt = Annotated[
 
 @registry_app.command("init")
 def init(
-    folder: Annotated[Path, typer.Argument(help="New folder for the registry.")],
+    folder: Annotated[Path, typer.Argument(help="New (or empty) folder for the registry.")],
     root_keys: Annotated[int, typer.Option(min=1, help="Number of root keys.")] = 3,
     root_threshold: Annotated[int, typer.Option(min=1, help="Root signatures required.")] = 2,
     db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite file).")] = None,
 ) -> None:
-    """Create a registry: keys, root and targets metadata, database, blob store."""
+    """Create a registry: keys, root and targets metadata, database, blob store.
+
+    An init that fails or is interrupted leaves nothing in FOLDER: run it again.
+    """
     from photoimmune.registry.admin import init_registry
 
     checks.output_folder(folder, "FOLDER")
@@ -223,6 +227,7 @@ def serve(
     from photoimmune.registry.server import create_app
     from photoimmune.registry.service import RegistryService
 
+    check_listen_address(host, port)
     service = RegistryService.open(folder, _existing_database(db))
     uvicorn.run(create_app(service), host=host, port=port)
 

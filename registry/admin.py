@@ -16,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +32,7 @@ from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root
 
 from photoimmune.sdk.database import redact_url
-from photoimmune.sdk.errors import OutputExistsError
+from photoimmune.sdk.errors import InputError, OutputExistsError
 from photoimmune.sdk.io import atomic_write_bytes, check_output_dir
 from photoimmune.sdk.scorecard import SCORECARD_NAME
 from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
@@ -203,6 +205,12 @@ def open_registry(
     return LocalRegistry(RegistryService.open(Path(text)))
 
 
+#: The most root keys a registry starts with. A root needs a handful (3 by default): each
+#: one is another offline key to keep and signature to check, and a typo such as 100000
+#: would spend minutes writing keys.
+MAX_ROOT_KEYS = 16
+
+
 def init_registry(
     folder: Path, *, root_keys: int = 3, root_threshold: int = 2, database_url: str | None = None
 ) -> RegistryPaths:
@@ -212,6 +220,10 @@ def init_registry(
     are offline keys: move them to offline storage once the registry runs.
     ``folder/root.json`` is the trust anchor to give to clients.
 
+    ``folder`` is new, or an empty folder. An init that fails or is interrupted leaves
+    nothing there, so it can be run again: a new folder is built beside it and renamed
+    into place once whole; an existing one is filled in place and emptied again.
+
     Example:
         >>> paths = init_registry(Path("my-registry"), root_threshold=2)  # doctest: +SKIP
         >>> sorted(p.name for p in paths.keys.glob("root-*.pem"))  # doctest: +SKIP
@@ -219,41 +231,101 @@ def init_registry(
     """
     paths = RegistryPaths(folder)
     check_output_dir(folder, option="registry folder")
+    _check_new_registry(paths)
+    if not 1 <= root_keys <= MAX_ROOT_KEYS:
+        raise InputError(
+            f"root keys {root_keys}: choose 1 to {MAX_ROOT_KEYS}; a root needs a handful "
+            "(3 by default), each one an offline key to keep"
+        )
+    _check_threshold(root_threshold, root_keys, "root")
+    # An existing folder (one made for the registry: perhaps a mount point, or where no
+    # sibling may be created) cannot be renamed onto; it is filled in place, root.json last.
+    if folder.is_dir():
+        work = folder
+    else:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden, and its name cut short: a folder name that fits the file system still does.
+        work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name[:32]}.init-"))
+    try:
+        _write_registry(RegistryPaths(work), root_keys, root_threshold, database_url)
+        if work != folder:
+            work.rename(folder)
+    except BaseException:  # Ctrl-C included: a half-made registry can be neither used nor redone
+        _discard(work, keep_folder=work == folder)
+        raise
+    return paths
+
+
+def _check_new_registry(paths: RegistryPaths) -> None:
+    """Refuse a folder that holds a registry, or anything else: init never mixes its files
+    with others, nor replaces a registry whose clients trust its root.json."""
+    folder = paths.root
     if paths.trusted_root.exists():
         raise OutputExistsError(
             f"{folder}: a registry already exists here; its clients trust its root.json, "
             "so choose a new folder rather than replace it"
         )
-    _check_threshold(root_threshold, root_keys, "root")
-    # The database before any key: a server that is down must refuse while nothing is
-    # written, or the next try would find the keys and refuse to replace them.
-    folder.mkdir(parents=True, exist_ok=True)
-    store = Store(database_url or paths.database_url, paths.blobs)
-    with store.read() as session:
-        if store.latest(session, "root") is not None:
-            raise OutputExistsError(
-                f"{redact_url(store.url)}: holds another registry already; give a new "
-                "database (or none, for an SQLite file in the folder)"
-            )
-    roots = [write_key(paths.keys / f"root-{i + 1}.pem") for i in range(root_keys)]
-    targets = write_key(paths.keys / "targets.pem")
-    snapshot = write_key(paths.keys / "snapshot.pem")
-    timestamp = write_key(paths.keys / "timestamp.pem")
-    root_md = tm.new_root(
-        [s.public_key for s in roots],
-        root_threshold,
-        [targets.public_key],
-        snapshot.public_key,
-        timestamp.public_key,
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if paths.keys.exists():  # keys without root.json: an init killed before it could clean up
+        raise OutputExistsError(
+            f"an interrupted `registry init` left {folder}; remove it and run again"
+        )
+    raise OutputExistsError(
+        f"{folder}: not empty; a registry is made in a new folder or an empty one: choose one"
     )
-    root = tm.sign(root_md, roots)
-    if database_url is not None:  # every later command on this folder uses it
-        # 0600 from the first byte: the URL may carry the database password.
-        atomic_write_bytes(folder / "database.url", database_url.encode(), mode=0o600)
-    service = RegistryService(store, snapshot, timestamp, quotas=paths.quotas)
-    service.bootstrap(root, tm.sign(tm.new_targets(), [targets]))
-    atomic_write_bytes(paths.trusted_root, root)
-    return paths
+
+
+def _write_registry(
+    paths: RegistryPaths, root_keys: int, root_threshold: int, database_url: str | None
+) -> None:
+    """Write a registry's keys, database and root.json into ``paths.root`` (empty)."""
+    # The database before any key: a server that is down, or one that holds another
+    # registry, refuses before any key is made.
+    store = Store(database_url or paths.database_url, paths.blobs)
+    try:
+        with store.read() as session:
+            if store.latest(session, "root") is not None:
+                raise OutputExistsError(
+                    f"{redact_url(store.url)}: holds another registry already; give a new "
+                    "database (or none, for an SQLite file in the folder)"
+                )
+        roots = [write_key(paths.keys / f"root-{i + 1}.pem") for i in range(root_keys)]
+        targets = write_key(paths.keys / "targets.pem")
+        snapshot = write_key(paths.keys / "snapshot.pem")
+        timestamp = write_key(paths.keys / "timestamp.pem")
+        root_md = tm.new_root(
+            [s.public_key for s in roots],
+            root_threshold,
+            [targets.public_key],
+            snapshot.public_key,
+            timestamp.public_key,
+        )
+        root = tm.sign(root_md, roots)
+        if database_url is not None:  # every later command on this folder uses it
+            # 0600 from the first byte: the URL may carry the database password.
+            atomic_write_bytes(paths.root / "database.url", database_url.encode(), mode=0o600)
+        service = RegistryService(store, snapshot, timestamp, quotas=paths.quotas)
+        # Last but for root.json: a server database (--db) keeps this root even if the
+        # folder is then discarded, and refuses a second init as "another registry".
+        service.bootstrap(root, tm.sign(tm.new_targets(), [targets]))
+        atomic_write_bytes(paths.trusted_root, root)
+    finally:
+        store.dispose()  # SQLite's file whole and closed before its folder is renamed
+
+
+def _discard(work: Path, *, keep_folder: bool) -> None:
+    """Remove what a failed init wrote in ``work``, and ``work`` itself unless the user
+    made it; never raises, so the failure that brought us here is what the caller sees."""
+    if not keep_folder:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):
+        for entry in work.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _check_threshold(threshold: int, keys: int, role: str) -> None:

@@ -139,6 +139,10 @@ class Store:
         with Session(self.engine) as session:
             yield session
 
+    def dispose(self) -> None:
+        """Close every connection: SQLite's files are then whole, and may be moved."""
+        self.engine.dispose()
+
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that holds the repository lock until it commits.

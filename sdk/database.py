@@ -5,10 +5,13 @@ One way to open, migrate and write to them, on SQLite (one file, the default)
 or PostgreSQL (by URL, for many writers):
 
 * every store opens its database with :func:`open_database`, which checks the
-  location, creates or upgrades its schemas, and turns every failure into one of
+  location (a file that is no SQLite database is refused before SQLite opens it),
+  creates or upgrades its schemas, and turns every failure into one of
   ours (bad input, or a server that cannot be used) that says what to do and
   never shows a password; a store asked for a database that must exist already
   refuses a missing SQLite file instead of creating an empty one;
+* a database the user named (``--db``) is checked by :func:`check_database` before
+  any work, and may not be an in-memory one, which would keep nothing;
 
 * SQLite writers queue for up to 30 s instead of failing with "database is
   locked", and a write transaction takes the write lock when it begins
@@ -95,38 +98,86 @@ def check_database(
 
     Refused (:class:`DatabaseLocationError`, bad input): a URL no installed SQLAlchemy
     dialect reads, a driver that is not installed, an SQLite file in a folder that is not
-    there, a folder. With ``created_by`` (the command that creates one), an SQLite file
-    must exist already: a command that only reads never turns a mistyped name into a new,
-    empty database. ``option`` (e.g. ``"--db"``) starts each message, to name what the
-    user typed. Whether a server answers, or a file is a database, only opening it tells
+    there, a folder, an existing file that is no SQLite database (an empty one too,
+    unless its name ends in ``.db``, ``.sqlite`` or ``.sqlite3``). With ``created_by``
+    (the command that creates one), an SQLite file must exist already: a command that
+    only reads never turns a mistyped name into a new, empty database. ``option`` (e.g.
+    ``"--db"``) starts each message, to name what the user typed; a database the user
+    named so must keep what is written, so an in-memory one (``sqlite://``,
+    ``:memory:``, an empty value) is refused too, while a library caller may still open
+    one for scratch work. Whether a server answers, only connecting tells
     (:func:`open_database`).
 
     Example:
         >>> check_database("sqlite://", what="catalog")
         'sqlite://'
+        >>> check_database("sqlite://", what="catalog", option="--db")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.DatabaseLocationError: --db sqlite://: an in-memory database ...
         >>> check_database("typo.db", what="catalog", option="--db", created_by="catalog add")
         Traceback (most recent call last):
         photoimmune.sdk.errors.DatabaseLocationError: --db typo.db: no such catalog; ...
     """
-    url = database_url(os.fspath(value))
+    text = os.fspath(value)
+    url = database_url(text)
     prefix = f"{option} " if option else ""
     with _url_errors(url, prefix):
         parsed = make_url(url)
         # Imports the driver, connects nowhere: a missing one is found before any work.
         parsed.get_dialect().import_dbapi()
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database)
-        if path.is_dir():
-            raise DatabaseLocationError(f"{prefix}{path}: is a folder; give the {what}'s file")
-        if created_by is not None and not path.is_file():
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    if parsed.database in (None, "", ":memory:"):
+        if option is not None:  # "1 added", then nothing kept: the user's work lost unseen
+            shown = (redact_url(text) if "@" in text else text) or "''"  # as typed, no password
             raise DatabaseLocationError(
-                f"{prefix}{path}: no such {what}; check the path (`{created_by}` creates one)"
+                f"{prefix}{shown}: an in-memory database (an empty value, sqlite:// or "
+                f":memory:) keeps nothing once the command ends; give the {what}'s file "
+                "path, or a server URL such as postgresql+psycopg://user@host/db"
             )
-        if not path.parent.is_dir():
-            raise DatabaseLocationError(
-                f"{prefix}{path}: the folder {path.parent} does not exist; create it first"
-            )
+        return url
+    path = Path(parsed.database)
+    if path.is_dir():
+        raise DatabaseLocationError(f"{prefix}{path}: is a folder; give the {what}'s file")
+    if path.is_file():
+        _check_sqlite_file(path, f"{prefix}{path}", what)
+    elif created_by is not None:
+        raise DatabaseLocationError(
+            f"{prefix}{path}: no such {what}; check the path (`{created_by}` creates one)"
+        )
+    if not path.parent.is_dir():
+        raise DatabaseLocationError(
+            f"{prefix}{path}: the folder {path.parent} does not exist; create it first"
+        )
     return url
+
+
+#: The first 16 bytes of every SQLite database file (sqlite.org/fileformat.html).
+_SQLITE_HEADER = b"SQLite format 3\x00"
+#: Names that say an empty file is meant for a database. SQLite takes an empty file for an
+#: empty database (sqlite3 leaves one before its first write, ``mktemp --suffix .db``
+#: makes one), but under any other name (``photo.png``, ``notes.txt``) it is more likely
+#: a mistyped path, which must not silently become a database.
+_DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def _check_sqlite_file(path: Path, shown: str, what: str) -> None:
+    """Refuse an existing file that is no SQLite database before SQLite opens it, which
+    would turn an empty file into a database, or fail on any other with its own words."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as err:
+        raise DatabaseLocationError(
+            f"{shown}: cannot read it ({err.strerror or err}); check its permissions"
+        ) from None
+    if header == _SQLITE_HEADER or (not header and path.suffix.lower() in _DATABASE_SUFFIXES):
+        return
+    reason = "the file is not an SQLite database"
+    if not header:
+        names = ", ".join(_DATABASE_SUFFIXES)
+        reason = f"an empty file, taken for a new database only under a name ending in {names}"
+    raise DatabaseLocationError(f"{shown}: cannot open the {what}: {reason}; check the path")
 
 
 def open_database(
@@ -218,7 +269,9 @@ def _open_errors(
             f"({redact_error(str(err), url)}); upgrade photoimmune, or give another database"
         ) from None
     except SQLAlchemyError as err:
-        reason = redact_error(str(err).splitlines()[0], url)
+        # The driver's own words, without SQLAlchemy's "(sqlite3.DatabaseError)" before them.
+        driver = str(getattr(err, "orig", None) or "")
+        reason = redact_error((driver or str(err)).splitlines()[0], url)
         if make_url(url).get_backend_name() != "sqlite":
             raise unavailable(
                 f"{shown}: cannot open the {what}: {reason}; check the URL and that its server runs"

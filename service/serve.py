@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,15 @@ def serve(
     settings: ServiceSettings | None = None,
     *,
     host: str = "127.0.0.1",
-    port: int = 8480,
+    port: int = 8490,
     root: str | os.PathLike[str] | None = None,
+    ready: Callable[[], object] | None = None,
 ) -> None:
     """Run the service until interrupted: the API on ``host:port``, and its workers.
+
+    ``ready`` is called once the registry, keys, weights and database are checked and the
+    workers started, just before the API starts: the CLI says "starting on ..." then, so
+    a start that is refused never announces itself.
 
     Example:
         >>> serve("sqlite:///s.db", "out/demo/registry", "out/demo/keys")  # doctest: +SKIP
@@ -118,6 +124,8 @@ def serve(
     # they would live on as orphans. Raising SystemExit lets `finally` run.
     signal.signal(signal.SIGTERM, _exit)
     try:
+        if ready is not None:
+            ready()
         # "Uvicorn running on ..." says when it answers; one access line per request would not.
         uvicorn.run(create_app(service), host=host, port=port, access_log=False)
     finally:
