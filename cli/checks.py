@@ -10,6 +10,10 @@ naming the option and what it accepts.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from photoimmune.sdk.attacks.budget import format_budget, parse_budget
 from photoimmune.sdk.descriptor import IMMUNIZE_METHODS as IMMUNIZE_METHODS
 from photoimmune.sdk.descriptor import METHODS as METHODS
 from photoimmune.sdk.descriptor import RECIPES as RECIPES
-from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.errors import InputError, PhotoimmuneError
 from photoimmune.sdk.io import check_input_file, check_output_dir, check_output_path
 from photoimmune.sdk.models.bundled import bundled_models, resolve_model
 from photoimmune.sdk.refs import check_model_name
@@ -146,3 +150,60 @@ def trust_files(paths: Iterable[Path], option: str = "--trust") -> list[bytes]:
         return read_trust_anchors(found) or []
     except SigningKeyError as err:  # it names the file and what to pass; add the option
         raise InputError(f"{option} {err}") from None
+
+
+def listen_address(host: str, port: int) -> None:
+    """Refuse ``--host``/``--port`` where a server could not listen, as one line before it
+    starts: uvicorn would find out only once started, log it among its start-up lines and
+    exit 3. Binds as uvicorn does (asyncio's ``create_server``: every address ``host``
+    resolves to, ``SO_REUSEADDR``, IPv6 sockets IPv6-only), then lets go at once.
+
+    A host that names no address of this machine is bad input (exit 2); a busy port is
+    not (exit 1: what listens there may stop). For every ``serve`` command.
+    """
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as err:
+        raise InputError(
+            f"--host {host}: not an address, nor a name this machine resolves ({err.strerror}); "
+            "give an interface's address, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (all)"
+        ) from None
+    with contextlib.ExitStack() as held:  # all at once, as the server will hold them
+        for family, kind, proto, _, address in set(found):
+            try:
+                sock = held.enter_context(socket.socket(family, kind, proto))
+            except OSError:
+                continue  # a family this machine lacks (IPv6 turned off): so does asyncio
+            if os.name == "posix":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as err:
+                raise _listen_error(host, port, err) from None
+
+
+def _listen_error(host: str, port: int, err: OSError) -> PhotoimmuneError:
+    """What binding ``host:port`` failing with ``err`` means, naming the option to change."""
+    if err.errno == errno.EADDRINUSE:
+        return PhotoimmuneError(
+            f"--port {port}: already in use on {host}; stop what listens there, or choose "
+            "another --port"
+        )
+    if err.errno == errno.EADDRNOTAVAIL:
+        return InputError(
+            f"--host {host}: not an address of this machine; give one of its interfaces, e.g. "
+            "127.0.0.1 (this machine only) or 0.0.0.0 (all)"
+        )
+    if err.errno == errno.EACCES:
+        return InputError(
+            f"--port {port}: this user may not listen on it (ports below 1024 need "
+            "privileges); choose another --port"
+        )
+    return PhotoimmuneError(
+        f"--host {host} --port {port}: cannot listen there ({err.strerror or err}); choose "
+        "another --host or --port"
+    )

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from . import checks
 from .common import PortOpt, console, database_option, plain, print_error, table
 
 manifests_app = typer.Typer(
@@ -75,4 +76,5 @@ def serve(
 
     # Serving an empty store made from a mistyped name would answer every lookup "none".
     url = database_option(db, "manifest store", created_by="photoimmune manifests add")
+    checks.listen_address(host, port)
     uvicorn.run(create_app(ManifestStore(url)), host=host, port=port)

@@ -30,7 +30,6 @@ from .common import (
     quiet_libraries,
     table,
 )
-from .service import check_listen_address
 
 registry_app = typer.Typer(
     help="A registry of signed attack targets (TUF): create, onboard, publish, serve.",
@@ -227,7 +226,7 @@ def serve(
     from photoimmune.registry.server import create_app
     from photoimmune.registry.service import RegistryService
 
-    check_listen_address(host, port)
+    checks.listen_address(host, port)
     service = RegistryService.open(folder, _existing_database(db))
     uvicorn.run(create_app(service), host=host, port=port)
 

@@ -217,9 +217,18 @@ def test_serve_on_a_busy_port_is_one_line_naming_it(
     registry,  # noqa: F811
     service_args,
     busy_port,
+    tmp_path,
     capsys,
 ):
-    for command in (["registry", "serve", str(registry)], ["service", "serve", *service_args]):
+    from photoimmune.resolver import ManifestStore
+
+    store = tmp_path / "manifests.db"
+    ManifestStore(str(store)).dispose()
+    for command in (
+        ["registry", "serve", str(registry)],
+        ["service", "serve", *service_args],
+        ["manifests", "serve", "--db", str(store)],
+    ):
         text = failed(capsys, *command, "--port", str(busy_port))
         assert f"--port {busy_port}: already in use on 127.0.0.1" in text
         assert "Errno" not in text and "INFO" not in text and "starting on" not in text
