@@ -79,7 +79,11 @@ def init(
 def keygen(
     path: Annotated[Path, typer.Argument(help="Private key file to create (.pem).")],
 ) -> None:
-    """Create an ed25519 signing key (and PATH.pub.pem to hand to the registry admin)."""
+    """Create an ed25519 signing key at PATH, and its public half to hand to the registry admin.
+
+    The public half is PATH with .pem replaced by .pub.pem: keys/acme.pem writes
+    keys/acme.pub.pem.
+    """
     from photoimmune.registry.keys import public_path, write_key
 
     checks.output_folder(path.parent, "PATH")
@@ -192,10 +196,13 @@ def show(
     """Print one release's descriptor (downloaded and verified, tensors included) and its
     scorecard, when the vendor published one (docs/vendor-guide.md: reading a scorecard)."""
     from photoimmune.registry.client import connect
+    from photoimmune.sdk.refs import ModelRef, check_model_name
 
+    # Named as a reference before any registry is asked: '' is no reference, not a release.
+    named = str(ModelRef.parse(ref)) if "@" in ref else check_model_name(ref)
     quiet_libraries()  # a bundled release's weights load with the target: no loading bars
     client = connect(registry, root)
-    ref = ref if "@" in ref else str(client.latest(ref))
+    ref = named if "@" in named else str(client.latest(named))
     target = client.get(ref)
     card = client.scorecard(ref)
     record = json.dumps(

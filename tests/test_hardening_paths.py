@@ -312,3 +312,12 @@ def test_manifests_add_records_the_signed_files_and_names_each_bad_one(
     store = ManifestStore(f"sqlite:///{db}")
     assert store.count() == 1
     store.dispose()
+
+
+def test_registry_show_names_a_reference_it_cannot_parse_before_asking_the_registry(
+    tmp_path, capsys
+):
+    missing = tmp_path / "no-registry"  # never opened: the reference is refused first
+    for ref, says in (("", "'' is not a model name"), ("Acme/m@1", "the vendor 'Acme'")):
+        text = refused(capsys, "registry", "show", ref, "-r", str(missing))
+        assert says in text
