@@ -25,12 +25,13 @@ from photoimmune.sdk.io import check_output_dir
 from .helpers import tiny_release
 
 
-def refused(capsys, *args: str) -> str:
-    """Run the command line; it must exit 2 without a traceback. Returns what it printed."""
-    status = main(list(args))
+def refused(capsys, *args: str, status: int = 2) -> str:
+    """Run the command line; it must exit ``status`` (2: bad input) without a traceback.
+    Returns what it printed."""
+    code = main(list(args))
     printed = capsys.readouterr()
     text = printed.out + printed.err
-    assert status == 2, text
+    assert code == status, text
     assert "Traceback" not in text
     return text
 
