@@ -35,16 +35,26 @@ def add(
     from photoimmune.resolver.store import ManifestStore
     from photoimmune.sdk.database import redact_url
     from photoimmune.sdk.errors import InputError
-    from photoimmune.sdk.io import read_image_bytes
+    from photoimmune.sdk.io import check_input_file, read_image_bytes
 
-    store = ManifestStore(database_option(db, "manifest store"))
-    listing = table("file", "asset", "codes", "")
-    failed = False
+    url = database_option(db, "manifest store")
+    # The files first: when none is there, no store is made (an empty one would then pass
+    # for a real one at `manifests serve`).
+    found: list[Path] = []
     for path in files:
         try:
-            # As `verify` does: one bad file is named, and the others are still recorded.
+            found.append(check_input_file(path))
+        except InputError as err:  # missing, a folder, a FIFO...: named, the others go on
+            print_error(str(err))
+    failed = len(found) < len(files)
+    if not found:
+        raise typer.Exit(2)
+    store = ManifestStore(url)
+    listing = table("file", "asset", "codes", "")
+    for path in found:
+        try:
             added = store.add(read_image_bytes(path), source=str(path))
-        except InputError as err:  # unreadable (missing, a folder, a FIFO...) or not signed
+        except InputError as err:  # unreadable, or not a signed file with a soft binding
             failed = True
             print_error(str(err))
             continue

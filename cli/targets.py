@@ -236,7 +236,6 @@ def score_command(
     for name in names:
         if not Path(name).exists():
             sample_path(name)  # an unknown name fails here, with the names there are
-    from photoimmune.sdk.errors import InputError
     from photoimmune.sdk.io import atomic_write_bytes
     from photoimmune.sdk.scorecard import score_target
     from photoimmune.sdk.targets import build_target, load_target

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 import httpx
+from pydantic import ValidationError
 from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root
 
@@ -141,7 +143,13 @@ class RemoteRegistry:
             )
         if response.status_code != 200:
             raise RegistryUnavailableError(f"{self.url}{path}: HTTP {response.status_code}")
-        return tm.NewVersion.model_validate(response.json()).version
+        try:
+            return tm.NewVersion.model_validate_json(response.content).version
+        except ValidationError:
+            raise RegistryUnavailableError(
+                f"{self.url}{path}: answered 200 but not as a photoimmune registry does; check "
+                "that the URL is where `photoimmune registry serve` runs"
+            ) from None
 
     def _wait(self, attempt: int, retry_after: str | None) -> float:
         """Seconds before attempt ``attempt + 1``: Retry-After or the backoff, the longer."""
@@ -234,7 +242,8 @@ def init_registry(
     _check_new_registry(paths)
     if not 1 <= root_keys <= MAX_ROOT_KEYS:
         raise InputError(
-            f"root keys {root_keys}: choose 1 to {MAX_ROOT_KEYS}; a root needs a handful "
+            f"root keys (--root-keys, root_keys=) {root_keys}: choose 1 to {MAX_ROOT_KEYS}; a "
+            "root needs a handful "
             "(3 by default), each one an offline key to keep"
         )
     _check_threshold(root_threshold, root_keys, "root")
@@ -244,8 +253,9 @@ def init_registry(
         work = folder
     else:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        # Hidden, and its name cut short: a folder name that fits the file system still does.
-        work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name[:32]}.init-"))
+        # mkdir, not mkdtemp: the registry keeps the mode the umask gives a new folder.
+        work = folder.parent / f"{_work_prefix(folder)}{secrets.token_hex(4)}"
+        work.mkdir()
     try:
         _write_registry(RegistryPaths(work), root_keys, root_threshold, database_url)
         if work != folder:
@@ -265,12 +275,15 @@ def _check_new_registry(paths: RegistryPaths) -> None:
             f"{folder}: a registry already exists here; its clients trust its root.json, "
             "so choose a new folder rather than replace it"
         )
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return
-    if paths.keys.exists():  # keys without root.json: an init killed before it could clean up
+    # A killed init (SIGKILL, power loss) cannot clean up: its folder holds private keys.
+    left = sorted(folder.parent.glob(f"{_work_prefix(folder)}*"))
+    if left or paths.keys.exists():
         raise OutputExistsError(
-            f"an interrupted `registry init` left {folder}; remove it and run again"
+            f"an interrupted `registry init` left {left[0] if left else folder} (private root "
+            "keys included); remove it and run again"
         )
+    if not folder.is_dir() or not any(_entries(folder)):
+        return
     raise OutputExistsError(
         f"{folder}: not empty; a registry is made in a new folder or an empty one: choose one"
     )
@@ -314,6 +327,17 @@ def _write_registry(
         store.dispose()  # SQLite's file whole and closed before its folder is renamed
 
 
+def _work_prefix(folder: Path) -> str:
+    """The start of the hidden folder an init builds ``folder`` in: its name cut short, so
+    a folder name that fits the file system still does."""
+    return f".{folder.name[:32]}.init-"
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What a folder holds, but for the ``lost+found`` of a fresh volume's mount point."""
+    return [entry for entry in folder.iterdir() if entry.name != "lost+found"]
+
+
 def _discard(work: Path, *, keep_folder: bool) -> None:
     """Remove what a failed init wrote in ``work``, and ``work`` itself unless the user
     made it; never raises, so the failure that brought us here is what the caller sees."""
@@ -321,7 +345,7 @@ def _discard(work: Path, *, keep_folder: bool) -> None:
         shutil.rmtree(work, ignore_errors=True)
         return
     with contextlib.suppress(OSError):
-        for entry in work.iterdir():
+        for entry in _entries(work):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:

@@ -113,7 +113,7 @@ def test_registry_init_refuses_too_many_root_keys_before_writing(tmp_path, capsy
     folder = tmp_path / "reg"
     too_many = str(MAX_ROOT_KEYS + 1)
     text = refused(capsys, "registry", "init", str(folder), "--root-keys", too_many)
-    assert f"root keys {too_many}: choose 1 to {MAX_ROOT_KEYS}" in text
+    assert f"root keys (--root-keys, root_keys=) {too_many}: choose 1 to {MAX_ROOT_KEYS}" in text
     args = ["--root-keys", str(MAX_ROOT_KEYS), "--root-threshold", too_many]
     assert f"root threshold {too_many}" in refused(capsys, "registry", "init", str(folder), *args)
     assert not folder.exists() and list(tmp_path.iterdir()) == []
@@ -159,8 +159,13 @@ def test_a_folder_an_older_interrupted_init_left_is_named(tmp_path, capsys):
     (folder / "keys").mkdir(parents=True)
     (folder / "keys" / "root-1.pem").write_text("a key an interrupted init wrote\n")
     text = refused(capsys, "registry", "init", str(folder), "--root-keys", "1")
-    assert f"an interrupted `registry init` left {folder}; remove it and run again" in text
+    assert f"an interrupted `registry init` left {folder} (private root keys" in text
     assert "keys are never replaced" not in text
+    # One killed outright leaves its hidden work folder beside the registry's.
+    killed = tmp_path / ".fresh.init-0a1b2c3d"
+    (killed / "keys").mkdir(parents=True)
+    text = refused(capsys, "registry", "init", str(tmp_path / "fresh"), "--root-keys", "1")
+    assert f"an interrupted `registry init` left {killed}" in text
     other = tmp_path / "notes"
     other.mkdir()
     (other / "README").write_text("mine\n")
@@ -170,7 +175,20 @@ def test_a_folder_an_older_interrupted_init_left_is_named(tmp_path, capsys):
 
 def test_registry_init_in_an_empty_folder_makes_the_registry_there(tmp_path, capsys):
     folder = tmp_path / "reg"
-    folder.mkdir()
+    (folder / "lost+found").mkdir(parents=True)  # a fresh volume's mount point
+    (tmp_path / "new").mkdir()  # the mode a plain new folder gets under this umask
+    expected_mode = (tmp_path / "new").stat().st_mode & 0o777
+    built = [
+        "registry",
+        "init",
+        str(tmp_path / "built"),
+        "--root-keys",
+        "1",
+        "--root-threshold",
+        "1",
+    ]
+    assert main(built) == 0
+    assert (tmp_path / "built").stat().st_mode & 0o777 == expected_mode
     args = ["registry", "init", str(folder), "--root-keys", "1", "--root-threshold", "1"]
     assert main(args) == 0
     assert RegistryPaths(folder).trusted_root.is_file()

@@ -321,3 +321,10 @@ def test_registry_show_names_a_reference_it_cannot_parse_before_asking_the_regis
     for ref, says in (("", "'' is not a model name"), ("Acme/m@1", "the vendor 'Acme'")):
         text = refused(capsys, "registry", "show", ref, "-r", str(missing))
         assert says in text
+
+
+def test_manifests_add_makes_no_store_when_no_file_is_there(tmp_path, capsys):
+    db = tmp_path / "m.db"
+    text = refused(capsys, "manifests", "add", str(tmp_path / "nosuch.png"), "--db", str(db))
+    assert "nosuch.png: no such file" in text
+    assert not db.exists()  # `manifests serve --db m.db` still refuses the typo

@@ -28,7 +28,13 @@ from safetensors.torch import save as save_safetensors
 from tuf.api.metadata import Metadata, TargetFile
 
 from photoimmune.registry import metadata as tm
-from photoimmune.registry.admin import add_vendor, init_registry, open_registry, publish
+from photoimmune.registry.admin import (
+    RemoteRegistry,
+    add_vendor,
+    init_registry,
+    open_registry,
+    publish,
+)
 from photoimmune.registry.client import RegistryClient
 from photoimmune.registry.errors import (
     InvalidNameError,
@@ -368,3 +374,13 @@ def test_a_planted_cache_does_not_override_the_trusted_root(tmp_path, reg):
     honest = RegistryClient(reg.mirror(), trusted_root=reg.paths.trusted_root, cache_dir=shared)
     assert honest.vendors() == ["acme"]
     assert str(honest.latest("acme/quick")) == "acme/quick@1"
+
+
+def test_an_upload_answered_200_by_something_else_is_named_not_a_traceback():
+    from .test_resolver_client import MisbehavingResolver
+
+    for body in (b"<html>welcome</html>", b'{"version": "x"}'):
+        with MisbehavingResolver(body) as url:
+            registry = RemoteRegistry(url, b"{}")
+            with pytest.raises(RegistryUnavailableError, match="not as a photoimmune registry"):
+                registry.update_root(b"{}")

@@ -40,7 +40,7 @@ NOT_A_RESOLVER = "did not answer as a photoimmune resolver"
 
 
 class MisbehavingResolver:
-    """Test double: a loopback HTTP server that answers every GET the same wrong way.
+    """Test double: a loopback HTTP server that answers every request the same wrong way.
 
     By default ``status`` and ``body`` at once. ``drip="body"`` or ``"headers"``: a 200
     whose chunked body (or whose headers) comes one byte every ``every`` seconds.
@@ -73,6 +73,8 @@ class MisbehavingResolver:
                 # OSError: the client hung up, as its deadline or size limit makes it
                 with contextlib.suppress(OSError):
                     double._answer(self)
+
+            do_POST = do_GET  # noqa: N815 (http.server's name): an upload, answered unread
 
             def log_message(self, *_args) -> None:
                 pass
