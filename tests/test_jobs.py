@@ -117,8 +117,10 @@ def test_catalog_add_is_idempotent_skips_non_images_and_records_unreadable(tmp_p
     assert set(first.unreadable) == {str(tmp_path / "in" / n) for n in ("broken.jpg", "fake.png")}
     assert "not an image" in first.unreadable[str(tmp_path / "in" / "fake.png")]
 
-    again = catalog.add([tmp_path / "in", photos[0]])
-    assert again.added == [] and again.updated == [] and again.unchanged == 6
+    (tmp_path / "link.png").symlink_to(photos[0])
+    again = catalog.add([tmp_path / "in", photos[0], tmp_path / "link.png"])
+    # photos[0], named three ways (in its folder, by name, through a link), counts once.
+    assert again.added == [] and again.updated == [] and again.unchanged == 5
 
     save_image(sample_pixels("coins.png", 40), photos[1], overwrite=True)
     changed = catalog.add([tmp_path / "in"])

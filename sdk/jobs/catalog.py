@@ -293,7 +293,18 @@ class Catalog:
 
 
 def _walk(paths: Sequence[str | os.PathLike[str]], missing: dict[str, str]) -> Iterator[Path]:
-    """The files under ``paths``; a path with nothing there goes to ``missing`` instead."""
+    """The files under ``paths``, each once however often it is named (a folder and a file
+    in it, a link to it); a path with nothing there goes to ``missing`` instead."""
+    seen: set[Path] = set()
+    for path in _named_files(paths, missing):
+        if (real := path.resolve()) not in seen:
+            seen.add(real)
+            yield path
+
+
+def _named_files(
+    paths: Sequence[str | os.PathLike[str]], missing: dict[str, str]
+) -> Iterator[Path]:
     for given in paths:
         path = _as_path(given)
         if path.is_dir():
