@@ -79,9 +79,10 @@ def eval_command(
         Path | None,
         typer.Option(help="torchvision classifier weights for FID and precision/recall."),
     ] = None,
-    features_arch: Annotated[str, typer.Option(help="Their torchvision architecture.")] = (
-        "inception_v3"
-    ),
+    features_arch: Annotated[
+        str | None,
+        typer.Option(help="The --features weights' torchvision architecture (inception_v3)."),
+    ] = None,
     clip: Annotated[
         Path | None, typer.Option(help="Local CLIP folder for image-prompt similarity.")
     ] = None,
@@ -91,6 +92,8 @@ def eval_command(
 ) -> None:
     """Edit clean and immunized photos; report SSIM, PSNR, VIFp, FSIM (FID, P/R, CLIP)."""
     _check_options(model, edit, eps, methods, processing, out, csv, features, clip)
+    if features_arch is not None and features is None:
+        raise InputError("--features-arch names the --features weights' architecture: add them")
     from pydantic import ValidationError
 
     from photoimmune.sdk.evaluate.harness import EvalSettings, evaluate
@@ -118,7 +121,7 @@ def eval_command(
             processing=_processing(processing, robustness),  # type: ignore[arg-type]  # ditto
             eot=eot,
             features=str(features) if features else None,
-            features_arch=features_arch,
+            **({"features_arch": features_arch} if features_arch else {}),
             clip=str(clip) if clip else None,
         )
     except ValidationError as exc:

@@ -192,3 +192,9 @@ def test_immunize_refuses_signing_options_with_no_sign(tmp_path, photo, capsys):
         text = refused(capsys, *args, str(value))
         assert f"{option} is for signing, and --no-sign is given" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_refuses_features_arch_without_features(tmp_path, photo, capsys):
+    args = ["eval", str(photo), "--features-arch", "resnet50", "-o", str(tmp_path / "ev")]
+    assert "--features-arch names the --features weights' architecture" in refused(capsys, *args)
+    assert not (tmp_path / "ev").exists()
