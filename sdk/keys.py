@@ -73,6 +73,10 @@ def default_key_dir() -> Path:
     return KeyDir.locate().path
 
 
+#: Trust anchors as a caller gives them: PEM bytes or text, a file, or a list of them.
+TrustFiles = bytes | str | os.PathLike[str] | Sequence[bytes | str | os.PathLike[str]]
+
+
 @dataclass(frozen=True)
 class ManifestSigner:
     """Everything c2pa needs to sign: an algorithm, a certificate chain and a key.
@@ -342,9 +346,7 @@ def resolve_signer(
     return keys.signer(role)
 
 
-def read_trust_anchors(
-    trust: bytes | str | os.PathLike[str] | Sequence[bytes | str | os.PathLike[str]] | None,
-) -> list[bytes] | None:
+def read_trust_anchors(trust: TrustFiles | None) -> list[bytes] | None:
     """PEM trust anchors (CA certificates) from PEM bytes or text, a file, or a list of them.
 
     Each must hold a PEM certificate: anything else would make every signature look

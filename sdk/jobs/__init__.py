@@ -21,7 +21,7 @@ from ..lazy import lazy_getattr
 if TYPE_CHECKING:
     from .catalog import AddReport, Catalog, CatalogError, CopyRecord, OriginalRecord
     from .engines import EngineError, LocalEngine, RayEngine
-    from .planning import Plan, PlannedImage, TargetKey, plan
+    from .planning import Plan, PlannedImage, ReleaseSource, TargetKey, plan
     from .queue import WorkQueue
     from .runner import JobSummary, output_name, run
     from .worker import Immunizer, JobSettings
@@ -32,7 +32,7 @@ _LAZY = {
         ["AddReport", "Catalog", "CatalogError", "CopyRecord", "OriginalRecord"], "catalog"
     ),
     **dict.fromkeys(["EngineError", "LocalEngine", "RayEngine"], "engines"),
-    **dict.fromkeys(["Plan", "PlannedImage", "TargetKey", "plan"], "planning"),
+    **dict.fromkeys(["Plan", "PlannedImage", "ReleaseSource", "TargetKey", "plan"], "planning"),
     "WorkQueue": "queue",
     **dict.fromkeys(["JobSummary", "output_name", "run"], "runner"),
     **dict.fromkeys(["Immunizer", "JobSettings"], "worker"),
@@ -53,6 +53,7 @@ __all__ = [
     "Plan",
     "PlannedImage",
     "RayEngine",
+    "ReleaseSource",
     "TargetKey",
     "WorkQueue",
     "output_name",

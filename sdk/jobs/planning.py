@@ -10,13 +10,17 @@ re-immunized from the original against all the subscribed releases at once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import InputError
-from ..refs import check_model_name
+from ..refs import ModelRef, check_model_name
 from .catalog import Catalog
+
+if TYPE_CHECKING:
+    from ..targets import AttackTarget
 
 
 class TargetKey(BaseModel):
@@ -87,7 +91,24 @@ def subscribed_models(models: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def plan(catalog: Catalog, registry, models: Sequence[str]) -> Plan:
+class ReleaseSource(Protocol):
+    """What jobs read of a registry; a :class:`~photoimmune.registry.RegistryClient` is
+    one. The SDK sits below the registry, so it names the calls rather than the class."""
+
+    def releases(self) -> Mapping[ModelRef, AttackTarget]:
+        """Every release's descriptor, from verified metadata."""
+        ...
+
+    def latest(self, model: str) -> ModelRef:
+        """The newest version of ``vendor/model``."""
+        ...
+
+    def get(self, ref: ModelRef | str) -> AttackTarget:
+        """One release's verified target, with its tensors."""
+        ...
+
+
+def plan(catalog: Catalog, registry: ReleaseSource, models: Sequence[str]) -> Plan:
     """The images of ``catalog`` lacking the latest release of any of ``models``.
 
     ``registry`` is a :class:`~photoimmune.registry.RegistryClient`; only its

@@ -28,7 +28,7 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,9 +55,12 @@ from ..manifest import read_manifest, sign_pixels
 from ..protection import Protection
 from .catalog import Catalog, CatalogError
 from .engines import Engine, make_engine
-from .planning import Plan, plan
+from .planning import Plan, ReleaseSource, plan
 from .queue import DEFAULT_LEASE_SECONDS, Claim, LeaseHeartbeat, NewCopy, WorkQueue
 from .worker import JobSettings, WorkOrder, WorkOutput
+
+if TYPE_CHECKING:
+    from ..keys import ManifestSigner, TrustFiles
 
 logger = logging.getLogger(__name__)
 #: progress(finished, total, location): after each item this job finishes.
@@ -118,12 +121,12 @@ def output_name(location: str, original_sha256: str, targets_key: str) -> str:
 
 def run(
     catalog: Catalog,
-    registry,
+    registry: ReleaseSource,
     models: Sequence[str],
     *,
     out_dir: str | os.PathLike[str],
-    signer=None,
-    trust=None,
+    signer: ManifestSigner | None = None,
+    trust: TrustFiles | None = None,
     settings: JobSettings | None = None,
     engine: str = "local",
     workers: int = 1,
@@ -268,7 +271,9 @@ def _settled(settings: JobSettings, targets: list) -> JobSettings:
     )
 
 
-def _signing(signer, trust):
+def _signing(
+    signer: ManifestSigner | None, trust: TrustFiles | None
+) -> tuple[ManifestSigner, list[bytes] | None]:
     """The signer, and the trust anchors its finished files verify against."""
     from ..keys import default_trust_anchors, read_trust_anchors, resolve_signer
 
@@ -287,7 +292,7 @@ def _signing(signer, trust):
     return signer, read_trust_anchors(trust) if trust is not None else default_trust_anchors()
 
 
-def _fetch_targets(registry, job_plan: Plan, weights: dict[str, str]) -> list:
+def _fetch_targets(registry: ReleaseSource, job_plan: Plan, weights: dict[str, str]) -> list:
     targets = []
     for key in job_plan.targets:
         target = registry.get(key.ref)
