@@ -453,6 +453,7 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
     if fmt not in set(SAVE_FORMATS.values()):
         raise InputError(f"cannot write {fmt} images; use PNG, JPEG or WebP")
     img = pixels if isinstance(pixels, Image.Image) else Image.fromarray(as_rgb_pixels(pixels))
+    _check_not_empty(img.width, img.height, fmt)  # Pillow: ValueError, or MemoryError (WebP)
     buf = io.BytesIO()
     if fmt == "PNG":
         img.save(buf, "PNG", optimize=False)
@@ -483,8 +484,7 @@ def encode_png_fast(pixels: np.ndarray) -> bytes:
     """
     rows = as_rgb_pixels(pixels)
     height, width = rows.shape[:2]
-    if height == 0 or width == 0:
-        raise InputError(f"cannot write an empty picture ({height}x{width}) as PNG")
+    _check_not_empty(width, height, "PNG")
     rows = rows.reshape(height, width * 3)
     scanlines = np.empty((height, 1 + width * 3), np.uint8)
     scanlines[:, 0] = 1  # the filter type byte: Sub
@@ -507,6 +507,14 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
+def _check_not_empty(width: int, height: int, fmt: str) -> None:
+    if not width or not height:
+        raise InputError(
+            f"pixels: an empty picture ({width}x{height}) cannot be saved as {fmt}; pass at "
+            "least one row and one column"
+        )
+
+
 def as_rgb_pixels(pixels: np.ndarray) -> np.ndarray:
     """``pixels`` as a contiguous uint8 ``(H, W, 3)`` array, or an InputError that says
     what was given instead (the encoders' and the tensor converters' one check).
@@ -515,6 +523,11 @@ def as_rgb_pixels(pixels: np.ndarray) -> np.ndarray:
         >>> as_rgb_pixels(np.zeros((2, 2, 3), np.uint8)).shape
         (2, 2, 3)
     """
+    if not isinstance(pixels, np.ndarray):  # a list would fail on .dtype, with no advice
+        raise InputError(
+            f"pixels: got a {type(pixels).__name__}; pass a uint8 numpy array of shape "
+            "(height, width, 3) (numpy.asarray(x, dtype=numpy.uint8) converts nested lists)"
+        )
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise InputError(
             f"expected uint8 pixels of shape (height, width, 3), got {pixels.dtype} {pixels.shape}"

@@ -67,7 +67,6 @@ from .codec import (
     read_image_bytes,
 )
 from .errors import (
-    ImageLoadError,
     ImageWriteError,
     InputError,
     OutputExistsError,
@@ -156,8 +155,6 @@ def load_image(
         >>> load_image("photo.jpg", verify=True).manifest.verdict  # never signed
         'missing'
     """
-    if isinstance(source, str | os.PathLike):
-        check_no_nul(source, ImageLoadError)
     decoded = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes)
     fields = {f.name: getattr(decoded, f.name) for f in dataclasses.fields(decoded)}
     if not verify:
@@ -511,7 +508,6 @@ def save_image(
         >>> save_image(load_image("photo.jpg").pixels, "out/photo.png")
         PosixPath('out/photo.png')
     """
-    _check_pixels_to_save(pixels)
     dest = Path(path)
     fmt = SAVE_FORMATS.get(dest.suffix.lower())
     if fmt is None:
@@ -519,27 +515,6 @@ def save_image(
             f"{dest}: unknown image suffix {dest.suffix!r}; use one of {', '.join(SAVE_FORMATS)}"
         )
     return atomic_write_bytes(dest, encode_image(pixels, fmt, quality=quality), overwrite=overwrite)
-
-
-def _check_pixels_to_save(pixels: object) -> None:
-    """Refuse what no encoder can write, with what to pass instead: Pillow would raise a
-    bare AttributeError for a list, and ValueError (or, for WebP, MemoryError) for an
-    empty picture."""
-    if isinstance(pixels, Image.Image):
-        width, height = pixels.size
-    elif isinstance(pixels, np.ndarray):
-        height, width = as_rgb_pixels(pixels).shape[:2]
-    else:
-        raise InputError(
-            f"pixels: got a {type(pixels).__name__}; pass a uint8 numpy array of shape "
-            "(height, width, 3) or a PIL image (numpy.asarray(x, dtype=numpy.uint8) converts "
-            "nested lists)"
-        )
-    if not width or not height:
-        raise InputError(
-            f"pixels: an empty picture ({width}x{height}) cannot be saved; pass at least one "
-            "row and one column"
-        )
 
 
 def max_abs_delta(a: np.ndarray, b: np.ndarray) -> int:
