@@ -239,12 +239,8 @@ def immunize_command(
 ) -> None:
     """Immunize images against AI editing and write them, signed, as PNG to --out."""
     trusted_root = _check_immunize_options(
-        method, eps, recipe, model, target, registry, root, out, key, cert
+        method, eps, recipe, model, target, registry, root, out, key, cert, keys_dir, sign
     )
-    if not sign:
-        for given, option in ((key, "--key"), (cert, "--cert"), (keys_dir, "--keys")):
-            if given is not None:
-                raise InputError(f"{option} is for signing, and --no-sign is given: drop one")
     from photoimmune.sdk.io import load_image
 
     loaded = [load_image(p) for p in inputs]  # a bad file fails here, before any compute
@@ -313,6 +309,8 @@ def _check_immunize_options(
     out: Path,
     key: Path | None,
     cert: Path | None,
+    keys_dir: Path | None,
+    sign: bool,
 ) -> bytes | None:
     """Every option of ``immunize`` that can be checked without torch, checked first
     (``None``: not given, the target's recommendation); returns ``--root``'s checked
@@ -327,7 +325,8 @@ def _check_immunize_options(
     if refs and registry is None:
         raise InputError("--target needs --registry (a registry folder or server URL)")
     # Each of these would be ignored without a word: the release a --target names
-    # carries its target image, and only a --target is fetched from a registry.
+    # carries its target image, only a --target is fetched from a registry, and
+    # --no-sign uses no key.
     if refs and recipe is not None:
         raise InputError(
             "--recipe builds a target from --model; a --target's release carries its own "
@@ -340,6 +339,10 @@ def _check_immunize_options(
                     f"{option} is only for fetching a --target from a registry, and no "
                     f"--target is given: add --target vendor/model@version, or drop {option}"
                 )
+    if not sign:
+        for given, option in ((key, "--key"), (cert, "--cert"), (keys_dir, "--keys")):
+            if given is not None:
+                raise InputError(f"{option} is for signing, and --no-sign is given: drop one")
     trusted_root = checks.registry(registry, root) if registry is not None else None
     checks.output_folder(out, "-o/--out")
     checks.input_files([p for p in (key, cert) if p is not None])
