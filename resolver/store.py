@@ -114,10 +114,9 @@ class ManifestStore:
             NotSignedError: ``data`` carries no immunization manifest with a soft binding.
         """
         try:
-            image = decode_image(data)
+            image = decode_image(data, name=source)
         except ImageLoadError as err:
-            # The decoder calls bytes "<bytes>"; the caller knows their name.
-            raise NotSignedError(str(err).replace("<bytes>", source, 1)) from None
+            raise NotSignedError(str(err)) from None
         report = read_manifest(data, pixels=image.pixels)
         if report.assertion is None or not report.soft_binding or report.verdict == "invalid":
             raise NotSignedError(

@@ -94,6 +94,7 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    name: str = "<bytes>",
 ) -> DecodedImage:
     """Decode ``source`` into 8-bit RGB pixels, or raise :class:`ImageLoadError`.
 
@@ -107,6 +108,8 @@ def decode_image(
         max_pixels: refuse images with more pixels, before decoding.
             Default: :data:`DEFAULT_MAX_PIXELS`.
         max_bytes: refuse files larger than this. Default: :data:`DEFAULT_MAX_BYTES`.
+        name: what messages call ``source`` when it is bytes (the caller knows where they
+            came from: a file's name, "the uploaded image"). Default: ``"<bytes>"``.
 
     Example:
         >>> decode_image("photo.jpg").pixels.shape
@@ -124,7 +127,7 @@ def decode_image(
             pixels = _to_rgb_array(source, name)
         return DecodedImage(_freeze(pixels), name, source.format, source.mode)
     if isinstance(source, bytes | bytearray | memoryview):
-        name, data = "<bytes>", bytes(source)
+        data = bytes(source)
         if len(data) > max_bytes:
             raise ImageTooLargeError(
                 f"{name}: {len(data)} bytes is over the {max_bytes}-byte limit; "

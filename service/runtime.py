@@ -20,7 +20,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from photoimmune.sdk.codec import DecodedImage, decode_image
-from photoimmune.sdk.errors import ImageLoadError
 from photoimmune.sdk.keys import ManifestSigner, resolve_signer
 
 from . import jobs
@@ -101,12 +100,12 @@ class Service:
                 f"the image is {len(data)} bytes, over this service's limit of "
                 f"{self.settings.max_upload_bytes}; downscale or recompress it"
             )
-        try:
-            image = decode_image(
-                data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_upload_bytes
-            )
-        except ImageLoadError as err:  # the same error (413 for too large), named for the client
-            raise type(err)(str(err).replace("<bytes>", "the uploaded image", 1)) from None
+        image = decode_image(
+            data,
+            max_pixels=self.settings.max_pixels,
+            max_bytes=self.settings.max_upload_bytes,
+            name="the uploaded image",
+        )
         targets = self.offer.targets(models)
         spec = JobSpec(
             targets=tuple((str(t.ref), t.digest) for t in targets),
