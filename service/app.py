@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from photoimmune.sdk.errors import ImageTooLargeError, InputError, PhotoimmuneError
 
 from . import jobs
+from .apikeys import KeyRecord
 from .errors import ServiceError
 from .runtime import OfferDescription, Service, describe_offer
 
@@ -68,9 +70,26 @@ def create_app(service: Service) -> FastAPI:
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=service.settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
 
-    def auth(credentials: HTTPAuthorizationCredentials | None, images: int = 0):
+    def auth(credentials: HTTPAuthorizationCredentials | None, images: int = 0) -> KeyRecord:
         header = None if credentials is None else f"Bearer {credentials.credentials}"
         return service.admit(header, images=images)
+
+    def admitted(credentials: Bearer) -> KeyRecord:
+        return auth(credentials)
+
+    async def one_upload(request: Request, _key: KeyRecord = Depends(admitted)) -> None:
+        """401/403 before the upload is looked at; then each form field once.
+
+        FastAPI would keep the last of two ``image`` parts and immunize that one,
+        whichever photo the client meant.
+        """
+        counts = Counter(name for name, _ in (await request.form()).multi_items())
+        repeated = sorted(name for name, n in counts.items() if n > 1)
+        if repeated:
+            raise InputError(
+                f"the form gives {', '.join(repeated)} more than once; send one photo, "
+                "and each field once, per request"
+            )
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -92,12 +111,12 @@ def create_app(service: Service) -> FastAPI:
     def immunize(
         image: Image,
         credentials: Bearer,
+        _admitted: None = Depends(one_upload),  # a local function: no Annotated alias
         models: Models = None,
         eps: Eps = None,
         format: Format = "png",
     ) -> Response:
         """Immunize one photo now: the signed immunized file (for images up to the limit)."""
-        auth(credentials)  # 401/403 before the upload is looked at
         data = _read(image)
         decoded, spec = service.check_upload(data, models, eps, format)
         auth(credentials, images=1)  # rate and quota: only for work the service will do
@@ -108,12 +127,12 @@ def create_app(service: Service) -> FastAPI:
     def submit(
         image: Image,
         credentials: Bearer,
+        _admitted: None = Depends(one_upload),  # a local function: no Annotated alias
         models: Models = None,
         eps: Eps = None,
         format: Format = "png",
     ) -> JSONResponse:
         """Queue one photo (any size up to the upload limit); poll the job's URL."""
-        auth(credentials)
         data = _read(image)
         decoded, spec = service.check_upload(data, models, eps, format)
         key = auth(credentials, images=1)

@@ -20,6 +20,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -212,9 +213,11 @@ def test_bad_requests_get_4xx_json_that_says_what_to_do(service, world):
     key = add_key(service.store, "tests", rate_per_minute=1000)
     photo = photo_bytes(32)
 
-    def post(data: bytes = photo, path: str = "/v1/immunize", **fields: str) -> httpx.Response:
+    def post(data: bytes = photo, path: str = "/v1/immunize", **fields: Any) -> httpx.Response:
         files = {"image": ("photo.png", data, "image/png")}
         return http.post(path, files=files, data=fields, headers=bearer(key))
+
+    two = [("image", ("a.png", photo, "image/png")), ("image", ("b.png", photo, "image/png"))]
 
     cases = {
         "not an image": (post(b"%PDF-1.7 not a photo"), 400),
@@ -225,6 +228,8 @@ def test_bad_requests_get_4xx_json_that_says_what_to_do(service, world):
         "POST /v1/jobs": (post(photo_bytes(64)), 413),  # over max_sync_pixels
         "choose one of": (post(format="gif"), 422),
         "Bearer": (http.post("/v1/immunize", files={"image": ("a.png", photo)}), 401),
+        "gives image more than once": (http.post("/v1/jobs", files=two, headers=bearer(key)), 400),
+        "gives eps more than once": (post(path="/v1/jobs", eps=["8/255", "4/255"]), 400),
         "not one the service issued": (http.get("/v1/jobs/x", headers=bearer("pik_nope")), 401),
         "no job": (http.get("/v1/jobs/nope", headers=bearer(key)), 404),
     }
@@ -238,6 +243,8 @@ def test_bad_requests_get_4xx_json_that_says_what_to_do(service, world):
     answer = too_big.post("/v1/jobs", files={"image": ("a.png", photo)}, headers=bearer(key))
     assert answer.status_code == 413 and "over" in answer.json()["error"]
     assert service.store.catalog.originals() == []  # nothing refused was queued
+    # an unauthenticated request learns nothing about its upload, repeated parts included
+    assert http.post("/v1/jobs", files=two).status_code == 401
 
 
 def test_weights_that_are_not_the_latest_release_are_refused_at_start_up(world, tmp_path):
