@@ -24,13 +24,12 @@ from rich.markup import escape
 
 from photoimmune.sdk import __version__
 from photoimmune.sdk.errors import InputError, PhotoimmuneError
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
 
 from . import checks
 from .catalog import catalog_app, reimmunize_command
 from .common import (
     KEY_DIR_HELP,
-    MAX_SEED,
-    MAX_STEPS,
     attack_bar,
     attack_task,
     console,

@@ -10,12 +10,11 @@ import typer
 from rich.markup import escape
 
 from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
 
 from . import checks
 from .common import (
     DB_HELP,
-    MAX_SEED,
-    MAX_STEPS,
     console,
     database_option,
     err_console,

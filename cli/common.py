@@ -43,14 +43,10 @@ options = _Options()
 KEY_DIR_HELP = "$PHOTOIMMUNE_KEY_DIR or ~/.photoimmune/keys"
 DB_HELP = "Catalog database: an SQLite file path or a SQLAlchemy URL (postgresql+psycopg://...)."
 
-# Bounds of numeric options: a typo is refused by name, never overflows where the value
-# lands nor runs for days.
-#: torch seeds its generators with a signed 64-bit integer.
-MAX_SEED = 2**63 - 1
+# Bounds of numeric options (seeds and steps: photoimmune.sdk.limits): a typo is refused
+# by name, never overflows where the value lands nor runs for days.
 #: What an INTEGER column holds on every database we support (PostgreSQL's: 32 bits).
 MAX_SQL_INT = 2**31 - 1
-#: PGD steps; past this a count is a typo, not a plan (100 steps already take minutes).
-MAX_STEPS = 10_000
 
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")]
 

@@ -12,9 +12,10 @@ from rich.table import Table
 from photoimmune.sdk.descriptor import METHODS, PipelineKind
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.evaluate.processing import PROCESSING_NAMES
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
 
 from . import checks
-from .common import MAX_SEED, MAX_STEPS, console, print_wide, progress_bar, quiet_libraries
+from .common import console, print_wide, progress_bar, quiet_libraries
 
 #: The harness's ``EvalMethod`` (same-ε noise or an attack), mirrored because the harness
 #: imports torch; a test keeps them equal.

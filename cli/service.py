@@ -16,9 +16,10 @@ import typer
 from rich.markup import escape
 
 from photoimmune.sdk.errors import InputError
+from photoimmune.sdk.limits import MAX_STEPS
 
 from . import checks
-from .common import MAX_SQL_INT, MAX_STEPS, PortOpt, console, database_option, plain, table
+from .common import MAX_SQL_INT, PortOpt, console, database_option, plain, table
 
 service_app = typer.Typer(
     help="The vendor's immunization service: an HTTP API and web page, with API keys.",

@@ -16,9 +16,10 @@ import typer
 from rich.markup import escape
 
 from photoimmune.sdk.errors import InputError, OutputExistsError
+from photoimmune.sdk.limits import MAX_STEPS
 
 from . import checks
-from .common import MAX_STEPS, console, progress_bar, quiet_libraries, table
+from .common import console, progress_bar, quiet_libraries, table
 
 targets_app = typer.Typer(help="Attack targets for a model release.", no_args_is_help=True)
 
