@@ -36,7 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError, ImageTooLargeError, InputError, PhotoimmuneError
+from .errors import (
+    ImageLoadError,
+    ImageTooLargeError,
+    ImageWriteError,
+    InputError,
+    PhotoimmuneError,
+)
 
 #: Refuse images with more pixels than this (about 67 megapixels, e.g. 8192x8192).
 DEFAULT_MAX_PIXELS = 1 << 26
@@ -49,6 +55,9 @@ SAFE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 _WHITE = (255, 255, 255)
+#: The widest or tallest picture each format can hold (PNG's limit is far beyond memory):
+#: libjpeg stops at 65500 pixels a side, libwebp at 16383.
+_MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
 
 
 @dataclass(frozen=True)
@@ -442,29 +451,73 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
 
     PNG is lossless and the default everywhere an exact perturbation matters;
     JPEG and WebP are written at ``quality`` (WebP lossless when quality is 100).
+    A PIL image is first made RGB by the loader's rules (:func:`decode_image`):
+    its current frame, EXIF orientation applied, transparency composited on white.
 
     Args:
         pixels: uint8 RGB ``(H, W, 3)`` (grayscale ``(H, W)`` is expanded) or a PIL image.
-        fmt: ``"PNG"``, ``"JPEG"`` or ``"WEBP"``.
-        quality: JPEG/WebP quality, 1-100. Default: 95.
+        fmt: ``"PNG"``, ``"JPEG"`` or ``"WEBP"`` (any case).
+        quality: JPEG/WebP quality, a whole number from 1 to 100. Default: 95.
+
+    Raises:
+        InputError: an unknown ``fmt``, a ``quality`` out of range, pixels that are no
+            picture, or one too wide or tall for ``fmt`` (JPEG: 65500 pixels a side,
+            WebP: 16383).
 
     Example:
         >>> len(encode_image(np.zeros((8, 8, 3), np.uint8), "PNG")) > 0
         True
     """
+    formats = sorted(set(SAVE_FORMATS.values()))
+    if not isinstance(fmt, str) or fmt.upper() not in formats:
+        raise InputError(f"fmt {fmt!r}: cannot write this format; use one of {', '.join(formats)}")
     fmt = fmt.upper()
-    if fmt not in set(SAVE_FORMATS.values()):
-        raise InputError(f"cannot write {fmt} images; use PNG, JPEG or WebP")
-    img = pixels if isinstance(pixels, Image.Image) else Image.fromarray(as_rgb_pixels(pixels))
-    _check_not_empty(img.width, img.height, fmt)  # Pillow: ValueError, or MemoryError (WebP)
+    # bool is an int to Python, and True is no quality anyone means.
+    if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
+        raise InputError(
+            f"quality: got a {type(quality).__name__}; pass a whole number from 1 to 100"
+        )
+    if not 1 <= quality <= 100:
+        raise InputError(
+            f"quality {quality}: out of range; pass a whole number from 1 to 100 "
+            "(95 by default; WebP at 100 is lossless)"
+        )
+    quality = int(quality)  # Pillow takes no numpy integers (nor their numpy bools)
+    rgb = _rgb_to_encode(pixels)
+    height, width = rgb.shape[:2]
+    _check_not_empty(width, height, fmt)  # Pillow: ValueError, or MemoryError (WebP)
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise InputError(
+            f"pixels: {width}x{height} is over {fmt}'s limit of {limit} pixels a side; save "
+            "it as PNG, which has no such limit, or downscale it"
+        )
+    img = Image.fromarray(rgb)
     buf = io.BytesIO()
-    if fmt == "PNG":
-        img.save(buf, "PNG", optimize=False)
-    elif fmt == "WEBP":
-        img.save(buf, "WEBP", quality=quality, lossless=quality >= 100)
-    else:
-        img.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    try:
+        if fmt == "PNG":
+            img.save(buf, "PNG", optimize=False)
+        elif fmt == "WEBP":
+            img.save(buf, "WEBP", quality=quality, lossless=quality >= 100)
+        else:
+            img.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    except (OSError, ValueError) as err:  # the encoder's own limits, past the checks above
+        raise ImageWriteError(
+            f"pixels: the {fmt} encoder failed ({err}); try PNG, or a smaller picture"
+        ) from None
     return buf.getvalue()
+
+
+def _rgb_to_encode(pixels: np.ndarray | Image.Image) -> np.ndarray:
+    """``pixels`` as uint8 ``(H, W, 3)``: a PIL image by the loader's rules, grayscale
+    expanded, anything else checked by :func:`as_rgb_pixels`."""
+    if isinstance(pixels, Image.Image):
+        with _decoder_errors("pixels"):  # a lazily opened image decodes only now
+            # A copy holds the current frame alone, and the caller's image stays on it.
+            return _to_rgb_array(pixels.copy(), "pixels")
+    if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 2:
+        return np.repeat(pixels[..., None], 3, axis=2)
+    return as_rgb_pixels(pixels)
 
 
 def encode_png_fast(pixels: np.ndarray) -> bytes:

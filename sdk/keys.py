@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
+import shutil
 import stat
+import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .errors import InputError, OutputExistsError
+from .codec import check_no_nul
+from .errors import ImageWriteError, InputError, OutputExistsError
 from .io import atomic_write_bytes, check_input_file, check_output_dir, env_path
 
 SigningAlg = Literal["es256", "es384", "ed25519"]
@@ -51,6 +55,8 @@ _DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 # Certificate names hold at most 64 characters (RFC 5280's upper bound), and the leaves
 # are named "<organization> <role>": the longest role sets the organization's limit.
 _MAX_ORGANIZATION = 64 - max(len(f" {role}") for role in ROLES)
+#: The development CA's lifetime; a leaf may not outlive the CA that vouches for it.
+_CA_VALIDITY = dt.timedelta(days=3650)
 
 
 class SigningKeyError(InputError):
@@ -195,6 +201,10 @@ def cryptography_callback(private_key: PrivateKey) -> Callable[[bytes], bytes]:
     return sign
 
 
+#: How a caller signs with a key of their own, from Python and from the CLI.
+_OWN_KEY = "pass your own key and certificate (ManifestSigner.from_pem, or --key and --cert)"
+
+
 @dataclass(frozen=True)
 class KeyDir:
     """A key folder made by :func:`init_keys`: ``ca.pem``, and per role ``ROLE.key``/``ROLE.pem``.
@@ -205,10 +215,21 @@ class KeyDir:
         b'-----BEGIN CERTIFICATE-----'
     """
 
+    #: The folder; a str is accepted too, and kept as a Path.
     path: Path
     #: Where the path came from, for messages: the option that gave it (``--keys``),
     #: ``$PHOTOIMMUNE_KEY_DIR``, or ``key folder`` (the default, or a Python argument).
     source: str = field(default="key folder", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str | os.PathLike):
+            raise SigningKeyError(
+                f"{self.source}: got a {type(self.path).__name__}; pass the key folder's path "
+                "as a str or pathlib.Path"
+            )
+        check_no_nul(self.path, SigningKeyError)
+        # Frozen: the dataclass's own setattr refuses, even here.
+        object.__setattr__(self, "path", Path(self.path))
 
     @classmethod
     def locate(
@@ -254,18 +275,26 @@ class KeyDir:
         return any(os.path.lexists(p) for p in self._files())
 
     def signer(self, role: Role = "publisher") -> ManifestSigner:
+        """The signer of ``role``'s key and certificate in this folder.
+
+        Messages name both ways to go on, the Python call and the CLI option, since
+        this is reached from both.
+        """
+        if role not in ROLES:
+            raise SigningKeyError(f"role {role!r}: use one of {', '.join(ROLES)}")
         missing = [str(p) for p in (self.key(role), self.cert(role)) if not os.path.lexists(p)]
         if missing and self.holds_keys():
             # No new keys beside the others: a second CA would not be the one verifiers trust.
             raise SigningKeyError(
                 f"{' and '.join(missing)}: missing from {self.where}, which holds other keys; "
-                f"restore {'it' if len(missing) == 1 else 'them'} from your backup, pass --key "
-                "and --cert, or choose another key folder"
+                f"restore {'it' if len(missing) == 1 else 'them'} from your backup, {_OWN_KEY}, "
+                "or choose another key folder"
             )
         if missing:
             raise SigningKeyError(
-                f"{' and '.join(missing)}: missing from {self.where}; run `photoimmune keys "
-                f"init --dir {self.path}` or pass --key and --cert"
+                f"{' and '.join(missing)}: missing from {self.where}; create the keys with "
+                f"init_keys({str(self.path)!r}) or `photoimmune keys init --dir {self.path}`, "
+                f"or {_OWN_KEY}"
             )
         return ManifestSigner.from_pem(self.key(role), self.cert(role))
 
@@ -414,66 +443,180 @@ def init_keys(
     Refuses to touch a folder that already holds keys: losing a key means losing
     the ability to sign as that identity. The CA's private key stays in the folder
     (``ca.key``) so more leaves can be issued; in production it lives offline.
-    ``organization`` must fit the certificates' names (at most 64 characters,
-    ``"<organization> publisher"`` included), or :class:`SigningKeyError` is raised
-    before anything is written; so is a folder that is a file or not writable
-    (:func:`~photoimmune.sdk.io.check_output_dir`), named by ``option`` (the CLI's
-    ``"--dir"``) or, without ``directory``, by ``$PHOTOIMMUNE_KEY_DIR`` when that set it.
+
+    Every argument is checked before anything is written, and :class:`SigningKeyError`
+    says which is wrong: ``alg`` not one of es256, es384, ed25519; ``organization`` not
+    text that fits the certificates' names (1 to 64 characters, ``"<organization>
+    publisher"`` included, no control characters); ``leaf_validity`` not a
+    :class:`datetime.timedelta` above zero and within the CA's 3650 days. So is a folder
+    that is a file or not writable (:func:`~photoimmune.sdk.io.check_output_dir`), named
+    by ``option`` (the CLI's ``"--dir"``) or, without ``directory``, by
+    ``$PHOTOIMMUNE_KEY_DIR`` when that set it.
+
+    A failure leaves no key behind: a new folder is built beside its place and renamed
+    into it once whole; an existing folder is left as it was, the files this call wrote
+    removed again.
 
     Example:
         >>> keys = init_keys("/tmp/photoimmune-keys")  # doctest: +SKIP
         >>> sorted(p.name for p in keys.path.iterdir())  # doctest: +SKIP
         ['ca.key', 'ca.pem', 'publisher.key', 'publisher.pem', 'vendor.key', 'vendor.pem']
     """
-    if not 1 <= len(organization) <= _MAX_ORGANIZATION:
-        raise SigningKeyError(
-            f"the organization (--organization, organization=) has {len(organization)} "
-            f"characters; give 1 to {_MAX_ORGANIZATION}: certificate names hold at most 64, "
-            '"<organization> publisher" included'
-        )
+    _check_key_options(alg, organization, leaf_validity)
     keys = KeyDir.locate(directory, option=option)
     check_output_dir(keys.path, option=keys.source)
     if keys.holds_keys():
         raise OutputExistsError(
             f"{keys.where}: already holds keys; use them, or choose another key folder"
         )
-    _key_folder(keys.path)
+    # A killed init (SIGKILL, power loss) cannot clean up: its folder holds private keys.
+    left = _interrupted_inits(keys.path)
+    if left:
+        raise OutputExistsError(
+            f"an interrupted init_keys left {left[0]} (private keys included); remove it "
+            "and run again"
+        )
+    files = _development_keys(alg, organization, leaf_validity)  # in memory: nothing to undo
+    if keys.path.is_dir():
+        _warn_if_shared(keys.path)
+        _write_into(keys.path, files)
+    else:
+        _write_new_folder(keys.path, files)
+    return keys
+
+
+def _check_key_options(alg: object, organization: object, leaf_validity: object) -> None:
+    if alg not in get_args(SigningAlg):
+        raise SigningKeyError(
+            f"alg {alg!r}: not a signing algorithm photoimmune supports; use one of "
+            f"{', '.join(get_args(SigningAlg))}"
+        )
+    if not isinstance(organization, str):
+        raise SigningKeyError(
+            f"organization: got a {type(organization).__name__}; pass the name the "
+            'certificates carry as text, e.g. "Example News"'
+        )
+    if not 1 <= len(organization) <= _MAX_ORGANIZATION:
+        raise SigningKeyError(
+            f"the organization (--organization, organization=) has {len(organization)} "
+            f"characters; give 1 to {_MAX_ORGANIZATION}: certificate names hold at most 64, "
+            '"<organization> publisher" included'
+        )
+    # Control characters (NUL, newlines) and lone surrogates make names that validators and
+    # people read differently, or that cannot be encoded at all.
+    bad = next((c for c in organization if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise SigningKeyError(
+            f"organization {organization!r}: holds the control character {bad!r}; give a "
+            "name of printable characters"
+        )
+    if not isinstance(leaf_validity, dt.timedelta):
+        raise SigningKeyError(
+            f"leaf_validity: got a {type(leaf_validity).__name__}; pass a datetime.timedelta, "
+            "e.g. datetime.timedelta(days=730)"
+        )
+    if not dt.timedelta(0) < leaf_validity <= _CA_VALIDITY:
+        raise SigningKeyError(
+            f"leaf_validity {leaf_validity!r}: give more than zero and at most "
+            f"{_CA_VALIDITY.days} days, the CA's own lifetime (default: 730 days)"
+        )
+
+
+def _development_keys(
+    alg: SigningAlg, organization: str, leaf_validity: dt.timedelta
+) -> dict[str, tuple[bytes, int]]:
+    """The files of a new key folder, by name: their bytes and mode (0600 for keys)."""
     ca_key = generate_key(alg)
     ca_cert = issue_ca(ca_key, organization)
-    _write_private(keys.path / "ca.key", ca_key)
-    _write_public(keys.ca_cert, _pem(ca_cert))
+    files = {"ca.key": (private_key_pem(ca_key), 0o600), "ca.pem": (_pem(ca_cert), 0o644)}
     for role in ROLES:
         leaf_key = generate_key(alg)
         leaf = issue_leaf(
             ca_key, ca_cert, leaf_key.public_key(), f"{organization} {role}", leaf_validity
         )
-        _write_private(keys.key(role), leaf_key)
-        _write_public(keys.cert(role), _pem(leaf))  # chain = leaf only; readers hold the CA
-    return keys
+        files[f"{role}.key"] = (private_key_pem(leaf_key), 0o600)
+        files[f"{role}.pem"] = (_pem(leaf), 0o644)  # chain = leaf only; readers hold the CA
+    return files
 
 
-def _key_folder(path: Path) -> None:
-    """Create ``path`` 0700 for new keys; a folder that already exists keeps its mode.
+def _warn_if_shared(path: Path) -> None:
+    """Warn when others can reach an existing folder that is given keys; leave its mode.
 
     A folder the user made (``keys init --dir ~/work/keys``) is theirs: its mode may be
     shared on purpose (a group that signs), and changing it silently would change
-    who can list their other files. The private keys are 0600 either way; a folder
-    others can reach is only warned about.
+    who can list their other files. The private keys are 0600 either way.
     """
-    if path.is_dir():
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            who = "group and others" if mode & 0o007 else "its group"
-            warnings.warn(
-                f"{path}: {who} can access this folder (mode {mode:04o}); the private keys "
-                f"are created 0600, but consider `chmod 700 {path}`",
-                KeyFolderWarning,
-                stacklevel=3,
-            )
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir(mode=0o700)
-    os.chmod(path, 0o700)  # mkdir's mode is reduced by the umask; this folder is ours
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        who = "group and others" if mode & 0o007 else "its group"
+        warnings.warn(
+            f"{path}: {who} can access this folder (mode {mode:04o}); the private keys "
+            f"are created 0600, but consider `chmod 700 {path}`",
+            KeyFolderWarning,
+            stacklevel=3,  # init_keys' caller
+        )
+
+
+def _write_into(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
+    """Write ``files`` into ``folder``, removing again those written if one fails.
+
+    Only the files this call created go: the folder and whatever else it holds are the
+    user's. Each write is atomic, never replaces a file (a key is never lost), and a
+    key file is 0600 from its first byte.
+    """
+    written: list[Path] = []
+    try:
+        for name, (data, mode) in files.items():
+            written.append(atomic_write_bytes(folder / name, data, mode=mode))
+    except BaseException:  # Ctrl-C included: a folder with half its keys can never sign
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _write_new_folder(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
+    """Build the folder as a hidden sibling, 0700, and rename it into place once whole."""
+    work = folder.parent / f"{_work_prefix(folder)}{secrets.token_hex(4)}"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work.mkdir(mode=0o700)
+        os.chmod(work, 0o700)  # mkdir's mode is reduced by the umask; this folder is ours
+        _write_into(work, files)
+        work.rename(folder)  # fails if someone else filled the folder meanwhile
+    except BaseException as err:  # Ctrl-C included: half a key folder can never sign
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(err, ImageWriteError | OSError):
+            # Named by the folder asked for: the hidden one is gone.
+            raise ImageWriteError(
+                f"{folder}: cannot create the key folder ({_reason(err)}); nothing was "
+                "written, choose another folder or make room, and run again"
+            ) from None
+        raise
+
+
+def _reason(err: BaseException) -> str:
+    """The OS's words for why a write failed, without the path it failed on."""
+    cause = err.__cause__ or err
+    return (cause.strerror if isinstance(cause, OSError) else None) or str(cause)
+
+
+def _work_prefix(folder: Path) -> str:
+    """The start of the hidden folder a new key folder is built in: its name cut short, so
+    a folder name that fits the file system still does."""
+    return f".{folder.name[:32]}.init-"
+
+
+def _interrupted_inits(folder: Path) -> list[Path]:
+    """Hidden folders a killed :func:`init_keys` of ``folder`` left beside it.
+
+    Names are compared as strings, never as glob patterns: a folder may be called ``[1]``.
+    """
+    prefix = _work_prefix(folder)
+    try:
+        names = os.listdir(folder.parent)
+    except OSError:  # no parent yet: nothing was left there
+        return []
+    return sorted(folder.parent / name for name in names if name.startswith(prefix))
 
 
 def generate_key(alg: SigningAlg) -> PrivateKey:
@@ -501,7 +644,7 @@ def issue_ca(key: PrivateKey, organization: str) -> x509.Certificate:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=3650))
+        .not_valid_after(now + _CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -633,12 +776,3 @@ def _describe_leaf(chain_pem: bytes) -> str:
     except ValueError:
         return "unreadable"
     return f"{leaf.subject.rfc4514_string()}, sha256:{leaf.fingerprint(hashes.SHA256()).hex()[:16]}"
-
-
-def _write_private(path: Path, key: PrivateKey) -> None:
-    # Atomic, and 0600 from the first byte; never replaces a key (losing one is final).
-    atomic_write_bytes(path, private_key_pem(key), mode=0o600)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data, mode=0o644)
