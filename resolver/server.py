@@ -4,15 +4,22 @@
 whose code is within :data:`~photoimmune.sdk.softbinding.MATCH_BITS` bits,
 nearest first; ``GET /v1/assets/{id}`` answers one asset's signed bytes (its
 manifest store and the pixels a verifier compares). A lookup carries a 64-bit
-code, never an image. Bad input gets a 4xx JSON ``{"detail": ...}``.
+code, never an image. HEAD is answered wherever GET is. Bad input gets a 4xx JSON
+``{"detail": "<what is wrong and what to send>"}``, one string, never the whole input.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photoimmune.sdk.softbinding import ALGORITHM, MATCH_BITS
 
@@ -21,6 +28,79 @@ from .match import LookupAnswer
 from .store import ManifestStore
 
 _HEX_CODE = r"^[0-9a-fA-F]{16}$"
+# The store's ids are 64-bit SQL integers, which a larger number overflows.
+_MAX_ASSET_ID = 2**63 - 1
+_SHOWN_CHARS = 80  # of a bad value, echoed so its sender can spot it, never all of it
+
+#: What to send instead, by parameter name: the one message a bad value gets.
+_ADVICE = {
+    "code": (
+        "code must be 16 hex digits: the image's 64-bit soft-binding code "
+        f"({ALGORITHM}), which `photoimmune verify --resolver URL` computes and sends"
+    ),
+    "asset_id": (
+        "asset ids are whole numbers written plainly (ASCII digits, no sign, leading zeros, "
+        f"spaces or separators, at most {_MAX_ASSET_ID}), as lookups answer them and "
+        "`photoimmune manifests add` lists them"
+    ),
+}
+_ENDPOINTS = "GET /v1/lookup?alg=...&code=..., GET /v1/assets/{id} and GET /v1/health"
+
+
+def _canonical_id(value: object) -> object:
+    # int() alone would also take "+1", " 1", "01", "1_0" and "1.0": one asset, many URLs.
+    if isinstance(value, str) and not re.fullmatch(r"0|[1-9][0-9]*", value):
+        raise ValueError("not a canonical asset id")
+    return value
+
+
+_AssetId = Annotated[
+    int,
+    BeforeValidator(_canonical_id),
+    Path(ge=0, le=_MAX_ASSET_ID, description="the asset's id"),
+]
+
+
+def _shown(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "...")
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One validation error as advice: what to send, and the start of what was sent."""
+    where: Sequence[Any] = error.get("loc", ())
+    name = str(where[-1]) if where else "request"
+    advice = _ADVICE.get(name, f"{name}: {error.get('msg', 'invalid')}")
+    if error.get("type") == "missing":
+        return f"{name} is missing; {advice}"
+    return f"{advice}; got {_shown(error.get('input'))}"
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def _readable(app: FastAPI, path: str) -> Callable[[_Endpoint], _Endpoint]:
+    """Serve an endpoint on GET and HEAD, as two routes: one route of both methods would
+    give both the same OpenAPI operation id, which FastAPI warns of as a broken schema."""
+
+    def register(endpoint: _Endpoint) -> _Endpoint:
+        app.get(path)(endpoint)
+        return app.head(path)(endpoint)
+
+    return register
+
+
+async def _single_valued(request: Request) -> None:
+    # Which of two values would win is the framework's whim, not something to rely on.
+    # async: a plain function would cost every lookup a worker thread's hand-off.
+    names = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = [name for name, count in names.items() if count > 1]
+    if repeated:
+        raise HTTPException(
+            400,
+            detail=f"query parameter {_shown(repeated[0])} is given more than once; "
+            "send each parameter once",
+        )
 
 
 def create_app(store: ManifestStore) -> FastAPI:
@@ -29,34 +109,53 @@ def create_app(store: ManifestStore) -> FastAPI:
     Example:
         >>> app = create_app(ManifestStore("sqlite:///manifests.db"))  # doctest: +SKIP
     """
-    app = FastAPI(title="photoimmune manifest resolver", version="1")
+    app = FastAPI(
+        title="photoimmune manifest resolver",
+        version="1",
+        dependencies=[Depends(_single_valued)],
+    )
 
     @app.exception_handler(UnknownAssetError)
     async def _not_found(_request: Request, exc: UnknownAssetError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(_problem(error) for error in exc.errors())
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing's own 404 and 405 carry bare phrases ("Not Found"): say what is served.
+        detail, headers = str(exc.detail), exc.headers
+        if exc.status_code == 404:
+            detail = (
+                f"no such endpoint {_shown(request.url.path)}; this resolver answers {_ENDPOINTS}"
+            )
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed; this resolver answers {_ENDPOINTS}"
+            # Every path here takes both, but routing names only the first of its two routes.
+            headers = {"Allow": "GET, HEAD"}
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
+
     # async: a lookup is a sub-millisecond scan of an in-memory array, cheaper than the
     # hand-off to a worker thread (which on a busy machine waits for a time slice).
-    @app.get("/v1/lookup")
+    @_readable(app, "/v1/lookup")
     async def lookup(
         code: str = Query(pattern=_HEX_CODE, description="the 64-bit code, 16 hex digits"),
         alg: str = Query(default=ALGORITHM, description="the soft-binding algorithm"),
     ) -> LookupAnswer:
         if alg != ALGORITHM:
-            raise HTTPException(
-                400, detail=f"unknown soft-binding algorithm {alg!r}; this store holds {ALGORITHM}"
-            )
+            unknown = f"unknown soft-binding algorithm {_shown(alg)}"
+            raise HTTPException(400, detail=f"{unknown}; this store holds {ALGORITHM}")
         return LookupAnswer(alg=ALGORITHM, max_bits=MATCH_BITS, matches=store.lookup(int(code, 16)))
 
-    @app.get("/v1/assets/{asset_id}")
-    def asset(
-        # bounded: the store's ids are 64-bit SQL integers, which a larger number overflows
-        asset_id: Annotated[int, Path(ge=-(2**63), le=2**63 - 1, description="the asset's id")],
-    ) -> Response:
+    @_readable(app, "/v1/assets/{asset_id}")
+    def asset(asset_id: _AssetId) -> Response:
         data, media_type = store.asset(asset_id)
         return Response(data, media_type=media_type)
 
-    @app.get("/v1/health")
+    @_readable(app, "/v1/health")
     def health() -> dict:
         return {"assets": store.count(), "alg": ALGORITHM}
 
