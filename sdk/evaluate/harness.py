@@ -14,11 +14,12 @@ the gap over same-ε noise per processing step and the fraction of it kept.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,6 +29,7 @@ from ..attacks.sizing import MAX_WORKING_PIXELS
 from ..descriptor import Method, PipelineKind
 from ..errors import InputError
 from ..io import ImageSource, check_not_an_input, check_output_dir, load_image, save_image
+from ..limits import check_seed
 from ..samples import square_resize
 from .metrics import (
     PAIR_METRICS,
@@ -96,6 +98,18 @@ class EvalSettings(BaseModel):
     features: str | None = Field(default=None, description="torchvision weights for FID/PR")
     features_arch: str = "inception_v3"
     clip: str | None = Field(default=None, description="local CLIP folder for CLIP similarity")
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_is_a_budget(cls, eps: str) -> str:
+        parse_budget(eps)  # "abc", "0": refused by name, not after the first edits
+        return eps
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_fits(cls, seed: int) -> int:
+        check_seed(seed)
+        return seed
 
     @field_validator("size")
     @classmethod
@@ -310,8 +324,8 @@ def treat(
 
 
 def evaluate(
-    photos: Sequence[ImageSource],
-    settings: EvalSettings | None = None,
+    photos: ImageSource | Sequence[ImageSource],
+    settings: EvalSettings | Mapping[str, Any] | None = None,
     *,
     target=None,
     out_dir: Path | None = None,
@@ -319,6 +333,8 @@ def evaluate(
 ) -> EvalReport:
     """Edit clean and treated photos; return the table (and draw pictures into ``out_dir``).
 
+    ``photos`` is a list of photos, or one photo alone (a path, bytes, an array, an
+    image); ``settings`` an :class:`EvalSettings` or a dict of its fields.
     ``target`` (an :class:`~photoimmune.sdk.targets.AttackTarget` with weights attached)
     is what the attacks optimise against; default: the target built from ``settings.model``.
 
@@ -330,7 +346,8 @@ def evaluate(
     from ..models.pipelines import edit_image, load_pipeline
     from ..targets import build_target
 
-    s = settings or EvalSettings()
+    s = _eval_settings(settings)
+    photos = _photo_list(photos)
     say = progress or (lambda message: None)
     loaded = [load_image(p) for p in photos]
     names = [image.name for image in loaded]
@@ -391,6 +408,38 @@ def evaluate(
         out_dir, s, names, images, reference, treated_by, plain_edits, rows, edit
     )
     return report.model_copy(update={"grids": grids, "chart": str(chart)})
+
+
+def _eval_settings(settings: EvalSettings | Mapping[str, Any] | None) -> EvalSettings:
+    """``settings`` as :class:`EvalSettings` (a dict is validated into one)."""
+    if settings is None:
+        return EvalSettings()
+    if isinstance(settings, EvalSettings):
+        return settings
+    if isinstance(settings, Mapping):
+        return EvalSettings.model_validate(dict(settings))
+    raise InputError(
+        f"settings={settings!r}: give EvalSettings(...) or a dict of its fields, "
+        'e.g. {"eps": "8/255", "steps": 50}'
+    )
+
+
+def _photo_list(photos: ImageSource | Sequence[ImageSource]) -> list[ImageSource]:
+    """``photos`` as a non-empty list: one photo given alone (a path, bytes, an array, an
+    image) is one item, never its characters, bytes or rows."""
+    from PIL import Image
+
+    from ..codec import DecodedImage
+
+    single = (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Image.Image, DecodedImage)
+    if isinstance(photos, single):
+        return [photos]  # type: ignore[list-item]
+    if not isinstance(photos, Iterable):
+        raise InputError(f"photos={photos!r}: give a photo (a path, bytes, an array) or a list")
+    items = list(photos)
+    if not items:
+        raise InputError("no photos to evaluate; give at least one (a path, bytes, an array)")
+    return items
 
 
 def _draw_pictures(

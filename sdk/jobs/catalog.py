@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -42,7 +42,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 
 from ..database import Database, Schema, open_database, utc_now, write_session
-from ..errors import DatabaseUnavailableError, ImageLoadError, InputError
+from ..errors import (
+    DatabaseLocationError,
+    DatabaseUnavailableError,
+    ImageLoadError,
+    InputError,
+)
 from ..protection import Protection
 
 #: The catalog's tables (and the work queue's) and their migrations.
@@ -164,6 +169,11 @@ class Catalog:
     def __init__(
         self, db: str | os.PathLike[str] | Database, *, created_by: str | None = None
     ) -> None:
+        if not isinstance(db, (str, os.PathLike, Database)):
+            raise DatabaseLocationError(
+                f"db={db!r}: give the catalog's database: an SQLite file path "
+                "(e.g. photos.db) or a database URL"
+            )
         database = (
             db
             if isinstance(db, Database)
@@ -187,15 +197,18 @@ class Catalog:
 
     def add(
         self,
-        paths: Sequence[str | os.PathLike[str]],
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         *,
         progress: Callable[[Path], None] | None = None,
     ) -> AddReport:
-        """Catalogue the image files in ``paths`` (files or folders, walked recursively).
+        """Catalogue the image files in ``paths`` (files or folders, walked recursively;
+        one path may be given alone).
 
         Non-images are skipped with a warning; images that cannot be decoded are
         recorded as unreadable, with the reason, so a job reports rather than
-        forgets them. Files this catalog wrote as immunized copies are skipped.
+        forgets them (so is an entry that cannot even be looked at, such as a link
+        to a place this user may not enter). Files this catalog wrote as immunized
+        copies are skipped.
         A path that does not exist is reported in ``missing``; the others are
         still catalogued (one mistyped folder must not cost the rest).
 
@@ -209,7 +222,7 @@ class Catalog:
         report = AddReport()
         with self.session() as session:
             copies = set(session.scalars(select(ImmunizedCopy.path)))
-        for path in _walk(paths, report.missing):
+        for path in _walk(_path_list(paths), report.missing, report.unreadable):
             if progress is not None:
                 progress(path)
             location = str(path)
@@ -292,34 +305,71 @@ class Catalog:
             return {r.original_id: CopyRecord.model_validate(r) for r in rows}
 
 
-def _walk(paths: Sequence[str | os.PathLike[str]], missing: dict[str, str]) -> Iterator[Path]:
+def _path_list(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[str | os.PathLike[str]]:
+    """``paths`` as a list: one path given alone is one item, never its characters."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if isinstance(paths, (bytes, bytearray)) or not isinstance(paths, Iterable):
+        raise InputError(f"paths={paths!r}: give a file or folder path, or a list of them")
+    items = list(paths)
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise InputError(
+                f"paths: {item!r} is not a path; give file or folder paths (str or Path)"
+            )
+    return items
+
+
+def _walk(
+    paths: Sequence[str | os.PathLike[str]], missing: dict[str, str], unreadable: dict[str, str]
+) -> Iterator[Path]:
     """The files under ``paths``, each once however often it is named (a folder and a file
-    in it, a link to it); a path with nothing there goes to ``missing`` instead."""
+    in it, a link to it); a path with nothing there goes to ``missing`` instead, a folder
+    that cannot be listed to ``unreadable``."""
     seen: set[Path] = set()
-    for path in _named_files(paths, missing):
-        if (real := path.resolve()) not in seen:
+    for path in _named_files(paths, missing, unreadable):
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):  # a link into a place we may not enter, or a loop
+            real = path  # kept as named: the loader records why it cannot be read
+        if real not in seen:
             seen.add(real)
             yield path
 
 
 def _named_files(
-    paths: Sequence[str | os.PathLike[str]], missing: dict[str, str]
+    paths: Sequence[str | os.PathLike[str]], missing: dict[str, str], unreadable: dict[str, str]
 ) -> Iterator[Path]:
+    def unlistable(err: OSError) -> None:
+        where = err.filename if err.filename is not None else "?"
+        unreadable[os.fspath(where)] = f"cannot list this folder ({err.strerror or err})"
+
     for given in paths:
         path = _as_path(given)
-        if path.is_dir():
-            for folder, dirs, files in os.walk(path):
+        if _is_dir(path):
+            for folder, dirs, files in os.walk(path, onerror=unlistable):
                 dirs.sort()
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
                 for name in sorted(files):
                     if not name.startswith("."):
                         yield Path(folder) / name
         elif os.path.lexists(path):
-            # Any other kind of file (a FIFO, a device) goes to the loader, which refuses it
-            # with the reason, recorded like any unreadable image.
+            # Any other kind of file (a FIFO, a device, a link that cannot be followed)
+            # goes to the loader, which refuses it with the reason, recorded like any
+            # unreadable image.
             yield path
         else:
             missing[os.fspath(given)] = "no such file or folder; check the path"
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder; False where it cannot even be looked at."""
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a link to /proc/1/cwd: permission denied
+        return False
 
 
 def _read_or_none(path: Path) -> bytes | None:
@@ -342,7 +392,11 @@ def _as_path(given: str | os.PathLike[str]) -> Path:
                 "remote photos to a local or mounted folder first"
             )
         text = unquote(parsed.path)
-    return Path(text).expanduser().resolve()
+    path = Path(text).expanduser()
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a link that cannot be followed: named as given
+        return path.absolute()
 
 
 def _sniff(path: Path) -> str:

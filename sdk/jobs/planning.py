@@ -10,7 +10,8 @@ re-immunized from the original against all the subscribed releases at once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -70,9 +71,10 @@ def targets_key(targets: Sequence[TargetKey]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def subscribed_models(models: Sequence[str]) -> tuple[str, ...]:
+def subscribed_models(models: str | Sequence[str]) -> tuple[str, ...]:
     """Validate ``vendor/model`` names (duplicates dropped, order kept): a job subscribes to
     models, never versions, and always protects against each one's latest release.
+    One name may be given alone.
 
     Raises:
         InputError: no names, or one that is not a model
@@ -81,7 +83,22 @@ def subscribed_models(models: Sequence[str]) -> tuple[str, ...]:
     Example:
         >>> subscribed_models(["photoimmune/tiny-ldm", "photoimmune/tiny-ldm"])
         ('photoimmune/tiny-ldm',)
+        >>> subscribed_models("photoimmune/tiny-ldm")
+        ('photoimmune/tiny-ldm',)
     """
+    if isinstance(models, (str, os.PathLike)):
+        models = [os.fspath(models)]  # one name alone, not its characters
+    elif isinstance(models, (bytes, bytearray)) or not isinstance(models, Iterable):
+        raise InputError(
+            f"models={models!r}: give vendor/model names, e.g. ['photoimmune/tiny-ldm']"
+        )
+    models = list(models)
+    for m in models:
+        if not isinstance(m, str):
+            raise InputError(
+                f"models: {m!r} is not a model name; give vendor/model names, "
+                "e.g. photoimmune/tiny-ldm"
+            )
     names = tuple(dict.fromkeys(check_model_name(m.strip()) for m in models if m.strip()))
     if not names:
         raise InputError(
@@ -108,8 +125,9 @@ class ReleaseSource(Protocol):
         ...
 
 
-def plan(catalog: Catalog, registry: ReleaseSource, models: Sequence[str]) -> Plan:
-    """The images of ``catalog`` lacking the latest release of any of ``models``.
+def plan(catalog: Catalog, registry: ReleaseSource, models: str | Sequence[str]) -> Plan:
+    """The images of ``catalog`` lacking the latest release of any of ``models``
+    (``vendor/model`` names; one may be given alone).
 
     ``registry`` is a :class:`~photoimmune.registry.RegistryClient`; only its
     verified metadata is read (no tensors are downloaded).

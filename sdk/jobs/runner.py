@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ from .catalog import Catalog, CatalogError
 from .engines import Engine, make_engine
 from .planning import Plan, ReleaseSource, plan
 from .queue import DEFAULT_LEASE_SECONDS, Claim, LeaseHeartbeat, NewCopy, WorkQueue
-from .worker import JobSettings, WorkOrder, WorkOutput
+from .worker import JobSettings, WorkOrder, WorkOutput, check_device_available
 
 if TYPE_CHECKING:
     from ..keys import ManifestSigner, TrustFiles
@@ -122,12 +123,12 @@ def output_name(location: str, original_sha256: str, targets_key: str) -> str:
 def run(
     catalog: Catalog,
     registry: ReleaseSource,
-    models: Sequence[str],
+    models: str | Sequence[str],
     *,
     out_dir: str | os.PathLike[str],
     signer: ManifestSigner | None = None,
     trust: TrustFiles | None = None,
-    settings: JobSettings | None = None,
+    settings: JobSettings | Mapping[str, Any] | None = None,
     engine: str = "local",
     workers: int = 1,
     limit: int | None = None,
@@ -144,6 +145,7 @@ def run(
 
     Args:
         registry: a :class:`~photoimmune.registry.RegistryClient`.
+        models: ``vendor/model`` names (one may be given alone).
         out_dir: where immunized copies are written (never over an existing file).
         signer: a :class:`~photoimmune.sdk.keys.ManifestSigner` (default: the
             development publisher key).
@@ -153,7 +155,9 @@ def run(
         weights: ``{"vendor/model": folder}`` for releases without bundled weights.
         engine, workers, ray_address, gpus_per_worker, cpus_per_worker: where the
             images are immunized (see :mod:`.engines`).
-        limit: finish at most this many items, then stop (the rest stay queued).
+        settings: a :class:`JobSettings`, or a dict of its fields.
+        limit: finish at most this many items, then stop (the rest stay queued);
+            0 plans and queues only.
         on_copy: called with each copy's path and signed bytes once it is recorded
             (written or adopted), e.g. to record its manifest in a manifest store
             (``photoimmune catalog reimmunize --manifest-store``). A failure there is
@@ -176,7 +180,10 @@ def run(
         (20, {})
     """
     started = time.perf_counter()
-    settings = settings or JobSettings()
+    settings = _job_settings(settings)
+    _check_limit(limit)
+    if engine == "local":  # a Ray job's workers may have devices this machine lacks
+        check_device_available(settings.device)
     check_output_dir(out_dir, option="out_dir")  # a file in the way fails now, not per image
     try:
         # 1. Plan, and queue what lacks protection.
@@ -234,6 +241,29 @@ def run(
         ) from None
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
+
+
+def _job_settings(settings: JobSettings | Mapping[str, Any] | None) -> JobSettings:
+    """``settings`` as :class:`JobSettings` (a dict is validated into one)."""
+    if settings is None:
+        return JobSettings()
+    if isinstance(settings, JobSettings):
+        return settings
+    if isinstance(settings, Mapping):
+        return JobSettings.model_validate(dict(settings))
+    raise InputError(
+        f"settings={settings!r}: give JobSettings(...) or a dict of its fields, "
+        'e.g. {"eps": "8/255", "steps": 50}'
+    )
+
+
+def _check_limit(limit: object) -> None:
+    """Refuse a ``limit`` that is not None or a whole number of items, 0 or more."""
+    whole = isinstance(limit, numbers.Integral) and not isinstance(limit, bool)
+    if limit is not None and (not whole or int(limit) < 0):  # type: ignore[call-overload]
+        raise InputError(
+            f"limit={limit!r}: give how many items to finish, 0 or more (None: all of them)"
+        )
 
 
 def work_key(job_plan: Plan, settings: JobSettings) -> str:
