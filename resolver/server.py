@@ -10,6 +10,7 @@ code, never an image. HEAD is answered wherever GET is. Bad input gets a 4xx JSO
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,14 +20,17 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from photoimmune.sdk.database import redact_error
 from photoimmune.sdk.softbinding import ALGORITHM, MATCH_BITS
 
 from .errors import UnknownAssetError
 from .match import LookupAnswer
 from .store import ManifestStore
 
+logger = logging.getLogger(__name__)
 _HEX_CODE = r"^[0-9a-fA-F]{16}$"
 # The store's ids are 64-bit SQL integers, which a larger number overflows.
 _MAX_ASSET_ID = 2**63 - 1
@@ -118,6 +122,17 @@ def create_app(store: ManifestStore) -> FastAPI:
     @app.exception_handler(UnknownAssetError)
     async def _not_found(_request: Request, exc: UnknownAssetError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _store_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # The database went away under a running server: the client can only wait.
+        reason = redact_error(str(getattr(exc, "orig", None) or exc).splitlines()[0], store.url)
+        logger.warning("manifest store unavailable: %s", reason)
+        return JSONResponse(
+            {"detail": "the manifest store's database is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": "30"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -146,3 +146,17 @@ def test_the_schema_documents_get_and_head_without_duplicate_ids(store):
         schema = create_app(store).openapi()
     assert [str(w.message) for w in caught] == []
     assert set(schema["paths"]["/v1/assets/{asset_id}"]) == {"get", "head"}
+
+
+def test_a_store_whose_database_goes_away_answers_503_json(tmp_path):
+    db = tmp_path / "gone.db"
+    store = ManifestStore(f"sqlite:///{db}")
+    http = TestClient(create_app(store), raise_server_exceptions=False)
+    assert http.get("/v1/health").status_code == 200
+    store.dispose()
+    db.unlink()
+    db.mkdir()  # what was the database file is now a folder: SQLite cannot open it
+    answer = http.get("/v1/assets/1")
+    assert answer.status_code == 503, answer.text
+    assert "retry later" in answer.json()["detail"]
+    assert answer.headers["Retry-After"] == "30"
