@@ -5,6 +5,7 @@ that may make that change, so the signatures are the authentication:
 
 * ``GET  /metadata/timestamp.json``, ``GET /metadata/<v>.<role>.json``
 * ``GET  /targets/<vendor>/<model>/<version>/<sha256>.<name>``
+  (both reads also answer ``HEAD``, for caches and mirrors)
 * ``POST /admin/root``     a new root, signed by the old and the new root keys
 * ``POST /admin/targets``  new top-level targets, signed by the targets key
 * ``POST /vendors/<vendor>/releases``  multipart: ``metadata`` (the vendor role,
@@ -18,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import NoReturn
@@ -31,7 +33,7 @@ from starlette.types import Message
 
 from .errors import QuotaExceededError, ReleaseRejectedError, UnknownReleaseError
 from .metadata import MAX_METADATA_BYTES, NewVersion, PublishedRelease
-from .service import RegistryService
+from .service import RegistryService, shown
 
 #: Largest upload accepted for one release (metadata plus tensors).
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
@@ -111,11 +113,15 @@ def create_app(
         }
         return JSONResponse(body, status_code=413)
 
+    # HEAD beside GET, for caches and mirrors: a route of its own, as one route with two
+    # methods would give both the same OpenAPI operation id.
     @app.get("/metadata/{filename}")
+    @app.head("/metadata/{filename}")
     def metadata(filename: str) -> Response:
         return Response(service.metadata_file(filename), media_type=_JSON)
 
     @app.get("/targets/{path:path}")
+    @app.head("/targets/{path:path}")
     def target(path: str) -> Response:
         return Response(service.target_file(path), media_type="application/octet-stream")
 
@@ -196,8 +202,23 @@ async def _release_parts(
     limited = _limited(request, limit)
     with _deadline(deadline_s):
         async with limited.form(max_files=64, max_part_size=limit) as form:
+            # A form keeps one value per name, so a repeated part would silently win or vanish.
+            counts = Counter(name for name, _ in form.multi_items())
+            repeated = [name for name, n in counts.items() if n > 1]
+            if repeated:
+                raise HTTPException(
+                    400,
+                    f"multipart part {shown(repeated[0])!r} is sent more than once; send one "
+                    "'metadata' part and one part per new target file, each once",
+                )
             meta = form.get("metadata")
-            if not isinstance(meta, UploadFile):
+            if isinstance(meta, str):
+                raise HTTPException(
+                    422,
+                    "multipart part 'metadata' is a plain form field; send the signed vendor "
+                    "role as a file part (curl: -F 'metadata=@metadata.json')",
+                )
+            if meta is None:
                 raise HTTPException(
                     422, "multipart part 'metadata' (the signed vendor role) is missing"
                 )

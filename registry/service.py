@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,12 @@ from tuf.api.metadata import DelegatedRole, Metadata, Root, Targets
 from tuf.api.serialization import SerializationError
 
 from . import metadata as tm
-from .errors import QuotaExceededError, ReleaseRejectedError, UnknownReleaseError
+from .errors import (
+    InvalidThresholdError,
+    QuotaExceededError,
+    ReleaseRejectedError,
+    UnknownReleaseError,
+)
 from .keys import load_signer
 from .quotas import VendorQuotas, format_size
 from .storage import Store
@@ -29,6 +35,8 @@ from .storage import Store
 #: Largest version number a metadata file can have: the database column is a 32-bit
 #: integer (on PostgreSQL), so a larger number names nothing and is not looked up.
 MAX_VERSION = 2**31 - 1
+#: Characters of a name from a request that an error message repeats (URLs may be long).
+SHOWN_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ class RegistryService:
             if number is not None and rest.endswith(".json"):
                 data = self.store.metadata(session, role, number)
             if data is None:
-                raise UnknownReleaseError(f"no metadata file {filename!r}")
+                raise UnknownReleaseError(f"no metadata file {shown(filename)!r}")
             return data
 
     def target_file(self, path: str) -> bytes:
@@ -138,7 +146,7 @@ class RegistryService:
         with self.store.read() as session:
             data = self.store.target(session, f"{folder}/{filename}", digest)
         if data is None:
-            raise UnknownReleaseError(f"no target file {path!r}")
+            raise UnknownReleaseError(f"no target file {shown(path)!r}")
         return data
 
     def check_vendor(self, vendor: str) -> None:
@@ -160,15 +168,30 @@ class RegistryService:
     # -- writes ------------------------------------------------------------------------
 
     def update_root(self, data: bytes) -> int:
-        """Accept root N+1: signed by the threshold of root N *and* of its own root keys."""
+        """Accept root N+1: signed by the threshold of root N *and* of its own root keys,
+        valid for a while yet, with consistent snapshots, and with snapshot and timestamp
+        roles this server's online keys can sign (else every client would refuse it)."""
         new = parse_upload(data, "root")
+        signed: Root = new.signed
         with self.store.write() as session:
             old = Metadata[Root].from_bytes(self.store.top_level(session, "root").data)
             self._expect_next(new, old.signed.version, "root")
             tm.check_signed_by(old.signed, "root", new)
-            tm.check_signed_by(new.signed, "root", new)
-            self._accept(session, "root", new.signed.version, data)
-        return new.signed.version
+            tm.check_signed_by(signed, "root", new)
+            _check_lifetime("root", signed)
+            if not signed.consistent_snapshot:
+                # Only <version>.<role>.json is served; clients would ask for snapshot.json.
+                raise ReleaseRejectedError(
+                    f"root v{signed.version} sets consistent_snapshot to false; this registry "
+                    "serves consistent snapshots only: set it to true and sign again"
+                )
+            for role, signer in (
+                ("snapshot", self.snapshot_signer),
+                ("timestamp", self.timestamp_signer),
+            ):
+                _check_online_role(signed, role, signer)
+            self._accept(session, "root", signed.version, data)
+        return signed.version
 
     def update_targets(self, data: bytes) -> int:
         """Accept top-level targets N+1 (onboarding a vendor, rotating a vendor's keys)."""
@@ -180,6 +203,8 @@ class RegistryService:
             tm.check_signed_by(root.signed, "targets", new)
             if new.signed.targets:
                 raise ReleaseRejectedError("top-level targets lists no files; vendors publish them")
+            _check_lifetime("targets", new.signed)
+            _check_delegations(new.signed)
             self._accept(session, "targets", new.signed.version, data)
         return new.signed.version
 
@@ -199,12 +224,7 @@ class RegistryService:
             role = _delegation(top.signed, vendor)
             current = self.store.latest(session, vendor)
             self._expect_next(new, 0 if current is None else current.version, vendor)
-            if signed.expires - datetime.now(UTC) < tm.LIFETIMES["snapshot"]:
-                # Clients list every vendor; a role about to expire would soon be unusable.
-                raise ReleaseRejectedError(
-                    f"{vendor} metadata expires {signed.expires:%Y-%m-%d %H:%M}; sign it to stay "
-                    f"valid for at least {tm.LIFETIMES['snapshot'].days} days"
-                )
+            _check_lifetime(vendor, signed)
             tm.check_signed_by(top.signed, vendor, new)
             stray = set(files) - set(signed.targets)
             if stray:
@@ -370,7 +390,15 @@ def parse_upload(data: bytes, role_type: str) -> Metadata:
     canonical form, so no signature can cover it and python-tuf's signature check
     raises ``SerializationError`` on it: it is refused here, before any check runs.
     """
-    md = tm.parse(data, role_type)
+    try:
+        md = tm.parse(data, role_type)
+    except ReleaseRejectedError:
+        if role_type == "targets":
+            # python-tuf refuses a delegation named like a top-level role ("root") without
+            # saying so; the vendor-name rule says which name and what is allowed.
+            for name in _delegated_names(data):
+                _check_vendor_name(name)
+        raise
     try:
         md.signed_bytes  # noqa: B018 (computed for its refusal; the checks compute it again)
     except (SerializationError, ValueError):
@@ -410,8 +438,86 @@ def _first_float(document: object) -> str:
     return ""
 
 
+def _delegated_names(data: bytes) -> list[str]:
+    """The delegated role names in uploaded targets JSON, or [] if it has none to read."""
+    try:
+        roles = json.loads(data)["signed"]["delegations"]["roles"]
+        return [role["name"] for role in roles if isinstance(role["name"], str)]
+    except (ValueError, LookupError, TypeError, RecursionError):
+        return []
+
+
+def shown(text: str) -> str:
+    """``text`` as an error message repeats it: its first :data:`SHOWN_CHARS` characters."""
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
+
+
+def _check_vendor_name(vendor: str) -> None:
+    """The vendor-name rule, repeating at most the start of a name sent in a URL.
+
+    Names are at most 64 characters, so ``shown(vendor)`` breaks the rule exactly when
+    ``vendor`` does, and the refusal names the shortened one.
+    """
+    tm.check_vendor_name(shown(vendor))
+
+
+def _check_lifetime(role: str, signed: Root | Targets) -> None:
+    """Refuse metadata that expires before the snapshot signed over it does.
+
+    Clients read every role on each refresh: one that runs out would stop them all
+    until someone signs it again (offline, for root and targets).
+    """
+    if signed.expires - datetime.now(UTC) < tm.LIFETIMES["snapshot"]:
+        raise ReleaseRejectedError(
+            f"{role} metadata expires {signed.expires:%Y-%m-%d %H:%M}; sign it to stay "
+            f"valid for at least {tm.LIFETIMES['snapshot'].days} days"
+        )
+
+
+def _check_online_role(root: Root, role: str, signer: Signer) -> None:
+    """Refuse a root whose ``role`` the server's one online key for it cannot sign alone."""
+    key = signer.public_key
+    listed = root.keys.get(key.keyid) if key.keyid in root.roles[role].keyids else None
+    same = listed is not None and (listed.keytype, listed.scheme, listed.keyval) == (
+        key.keytype,
+        key.scheme,
+        key.keyval,
+    )
+    if not same or root.roles[role].threshold != 1:
+        raise ReleaseRejectedError(
+            f"root v{root.version}: the {role} role must list the registry's online {role} "
+            f"key {key.keyid} (its keys/{role}.pem) with threshold 1, because the server "
+            f"signs {role} with that key alone; keep it in the role (add a new key beside "
+            "it to rotate), set the threshold to 1 and sign again"
+        )
+
+
+def _check_delegations(top: Targets) -> None:
+    """Refuse a delegation its vendor could never publish under: a name the vendor-name rule
+    refuses, paths other than the vendor's namespace, a threshold its keys cannot meet."""
+    delegations = top.delegations
+    if delegations is None or delegations.roles is None:
+        return
+    for name, role in delegations.roles.items():
+        _check_vendor_name(name)
+        if role.paths != tm.vendor_paths(name):
+            paths = json.dumps(role.paths if role.paths is not None else role.path_hash_prefixes)
+            raise ReleaseRejectedError(
+                f"delegation {name}: paths must be {json.dumps(tm.vendor_paths(name))} (the "
+                f"vendor's namespace), not {shown(paths)}; delegate with "
+                f"`photoimmune registry vendor add {name}`"
+            )
+        keys = sum(keyid in delegations.keys for keyid in role.keyids)
+        if role.threshold > keys:
+            raise InvalidThresholdError(
+                f"delegation {name}: threshold {role.threshold} but {keys} key(s) listed; "
+                "no release could be signed: lower the threshold or add keys"
+            )
+
+
 def _delegation(top: Targets, vendor: str) -> DelegatedRole:
     """``vendor``'s delegated role in the top-level targets, or a refusal naming the fix."""
+    _check_vendor_name(vendor)
     roles = top.delegations.roles if top.delegations is not None else None
     if not roles or vendor not in roles:
         raise ReleaseRejectedError(
