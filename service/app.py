@@ -10,8 +10,9 @@
 * ``GET  /docs``, ``/openapi.json``  the API's documentation
 
 Every error is JSON, ``{"error": "... what to do"}``, with a 4xx status for
-whatever the client can fix (401 no key, 403 revoked, 413 too large, 422 an
-unknown model or ε above the maximum, 429 rate or quota).
+whatever the client can fix (401 no key, 403 revoked, 408 a body too slow to
+arrive, 413 too large, 422 an unknown model or ε above the maximum, 429 rate or
+quota). An upload's key is checked from its headers, before any of its body is read.
 
 Example:
     >>> app = create_app(Service.open("sqlite:///s.db", "reg", "keys"))  # doctest: +SKIP
@@ -24,10 +25,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,11 +41,17 @@ from photoimmune.sdk.errors import ImageTooLargeError, InputError, PhotoimmuneEr
 from . import jobs
 from .apikeys import KeyRecord
 from .errors import ServiceError
+from .offer import excerpt
 from .runtime import OfferDescription, Service, describe_offer
 
 WEB = Path(__file__).parent / "web"
 #: Multipart overhead allowed beyond the image's own limit (the other fields, boundaries).
 FORM_OVERHEAD_BYTES = 64 << 10
+#: Seconds a request body may take to arrive, so slow senders can't hold connections and
+#: spooled uploads for ever: 20 MB (the default limit) arrives in under 3 min at 1 Mbit/s.
+BODY_DEADLINE_S = 300.0
+#: What to do about a form that can't be read; Starlette's and pydantic's words only say what broke.
+PHOTO_PART = "send the photo as a multipart/form-data file part named image (with a filename)"
 logger = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="An API key: `photoimmune service key add`")
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -52,8 +63,10 @@ Eps = Annotated[str | None, Form(description="L∞ budget, e.g. 8/255; default: 
 Format = Annotated[Literal["png", "jpeg", "webp"], Form(description="The result's format")]
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) -> FastAPI:
     """The ASGI app of ``service``: the API, the docs and the web page.
+
+    A request body must arrive within ``body_deadline_s`` seconds (408).
 
     Example:
         >>> from fastapi.testclient import TestClient
@@ -68,17 +81,18 @@ def create_app(service: Service) -> FastAPI:
         description="Immunizes photos against the vendor's current models and signs them (C2PA).",
     )
     _error_handlers(app)
-    app.add_middleware(BodyLimit, limit=service.settings.max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(
+        BodyLimit,
+        limit=service.settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        deadline_s=body_deadline_s,
+    )
 
     def auth(credentials: HTTPAuthorizationCredentials | None, images: int = 0) -> KeyRecord:
         header = None if credentials is None else f"Bearer {credentials.credentials}"
         return service.admit(header, images=images)
 
-    def admitted(credentials: Bearer) -> KeyRecord:
-        return auth(credentials)
-
-    async def one_upload(request: Request, _key: KeyRecord = Depends(admitted)) -> None:
-        """401/403 before the upload is looked at; then each form field once.
+    async def one_upload(request: Request) -> None:
+        """Each form field once (KeyFirst checked the key before the form was read).
 
         FastAPI would keep the last of two ``image`` parts and immunize that one,
         whichever photo the client meant.
@@ -99,7 +113,9 @@ def create_app(service: Service) -> FastAPI:
     def static(name: str) -> FileResponse:
         files = {p.name: p for p in WEB.iterdir() if p.suffix in (".js", ".css")}
         if name not in files:
-            raise HTTPException(404, f"no file {name!r}; the page's files are app.js, app.css")
+            raise HTTPException(
+                404, f"no file {excerpt(name)!r}; the page's files are app.js, app.css"
+            )
         return FileResponse(files[name])
 
     @app.get("/v1/models")
@@ -111,7 +127,7 @@ def create_app(service: Service) -> FastAPI:
     def immunize(
         image: Image,
         credentials: Bearer,
-        _admitted: None = Depends(one_upload),  # a local function: no Annotated alias
+        _once: None = Depends(one_upload),  # a local function: no Annotated alias
         models: Models = None,
         eps: Eps = None,
         format: Format = "png",
@@ -127,7 +143,7 @@ def create_app(service: Service) -> FastAPI:
     def submit(
         image: Image,
         credentials: Bearer,
-        _admitted: None = Depends(one_upload),  # a local function: no Annotated alias
+        _once: None = Depends(one_upload),  # a local function: no Annotated alias
         models: Models = None,
         eps: Eps = None,
         format: Format = "png",
@@ -155,6 +171,15 @@ def create_app(service: Service) -> FastAPI:
         data, media_type = jobs.result(service.store, auth(credentials), job_id)
         return Response(data, media_type=media_type)
 
+    operations = [(r, r.methods or set()) for r in app.routes if isinstance(r, APIRoute)]
+    # FastAPI's routes, unlike Starlette's, don't answer HEAD; one undocumented HEAD route
+    # per GET keeps the schema (and so its fuzzing) to one operation each.
+    for route, methods in operations:
+        if "GET" in methods:
+            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
+    # Added last, so outermost: the key is checked before any middleware or form sees the body.
+    uploads = frozenset(route.path for route, methods in operations if "POST" in methods)
+    app.add_middleware(KeyFirst, service=service, paths=uploads)
     return app
 
 
@@ -177,27 +202,30 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _answer(exc: PhotoimmuneError) -> JSONResponse:
+    """The JSON answer to an error of the service or the SDK, wherever it was raised."""
+    if isinstance(exc, ServiceError):
+        return _error(exc.status, str(exc), dict(exc.header_items))
+    if isinstance(exc, InputError):
+        return _error(413 if isinstance(exc, ImageTooLargeError) else 400, str(exc))
+    logger.warning("service: %s", exc)
+    return _error(503, f"{exc}; retry later", {"Retry-After": "30"})
+
+
 def _error_handlers(app: FastAPI) -> None:
     """Every error as ``{"error": ...}``; what the client can fix as a 4xx."""
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status, str(exc), dict(exc.header_items))
-
-    @app.exception_handler(InputError)
-    async def input_error(_request: Request, exc: InputError) -> JSONResponse:
-        status = 413 if isinstance(exc, ImageTooLargeError) else 400
-        return _error(status, str(exc))
-
     @app.exception_handler(PhotoimmuneError)
     async def failure(_request: Request, exc: PhotoimmuneError) -> JSONResponse:
-        logger.warning("service: %s", exc)
-        return _error(503, f"{exc}; retry later", {"Retry-After": "30"})
+        return _answer(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            # pydantic's words for an image sent as a text field name a Python class
+            f"image: {PHOTO_PART}"
+            if tuple(e.get("loc", ())) == ("body", "image")
+            else f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
             for e in exc.errors()
         )
         return _error(422, f"{problems}; see /docs for the fields each endpoint takes")
@@ -207,18 +235,51 @@ def _error_handlers(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
             message += "; the API's operations and their methods are listed at /docs"
+        elif exc.status_code == 400:  # only the form's parser raises a 400 HTTPException here
+            message = (
+                f"the form could not be read ({message.rstrip('.')}); {PHOTO_PART}, and "
+                "models, eps and format as short text fields"
+            )
         return _error(exc.status_code, message, getattr(exc, "headers", None))
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes gets 413, whatever its headers say.
+class KeyFirst:
+    """ASGI middleware: a POST to one of ``paths`` without a valid key gets 401/403 from
+    its headers alone, before any of its body is read.
 
-    Counting what arrives, rather than trusting Content-Length, also bounds chunked
-    bodies; the app sees a disconnect and its answer is replaced by the 413.
+    FastAPI reads and parses a form before it runs any dependency, so a check there
+    would wait for an unauthenticated upload, and answer about it. The endpoints
+    still charge the key's rate and quota, once they know the work is to be done.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, service: Service, paths: frozenset[str]) -> None:
+        self.app, self.service, self.paths = app, service, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            header = Headers(scope=scope).get("authorization")
+            try:  # off the event loop: the key is looked up in the database
+                await run_in_threadpool(self.service.admit, header)
+            except PhotoimmuneError as exc:
+                await _answer(exc)(scope, _no_receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413, and one still
+    arriving ``deadline_s`` seconds after the request began gets 408, whatever its
+    headers say.
+
+    Counting what arrives, rather than trusting Content-Length, also bounds chunked
+    bodies; the deadline stops slow senders holding connections and spooled uploads.
+    The app sees a disconnect and its answer is replaced by the refusal. The 408 also
+    closes the connection: otherwise the server would go on reading, and discarding,
+    whatever the slow sender still drips.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, deadline_s: float) -> None:
+        self.app, self.limit, self.deadline_s = app, limit, deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -226,37 +287,50 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._too_large()(scope, _no_receive, send)
             return
-        received, over = 0, False
+        deadline = anyio.current_time() + self.deadline_s
+        received, arriving = 0, True
+        refusal: JSONResponse | None = None
 
         async def counted() -> Message:
-            nonlocal received, over
-            if over:
+            nonlocal received, arriving, refusal
+            if refusal is not None:
                 return {"type": "http.disconnect"}
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                over = True
-                return {"type": "http.disconnect"}
-            return message
+            if not arriving:  # the body is in: what is left to hear is a disconnect, any time
+                return await receive()
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+                received += len(message.get("body", b""))
+                arriving = message.get("more_body", False)
+                if received > self.limit:
+                    refusal = self._too_large()
+                    return {"type": "http.disconnect"}
+                return message
+            refusal = _error(
+                408,
+                f"the request body took over {self.deadline_s:.0f} s to arrive; retry on a "
+                "faster connection, or send a smaller file",
+                {"Connection": "close"},
+            )
+            return {"type": "http.disconnect"}
 
-        async def unless_over(message: Message) -> None:
-            if not over:
+        async def unless_refused(message: Message) -> None:
+            if refusal is None:
                 await send(message)
 
         try:
-            await self.app(scope, counted, unless_over)
+            await self.app(scope, counted, unless_refused)
         except Exception:
-            if not over:
+            if refusal is None:
                 raise
-        if over:
-            await self._refuse(send)
+        if refusal is not None:
+            await refusal(scope, _no_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        await _error(
+    def _too_large(self) -> JSONResponse:
+        return _error(
             413, f"the request is over {self.limit} bytes; downscale or recompress the image"
-        )({"type": "http"}, _no_receive, send)
+        )
 
 
 async def _no_receive() -> Message:

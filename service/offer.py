@@ -22,6 +22,19 @@ from .errors import BudgetTooLargeError, UnknownTargetModelError, UploadError
 from .settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+#: Characters of a client's text an error message repeats: enough to recognise it, and
+#: a 20 KB field is not sent back whole.
+ECHO_CHARS = 80
+
+
+def excerpt(text: str) -> str:
+    """``text`` as an error message repeats it: its first ECHO_CHARS characters.
+
+    Example:
+        >>> excerpt("x" * 100) == "x" * 80 + "…"
+        True
+    """
+    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}…"
 
 
 def immunizer_settings(targets: list[Any], eps: str, settings: ServiceSettings) -> JobSettings:
@@ -108,7 +121,7 @@ class Offer:
         unknown = [m for m in wanted if m not in offered]
         if unknown:
             raise UnknownTargetModelError(
-                f"unknown model {', '.join(unknown)}; choose among {', '.join(offered)} "
+                f"unknown model {excerpt(', '.join(unknown))}; choose among {', '.join(offered)} "
                 "(GET /v1/models), or leave models out for all of them"
             )
         with self._lock:
