@@ -79,12 +79,11 @@ def serve(
 
     Lookups carry a 64-bit code, never an image.
     """
-    import uvicorn
-
     from photoimmune.resolver.server import create_app
     from photoimmune.resolver.store import ManifestStore
+    from photoimmune.sdk.serving import run_server
 
     # Serving an empty store made from a mistyped name would answer every lookup "none".
     url = database_option(db, "manifest store", created_by="photoimmune manifests add")
     checks.listen_address(host, port)
-    uvicorn.run(create_app(ManifestStore(url)), host=host, port=port)
+    run_server(create_app(ManifestStore(url)), host, port)

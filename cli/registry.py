@@ -228,14 +228,13 @@ def serve(
     port: PortOpt = 8470,
 ) -> None:
     """Serve the registry over HTTP (FastAPI + uvicorn)."""
-    import uvicorn
-
     from photoimmune.registry.server import create_app
     from photoimmune.registry.service import RegistryService
+    from photoimmune.sdk.serving import run_server
 
     checks.listen_address(host, port)
     service = RegistryService.open(folder, _existing_database(db))
-    uvicorn.run(create_app(service), host=host, port=port)
+    run_server(create_app(service), host, port)
 
 
 def _existing_database(db: str | None) -> str | None:

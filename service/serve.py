@@ -24,13 +24,6 @@ from .settings import ServiceSettings
 logger = logging.getLogger(__name__)
 #: Seconds between the supervisor's looks at its workers.
 SUPERVISE_S = 2.0
-#: Connections (silent ones included) and requests the API holds at once. Past it a
-#: request gets 503 at once, rather than queueing without bound, with its upload, behind
-#: the threads that run the endpoints; well above what a vendor's clients keep open.
-LIMIT_CONCURRENCY = 128
-#: Seconds an idle keep-alive connection is kept between requests: a client that means to
-#: send another request does so at once, and each kept connection counts against the limit.
-TIMEOUT_KEEP_ALIVE_S = 5
 
 
 def work(db: str, registry: str, keys: str, settings_json: str, root: str | None = None) -> None:
@@ -114,7 +107,7 @@ def serve(
     Example:
         >>> serve("sqlite:///s.db", "out/demo/registry", "out/demo/keys")  # doctest: +SKIP
     """
-    import uvicorn
+    from photoimmune.sdk.serving import run_server
 
     from .app import create_app
     from .runtime import Service
@@ -134,17 +127,7 @@ def serve(
         if ready is not None:
             ready()
         # "Uvicorn running on ..." says when it answers; one access line per request would not.
-        # uvicorn has no deadline for a request's headers, so a silent connection is held
-        # until its client leaves: the limit keeps such connections from growing without
-        # bound (the app gives bodies a deadline). A reverse proxy's header timeout closes them.
-        uvicorn.run(
-            create_app(service),
-            host=host,
-            port=port,
-            access_log=False,
-            limit_concurrency=LIMIT_CONCURRENCY,
-            timeout_keep_alive=TIMEOUT_KEEP_ALIVE_S,
-        )
+        run_server(create_app(service), host, port, access_log=False)
     finally:
         workers.stop()
         service.close()

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from photoimmune.sdk.serving import LIMIT_CONCURRENCY
 from photoimmune.service import Service, ServiceSettings, add_key, create_app
 from photoimmune.service.apikeys import revoke_keys
-from photoimmune.service.serve import LIMIT_CONCURRENCY
 
 from .helpers import WAIT_S, LoopbackServer, service_world
 from .test_service import bearer, photo_bytes
