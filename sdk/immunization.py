@@ -27,12 +27,13 @@ Protection records the loss of the image as saved, mark included.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
-from typing import Any, Literal, overload
+from typing import Any, Literal, get_args, overload
 
 import numpy as np
 import torch
@@ -41,12 +42,14 @@ from PIL import Image
 from .attacks.base import Attack
 from .attacks.budget import format_budget, parse_budget
 from .attacks.ensemble import Ensemble
-from .attacks.pgd import PGDConfig, PGDResult
+from .attacks.pgd import Norm, PGDConfig, PGDResult, check_step_count
 from .attacks.precision import fast_dtype
 from .attacks.sizing import check_attack_size, working_size
 from .attacks.transforms import default_eot
 from .codec import DecodedImage
-from .descriptor import Budget, ImmunizeMethod, MarkSpec, Method
+from .descriptor import IMMUNIZE_METHODS, Budget, ImmunizeMethod, MarkSpec, Method
+from .devices import resolve_device
+from .errors import InputError
 from .immunizer import combined_delta, load_generator
 from .io import (
     ImageSource,
@@ -56,6 +59,7 @@ from .io import (
     pixels_to_tensor,
     tensor_to_pixels,
 )
+from .limits import check_seed
 from .mark import apply_marks
 from .protection import Protection, format_loss
 from .targets import AttackTarget, Recipe, build_target
@@ -69,6 +73,10 @@ DEFAULT_STEPS = {"encoder": 100, "diffusion": 20, "edit": 20}
 #: (docs/performance.md, "One-pass immunizers", the "cold default" rows).
 COLD_MOMENTUM = 0.75
 COLD_STEP_SHARE = 0.3
+#: The PGDConfig fields ``**pgd`` may set: the rest are immunize()'s own parameters.
+PGD_OPTIONS = tuple(
+    f.name for f in fields(PGDConfig) if f.name not in {"eps", "steps", "norm", "autocast", "eot"}
+)
 
 
 @dataclass
@@ -190,8 +198,6 @@ def _build_attack(
 
         pipe = load_pipeline(target.model_path, "img2img", device=device)
         return EditAwayAttack(EditPrediction(pipe), resolution=resolution, config=config)
-    from .errors import InputError
-
     raise InputError(f"unknown method {method!r}; use 'encoder', 'diffusion' or 'edit'")
 
 
@@ -285,29 +291,35 @@ def immunize(
             target's recommended budget (:meth:`AttackTarget.recommended_budget`).
         eps: budget in [0, 1] pixel scale, ``"8/255"`` or ``0.03``. Default: None, the
             target's recommended ε for that method.
-        steps: PGD iterations. Default: None, the target's recommended number for that
-            method (:data:`DEFAULT_STEPS` without a recommendation); under a warm start,
-            the immunizers' recommended ``finish_steps`` (the largest of them); from a
-            random start, an L∞ encoder attack's :data:`COLD_STEP_SHARE` of it, run with
-            momentum (:func:`choose_schedule`); fewer on photos larger than the
-            budget's ``full_steps_up_to`` (:func:`steps_at_size`).
+        steps: PGD iterations, up to :data:`~photoimmune.sdk.limits.MAX_STEPS`; 0 runs
+            none (the random start and the 8-bit finish alone). Default: None, the
+            target's recommended number for that method (:data:`DEFAULT_STEPS` without a
+            recommendation); under a warm start, the immunizers' recommended
+            ``finish_steps`` (the largest of them); from a random start, an L∞ encoder
+            attack's :data:`COLD_STEP_SHARE` of it, run with momentum
+            (:func:`choose_schedule`); fewer on photos larger than the budget's
+            ``full_steps_up_to`` (:func:`steps_at_size`).
         warm_start: start PGD from the targets' one-pass immunizers (combined for an
             ensemble, :func:`~photoimmune.sdk.immunizer.combined_delta`) instead of a
             random point. Default: None, on whenever the attack is L∞ and every
             target carries an immunizer trained on its objective (encoder or edit).
-        seed: seed of the attack's random start and noise. Default: 0.
+        seed: seed of the attack's random start and noise, a whole number from 0 to
+            :data:`~photoimmune.sdk.limits.MAX_SEED`. Default: 0.
         norm: ``"linf"`` or ``"l2"``, the norm ``eps`` bounds. Default: ``"linf"``.
         recipe: how a target is built from a model name or folder (see
             :func:`~photoimmune.sdk.targets.build_target`). Default: ``"gray"``.
-        weights: one weight per target in an ensemble's loss. Default: None, equal.
-        mask: ``(H, W)`` array, nonzero where pixels may change (e.g. the region an
-            inpainting edit keeps); the same mask for every image. Default: None, all.
+        weights: one weight per target in an ensemble's loss (several targets only).
+            Default: None, equal.
+        mask: ``(H, W)`` numpy array, nonzero where pixels may change (e.g. the region an
+            inpainting edit keeps), nonzero somewhere; the same mask for every image, so
+            every image has its size. Default: None, all.
         eot: average gradients over two random draws of JPEG, resize, blur, noise or noisy
             upscaling per step (:func:`~photoimmune.sdk.attacks.transforms.default_eot`):
             hardened against those purifiers, at twice the time. Default: False (see
             docs/evaluation.md, "Purifiers", for why).
         prompt: the diffusion attack's prompt. Default: ``""``, PhotoGuard's.
-        device: where the attack runs. Default: ``"cpu"``.
+        device: where the attack runs: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or
+            ``"auto"`` (CUDA when this machine has it). Default: ``"cpu"``.
         autocast: e.g. ``torch.bfloat16`` to run the model under autocast.
             Default: None, float32 from a random start; from an immunizer's start
             (and for ``"amortized"``'s two losses) bf16 where the device has it
@@ -315,10 +327,15 @@ def immunize(
         progress: called as ``progress(step, steps, loss)`` after each iteration.
             Default: None.
         **pgd: further :class:`~photoimmune.sdk.attacks.pgd.PGDConfig` fields
-            (``schedule``, ``momentum``...).
+            (:data:`PGD_OPTIONS`: ``schedule``, ``momentum``...).
 
     Returns:
         One :class:`ImmunizationResult` for one image, a list for a list of images.
+
+    Raises:
+        InputError: a bad argument, before any model loads where it can be told; or a
+            result that changed no pixel of an image once rounded to 8 bits (an L2
+            budget too small for the image's size), which protects nothing.
 
     Example:
         >>> result = immunize("photo.jpg", "tiny-ldm@1", eps="8/255", seed=0)  # doctest: +SKIP
@@ -326,9 +343,25 @@ def immunize(
         True
     """
     # 1. Check the inputs before any model loads
+    _check_choice(method, eps, steps, norm)
+    check_seed(seed)
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress={progress!r}: give a function progress(step, steps, loss)")
+    unknown = sorted(pgd.keys() - set(PGD_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"unknown keyword {', '.join(f'{k}=' for k in unknown)}; immunize() passes these "
+            f"on to PGDConfig: {', '.join(PGD_OPTIONS)}"
+        )
+    eot_options: dict[str, Any] = {"eot": default_eot(), "eot_samples": 2} if eot else {}
+    config = PGDConfig(norm=norm, autocast=autocast, **{**eot_options, **pgd})
+    dev = resolve_device(device)
+    target_list = _target_list(targets)
+    _check_weights(weights, len(target_list))
     single = not isinstance(images, list | tuple)
     loaded = [load_image(im) for im in (images if isinstance(images, list | tuple) else [images])]
-    target_list = [targets] if isinstance(targets, AttackTarget | str | os.PathLike) else targets
+    if mask is not None:
+        _check_mask(mask, loaded)
     resolved = [
         t if isinstance(t, AttackTarget) else build_target(t, recipe=recipe) for t in target_list
     ]
@@ -338,23 +371,20 @@ def immunize(
     chosen, start = plan.budget, plan.warm_start
     _check_sizes(loaded, resolved, chosen)  # still before any model loads
     budget = parse_budget(chosen.eps, upper=None if norm == "l2" else Fraction(1))
+    settings: dict[str, Any] = {"eps": float(budget), "steps": plan.steps}
     if plan.steps == 0:  # the pass alone, then rounding only
-        pgd = {**pgd, "quant_steps": 0}
+        settings["quant_steps"] = 0
     if start:
         # From the immunizer's start PGD only refines, so bf16 where native loses
         # nothing (loss cuts within 0.001 of float32's) and runs the pass, the few
         # steps and the two losses a Protection records 1.5x faster; a cold attack
         # stays in float32, where bf16 would stall short of its optimum.
-        autocast = autocast or fast_dtype(device)
+        settings["autocast"] = autocast or fast_dtype(dev)
     if plan.momentum and not {"momentum", "schedule"} & pgd.keys():
-        pgd = {**pgd, "momentum": plan.momentum}
-    eot_options: dict[str, Any] = {"eot": default_eot(), "eot_samples": 2} if eot else {}
-    config = PGDConfig(
-        eps=float(budget), steps=plan.steps, norm=norm, autocast=autocast, **eot_options, **pgd
-    )
+        settings["momentum"] = plan.momentum
+    config = replace(config, **settings)
 
     # 3. Build the attack
-    dev = torch.device(device)
     members = [_build_attack(t, chosen, config, dev, prompt) for t in resolved]
     attack = members[0] if len(members) == 1 else Ensemble(members, weights, config=config)
     if start:  # generators load with the models, off the clock each Protection records
@@ -383,6 +413,8 @@ def immunize(
         seconds = time.perf_counter() - started
         losses = _per_target_losses(attack, x, outcome)
         group_results = _group_results(group, resolved, applied, outcome, losses, seconds)
+        for result in group_results:
+            _check_changed(result, applied)
         results.update(zip(indices, group_results, strict=True))
     final = [results[i] for i in range(len(loaded))]
     return final[0] if single else final
@@ -422,7 +454,8 @@ def choose_schedule(
       :data:`COLD_STEP_SHARE` of the recommended steps;
     * ``"amortized"`` is the pass alone, recorded as the attack its objective names.
 
-    Refuses what the targets cannot serve.
+    Refuses, with :class:`InputError`, a method, budget, step count or norm that is no
+    such thing, and what the targets cannot serve.
 
     Example:
         >>> v3 = build_target("tiny-ldm@3")  # doctest: +SKIP
@@ -432,8 +465,9 @@ def choose_schedule(
         >>> choose_schedule([v3], "encoder").steps  # its pass is not for it: cold  # doctest: +SKIP
         30
     """
-    from .errors import InputError
-
+    _check_choice(method, eps, steps, norm)
+    if not targets:
+        raise InputError("no target given; name at least one model, e.g. 'tiny-ldm@1'")
     amortized = method == "amortized"
     lacking = [str(t.ref) for t in targets if t.immunizer is None]
     first = targets[0].immunizer
@@ -546,14 +580,101 @@ def _same_size_groups(images: list[LoadedImage]) -> list[list[int]]:
 
 
 def _mask_tensor(mask: np.ndarray, x: torch.Tensor) -> torch.Tensor:
-    from .errors import InputError
+    return torch.from_numpy(mask != 0).to(x)[None, None]
 
-    if mask.shape != tuple(x.shape[-2:]):
+
+def _check_choice(method: object, eps: str | float | None, steps: object, norm: object) -> None:
+    """Refuse a method, norm, step count or budget that is none, naming the parameter."""
+    if method is not None and method not in IMMUNIZE_METHODS:
         raise InputError(
-            f"mask shape {mask.shape} does not match the image's {tuple(x.shape[-2:])}; "
-            "give one (height, width) mask per image size"
+            f"method={method!r}: use one of {', '.join(IMMUNIZE_METHODS)}, or None for what "
+            "the target recommends"
         )
-    return torch.from_numpy(np.asarray(mask) != 0).to(x)[None, None]
+    if norm not in get_args(Norm):
+        raise InputError(f"norm={norm!r}: use one of {', '.join(get_args(Norm))}")
+    if steps is not None:
+        check_step_count(steps, name="steps")
+    if eps is not None:  # as text, the form choose_budget keeps it in
+        parse_budget(str(eps), upper=None if norm == "l2" else Fraction(1))
+
+
+def _target_list(targets: object) -> list[TargetLike]:
+    """``targets`` as a non-empty list of targets, model names or folders."""
+    if isinstance(targets, AttackTarget | str | os.PathLike):
+        return [targets]
+    if not isinstance(targets, list | tuple) or not targets:
+        raise InputError(
+            f"targets={targets!r}: give a target, a model name (e.g. 'tiny-ldm@1') or a "
+            "diffusers folder, or a non-empty list of them"
+        )
+    for target in targets:
+        if not isinstance(target, AttackTarget | str | os.PathLike):
+            raise InputError(
+                f"targets: {target!r} is not a target; give AttackTarget objects, model names "
+                "or diffusers folders"
+            )
+    return list(targets)
+
+
+def _check_weights(weights: object, count: int) -> None:
+    """Refuse weights that do not weigh an ensemble of ``count`` members."""
+    if weights is None:
+        return
+    if count == 1:
+        raise InputError(
+            "weights= weigh the members of an ensemble; with one target there is nothing "
+            "to weigh: leave weights out"
+        )
+    given = list(weights) if isinstance(weights, list | tuple) else []
+    finite = all(
+        isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(w) for w in given
+    )
+    if not finite or len(given) != count or min(given) < 0 or sum(given) <= 0:
+        raise InputError(
+            f"weights={weights!r}: give one finite, non-negative number per target ({count}), "
+            "not all zero, or leave weights out to weigh them equally"
+        )
+
+
+def _check_mask(mask: object, images: list[LoadedImage]) -> None:
+    """Refuse a mask that is no (height, width) array of every image's size, or selects
+    no pixel: such a protection would change nothing, yet be signed as one."""
+    if not isinstance(mask, np.ndarray):
+        raise InputError(
+            f"mask: got a {type(mask).__name__}; give a (height, width) numpy array, nonzero "
+            "where pixels may change (numpy.asarray(mask))"
+        )
+    for image in images:
+        if mask.shape != image.pixels.shape[:2]:
+            raise InputError(
+                f"mask shape {mask.shape} does not match {image.name}'s "
+                f"{image.pixels.shape[:2]}; give a (height, width) mask of the images' size"
+            )
+    if not np.any(mask):
+        raise InputError(
+            "mask selects no pixel (it is zero everywhere), so nothing would be protected; "
+            "make it nonzero where pixels may change, or leave mask out"
+        )
+
+
+def _check_changed(result: ImmunizationResult, applied: Budget) -> None:
+    """Refuse a result whose saved pixels equal the original's: it protects nothing."""
+    if result.max_abs_delta > 0:
+        return
+    height, width = result.original.shape[:2]
+    if applied.norm == "l2":
+        # Spread evenly, a radius moves each of the 3·H·W values by radius / sqrt(3·H·W).
+        one_level = math.sqrt(3 * height * width) / 255
+        raise InputError(
+            f"{result.source}: eps={applied.eps} under norm='l2' changed no pixel of this "
+            f"{width}x{height} image: an L2 radius that small, spread over the image, rounds "
+            f"back to the original 8-bit values; give a larger eps (about {one_level:.3g} "
+            "moves every value one level) or use norm='linf'"
+        )
+    raise InputError(
+        f"{result.source}: the attack at eps={applied.eps} changed no pixel of this image "
+        "once rounded to 8 bits, so it protects nothing; give a larger eps or more steps"
+    )
 
 
 def _marked(

@@ -41,12 +41,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import numbers
 import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -67,6 +68,7 @@ from .codec import (
     read_image_bytes,
 )
 from .errors import (
+    ImageLoadError,
     ImageWriteError,
     InputError,
     OutputExistsError,
@@ -136,14 +138,15 @@ def load_image(
     Args:
         source: a path, the file's bytes, a PIL image or a uint8 array (``(H, W)``,
             ``(H, W, 3)`` or ``(H, W, 4)``).
-        max_pixels: refuse images with more pixels, before decoding.
-            Default: :data:`DEFAULT_MAX_PIXELS` (about 67 megapixels).
-        max_bytes: refuse files larger than this. Default: :data:`DEFAULT_MAX_BYTES`
-            (256 MiB).
+        max_pixels: refuse images with more pixels, before decoding; a whole number
+            above 0. Default: :data:`DEFAULT_MAX_PIXELS` (about 67 megapixels).
+        max_bytes: refuse files larger than this; a whole number above 0.
+            Default: :data:`DEFAULT_MAX_BYTES` (256 MiB).
         verify: read and judge the file's C2PA manifest into
             :attr:`LoadedImage.manifest`. Default: False.
-        trust: PEM trust anchors (CA certificates) for ``verify``. Default: None,
-            nothing trusted.
+        trust: trust anchors (CA certificates) for ``verify``: PEM bytes or text, a PEM
+            file's path, or a list of them (as :func:`~.manifest.read_manifest` takes).
+            Default: None, nothing trusted.
 
     Returns:
         The :class:`LoadedImage`; its pixels are read-only ``uint8 (H, W, 3)``.
@@ -155,6 +158,17 @@ def load_image(
         >>> load_image("photo.jpg", verify=True).manifest.verdict  # never signed
         'missing'
     """
+    for name, limit, default in (
+        ("max_pixels", max_pixels, DEFAULT_MAX_PIXELS),
+        ("max_bytes", max_bytes, DEFAULT_MAX_BYTES),
+    ):
+        if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+            raise InputError(f"{name}={limit!r}: give a whole number above 0 (default {default})")
+    if isinstance(source, str) and not source:  # Path("") would name the current folder
+        raise ImageLoadError(
+            "an empty path was given; pass an image file's path, its bytes, a PIL image or a "
+            "uint8 array"
+        )
     decoded = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes)
     fields = {f.name: getattr(decoded, f.name) for f in dataclasses.fields(decoded)}
     if not verify:
@@ -556,6 +570,7 @@ def pixels_to_tensor(
     """
     import torch
 
+    _check_range(value_range)
     stack = (
         [as_rgb_pixels(p) for p in pixels] if isinstance(pixels, list) else [as_rgb_pixels(pixels)]
     )
@@ -585,6 +600,18 @@ def tensor_to_pixels(tensor: torch.Tensor, *, value_range: PixelRange = "unit") 
     """
     import torch
 
+    _check_range(value_range)
+    if not isinstance(tensor, torch.Tensor):
+        raise InputError(
+            f"tensor: got a {type(tensor).__name__}; give a torch tensor (a uint8 numpy array "
+            "is pixels already)"
+        )
+    if not tensor.is_floating_point():
+        # An 8-bit tensor's 200 would read as 200.0, clamped to 1.0: white.
+        raise InputError(
+            f"tensor: dtype {tensor.dtype} holds no [0, 1] or [-1, 1] values; give a float "
+            "tensor (8-bit levels: tensor.float() / 255)"
+        )
     if tensor.ndim not in (3, 4) or tensor.shape[-3] != 3:
         raise InputError(f"expected a (3, H, W) or (N, 3, H, W) tensor, got {tuple(tensor.shape)}")
     unit = (
@@ -594,3 +621,10 @@ def tensor_to_pixels(tensor: torch.Tensor, *, value_range: PixelRange = "unit") 
     )
     levels = torch.round(unit.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
     return levels.movedim(-3, -1).cpu().numpy()
+
+
+def _check_range(value_range: object) -> None:
+    if value_range not in get_args(PixelRange):
+        raise InputError(
+            f"value_range={value_range!r}: use 'unit' for [0, 1] or 'signed' for [-1, 1]"
+        )

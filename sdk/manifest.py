@@ -31,8 +31,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -51,7 +52,7 @@ from .softbinding import (
 )
 
 if TYPE_CHECKING:  # annotations only: keys writes through io, which sits above this module
-    from .keys import ManifestSigner
+    from .keys import ManifestSigner, TrustFiles
 
 Verdict = Literal[
     "missing",
@@ -63,7 +64,11 @@ Verdict = Literal[
     "untrusted",
     "trusted",
 ]
-TrustAnchors = bytes | Sequence[bytes] | None
+#: What ``trust=`` takes: PEM bytes or text, a CA file's path, or a list of them
+#: (:func:`~photoimmune.sdk.keys.read_trust_anchors`, as the plugin's ``trust=``).
+TrustAnchors: TypeAlias = "TrustFiles | None"
+#: The types a file's bytes come in.
+_BYTES = (bytes, bytearray, memoryview)
 logger = logging.getLogger(__name__)
 
 #: The C2PA assertion that lists how an asset was made (created, opened, edited...).
@@ -158,14 +163,18 @@ def sign_image(
 
     Args:
         data: the immunized file's bytes; its pixels are hashed into the assertion.
-        protections: what was done to the image (``ImmunizationResult.protections``).
-        signer: the key and certificate chain that sign (see :mod:`~photoimmune.sdk.keys`).
+        protections: what was done to the image (``ImmunizationResult.protections``): a
+            non-empty list of :class:`Protection` records.
+        signer: the key and certificate chain that sign (see :mod:`~photoimmune.sdk.keys`),
+            e.g. ``KeyDir(...).signer("publisher")``.
         parent: the original file's bytes, kept as the ``parentOf`` ingredient (with
             its own manifest, if any). Default: None, no parent.
         title: the manifest's title. Default: None, ``"immunized.<format>"``.
 
     Raises:
-        InputError: ``data`` is not PNG, JPEG or WebP.
+        InputError: ``data`` is not PNG, JPEG or WebP bytes, or an argument is not what
+            it says above (no protection at all, a signer that is none, a parent path
+            instead of its bytes...).
         ManifestError: signing failed (a key that does not match its certificate...).
 
     Example:
@@ -177,6 +186,9 @@ def sign_image(
 
     from . import __version__
 
+    _check_file_bytes(data, "data", "sign")
+    _check_signing(protections, signer, parent, title)
+    data = bytes(data)
     image = decode_image(data)
     mime = _mime_type(image.format)
     assertion = ImmunizationAssertion.for_pixels(
@@ -212,6 +224,48 @@ def sign_image(
             )
             return signed
     return _signed_or_error(definition, signer, mime, data)
+
+
+def _check_signing(protections: object, signer: object, parent: object, title: object) -> None:
+    """Refuse what :func:`sign_image` cannot sign with, before any work: a manifest that
+    says "immunized" must name at least one protection."""
+    from .keys import KeyDir, ManifestSigner
+
+    if not isinstance(protections, list | tuple) or not protections:
+        what = (
+            "an empty list"
+            if isinstance(protections, list | tuple)
+            else "a " + type(protections).__name__
+        )
+        raise InputError(
+            f"protections: got {what}; give a non-empty list of Protection records, such as "
+            "ImmunizationResult.protections or [protection]: a manifest without one would "
+            "call the image immunized against nothing"
+        )
+    for item in protections:
+        if not isinstance(item, Protection):
+            raise InputError(
+                f"protections: {type(item).__name__} {item!r:.60} is not a Protection; build "
+                "one with Protection.model_validate(record)"
+            )
+    if not isinstance(signer, ManifestSigner):
+        hint = 'keys.signer("publisher")' if isinstance(signer, KeyDir) else "KeyDir(path).signer()"
+        raise InputError(
+            f"signer: got a {type(signer).__name__}; give a ManifestSigner, e.g. {hint}"
+        )
+    if parent is not None:
+        _check_file_bytes(parent, "parent", "keep as the parent")
+    if title is not None and not isinstance(title, str):
+        raise InputError(f"title={title!r}: give the manifest's title as text, or None")
+
+
+def _check_file_bytes(data: object, name: str, verb: str) -> None:
+    """Refuse anything but a file's bytes (a path names a file, it is not one)."""
+    if not isinstance(data, _BYTES):
+        raise InputError(
+            f"{name}: got a {type(data).__name__}; give the image file's bytes to {verb} "
+            "(for a file, Path(name).read_bytes())"
+        )
 
 
 def _signed_or_error(definition: dict, signer: ManifestSigner, mime: str, data: bytes) -> bytes:
@@ -377,6 +431,7 @@ def sign_pixels(
         >>> webp = sign_pixels(result.pixels, result.protections, signer,
         ...                    fmt="WEBP", quality=100)  # doctest: +SKIP
     """
+    _check_signing(protections, signer, parent, title)  # before the encoding's work
     data = encode_image(pixels, fmt, quality=quality)
     return sign_image(data, protections, signer, parent=parent, title=title)
 
@@ -387,14 +442,19 @@ def read_manifest(
     """Read, validate and judge the manifest in an image file's bytes.
 
     Args:
-        data: the image file's bytes.
-        trust: PEM trust anchors (CA certificates) to accept, one or several.
+        data: the image file's bytes (for a path, :func:`~photoimmune.sdk.io.load_image`
+            with ``verify=True``).
+        trust: trust anchors (CA certificates) to accept: PEM bytes or text, a PEM file's
+            path, or a list of them (:func:`~photoimmune.sdk.keys.read_trust_anchors`).
             Default: None, nothing is trusted (an intact manifest is ``untrusted``).
-        pixels: the file's decoded pixels, which saves decoding when the caller
-            already did. Default: None, decoded from ``data``.
+        pixels: the file's decoded uint8 ``(H, W, 3)`` pixels, which saves decoding when
+            the caller already did. Default: None, decoded from ``data``.
 
     Raises:
         ImageLoadError: ``data`` cannot be decoded.
+        SigningKeyError: a trust anchor is no PEM CA certificate (named), or its file
+            cannot be read: a bad anchor is the call's mistake, not the image's.
+        InputError: ``data`` or ``pixels`` is not what it says above.
 
     Example:
         >>> read_manifest(open("cat.png", "rb").read(), trust=ca_pem).ok  # doctest: +SKIP
@@ -402,10 +462,24 @@ def read_manifest(
     """
     import c2pa
 
+    from .keys import read_trust_anchors
+
+    _check_file_bytes(data, "data", "read")
+    if pixels is not None and not _is_rgb8(pixels):
+        raise InputError(
+            "pixels: give the file's decoded uint8 (height, width, 3) pixels "
+            "(load_image(data).pixels), or leave pixels out"
+        )
+    if trust is not None and not isinstance(trust, bytes | str | os.PathLike | list | tuple):
+        raise InputError(
+            f"trust: got a {type(trust).__name__}; give PEM bytes or text, a CA file's path, "
+            "or a list of them"
+        )
+    anchors = read_trust_anchors(trust)
     if pixels is None:
         pixels = decode_image(data).pixels
     try:
-        reader = c2pa.Reader.try_create(io.BytesIO(data), context=_context(trust))
+        reader = c2pa.Reader.try_create(io.BytesIO(data), context=_context(anchors))
     except c2pa.C2paError.NotSupported as err:
         return _unsupported_container(data, err)
     except c2pa.C2paError as err:
@@ -592,11 +666,19 @@ def _mime_type(fmt: str | None) -> str:
     return MIME_TYPES[fmt]
 
 
-def _context(trust: TrustAnchors):
-    """A c2pa context: no thumbnails, never fetch anything, trust only ``trust``."""
+def _is_rgb8(pixels: object) -> bool:
+    return (
+        isinstance(pixels, np.ndarray)
+        and pixels.dtype == np.uint8
+        and pixels.ndim == 3
+        and pixels.shape[2] == 3
+    )
+
+
+def _context(anchors: list[bytes] | None):
+    """A c2pa context: no thumbnails, never fetch anything, trust only ``anchors`` (PEM)."""
     import c2pa
 
-    anchors = [trust] if isinstance(trust, bytes) else list(trust or [])
     settings = {
         "builder": {"thumbnail": {"enabled": False}},
         "verify": {"verify_trust": True, "remote_manifest_fetch": False, "ocsp_fetch": False},

@@ -296,7 +296,17 @@ def build_target(
     """
     from .models.bundled import resolve_model
 
+    if not os.fspath(model).strip():  # Path("") would name the current folder
+        raise UnknownModelError(
+            "an empty model name was given; name a bundled model (e.g. 'tiny-ldm@1') or a "
+            "diffusers folder"
+        )
     path = resolve_model(model).resolve()
+    if not (path / "vae" / "config.json").is_file():
+        raise UnknownModelError(
+            f"{path}: no vae/config.json, so no VAE to attack; pass a latent diffusion "
+            "pipeline's folder, as save_pretrained() writes it"
+        )
     encoder = load_encoder(str(path))
     size = (encoder.resolution, encoder.resolution)
     if image is not None:

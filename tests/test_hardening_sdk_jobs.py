@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from photoimmune.sdk.devices import check_device, check_device_available
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.evaluate.harness import EvalSettings, _photo_list, evaluate
 from photoimmune.sdk.io import save_image
 from photoimmune.sdk.jobs import Catalog, JobSettings, plan, run
 from photoimmune.sdk.jobs.planning import subscribed_models
-from photoimmune.sdk.jobs.worker import check_device, check_device_available
-from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.samples import sample_pixels
 
 MODEL = "photoimmune/tiny-ldm"
@@ -46,17 +44,11 @@ def photos(folder: Path, n: int = 2) -> list[Path]:
     return paths
 
 
-class FakeRegistry:
-    """Just what ``plan`` reads: releases' digests and each model's latest version."""
+@pytest.fixture(scope="module")
+def registry_client(tmp_path_factory):
+    from photoimmune.registry.admin import local_registry
 
-    def releases(self):
-        return {ModelRef.parse(f"{MODEL}@1"): SimpleNamespace(digest="ab" * 32)}
-
-    def latest(self, model: str) -> ModelRef:
-        return ModelRef.parse(f"{model}@1")
-
-    def get(self, ref):  # pragma: no cover (plan never fetches tensors)
-        raise AssertionError("plan must not fetch a release")
+    return local_registry(tmp_path_factory.mktemp("registry"), ["tiny-ldm@1"])
 
 
 # -- 1. one item given alone ------------------------------------------------------------
@@ -99,11 +91,11 @@ def test_plan_and_subscribed_models_take_one_name_given_alone():
     assert subscribed_models([MODEL, f" {MODEL} "]) == (MODEL,)
 
 
-def test_plan_with_one_model_name_alone_plans_that_model(tmp_path):
+def test_plan_with_one_model_name_alone_plans_that_model(tmp_path, registry_client):
     photos(tmp_path / "in")
     catalog = Catalog(tmp_path / "c.db")
     catalog.add([tmp_path / "in"])
-    job_plan = plan(catalog, FakeRegistry(), MODEL)
+    job_plan = plan(catalog, registry_client, MODEL)
     assert job_plan.models == (MODEL,)
     assert [t.ref for t in job_plan.targets] == [f"{MODEL}@1"]
     assert len(job_plan.images) == 2
@@ -162,18 +154,6 @@ def test_a_link_whose_resolution_is_denied_is_recorded_not_raised(tmp_path, monk
     assert catalog.add(denied).missing == {}
 
 
-@pytest.mark.skipif(
-    not os.path.lexists("/proc/1/cwd") or os.access("/proc/1/cwd", os.R_OK),
-    reason="needs /proc/1/cwd to be off limits to this user",
-)
-def test_the_probe_link_to_proc_1_cwd_is_recorded_unreadable(tmp_path):
-    made = photos(tmp_path / "in")
-    (tmp_path / "in" / "cwd").symlink_to("/proc/1/cwd")
-    report = Catalog(tmp_path / "c.db").add([tmp_path / "in"])
-    assert sorted(report.added) == sorted(str(p) for p in made)
-    assert str(tmp_path / "in" / "cwd") in report.unreadable
-
-
 def test_a_folder_that_cannot_be_listed_is_reported_not_skipped_silently(tmp_path, monkeypatch):
     made = photos(tmp_path / "in")
     (tmp_path / "in" / "locked").mkdir()
@@ -228,7 +208,9 @@ def test_job_settings_take_every_device_a_worker_may_have(device):
     assert JobSettings(eps="8/255", seed=2**63 - 1).seed == 2**63 - 1
 
 
-def test_a_cuda_device_this_machine_lacks_is_refused_before_any_work(tmp_path, monkeypatch):
+def test_a_cuda_device_this_machine_lacks_is_refused_before_any_work(
+    tmp_path, monkeypatch, registry_client
+):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -239,7 +221,7 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_any_work(tmp_path, m
     with pytest.raises(InputError, match="device='cuda'"):
         run(
             catalog,
-            FakeRegistry(),
+            registry_client,
             [MODEL],
             out_dir=tmp_path / "out",
             settings=JobSettings(device="cuda"),
@@ -260,9 +242,9 @@ def test_eval_settings_refuse_a_bad_field_by_name(fields, named):
 
 
 @pytest.mark.parametrize("limit", [-1, 1.5, True, "3"])
-def test_run_refuses_a_limit_that_is_no_count(tmp_path, limit):
+def test_run_refuses_a_limit_that_is_no_count(tmp_path, limit, registry_client):
     with pytest.raises(InputError, match="limit="):
-        run(Catalog(tmp_path / "c.db"), FakeRegistry(), [MODEL], out_dir=tmp_path, limit=limit)
+        run(Catalog(tmp_path / "c.db"), registry_client, [MODEL], out_dir=tmp_path, limit=limit)
 
 
 @pytest.mark.parametrize("settings", ["fast", 5, ["steps", 1]])
@@ -270,7 +252,7 @@ def test_run_refuses_settings_that_are_neither_settings_nor_a_dict(tmp_path, set
     with pytest.raises(InputError, match="settings="):
         run(
             Catalog(tmp_path / "c.db"),
-            FakeRegistry(),
+            registry_client,
             [MODEL],
             out_dir=tmp_path,
             settings=settings,
@@ -281,18 +263,11 @@ def test_run_validates_a_dict_of_settings(tmp_path):
     with pytest.raises(InputError, match="eps="):
         run(
             Catalog(tmp_path / "c.db"),
-            FakeRegistry(),
+            registry_client,
             [MODEL],
             out_dir=tmp_path,
             settings={"eps": "abc"},
         )
-
-
-@pytest.fixture(scope="module")
-def registry_client(tmp_path_factory):
-    from photoimmune.registry.admin import local_registry
-
-    return local_registry(tmp_path_factory.mktemp("registry"), ["tiny-ldm@1"])
 
 
 def test_run_takes_a_dict_of_settings_and_one_model_alone(tmp_path, registry_client):

@@ -28,19 +28,23 @@ with ``x + δ`` in [0, 1] and ``‖δ‖ ≤ ε`` (L∞ or L2), and returns the 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from ..errors import InputError
+from ..limits import check_steps
 from ..protection import loss_cut
 from .precision import autocast_to, warn_if_emulated
 from .transforms import Transform
 
 Norm = Literal["linf", "l2"]
 Schedule = Literal["constant", "linear", "cosine", "apgd"]
+#: The dtypes ``autocast`` runs a model in (None: float32).
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 TermsFn = Callable[[torch.Tensor], Iterable[torch.Tensor]]
 ProgressFn = Callable[[int, int, float], None]
@@ -73,7 +77,30 @@ class PGDConfig:
     exact_steps: int = 0  # the last iterations run in float32 (no autocast); see run_pgd
 
     def __post_init__(self) -> None:
-        if not 0 <= self.exact_steps <= self.steps:
+        for name, value, allowed in (
+            ("norm", self.norm, get_args(Norm)),
+            ("schedule", self.schedule, get_args(Schedule)),
+        ):
+            if value not in allowed:
+                raise InputError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+        check_step_count(self.steps, name="steps")
+        check_steps(self.eot_samples, name="eot_samples")
+        if self.quant_steps is not None:
+            check_step_count(self.quant_steps, name="quant_steps")
+        check_step_count(self.exact_steps, name="exact_steps")
+        _check_number("eps", self.eps, "above 0", lambda v: v > 0)
+        if self.step_size is not None:
+            _check_number("step_size", self.step_size, "above 0", lambda v: v > 0)
+        _check_number("final_step_fraction", self.final_step_fraction, "from 0 to 1", _unit)
+        _check_number("momentum", self.momentum, "from 0 to 1", _unit)
+        if self.loss_target is not None:
+            _check_number("loss_target", self.loss_target, "", lambda v: True)
+        if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
+            raise InputError(
+                f"autocast={self.autocast!r}: give torch.bfloat16 or torch.float16, or None "
+                "to run in float32"
+            )
+        if self.exact_steps > self.steps:
             raise InputError(
                 f"exact_steps={self.exact_steps} must lie between 0 and steps={self.steps}: "
                 "it is how many of the last iterations run in float32"
@@ -101,6 +128,31 @@ class PGDConfig:
         if self.schedule == "linear":
             return self.first_step * (1 - (1 - low) * progress)
         return self.first_step * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def check_step_count(value: object, *, name: str) -> None:
+    """Refuse an iteration count that is neither 0 (none: the start and the 8-bit finish
+    alone) nor what :func:`~photoimmune.sdk.limits.check_steps` accepts.
+
+    Example:
+        >>> check_step_count(0, name="steps")
+        >>> check_step_count(2.5, name="steps")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.InputError: steps=2.5: give a whole number from 1 to 10000
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return
+    check_steps(value, name=name)
+
+
+def _check_number(name: str, value: object, rule: str, ok: Callable[[float], bool]) -> None:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (real and math.isfinite(value) and ok(float(value))):  # type: ignore[arg-type]
+        raise InputError(f"{name}={value!r}: give a finite number {rule}".rstrip())
+
+
+def _unit(value: float) -> bool:
+    return 0 <= value <= 1
 
 
 @dataclass

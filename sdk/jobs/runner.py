@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..attacks.budget import budget_levels, parse_budget
 from ..database import redact_error
+from ..devices import check_device_available
 from ..errors import (
     ImageLoadError,
     InputError,
@@ -58,7 +59,7 @@ from .catalog import Catalog, CatalogError
 from .engines import Engine, make_engine
 from .planning import Plan, ReleaseSource, plan
 from .queue import DEFAULT_LEASE_SECONDS, Claim, LeaseHeartbeat, NewCopy, WorkQueue
-from .worker import JobSettings, WorkOrder, WorkOutput, check_device_available
+from .worker import JobSettings, WorkOrder, WorkOutput
 
 if TYPE_CHECKING:
     from ..keys import ManifestSigner, TrustFiles

@@ -21,69 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..attacks.budget import parse_budget
 from ..descriptor import Method
-from ..errors import InputError, PhotoimmuneError
+from ..devices import check_device, resolve_device
+from ..errors import PhotoimmuneError
 from ..limits import check_seed
 from ..protection import Protection
-
-#: The kinds of device a worker can immunize on (``"auto"`` aside).
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
-def check_device(device: str) -> None:
-    """Refuse a device torch does not know or photoimmune does not run on.
-
-    Whether this machine has it is another question (:func:`check_device_available`):
-    a Ray job's workers may have GPUs the machine starting the job lacks.
-
-    Example:
-        >>> check_device("cuda:0")
-        >>> check_device("tpu")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        photoimmune.sdk.errors.InputError: device='tpu': not a device ...
-    """
-    if device == "auto":
-        return
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        parsed = None
-    if parsed is None or parsed.type not in DEVICE_TYPES:
-        raise InputError(
-            f"device={device!r}: not a device photoimmune runs on; use auto (CUDA when "
-            "there is one), cpu, cuda, cuda:N or mps"
-        )
-
-
-def check_device_available(device: str) -> None:
-    """Refuse a device this machine does not have (``"auto"`` always has one).
-
-    Example:
-        >>> check_device_available("cpu")
-    """
-    check_device(device)
-    if device == "auto":
-        return
-    import torch
-
-    parsed = torch.device(device)
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(
-                f"device={device!r}: this machine has no CUDA device PyTorch can use; "
-                "use auto or cpu"
-            )
-        if parsed.index is not None and parsed.index >= count:
-            raise InputError(
-                f"device={device!r}: this machine has {count} CUDA device(s), "
-                f"numbered 0 to {count - 1}"
-            )
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(
-            f"device={device!r}: this machine has no MPS device PyTorch can use; use auto or cpu"
-        )
 
 
 class JobSettings(BaseModel):
@@ -171,11 +112,9 @@ class Immunizer:
         self.targets = list(targets)
         self.settings = settings
         self.name = name
-        check_device_available(settings.device)  # not every item's failure, once
+        self.device = str(resolve_device(settings.device))  # not every item's failure, once
         if settings.threads is not None:
             torch.set_num_threads(settings.threads)
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = auto if settings.device == "auto" else settings.device
         for target in self.targets:
             target.vae_encoder()  # load now: the first image should not pay for it
 
