@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import numbers
 import os
 import time
 import warnings
@@ -36,23 +37,26 @@ from typing import Any
 import numpy as np
 
 from photoimmune.registry.client import RegistryClient, connect
+from photoimmune.registry.errors import UnknownReleaseError
 from photoimmune.resolver.client import Recovery, ResolverClient, recover
+from photoimmune.sdk.attacks.budget import parse_budget
 from photoimmune.sdk.attacks.pgd import ProgressFn
 from photoimmune.sdk.descriptor import METHODS, Budget, Method
 from photoimmune.sdk.errors import InputError, OutputExistsError
-from photoimmune.sdk.io import pixels_to_tensor
+from photoimmune.sdk.io import check_output_dir, pixels_to_tensor
 from photoimmune.sdk.keys import (
     KeyDir,
     ManifestSigner,
     SigningKeyError,
+    TrustFiles,
     default_key_dir,
     default_trust_anchors,
     read_trust_anchors,
     resolve_signer,
 )
+from photoimmune.sdk.limits import check_seed, check_steps
 from photoimmune.sdk.manifest import (
     ManifestReport,
-    TrustAnchors,
     can_be_ingredient,
     read_manifest,
     sign_pixels,
@@ -60,8 +64,9 @@ from photoimmune.sdk.manifest import (
 from photoimmune.sdk.mark import carries_mark
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import AttackTarget, WeightFingerprints, pipeline_fingerprints
+from photoimmune.sdk.urls import url_problem
 
-from .detection import LatentDetector
+from .detection import DEFAULT_THRESHOLD, LatentDetector
 from .errors import ImmunizationCheckError, ImmunizedImageError, UnregisteredModelError
 from .inputs import EditedImage, bind_call, edited_argument_names, is_latents, read_argument
 from .outputs import output_images, sign_outputs
@@ -100,7 +105,7 @@ class ImmunizationCheck:
         model: str | ModelRef | None = None,
         policy: Policy = "reimmunize",
         signer: ManifestSigner | KeyDir | None = None,
-        trust: TrustAnchors | os.PathLike[str] | Sequence[os.PathLike[str]] = None,
+        trust: TrustFiles | None = None,
         method: Method | None = None,
         eps: str | float | None = None,
         steps: int | None = None,
@@ -110,13 +115,43 @@ class ImmunizationCheck:
         output_dir: str | os.PathLike[str] | None = None,
         trusted_root: bytes | os.PathLike[str] | None = None,
         progress: ProgressFn | None = None,
-        resolvers: Sequence[str | ResolverClient] = (),
+        resolvers: str | ResolverClient | Sequence[str | ResolverClient] = (),
         sign_outputs: bool | None = None,
     ) -> None:
+        # Every setting is checked here: a mistake found on the first image would surface
+        # only after a re-immunization's work, or never (a wrong type silently defaulted).
+        if not isinstance(registry, RegistryClient | str | os.PathLike):
+            raise InputError(
+                f"registry={registry!r}: pass a RegistryClient, a registry folder, or a "
+                "server URL with trusted_root=root.json"
+            )
+        if model is not None and not isinstance(model, str | ModelRef):
+            raise InputError(
+                f"model={model!r}: pass the release this pipeline runs as "
+                "'vendor/model@version', or leave it out to recognise it by fingerprint"
+            )
         if policy not in POLICIES:
             raise InputError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
         if method not in (None, *METHODS):
             raise InputError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        _check_signer(signer)
+        _check_trust(trust)
+        if eps is not None:
+            parse_budget(eps)
+        if steps is not None:
+            check_steps(steps)
+        check_seed(seed)
+        _check_flag("detect", detect)
+        if sign_outputs is not None:
+            _check_flag("sign_outputs", sign_outputs)
+        _check_threshold(detection_threshold)
+        if progress is not None and not callable(progress):
+            raise InputError(
+                f"progress={progress!r}: pass a function progress(step, total, loss), or None"
+            )
+        urls = _resolver_urls(resolvers)
+        if output_dir is not None:
+            check_output_dir(output_dir, option="output_dir")
         self.pipe = pipe
         self.client = (
             registry if isinstance(registry, RegistryClient) else connect(registry, trusted_root)
@@ -126,7 +161,7 @@ class ImmunizationCheck:
         # The vendor's own re-signed images must read as covered when they come back, or
         # each pass would stack another ε on them: a KeyDir's CA is trusted, and so is the
         # fallback (development) key's (again once it exists, see :attr:`signer`).
-        if isinstance(signer, KeyDir) and signer.ca_cert.is_file():
+        if isinstance(signer, KeyDir):
             self._trust_also([signer.trust_anchor_pem()])
         elif signer is None:
             self._trust_also(default_trust_anchors())
@@ -142,9 +177,7 @@ class ImmunizationCheck:
         self.progress = progress
         self._signer = signer
         # A stripped image's manifest is looked up by its soft binding (only the code is sent).
-        self.resolvers = [
-            r if isinstance(r, ResolverClient) else ResolverClient(r) for r in resolvers
-        ]
+        self.resolvers = [r if isinstance(r, ResolverClient) else ResolverClient(r) for r in urls]
         # Outputs are signed as the model's work when asked, and by default when the
         # vendor configured a signer (the development key is not a vendor's statement).
         self.sign_outputs = signer is not None if sign_outputs is None else sign_outputs
@@ -166,7 +199,11 @@ class ImmunizationCheck:
 
     @property
     def ref(self) -> ModelRef:
-        """The registry release the pipeline runs (given, or recognised by fingerprint)."""
+        """The registry release the pipeline runs (given, or recognised by fingerprint).
+
+        A given release is believed only once its VAE is found to be the pipeline's: else
+        images covered for it would reach other weights unchecked.
+        """
         if self._ref is None:
             found = self.client.identify(self.fingerprints)
             if found is None:
@@ -176,14 +213,22 @@ class ImmunizationCheck:
                     "vendor to publish this release's target"
                 )
             self._ref = found
+        elif self._target is None:
+            self._target = self._bound(self._ref)
         return self._ref
 
     @property
     def target(self) -> AttackTarget:
         """This release's target, bound to the pipeline's own VAE (checked by fingerprint)."""
+        ref = self.ref  # a given release is bound as it is resolved
         if self._target is None:
-            self._target = self.client.get(self.ref).bind_pipeline(self.pipe, self.fingerprints)
+            self._target = self._bound(ref)
         return self._target
+
+    def _bound(self, ref: ModelRef) -> AttackTarget:
+        """``ref``'s target bound to the pipeline: an :class:`InputError` unless its VAE is
+        the pipeline's."""
+        return self.client.get(ref).bind_pipeline(self.pipe, self.fingerprints)
 
     @property
     def detectors(self) -> list[LatentDetector]:
@@ -287,7 +332,7 @@ class ImmunizationCheck:
         """The release ref; for a generation by weights no registry knows, the pipeline's name."""
         try:
             return str(self.ref)
-        except UnregisteredModelError:
+        except (InputError, UnknownReleaseError):  # unknown, or not the release declared
             return str(getattr(self.pipe, "name_or_path", "") or type(self.pipe).__name__)
 
     def _latents(self, name: str) -> None:
@@ -451,11 +496,6 @@ class ImmunizationCheck:
         if isinstance(self._signer, ManifestSigner):
             return self._signer
         if isinstance(self._signer, KeyDir):
-            if not self._signer.exists():
-                raise SigningKeyError(
-                    f"{self._signer.path}: no signing keys there; pass the folder `photoimmune "
-                    "keys init` made, or a ManifestSigner"
-                )
             self._signer = self._signer.signer("vendor")
             return self._signer
         self._signer = resolve_signer(role="vendor")
@@ -477,11 +517,82 @@ class ImmunizationCheck:
         stem = _stem(image.source)
         digest = hashlib.sha256(signed).hexdigest()[:12]
         path = self.output_dir / f"{stem}.{self.ref.model}-{self.ref.version}.{digest}.png"
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         # Same name, same digest: when it exists, the same bytes are already there.
         with contextlib.suppress(OutputExistsError):
             atomic_write_bytes(path, signed)
         return str(path)
+
+
+def _check_signer(signer: object) -> None:
+    """Refuse what cannot sign: it would otherwise be ignored, and the development key
+    would sign in the vendor's name."""
+    if signer is not None and not isinstance(signer, ManifestSigner | KeyDir):
+        raise InputError(
+            f"signer={signer!r}: not a signer; pass signer=ManifestSigner.from_pem(key, cert) "
+            "or the KeyDir of a `photoimmune keys init` folder (leave it out for the "
+            "development key)"
+        )
+    if isinstance(signer, KeyDir) and not signer.exists():
+        raise SigningKeyError(
+            f"{signer.path}: no signing keys there; pass the folder `photoimmune keys init` "
+            "made, or a ManifestSigner"
+        )
+
+
+def _check_trust(trust: object) -> None:
+    """Refuse anything but PEM bytes or text, paths, or a list of them (what
+    :func:`read_trust_anchors` reads)."""
+    items = trust if isinstance(trust, list | tuple) else [] if trust is None else [trust]
+    for item in items:
+        if not isinstance(item, bytes | str | os.PathLike):
+            raise InputError(
+                f"trust={trust!r}: pass CA certificates as PEM bytes or text, a path, or a "
+                "list of them (a key folder's own CA is its KeyDir.ca_cert)"
+            )
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):  # "no" is truthy: it would turn the setting on
+        raise InputError(f"{name}={value!r}: pass True or False")
+
+
+def _check_threshold(threshold: object) -> None:
+    """Refuse a threshold no detection score compares with: the scores are about 1 for
+    clean photos and lower for immunized ones, 0 for a mark (see :mod:`.detection`)."""
+    if threshold is None:
+        return
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not 0 <= float(threshold) <= 1  # NaN compares false: refused too
+    ):
+        raise InputError(
+            f"detection_threshold={threshold!r}: give a number from 0 to 1 (detection scores "
+            "are about 1 for clean photos, lower for immunized ones; default "
+            f"{DEFAULT_THRESHOLD}), or leave it out"
+        )
+
+
+def _resolver_urls(
+    resolvers: str | ResolverClient | Sequence[str | ResolverClient],
+) -> list[str | ResolverClient]:
+    """The resolvers, one URL alone taken as a list of one; each URL must be http(s)."""
+    items = [resolvers] if isinstance(resolvers, str | ResolverClient) else resolvers
+    if not isinstance(items, list | tuple):
+        raise InputError(
+            f"resolvers={resolvers!r}: pass a list of resolver URLs such as "
+            "['http://127.0.0.1:8480'], or ResolverClients"
+        )
+    for item in items:
+        if isinstance(item, ResolverClient):
+            continue
+        problem = url_problem(item) if isinstance(item, str) else "it is not a URL"
+        if problem is not None:
+            raise InputError(
+                f"resolvers= holds {item!r}: {problem}; give http(s) URLs of manifest resolvers, "
+                "e.g. http://127.0.0.1:8480"
+            )
+    return list(items)
 
 
 def _ingredient(image: EditedImage, check: ImageCheck) -> tuple[str, bytes]:

@@ -12,12 +12,14 @@ pipeline pickles (and deep-copies) as its plain class, without the check.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from typing import Any
 
 import torch
 
 from photoimmune.registry.client import RegistryClient
+from photoimmune.sdk.errors import InputError
 
 from .check import ImmunizationCheck
 from .errors import ImmunizationCheckError
@@ -25,6 +27,12 @@ from .errors import ImmunizationCheckError
 _CHECKED: dict[type, type] = {}
 _BASE = "_photoimmune_base"
 _CHECK_ATTRIBUTES = ("_immunization_check", "immunization_report")
+#: What ``enable_immunization_check`` takes besides ``registry``: the check's keyword arguments.
+_SETTINGS = tuple(
+    name
+    for name, parameter in inspect.signature(ImmunizationCheck).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
+)
 
 
 def _restore(cls: Any, state: dict):  # a pipeline class (diffusers is untyped to us)
@@ -81,8 +89,9 @@ def enable_immunization_check(
             weight fingerprint (computed once, on the first call).
         policy: what to do with an image immunized (or claiming to be) but not against this
             version: ``"reimmunize"`` (default), ``"refuse"``, ``"warn"`` or ``"allow"``.
-        signer: the vendor's signer for re-immunized images (PEM or callback, see
-            :class:`~photoimmune.sdk.keys.ManifestSigner`); default: the development vendor key.
+        signer: the vendor's signer for re-immunized images: a
+            :class:`~photoimmune.sdk.keys.ManifestSigner` (PEM or callback) or a ``KeyDir``;
+            default: the development vendor key. Anything else is refused.
         trust: CA certificates (PEM bytes, text or paths) of the publishers whose manifests
             to trust; a ``KeyDir`` signer's own CA is added.
         method: the re-immunization's attack, ``"encoder"``, ``"diffusion"`` or
@@ -90,13 +99,15 @@ def enable_immunization_check(
         eps, steps, seed: re-immunization budget and seed (default: the target's
             recommended budget for that method; when the target carries a one-pass
             immunizer, PGD starts from its pass and runs only its few finishing steps).
-        detect, detection_threshold: look for immunization in images without a manifest.
+        detect, detection_threshold: look for immunization in images without a manifest;
+            the threshold is from 0 to 1 (default 0.94; see :mod:`.detection`).
         output_dir: also write each re-immunized, signed image there (never overwriting).
         trusted_root: the registry's ``root.json`` when ``registry`` is a URL.
         progress: ``progress(step, total, loss)`` during a re-immunization.
-        resolvers: manifest resolver URLs (``photoimmune manifests serve``): an image without
-            a manifest is looked up by its soft binding (only its 64-bit code is sent); a
-            recovered manifest is used when its signed file's pixels are close to the image's.
+        resolvers: manifest resolver http(s) URLs, one or a list (``photoimmune manifests
+            serve``): an image without a manifest is looked up by its soft binding (only its
+            64-bit code is sent); a recovered manifest is used when its signed file's pixels
+            are close to the image's.
         sign_outputs: sign each output as the model's work (``c2pa.edited`` +
             compositeWithTrainedAlgorithmicMedia for edits, ``c2pa.created`` +
             trainedAlgorithmicMedia for generation), into
@@ -118,6 +129,12 @@ def enable_immunization_check(
         raise ImmunizationCheckError(
             "enable_immunization_check needs registry=: a RegistryClient, a registry folder "
             "or a server URL with trusted_root=root.json"
+        )
+    unknown = [f"{name}=" for name in settings if name not in _SETTINGS]
+    if unknown:
+        raise InputError(
+            f"enable_immunization_check: unknown setting {', '.join(unknown)}; the settings "
+            f"are registry=, {', '.join(f'{name}=' for name in _SETTINGS)}"
         )
     check = ImmunizationCheck(self, registry, **settings)
     self.__class__ = _checked_class(type(self))

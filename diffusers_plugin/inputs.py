@@ -9,7 +9,8 @@ but in a ControlNet or T2I-Adapter text-to-image pipeline ``image`` is the
 An argument may hold one image or a list, each a PIL image, a path, file bytes,
 the SDK loader's :class:`~photoimmune.sdk.io.LoadedImage`, a numpy array
 (``HWC``/``NHWC``, uint8 or float in [0, 1]) or a tensor (``CHW``/``NCHW`` in [0, 1],
-or [-1, 1]). Arrays and tensors go to the pipeline as they came, or in the same form once
+or [-1, 1]); other values (0..255 floats, a uint8 tensor) are refused, not clipped.
+Arrays and tensors go to the pipeline as they came, or in the same form once
 re-immunized; PIL images, paths and bytes go as PIL images of the checked pixels
 (EXIF orientation applied), the form every pipeline accepts. A C2PA manifest
 is read only where file bytes come with the image: a path, bytes, a
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.io import (
     DEFAULT_MAX_BYTES,
     LoadedImage,
@@ -151,17 +153,43 @@ def _read_one(name: str, index: int, value: Any, signed: bool) -> EditedImage:
         pixels = load_image(_current_frame(value)).pixels
         return EditedImage(name, index, pixels, _file_of(value), source, _to_pil)
     if isinstance(value, np.ndarray):
+        _check_values(f"{name}[{index}]", value)
         pixels, to_input = load_image(uint8_pixels(value)).pixels, _array_like(value)
         return EditedImage(name, index, pixels, None, "<array>", to_input, value)
     if isinstance(value, torch.Tensor):
+        _check_values(f"{name}[{index}]", value)
         pixels, to_input = _tensor_pixels(value, signed)
         return EditedImage(name, index, pixels, None, "<tensor>", to_input, value)
-    from photoimmune.sdk.errors import InputError
-
     raise InputError(
         f"{name}[{index}]: cannot read a {type(value).__name__} as an image; pass PIL images, "
         "paths, bytes, numpy arrays or tensors"
     )
+
+
+def _check_values(where: str, value: np.ndarray | torch.Tensor) -> None:
+    """Refuse numbers in a range diffusers does not read: 0..255 floats, or a uint8 tensor,
+    would be clipped to an all-white picture, checked as clean and edited as such."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.uint8 or value.size == 0:  # an empty one: the loader says why
+            return
+        kind, floating, low = "array", value.dtype.kind == "f", 0
+        expected, convert, scale = "uint8, or floats in [0, 1]", "array.astype(np.uint8)", "array"
+    else:
+        if value.numel() == 0:
+            return
+        kind, floating, low = "tensor", value.is_floating_point(), -1
+        expected, convert, scale = "floats in [0, 1] or [-1, 1]", "tensor.float() / 255", "tensor"
+    if not floating:
+        raise InputError(
+            f"{where}: {kind} of {value.dtype}; diffusers reads {kind}s of {expected}: "
+            f"convert it (for 0..255 values, {convert})"
+        )
+    lowest, highest = float(value.min()), float(value.max())
+    if not low <= lowest <= highest <= 1:  # NaN compares false: refused too
+        raise InputError(
+            f"{where}: {kind} with values from {lowest:g} to {highest:g}; diffusers reads "
+            f"{kind}s of {expected}: scale it (for 0..255 values, {scale} / 255)"
+        )
 
 
 def _current_frame(img: Image.Image) -> Image.Image:
