@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from manifest import PROTECTION  # bench/ is on sys.path when this script runs
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -29,7 +30,6 @@ from photoimmune.diffusers_plugin.outputs import sign_outputs
 from photoimmune.sdk.codec import encode_image, encode_png_fast
 from photoimmune.sdk.keys import init_keys
 from photoimmune.sdk.manifest import sign_pixels
-from photoimmune.sdk.protection import Protection
 from photoimmune.sdk.samples import sample_pixels
 
 
@@ -61,18 +61,7 @@ def main() -> None:
         keys = init_keys(Path(tmp) / "keys")
         signer = keys.signer("vendor")
         # the input an edit signs as its ingredient: a photo signed as immunized
-        protected = Protection(
-            target_ref="photoimmune/tiny-ldm@1",
-            target_digest="ab" * 32,
-            method="encoder",
-            norm="linf",
-            eps="8/255",
-            steps=10,
-            loss_before="1.5",
-            loss_after="0.9",
-            duration_ms=10,
-        )
-        source = sign_pixels(sample_pixels("chelsea.png", args.size), [protected], keys.signer())
+        source = sign_pixels(sample_pixels("chelsea.png", args.size), [PROTECTION], keys.signer())
         model = "photoimmune/tiny-ldm@1"
         rows = {
             "reference: PNG encode, Pillow level 6": lambda: encode_image(output, "PNG"),

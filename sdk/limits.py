@@ -13,6 +13,9 @@ Example:
 from __future__ import annotations
 
 import numbers
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from .errors import InputError
 
@@ -30,6 +33,15 @@ def check_seed(seed: object, *, name: str = "seed") -> None:
 def check_steps(steps: object, *, name: str = "steps") -> None:
     """Refuse a step count that is not a whole number from 1 to :data:`MAX_STEPS`."""
     _check_count(steps, name, 1, MAX_STEPS)
+
+
+def _checked_seed(seed: int) -> int:
+    check_seed(seed)
+    return seed
+
+
+#: A seed field of a settings model, checked by :func:`check_seed` when the settings are made.
+Seed = Annotated[int, AfterValidator(_checked_seed)]
 
 
 def _check_count(value: object, name: str, low: int, high: int) -> None:

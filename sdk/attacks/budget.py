@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from ..errors import InputError
 
@@ -119,3 +122,13 @@ def budget_levels(frac: Fraction) -> int:
         7
     """
     return int(frac * 255)
+
+
+def _checked_budget(text: str) -> str:
+    parse_budget(text)
+    return text
+
+
+#: A budget field of a settings model: the text as given, checked by :func:`parse_budget`
+#: when the settings are made ("abc", "0", "2" refused by name, before any work).
+BudgetText = Annotated[str, AfterValidator(_checked_budget)]

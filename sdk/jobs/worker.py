@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..attacks.budget import parse_budget
+from ..attacks.budget import BudgetText
 from ..descriptor import Method
 from ..devices import check_device, resolve_device
 from ..errors import PhotoimmuneError
-from ..limits import check_seed
+from ..limits import Seed
 from ..protection import Protection
 
 
@@ -43,29 +43,16 @@ class JobSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     method: Method | None = None
-    eps: str | None = None
+    eps: BudgetText | None = None
     steps: int | None = Field(default=None, gt=0)
     #: Start PGD from the targets' one-pass immunizers (None: whenever they all carry one).
     warm_start: bool | None = None
-    seed: int = 0
+    seed: Seed = 0
     eot: bool = False
     threads: int | None = Field(
         default=None, gt=0, description="PyTorch threads per worker (None: its default)"
     )
     device: str = Field(default="auto", description='"auto": CUDA when the worker has one')
-
-    @field_validator("eps")
-    @classmethod
-    def _eps_is_a_budget(cls, eps: str | None) -> str | None:
-        if eps is not None:
-            parse_budget(eps)  # "abc", "0", "2": refused by name, before any work is queued
-        return eps
-
-    @field_validator("seed")
-    @classmethod
-    def _seed_fits(cls, seed: int) -> int:
-        check_seed(seed)
-        return seed
 
     @field_validator("device")
     @classmethod
