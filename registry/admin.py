@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import shutil
 import tempfile
 import time
@@ -35,7 +34,12 @@ from tuf.api.metadata import Metadata, Root
 
 from photoimmune.sdk.database import redact_url
 from photoimmune.sdk.errors import InputError, OutputExistsError
-from photoimmune.sdk.io import atomic_write_bytes, check_output_dir
+from photoimmune.sdk.io import (
+    atomic_write_bytes,
+    build_folder,
+    check_output_dir,
+    interrupted_builds,
+)
 from photoimmune.sdk.scorecard import SCORECARD_NAME
 from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
 
@@ -254,7 +258,7 @@ def init_registry(
     else:
         folder.parent.mkdir(parents=True, exist_ok=True)
         # mkdir, not mkdtemp: the registry keeps the mode the umask gives a new folder.
-        work = folder.parent / f"{_work_prefix(folder)}{secrets.token_hex(4)}"
+        work = build_folder(folder)
         work.mkdir()
     try:
         _write_registry(RegistryPaths(work), root_keys, root_threshold, database_url)
@@ -276,7 +280,7 @@ def _check_new_registry(paths: RegistryPaths) -> None:
             "so choose a new folder rather than replace it"
         )
     # A killed init (SIGKILL, power loss) cannot clean up: its folder holds private keys.
-    left = sorted(folder.parent.glob(f"{_work_prefix(folder)}*"))
+    left = interrupted_builds(folder)
     if left or paths.keys.exists():
         raise OutputExistsError(
             f"an interrupted `registry init` left {left[0] if left else folder} (private root "
@@ -325,12 +329,6 @@ def _write_registry(
         atomic_write_bytes(paths.trusted_root, root)
     finally:
         store.dispose()  # SQLite's file whole and closed before its folder is renamed
-
-
-def _work_prefix(folder: Path) -> str:
-    """The start of the hidden folder an init builds ``folder`` in: its name cut short, so
-    a folder name that fits the file system still does."""
-    return f".{folder.name[:32]}.init-"
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -43,6 +43,7 @@ import dataclasses
 import hashlib
 import numbers
 import os
+import secrets
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -446,6 +447,41 @@ def _temp_prefix(dest: Path) -> str:
     """
     digest = hashlib.sha256(os.fsencode(dest.name)).hexdigest()[:8]
     return f".{dest.name[:16]}.{digest}."
+
+
+def build_folder(folder: Path) -> Path:
+    """Where a new ``folder`` is built before it is renamed into place: a hidden sibling,
+    so that a failure (or Ctrl-C) leaves nothing under the name asked for.
+
+    Its name starts with ``folder``'s cut short, so a name that fits the file system still
+    does; :func:`interrupted_builds` finds the ones a killed process left.
+
+    Example:
+        >>> build_folder(Path("out/keys")).name.startswith(".keys.init-")
+        True
+    """
+    return folder.parent / f"{_build_prefix(folder)}{secrets.token_hex(4)}"
+
+
+def interrupted_builds(folder: Path) -> list[Path]:
+    """The hidden build folders of ``folder`` (:func:`build_folder`) a killed process left.
+
+    Names are compared as strings, never as glob patterns: a folder may be called ``[1]``.
+
+    Example:
+        >>> interrupted_builds(Path("out/no-such-parent/keys"))
+        []
+    """
+    prefix = _build_prefix(folder)
+    try:
+        names = os.listdir(folder.parent)
+    except OSError:  # no parent yet: nothing was left there
+        return []
+    return sorted(folder.parent / name for name in names if name.startswith(prefix))
+
+
+def _build_prefix(folder: Path) -> str:
+    return f".{folder.name[:32]}.init-"
 
 
 def stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:

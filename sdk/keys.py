@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 import shutil
 import stat
 import unicodedata
@@ -36,7 +35,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .codec import check_no_nul
 from .errors import ImageWriteError, InputError, OutputExistsError
-from .io import atomic_write_bytes, check_input_file, check_output_dir, env_path
+from .io import (
+    atomic_write_bytes,
+    build_folder,
+    check_input_file,
+    check_output_dir,
+    env_path,
+    interrupted_builds,
+)
 
 SigningAlg = Literal["es256", "es384", "ed25519"]
 Role = Literal["publisher", "vendor"]
@@ -470,7 +476,7 @@ def init_keys(
             f"{keys.where}: already holds keys; use them, or choose another key folder"
         )
     # A killed init (SIGKILL, power loss) cannot clean up: its folder holds private keys.
-    left = _interrupted_inits(keys.path)
+    left = interrupted_builds(keys.path)
     if left:
         raise OutputExistsError(
             f"an interrupted init_keys left {left[0]} (private keys included); remove it "
@@ -576,7 +582,7 @@ def _write_into(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
 
 def _write_new_folder(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
     """Build the folder as a hidden sibling, 0700, and rename it into place once whole."""
-    work = folder.parent / f"{_work_prefix(folder)}{secrets.token_hex(4)}"
+    work = build_folder(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         work.mkdir(mode=0o700)
@@ -598,25 +604,6 @@ def _reason(err: BaseException) -> str:
     """The OS's words for why a write failed, without the path it failed on."""
     cause = err.__cause__ or err
     return (cause.strerror if isinstance(cause, OSError) else None) or str(cause)
-
-
-def _work_prefix(folder: Path) -> str:
-    """The start of the hidden folder a new key folder is built in: its name cut short, so
-    a folder name that fits the file system still does."""
-    return f".{folder.name[:32]}.init-"
-
-
-def _interrupted_inits(folder: Path) -> list[Path]:
-    """Hidden folders a killed :func:`init_keys` of ``folder`` left beside it.
-
-    Names are compared as strings, never as glob patterns: a folder may be called ``[1]``.
-    """
-    prefix = _work_prefix(folder)
-    try:
-        names = os.listdir(folder.parent)
-    except OSError:  # no parent yet: nothing was left there
-        return []
-    return sorted(folder.parent / name for name in names if name.startswith(prefix))
 
 
 def generate_key(alg: SigningAlg) -> PrivateKey:
