@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import NoReturn
@@ -31,9 +30,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
+from photoimmune.sdk.serving import answer_head, excerpt, repeated_names
+
 from .errors import QuotaExceededError, ReleaseRejectedError, UnknownReleaseError
 from .metadata import MAX_METADATA_BYTES, NewVersion, PublishedRelease
-from .service import RegistryService, shown
+from .service import RegistryService
 
 #: Largest upload accepted for one release (metadata plus tensors).
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
@@ -113,15 +114,11 @@ def create_app(
         }
         return JSONResponse(body, status_code=413)
 
-    # HEAD beside GET, for caches and mirrors: a route of its own, as one route with two
-    # methods would give both the same OpenAPI operation id.
     @app.get("/metadata/{filename}")
-    @app.head("/metadata/{filename}")
     def metadata(filename: str) -> Response:
         return Response(service.metadata_file(filename), media_type=_JSON)
 
     @app.get("/targets/{path:path}")
-    @app.head("/targets/{path:path}")
     def target(path: str) -> Response:
         return Response(service.target_file(path), media_type="application/octet-stream")
 
@@ -152,6 +149,7 @@ def create_app(
             version = await run_in_threadpool(service.publish, vendor, meta, files)
         return PublishedRelease(vendor=vendor, version=version)
 
+    answer_head(app)
     return app
 
 
@@ -202,13 +200,11 @@ async def _release_parts(
     limited = _limited(request, limit)
     with _deadline(deadline_s):
         async with limited.form(max_files=64, max_part_size=limit) as form:
-            # A form keeps one value per name, so a repeated part would silently win or vanish.
-            counts = Counter(name for name, _ in form.multi_items())
-            repeated = [name for name, n in counts.items() if n > 1]
+            repeated = repeated_names(form.multi_items())
             if repeated:
                 raise HTTPException(
                     400,
-                    f"multipart part {shown(repeated[0])!r} is sent more than once; send one "
+                    f"multipart part {excerpt(repeated[0])!r} is sent more than once; send one "
                     "'metadata' part and one part per new target file, each once",
                 )
             meta = form.get("metadata")

@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from tuf.api.metadata import DelegatedRole, Metadata, Root, Targets
 from tuf.api.serialization import SerializationError
 
+from photoimmune.sdk.serving import excerpt
+
 from . import metadata as tm
 from .errors import (
     InvalidThresholdError,
@@ -35,8 +37,6 @@ from .storage import Store
 #: Largest version number a metadata file can have: the database column is a 32-bit
 #: integer (on PostgreSQL), so a larger number names nothing and is not looked up.
 MAX_VERSION = 2**31 - 1
-#: Characters of a name from a request that an error message repeats (URLs may be long).
-SHOWN_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class RegistryService:
             if number is not None and rest.endswith(".json"):
                 data = self.store.metadata(session, role, number)
             if data is None:
-                raise UnknownReleaseError(f"no metadata file {shown(filename)!r}")
+                raise UnknownReleaseError(f"no metadata file {excerpt(filename)!r}")
             return data
 
     def target_file(self, path: str) -> bytes:
@@ -146,7 +146,7 @@ class RegistryService:
         with self.store.read() as session:
             data = self.store.target(session, f"{folder}/{filename}", digest)
         if data is None:
-            raise UnknownReleaseError(f"no target file {shown(path)!r}")
+            raise UnknownReleaseError(f"no target file {excerpt(path)!r}")
         return data
 
     def check_vendor(self, vendor: str) -> None:
@@ -447,18 +447,13 @@ def _delegated_names(data: bytes) -> list[str]:
         return []
 
 
-def shown(text: str) -> str:
-    """``text`` as an error message repeats it: its first :data:`SHOWN_CHARS` characters."""
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…"
-
-
 def _check_vendor_name(vendor: str) -> None:
     """The vendor-name rule, repeating at most the start of a name sent in a URL.
 
-    Names are at most 64 characters, so ``shown(vendor)`` breaks the rule exactly when
+    Names are at most 64 characters, so ``excerpt(vendor)`` breaks the rule exactly when
     ``vendor`` does, and the refusal names the shortened one.
     """
-    tm.check_vendor_name(shown(vendor))
+    tm.check_vendor_name(excerpt(vendor))
 
 
 def _check_lifetime(role: str, signed: Root | Targets) -> None:
@@ -504,7 +499,7 @@ def _check_delegations(top: Targets) -> None:
             paths = json.dumps(role.paths if role.paths is not None else role.path_hash_prefixes)
             raise ReleaseRejectedError(
                 f"delegation {name}: paths must be {json.dumps(tm.vendor_paths(name))} (the "
-                f"vendor's namespace), not {shown(paths)}; delegate with "
+                f"vendor's namespace), not {excerpt(paths)}; delegate with "
                 f"`photoimmune registry vendor add {name}`"
             )
         keys = sum(keyid in delegations.keys for keyid in role.keyids)

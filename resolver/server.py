@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from photoimmune.sdk.database import redact_error
+from photoimmune.sdk.serving import answer_head, excerpt, repeated_names
 from photoimmune.sdk.softbinding import ALGORITHM, MATCH_BITS
 
 from .errors import UnknownAssetError
@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 _HEX_CODE = r"^[0-9a-fA-F]{16}$"
 # The store's ids are 64-bit SQL integers, which a larger number overflows.
 _MAX_ASSET_ID = 2**63 - 1
-_SHOWN_CHARS = 80  # of a bad value, echoed so its sender can spot it, never all of it
 
 #: What to send instead, by parameter name: the one message a bad value gets.
 _ADVICE = {
@@ -65,11 +64,6 @@ _AssetId = Annotated[
 ]
 
 
-def _shown(value: object) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "...")
-
-
 def _problem(error: dict[str, Any]) -> str:
     """One validation error as advice: what to send, and the start of what was sent."""
     where: Sequence[Any] = error.get("loc", ())
@@ -77,32 +71,17 @@ def _problem(error: dict[str, Any]) -> str:
     advice = _ADVICE.get(name, f"{name}: {error.get('msg', 'invalid')}")
     if error.get("type") == "missing":
         return f"{name} is missing; {advice}"
-    return f"{advice}; got {_shown(error.get('input'))}"
-
-
-_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
-
-
-def _readable(app: FastAPI, path: str) -> Callable[[_Endpoint], _Endpoint]:
-    """Serve an endpoint on GET and HEAD, as two routes: one route of both methods would
-    give both the same OpenAPI operation id, which FastAPI warns of as a broken schema."""
-
-    def register(endpoint: _Endpoint) -> _Endpoint:
-        app.get(path)(endpoint)
-        return app.head(path)(endpoint)
-
-    return register
+    return f"{advice}; got {excerpt(error.get('input'))!r}"
 
 
 async def _single_valued(request: Request) -> None:
     # Which of two values would win is the framework's whim, not something to rely on.
-    # async: a plain function would cost every lookup a worker thread's hand-off.
-    names = Counter(name for name, _ in request.query_params.multi_items())
-    repeated = [name for name, count in names.items() if count > 1]
+    # async: it reads only the URL, and a plain function would cost a thread's hand-off.
+    repeated = repeated_names(request.query_params.multi_items())
     if repeated:
         raise HTTPException(
             400,
-            detail=f"query parameter {_shown(repeated[0])} is given more than once; "
+            detail=f"query parameter {excerpt(repeated[0])!r} is given more than once; "
             "send each parameter once",
         )
 
@@ -126,7 +105,8 @@ def create_app(store: ManifestStore) -> FastAPI:
     @app.exception_handler(SQLAlchemyError)
     async def _store_down(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
         # The database went away under a running server: the client can only wait.
-        reason = redact_error(str(getattr(exc, "orig", None) or exc).splitlines()[0], store.url)
+        first_line = "".join(str(getattr(exc, "orig", None) or exc).splitlines()[:1])
+        reason = redact_error(first_line, store.url)
         logger.warning("manifest store unavailable: %s", reason)
         return JSONResponse(
             {"detail": "the manifest store's database is unavailable; retry later"},
@@ -144,34 +124,34 @@ def create_app(store: ManifestStore) -> FastAPI:
         # Routing's own 404 and 405 carry bare phrases ("Not Found"): say what is served.
         detail, headers = str(exc.detail), exc.headers
         if exc.status_code == 404:
-            detail = (
-                f"no such endpoint {_shown(request.url.path)}; this resolver answers {_ENDPOINTS}"
-            )
+            path = excerpt(request.url.path)
+            detail = f"no such endpoint {path!r}; this resolver answers {_ENDPOINTS}"
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed; this resolver answers {_ENDPOINTS}"
-            # Every path here takes both, but routing names only the first of its two routes.
+            # Every path here takes both, but routing names only its GET route's method.
             headers = {"Allow": "GET, HEAD"}
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
-    # async: a lookup is a sub-millisecond scan of an in-memory array, cheaper than the
-    # hand-off to a worker thread (which on a busy machine waits for a time slice).
-    @_readable(app, "/v1/lookup")
-    async def lookup(
+    # Not async: a lookup first asks the database for codes added since the last one, and
+    # a database that hangs must not hang the event loop (and every other request) with it.
+    @app.get("/v1/lookup")
+    def lookup(
         code: str = Query(pattern=_HEX_CODE, description="the 64-bit code, 16 hex digits"),
         alg: str = Query(default=ALGORITHM, description="the soft-binding algorithm"),
     ) -> LookupAnswer:
         if alg != ALGORITHM:
-            unknown = f"unknown soft-binding algorithm {_shown(alg)}"
+            unknown = f"unknown soft-binding algorithm {excerpt(alg)!r}"
             raise HTTPException(400, detail=f"{unknown}; this store holds {ALGORITHM}")
         return LookupAnswer(alg=ALGORITHM, max_bits=MATCH_BITS, matches=store.lookup(int(code, 16)))
 
-    @_readable(app, "/v1/assets/{asset_id}")
+    @app.get("/v1/assets/{asset_id}")
     def asset(asset_id: _AssetId) -> Response:
         data, media_type = store.asset(asset_id)
         return Response(data, media_type=media_type)
 
-    @_readable(app, "/v1/health")
+    @app.get("/v1/health")
     def health() -> dict:
         return {"assets": store.count(), "alg": ALGORITHM}
 
+    answer_head(app)
     return app

@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -37,11 +36,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from photoimmune.sdk.errors import ImageTooLargeError, InputError, PhotoimmuneError
+from photoimmune.sdk.serving import answer_head, excerpt, repeated_names
 
 from . import jobs
 from .apikeys import KeyRecord
 from .errors import ServiceError
-from .offer import excerpt
 from .runtime import OfferDescription, Service, describe_offer
 
 WEB = Path(__file__).parent / "web"
@@ -61,6 +60,24 @@ Models = Annotated[
 ]
 Eps = Annotated[str | None, Form(description="L∞ budget, e.g. 8/255; default: recommended")]
 Format = Annotated[Literal["png", "jpeg", "webp"], Form(description="The result's format")]
+
+
+async def _one_of_each(request: Request) -> None:
+    """Each form field once (KeyFirst checked the key before the form was read).
+
+    FastAPI would keep the last of two ``image`` parts and immunize that one,
+    whichever photo the client meant.
+    """
+    repeated = repeated_names((await request.form()).multi_items())
+    if repeated:
+        raise InputError(
+            f"the form gives {', '.join(repeated)} more than once; send one photo, "
+            "and each field once, per request"
+        )
+
+
+#: The upload endpoints' check that the form gives each field once.
+OneOfEach = Annotated[None, Depends(_one_of_each)]
 
 
 def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) -> FastAPI:
@@ -91,20 +108,6 @@ def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) ->
         header = None if credentials is None else f"Bearer {credentials.credentials}"
         return service.admit(header, images=images)
 
-    async def one_upload(request: Request) -> None:
-        """Each form field once (KeyFirst checked the key before the form was read).
-
-        FastAPI would keep the last of two ``image`` parts and immunize that one,
-        whichever photo the client meant.
-        """
-        counts = Counter(name for name, _ in (await request.form()).multi_items())
-        repeated = sorted(name for name, n in counts.items() if n > 1)
-        if repeated:
-            raise InputError(
-                f"the form gives {', '.join(repeated)} more than once; send one photo, "
-                "and each field once, per request"
-            )
-
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(WEB / "index.html", media_type="text/html")
@@ -127,7 +130,7 @@ def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) ->
     def immunize(
         image: Image,
         credentials: Bearer,
-        _once: None = Depends(one_upload),  # a local function: no Annotated alias
+        _once: OneOfEach,
         models: Models = None,
         eps: Eps = None,
         format: Format = "png",
@@ -143,7 +146,7 @@ def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) ->
     def submit(
         image: Image,
         credentials: Bearer,
-        _once: None = Depends(one_upload),  # a local function: no Annotated alias
+        _once: OneOfEach,
         models: Models = None,
         eps: Eps = None,
         format: Format = "png",
@@ -171,14 +174,11 @@ def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) ->
         data, media_type = jobs.result(service.store, auth(credentials), job_id)
         return Response(data, media_type=media_type)
 
-    operations = [(r, r.methods or set()) for r in app.routes if isinstance(r, APIRoute)]
-    # FastAPI's routes, unlike Starlette's, don't answer HEAD; one undocumented HEAD route
-    # per GET keeps the schema (and so its fuzzing) to one operation each.
-    for route, methods in operations:
-        if "GET" in methods:
-            app.add_api_route(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
+    answer_head(app)
     # Added last, so outermost: the key is checked before any middleware or form sees the body.
-    uploads = frozenset(route.path for route, methods in operations if "POST" in methods)
+    uploads = frozenset(
+        r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in (r.methods or set())
+    )
     app.add_middleware(KeyFirst, service=service, paths=uploads)
     return app
 
@@ -256,7 +256,8 @@ class KeyFirst:
         self.app, self.service, self.paths = app, service, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+        upload = scope["type"] == "http" and scope["method"] == "POST"
+        if upload and _route_path(scope) in self.paths:
             header = Headers(scope=scope).get("authorization")
             try:  # off the event loop: the key is looked up in the database
                 await run_in_threadpool(self.service.admit, header)
@@ -264,6 +265,13 @@ class KeyFirst:
                 await _answer(exc)(scope, _no_receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app's routes see: mounted under a prefix (``root_path``), the full path
+    starts with it, and matching the full path would let every upload past the key check."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 class BodyLimit:

@@ -17,24 +17,12 @@ from typing import Any
 from photoimmune.sdk.attacks.budget import format_budget, parse_budget
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.jobs.worker import JobSettings
+from photoimmune.sdk.serving import excerpt
 
 from .errors import BudgetTooLargeError, UnknownTargetModelError, UploadError
 from .settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
-#: Characters of a client's text an error message repeats: enough to recognise it, and
-#: a 20 KB field is not sent back whole.
-ECHO_CHARS = 80
-
-
-def excerpt(text: str) -> str:
-    """``text`` as an error message repeats it: its first ECHO_CHARS characters.
-
-    Example:
-        >>> excerpt("x" * 100) == "x" * 80 + "…"
-        True
-    """
-    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}…"
 
 
 def immunizer_settings(targets: list[Any], eps: str, settings: ServiceSettings) -> JobSettings:

@@ -111,6 +111,14 @@ def test_unauthenticated_malformed_forms_learn_nothing_about_their_upload(servic
         assert answer.status_code == 401 and "Bearer" in answer.json()["error"], answer.text
 
 
+def test_the_key_is_checked_first_under_a_path_prefix_too(service):
+    # Behind a proxy that mounts the service under /api, the full path starts with it.
+    http = TestClient(create_app(service), root_path="/api")
+    for path in UPLOADS:
+        answer = http.post(f"/api{path}", files={"image": ("a.png", b"not a photo")})
+        assert answer.status_code == 401 and "Bearer" in answer.json()["error"], answer.text
+
+
 def test_forms_that_cannot_be_read_say_how_to_send_the_photo(service):
     http = TestClient(create_app(service))
     key = bearer(add_key(service.store, "careless"))
