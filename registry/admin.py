@@ -46,7 +46,6 @@ from photoimmune.sdk.targets import DESCRIPTOR_NAME, load_target
 from . import metadata as tm
 from .client import RegistryClient, checked_url, translated_errors
 from .errors import (
-    InvalidThresholdError,
     RegistryUnavailableError,
     ReleaseRejectedError,
     StaleRegistryError,
@@ -250,7 +249,7 @@ def init_registry(
             "root needs a handful "
             "(3 by default), each one an offline key to keep"
         )
-    _check_threshold(root_threshold, root_keys, "root")
+    tm.check_threshold(root_threshold, root_keys, "root")
     # An existing folder (one made for the registry: perhaps a mount point, or where no
     # sibling may be created) cannot be renamed onto; it is filled in place, root.json last.
     if folder.is_dir():
@@ -350,15 +349,6 @@ def _discard(work: Path, *, keep_folder: bool) -> None:
                 entry.unlink(missing_ok=True)
 
 
-def _check_threshold(threshold: int, keys: int, role: str) -> None:
-    """Refuse, before any key is written or metadata fetched, a threshold that no
-    signatures of these ``keys`` could ever meet."""
-    if not 1 <= threshold <= keys:
-        raise InvalidThresholdError(
-            f"{role} threshold {threshold}: choose 1 to {keys}, the number of {role} keys"
-        )
-
-
 def add_vendor(
     registry: Registry, vendor: str, keys: list[Key], threshold: int, signers: Sequence[Signer]
 ) -> int:
@@ -372,7 +362,7 @@ def add_vendor(
         2
     """
     tm.check_vendor_name(vendor)  # before anything is fetched or signed
-    _check_threshold(threshold, len(keys), "vendor")
+    tm.check_threshold(threshold, len(keys), "vendor")
     current = registry.current("targets")
     assert current is not None  # every registry starts with targets v1
     md = Metadata(current.signed)

@@ -46,7 +46,7 @@ from photoimmune.sdk.descriptor import (
 from photoimmune.sdk.refs import NAME_RULE, ModelRef
 from photoimmune.sdk.scorecard import SCORECARD_NAME, ScorecardError, parse_scorecard
 
-from .errors import InvalidNameError, ReleaseRejectedError
+from .errors import InvalidNameError, InvalidThresholdError, ReleaseRejectedError
 
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
 #: How long each role's signature stays valid. Timestamp is short so a frozen
@@ -139,14 +139,30 @@ def check_vendor_name(vendor: str) -> None:
         ) from None
 
 
+def check_threshold(threshold: int, keys: int, role: str) -> None:
+    """Refuse a threshold that no signatures of ``keys`` keys could ever meet (or zero):
+    before any key is written or metadata fetched, and in metadata a vendor uploads.
+
+    Example:
+        >>> check_threshold(2, 3, "root")
+        >>> check_threshold(2, 1, "vendor")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        photoimmune.registry.errors.InvalidThresholdError: vendor threshold 2: choose 1 to 1, ...
+    """
+    if not 1 <= threshold <= keys:
+        raise InvalidThresholdError(
+            f"{role} threshold {threshold}: choose 1 to {keys}, the number of {role} keys "
+            "(no release could be signed otherwise)"
+        )
+
+
 def delegate_vendor(targets: Targets, vendor: str, keys: list[Key], threshold: int) -> None:
     """Add (or replace the keys of) ``vendor``'s role; the caller bumps the version and signs.
 
     Replacing keys is also how a compromised vendor key is revoked.
     """
     check_vendor_name(vendor)
-    if not 1 <= threshold <= len(keys):
-        raise ReleaseRejectedError(f"threshold {threshold} needs between 1 and {len(keys)} keys")
+    check_threshold(threshold, len(keys), "vendor")
     delegations = targets.delegations
     assert delegations is not None and delegations.roles is not None  # built by new_targets()
     if vendor in delegations.roles:

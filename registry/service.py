@@ -25,7 +25,6 @@ from photoimmune.sdk.serving import excerpt
 
 from . import metadata as tm
 from .errors import (
-    InvalidThresholdError,
     QuotaExceededError,
     ReleaseRejectedError,
     UnknownReleaseError,
@@ -503,11 +502,7 @@ def _check_delegations(top: Targets) -> None:
                 f"`photoimmune registry vendor add {name}`"
             )
         keys = sum(keyid in delegations.keys for keyid in role.keyids)
-        if role.threshold > keys:
-            raise InvalidThresholdError(
-                f"delegation {name}: threshold {role.threshold} but {keys} key(s) listed; "
-                "no release could be signed: lower the threshold or add keys"
-            )
+        tm.check_threshold(role.threshold, keys, f"vendor {name}")
 
 
 def _delegation(top: Targets, vendor: str) -> DelegatedRole:

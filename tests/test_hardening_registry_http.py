@@ -143,7 +143,7 @@ def _delegate(name: str, paths: list[str], threshold: int = 1) -> Callable[[Targ
         (_delegate("Bad Name", ["Bad Name/*/*/*"]), "is not a vendor name"),
         (_delegate("beta", ["*"]), 'paths must be ["beta/*/*/*"]'),
         (_delegate("beta", ["acme/*/*/*"]), "the vendor's namespace"),
-        (_delegate("beta", ["beta/*/*/*"], threshold=2), "threshold 2 but 1 key(s)"),
+        (_delegate("beta", ["beta/*/*/*"], threshold=2), "vendor beta threshold 2: choose 1 to 1"),
     ],
 )
 def test_a_delegation_no_vendor_could_publish_under_is_refused(reg, http, change, says):
