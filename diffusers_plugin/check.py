@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from photoimmune.registry.client import RegistryClient, connect
-from photoimmune.registry.errors import UnknownReleaseError
+from photoimmune.registry.errors import RegistryError
 from photoimmune.resolver.client import Recovery, ResolverClient, recover
 from photoimmune.sdk.attacks.budget import parse_budget
 from photoimmune.sdk.attacks.pgd import ProgressFn
@@ -329,10 +329,12 @@ class ImmunizationCheck:
         self.pipe.__dict__["immunization_report"] = report.model_copy(update={"outputs": signed})
 
     def _software_agent(self) -> str:
-        """The release ref; for a generation by weights no registry knows, the pipeline's name."""
+        """The release ref; for weights no registry knows, or a registry that cannot say
+        (down, tampered), the pipeline's name."""
         try:
             return str(self.ref)
-        except (InputError, UnknownReleaseError):  # unknown, or not the release declared
+        except (InputError, RegistryError):
+            # The picture is already made: naming the agent must not fail the call.
             return str(getattr(self.pipe, "name_or_path", "") or type(self.pipe).__name__)
 
     def _latents(self, name: str) -> None:

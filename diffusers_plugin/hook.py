@@ -100,7 +100,8 @@ def enable_immunization_check(
             recommended budget for that method; when the target carries a one-pass
             immunizer, PGD starts from its pass and runs only its few finishing steps).
         detect, detection_threshold: look for immunization in images without a manifest;
-            the threshold is from 0 to 1 (default 0.94; see :mod:`.detection`).
+            the threshold is from 0 to 1 (default
+            :data:`~photoimmune.diffusers_plugin.detection.DEFAULT_THRESHOLD`).
         output_dir: also write each re-immunized, signed image there (never overwriting).
         trusted_root: the registry's ``root.json`` when ``registry`` is a URL.
         progress: ``progress(step, total, loss)`` during a re-immunization.

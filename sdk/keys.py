@@ -22,7 +22,7 @@ import shutil
 import stat
 import unicodedata
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -34,15 +34,20 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .codec import check_no_nul
-from .errors import ImageWriteError, InputError, OutputExistsError
+from .errors import ImageWriteError, OutputExistsError
 from .io import (
     atomic_write_bytes,
     build_folder,
-    check_input_file,
     check_output_dir,
     env_path,
     interrupted_builds,
 )
+
+# Trust anchors are read below the manifests (sdk/trust.py); their old home still serves them.
+from .trust import SigningKeyError as SigningKeyError
+from .trust import TrustFiles as TrustFiles
+from .trust import read_pem_file
+from .trust import read_trust_anchors as read_trust_anchors
 
 SigningAlg = Literal["es256", "es384", "ed25519"]
 Role = Literal["publisher", "vendor"]
@@ -65,10 +70,6 @@ _MAX_ORGANIZATION = 64 - max(len(f" {role}") for role in ROLES)
 _CA_VALIDITY = dt.timedelta(days=3650)
 
 
-class SigningKeyError(InputError):
-    """A key or certificate is missing, unreadable or unfit for signing manifests."""
-
-
 class KeyFolderWarning(UserWarning):
     """An existing key folder that others can reach (``init_keys`` leaves its mode alone)."""
 
@@ -83,10 +84,6 @@ def default_key_dir() -> Path:
         'keys'
     """
     return KeyDir.locate().path
-
-
-#: Trust anchors as a caller gives them: PEM bytes or text, a file, or a list of them.
-TrustFiles = bytes | str | os.PathLike[str] | Sequence[bytes | str | os.PathLike[str]]
 
 
 @dataclass(frozen=True)
@@ -137,7 +134,7 @@ class ManifestSigner:
             >>> ManifestSigner.from_pem("publisher.key", "publisher.pem")  # doctest: +SKIP
             ManifestSigner(alg='es256', ...)
         """
-        key_pem, chain_pem = _read_pem(key, "private key"), _read_pem(cert, "certificate")
+        key_pem, chain_pem = read_pem_file(key, "private key"), read_pem_file(cert, "certificate")
         try:
             private_key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError) as err:
@@ -305,7 +302,7 @@ class KeyDir:
         return ManifestSigner.from_pem(self.key(role), self.cert(role))
 
     def trust_anchor_pem(self) -> bytes:
-        return _read_pem(self.ca_cert, "CA certificate")
+        return read_pem_file(self.ca_cert, "CA certificate")
 
     def _files(self) -> list[Path]:
         """Every file :func:`init_keys` writes here."""
@@ -379,47 +376,6 @@ def resolve_signer(
     if created and on_created is not None:
         on_created(keys)
     return keys.signer(role)
-
-
-def read_trust_anchors(trust: TrustFiles | None) -> list[bytes] | None:
-    """PEM trust anchors (CA certificates) from PEM bytes or text, a file, or a list of them.
-
-    Each must hold a PEM certificate: anything else would make every signature look
-    untrusted or altered, blaming the image for a mistake in the call, so it raises
-    :class:`SigningKeyError` instead.
-
-    Args:
-        trust: one anchor or a sequence of anchors; each is PEM (bytes, or text that
-            holds ``-----BEGIN``) or the path of a PEM file. ``None`` stays ``None``.
-
-    Example:
-        >>> keys = init_keys("keys")
-        >>> read_trust_anchors(keys.ca_cert) == [keys.ca_cert.read_bytes()]
-        True
-        >>> read_trust_anchors(b"not a certificate")
-        Traceback (most recent call last):
-        photoimmune.sdk.keys.SigningKeyError: trust anchor bytes: not a PEM CA certificate; ...
-    """
-    if trust is None:
-        return None
-    items = [trust] if isinstance(trust, bytes | str | os.PathLike) else list(trust)
-    anchors = []
-    for item in items:
-        if isinstance(item, bytes):
-            pem, where = item, "trust anchor bytes"
-        elif isinstance(item, str) and "-----BEGIN" in item:
-            pem, where = item.encode(), "trust anchor text"
-        else:
-            pem, where = _read_pem(item, "trust anchor (a CA certificate PEM)"), os.fspath(item)
-        try:
-            x509.load_pem_x509_certificates(pem)
-        except ValueError:
-            raise SigningKeyError(
-                f"{where}: not a PEM CA certificate; pass the ca.pem that `photoimmune keys "
-                "init` wrote, or your CA's certificate"
-            ) from None
-        anchors.append(pem)
-    return anchors
 
 
 def default_trust_anchors(keys_dir: str | os.PathLike[str] | None = None) -> list[bytes]:
@@ -729,17 +685,6 @@ def _alg_of(key: object, where: str | os.PathLike[str]) -> SigningAlg:
         f"{where}: {type(key).__name__} keys are not supported; use an EC P-256/P-384 "
         "or Ed25519 key"
     )
-
-
-def _read_pem(path: str | os.PathLike[str], what: str) -> bytes:
-    try:
-        check_input_file(path, what)  # a FIFO would hang the read, /dev/zero fill the memory
-    except InputError as err:
-        raise SigningKeyError(str(err)) from None
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise SigningKeyError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
 
 
 def _load_chain(pem: bytes, where: object) -> list[x509.Certificate]:

@@ -50,9 +50,10 @@ from .softbinding import (
     codes_of_assertion,
     soft_binding_assertion,
 )
+from .trust import TrustFiles, read_trust_anchors
 
 if TYPE_CHECKING:  # annotations only: keys writes through io, which sits above this module
-    from .keys import ManifestSigner, TrustFiles
+    from .keys import ManifestSigner
 
 Verdict = Literal[
     "missing",
@@ -65,8 +66,8 @@ Verdict = Literal[
     "trusted",
 ]
 #: What ``trust=`` takes: PEM bytes or text, a CA file's path, or a list of them
-#: (:func:`~photoimmune.sdk.keys.read_trust_anchors`, as the plugin's ``trust=``).
-TrustAnchors: TypeAlias = "TrustFiles | None"
+#: (:func:`~photoimmune.sdk.trust.read_trust_anchors`, as the plugin's ``trust=``).
+TrustAnchors: TypeAlias = TrustFiles | None
 #: The types a file's bytes come in.
 _BYTES = (bytes, bytearray, memoryview)
 logger = logging.getLogger(__name__)
@@ -229,8 +230,6 @@ def sign_image(
 def _check_signing(protections: object, signer: object, parent: object, title: object) -> None:
     """Refuse what :func:`sign_image` cannot sign with, before any work: a manifest that
     says "immunized" must name at least one protection."""
-    from .keys import KeyDir, ManifestSigner
-
     if not isinstance(protections, list | tuple) or not protections:
         what = (
             "an empty list"
@@ -248,8 +247,10 @@ def _check_signing(protections: object, signer: object, parent: object, title: o
                 f"protections: {type(item).__name__} {item!r:.60} is not a Protection; build "
                 "one with Protection.model_validate(record)"
             )
-    if not isinstance(signer, ManifestSigner):
-        hint = 'keys.signer("publisher")' if isinstance(signer, KeyDir) else "KeyDir(path).signer()"
+    # Tested by what signing uses: ManifestSigner lives in keys, above this module.
+    if not callable(getattr(signer, "to_c2pa", None)):
+        is_key_dir = hasattr(signer, "signer") and hasattr(signer, "ca_cert")
+        hint = 'keys.signer("publisher")' if is_key_dir else "KeyDir(path).signer()"
         raise InputError(
             f"signer: got a {type(signer).__name__}; give a ManifestSigner, e.g. {hint}"
         )
@@ -445,7 +446,7 @@ def read_manifest(
         data: the image file's bytes (for a path, :func:`~photoimmune.sdk.io.load_image`
             with ``verify=True``).
         trust: trust anchors (CA certificates) to accept: PEM bytes or text, a PEM file's
-            path, or a list of them (:func:`~photoimmune.sdk.keys.read_trust_anchors`).
+            path, or a list of them (:func:`~photoimmune.sdk.trust.read_trust_anchors`).
             Default: None, nothing is trusted (an intact manifest is ``untrusted``).
         pixels: the file's decoded uint8 ``(H, W, 3)`` pixels, which saves decoding when
             the caller already did. Default: None, decoded from ``data``.
@@ -461,8 +462,6 @@ def read_manifest(
         True
     """
     import c2pa
-
-    from .keys import read_trust_anchors
 
     _check_file_bytes(data, "data", "read")
     if pixels is not None and not _is_rgb8(pixels):

@@ -6,6 +6,8 @@
 3. Settings were checked only on first use, or never: a bad budget, step count, seed,
    threshold, output folder, resolver URL or flag failed after the work, or misbehaved.
 4. A float array in 0..255, or a uint8 tensor, was read as an all-white, clean picture.
+5. With ``model=`` and ``sign_outputs``, a registry gone after enable failed a text-to-image
+   call after its picture was made (naming the output's agent asked the registry).
 
 Real components: the bundled tiny-ldm@2 and @3, a local registry, development keys.
 """
@@ -18,17 +20,22 @@ import re
 import numpy as np
 import pytest
 import torch
+from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 import photoimmune.diffusers_plugin  # noqa: F401 (gives pipelines enable_immunization_check)
-from photoimmune.registry.admin import local_registry
-from photoimmune.sdk import InputError, sign_pixels
+from photoimmune.registry.admin import local_registry, open_registry
+from photoimmune.registry.client import RegistryClient
+from photoimmune.registry.server import create_app
+from photoimmune.registry.service import RegistryPaths
+from photoimmune.sdk import InputError, read_manifest, sign_pixels
 from photoimmune.sdk.errors import OutputPathError
 from photoimmune.sdk.keys import KeyDir, init_keys
+from photoimmune.sdk.manifest import GENERATED
 from photoimmune.sdk.models import load_pipeline
 from photoimmune.sdk.samples import sample_pixels
 
-from .helpers import edit, protection
+from .helpers import LoopbackServer, edit, protection
 
 V2, V3 = "photoimmune/tiny-ldm@2", "photoimmune/tiny-ldm@3"
 
@@ -201,3 +208,34 @@ def test_arrays_and_tensors_in_another_range_are_refused_naming_the_range(v3_pip
     edit(pipe, pixels.astype(np.float32) / 255)  # the range diffusers reads still passes
     (check,) = pipe.immunization_report.images
     assert (check.source, check.action) == ("<array>", "passed")
+
+
+# -- 5. the registry gone after enable -----------------------------------------------
+
+
+def test_a_registry_outage_after_enable_still_signs_a_generated_picture(plain_v3, world, tmp_path):
+    registry_dir, keys, _ = world
+    server = LoopbackServer(create_app(open_registry(registry_dir).service))
+    server.start()
+    client = RegistryClient(
+        server.url,
+        trusted_root=RegistryPaths(registry_dir).trusted_root,
+        cache_dir=tmp_path / "cache",
+    )
+    pipe = StableDiffusionPipeline(**plain_v3.components)
+    _enable(pipe, world, registry=client, model=V3, sign_outputs=True)
+    server.stop()  # nothing was asked of it yet: the first question meets the outage
+    out = pipe(
+        "a photo of a cat",
+        num_inference_steps=1,
+        height=32,
+        width=32,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+    assert out.images.shape == (1, 32, 32, 3)
+    (signed,) = pipe.immunization_report.outputs
+    assert signed.software_agent == "StableDiffusionPipeline"  # the release could not be asked
+    assert signed.action == "c2pa.created"  # a text-to-image call: no input
+    report = read_manifest(signed.signed_image, trust=keys.ca_cert)
+    assert report.validation_state == "Trusted" and report.digital_source_type == GENERATED

@@ -109,15 +109,23 @@ def test_no_library_function_body_runs_over_80_lines():
 
 
 def _sdk_imports(path: Path, *, in_functions: bool) -> set[str]:
-    """The sdk modules ``path`` imports (``"io"``, ``"manifest"``...): at any level, or
-    only inside function bodies."""
+    """The sdk modules ``path`` imports at run time (``"io"``, ``"manifest"``...): at any
+    level, or only inside function bodies. ``if TYPE_CHECKING:`` imports never run."""
     tree = ast.parse(path.read_text(), str(path))
     roots = [tree]
     if in_functions:
         roots = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
     found = set()
     for root in roots:
         for node in ast.walk(root):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 1:  # from .x import y
@@ -137,4 +145,12 @@ def test_io_and_manifest_import_each_other_at_the_top_only():
     assert "manifest" in _sdk_imports(io, in_functions=False)
     assert "manifest" not in _sdk_imports(io, in_functions=True)
     assert "io" not in _sdk_imports(manifest, in_functions=False)
+    # Nor through a module that imports io, at any level: manifest -> keys -> io is a cycle.
+    through = {
+        name
+        for name in _sdk_imports(manifest, in_functions=False)
+        if (ROOT / "sdk" / f"{name}.py").is_file()
+        and "io" in _sdk_imports(ROOT / "sdk" / f"{name}.py", in_functions=False)
+    }
+    assert not through, f"manifest imports {through}, which import io"
     assert "codec" in _sdk_imports(manifest, in_functions=False)
