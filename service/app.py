@@ -103,6 +103,18 @@ def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) ->
         limit=service.settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
         deadline_s=body_deadline_s,
     )
+    _routes(app, service)
+    answer_head(app)
+    # Added last, so outermost: the key is checked before any middleware or form sees the body.
+    uploads = frozenset(
+        r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in (r.methods or set())
+    )
+    app.add_middleware(KeyFirst, service=service, paths=uploads)
+    return app
+
+
+def _routes(app: FastAPI, service: Service) -> None:
+    """The page, its files and the API's operations."""
 
     def auth(credentials: HTTPAuthorizationCredentials | None, images: int = 0) -> KeyRecord:
         header = None if credentials is None else f"Bearer {credentials.credentials}"
@@ -173,14 +185,6 @@ def create_app(service: Service, *, body_deadline_s: float = BODY_DEADLINE_S) ->
         """The signed immunized file of a finished job."""
         data, media_type = jobs.result(service.store, auth(credentials), job_id)
         return Response(data, media_type=media_type)
-
-    answer_head(app)
-    # Added last, so outermost: the key is checked before any middleware or form sees the body.
-    uploads = frozenset(
-        r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in (r.methods or set())
-    )
-    app.add_middleware(KeyFirst, service=service, paths=uploads)
-    return app
 
 
 def _read(image: UploadFile) -> bytes:
