@@ -43,6 +43,7 @@ from .errors import (
     InputError,
     PhotoimmuneError,
 )
+from .limits import check_count
 
 #: Refuse images with more pixels than this (about 67 megapixels, e.g. 8192x8192).
 DEFAULT_MAX_PIXELS = 1 << 26
@@ -472,16 +473,7 @@ def encode_image(pixels: np.ndarray | Image.Image, fmt: str, *, quality: int = 9
     if not isinstance(fmt, str) or fmt.upper() not in formats:
         raise InputError(f"fmt {fmt!r}: cannot write this format; use one of {', '.join(formats)}")
     fmt = fmt.upper()
-    # bool is an int to Python, and True is no quality anyone means.
-    if isinstance(quality, bool) or not isinstance(quality, int | np.integer):
-        raise InputError(
-            f"quality: got a {type(quality).__name__}; pass a whole number from 1 to 100"
-        )
-    if not 1 <= quality <= 100:
-        raise InputError(
-            f"quality {quality}: out of range; pass a whole number from 1 to 100 "
-            "(95 by default; WebP at 100 is lossless)"
-        )
+    check_count(quality, "quality", 1, 100, note="95 by default; WebP at 100 is lossless")
     quality = int(quality)  # Pillow takes no numpy integers (nor their numpy bools)
     rgb = _rgb_to_encode(pixels)
     height, width = rgb.shape[:2]

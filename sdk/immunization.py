@@ -42,7 +42,7 @@ from PIL import Image
 from .attacks.base import Attack
 from .attacks.budget import format_budget, parse_budget
 from .attacks.ensemble import Ensemble
-from .attacks.pgd import Norm, PGDConfig, PGDResult, check_step_count
+from .attacks.pgd import Norm, PGDConfig, PGDResult
 from .attacks.precision import fast_dtype
 from .attacks.sizing import check_attack_size, working_size
 from .attacks.transforms import default_eot
@@ -59,7 +59,7 @@ from .io import (
     pixels_to_tensor,
     tensor_to_pixels,
 )
-from .limits import check_seed
+from .limits import MAX_STEPS, check_seed, check_steps
 from .mark import apply_marks
 from .protection import Protection, format_loss
 from .targets import AttackTarget, Recipe, build_target
@@ -335,7 +335,8 @@ def immunize(
     Raises:
         InputError: a bad argument, before any model loads where it can be told; or a
             result that changed no pixel of an image once rounded to 8 bits (an L2
-            budget too small for the image's size), which protects nothing.
+            budget too small for the image's size, a flat all-white or all-black photo),
+            which protects nothing; or a loss that overflowed (float16 ``autocast``).
 
     Example:
         >>> result = immunize("photo.jpg", "tiny-ldm@1", eps="8/255", seed=0)  # doctest: +SKIP
@@ -354,7 +355,10 @@ def immunize(
             f"on to PGDConfig: {', '.join(PGD_OPTIONS)}"
         )
     eot_options: dict[str, Any] = {"eot": default_eot(), "eot_samples": 2} if eot else {}
-    config = PGDConfig(norm=norm, autocast=autocast, **{**eot_options, **pgd})
+    # Checks **pgd before any model loads; the plan below sets the steps. Until then the
+    # caller's steps, else the most any plan can run: exact_steps=150 fits a plan of 200.
+    early_steps = MAX_STEPS if steps is None else steps
+    config = PGDConfig(norm=norm, autocast=autocast, steps=early_steps, **{**eot_options, **pgd})
     dev = resolve_device(device)
     target_list = _target_list(targets)
     _check_weights(weights, len(target_list))
@@ -413,8 +417,10 @@ def immunize(
         seconds = time.perf_counter() - started
         losses = _per_target_losses(attack, x, outcome)
         group_results = _group_results(group, resolved, applied, outcome, losses, seconds)
-        for result in group_results:
-            _check_changed(result, applied)
+        for i, result in zip(indices, group_results, strict=True):
+            _check_changed(
+                result, applied, result.source if single else f"images[{i}] ({result.source})"
+            )
         results.update(zip(indices, group_results, strict=True))
     final = [results[i] for i in range(len(loaded))]
     return final[0] if single else final
@@ -516,6 +522,14 @@ def _group_results(
 ) -> list[ImmunizationResult]:
     """One result per image of an attacked group, each with one Protection per target."""
     before, after = losses
+    for k, target in enumerate(targets):
+        for j, image in enumerate(group):
+            if not (math.isfinite(before[k][j]) and math.isfinite(after[k][j])):
+                raise InputError(
+                    f"{image.name}: the attack's loss against {target.ref} overflowed "
+                    f"(before {before[k][j]}, after {after[k][j]}), as float16 autocast can; "
+                    "run with autocast=None (float32) or autocast=torch.bfloat16"
+                )
     adv_pixels = tensor_to_pixels(outcome.x_adv)
     duration_ms = round(seconds * 1000 / len(group))
     return [
@@ -593,7 +607,7 @@ def _check_choice(method: object, eps: str | float | None, steps: object, norm: 
     if norm not in get_args(Norm):
         raise InputError(f"norm={norm!r}: use one of {', '.join(get_args(Norm))}")
     if steps is not None:
-        check_step_count(steps, name="steps")
+        check_steps(steps, name="steps", allow_zero=True)
     if eps is not None:  # as text, the form choose_budget keeps it in
         parse_budget(str(eps), upper=None if norm == "l2" else Fraction(1))
 
@@ -657,8 +671,9 @@ def _check_mask(mask: object, images: list[LoadedImage]) -> None:
         )
 
 
-def _check_changed(result: ImmunizationResult, applied: Budget) -> None:
-    """Refuse a result whose saved pixels equal the original's: it protects nothing."""
+def _check_changed(result: ImmunizationResult, applied: Budget, photo: str) -> None:
+    """Refuse a result whose saved pixels equal the original's: it protects nothing.
+    ``photo`` names it in the message (``images[2]`` in a list)."""
     if result.max_abs_delta > 0:
         return
     height, width = result.original.shape[:2]
@@ -666,13 +681,22 @@ def _check_changed(result: ImmunizationResult, applied: Budget) -> None:
         # Spread evenly, a radius moves each of the 3·H·W values by radius / sqrt(3·H·W).
         one_level = math.sqrt(3 * height * width) / 255
         raise InputError(
-            f"{result.source}: eps={applied.eps} under norm='l2' changed no pixel of this "
+            f"{photo}: eps={applied.eps} under norm='l2' changed no pixel of this "
             f"{width}x{height} image: an L2 radius that small, spread over the image, rounds "
             f"back to the original 8-bit values; give a larger eps (about {one_level:.3g} "
             "moves every value one level) or use norm='linf'"
         )
+    lowest, highest = int(result.original.min()), int(result.original.max())
+    if lowest == highest and lowest in (0, 255):
+        shade = "black" if lowest == 0 else "white"
+        raise InputError(
+            f"{photo}: the attack at eps={applied.eps} changed no pixel of this all-{shade} "
+            "image: a flat, saturated photo cannot be perturbed inside [0, 255] in the "
+            "direction the attack pushes it, at any eps or step count, so it would protect "
+            "nothing; leave it out"
+        )
     raise InputError(
-        f"{result.source}: the attack at eps={applied.eps} changed no pixel of this image "
+        f"{photo}: the attack at eps={applied.eps} changed no pixel of this image "
         "once rounded to 8 bits, so it protects nothing; give a larger eps or more steps"
     )
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import numbers
 import os
 import secrets
 import tempfile
@@ -75,6 +74,7 @@ from .errors import (
     OutputExistsError,
     OutputPathError,
 )
+from .limits import check_count
 from .manifest import ManifestReport, TrustAnchors, missing_report, read_manifest
 
 if TYPE_CHECKING:  # torch is imported lazily: reading a file should not cost its 3 s import
@@ -163,8 +163,7 @@ def load_image(
         ("max_pixels", max_pixels, DEFAULT_MAX_PIXELS),
         ("max_bytes", max_bytes, DEFAULT_MAX_BYTES),
     ):
-        if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
-            raise InputError(f"{name}={limit!r}: give a whole number above 0 (default {default})")
+        check_count(limit, name, 1, note=f"default {default}")
     if isinstance(source, str) and not source:  # Path("") would name the current folder
         raise ImageLoadError(
             "an empty path was given; pass an image file's path, its bytes, a PIL image or a "

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from photoimmune.sdk.limits import Steps
+
 
 class ServiceSettings(BaseModel):
     """The service's limits and defaults (``photoimmune service serve`` options).
@@ -30,7 +32,7 @@ class ServiceSettings(BaseModel):
         description="vendor/model -> its weights (a diffusers folder or a bundled name), for "
         "releases the registry's client cannot bind by itself",
     )
-    steps: int | None = Field(default=None, gt=0, description="PGD steps; None: the target's")
+    steps: Steps | None = Field(default=None, description="PGD steps; None: the target's")
     rate_per_minute: int = Field(default=60, gt=0, description="default requests/min of a key")
     engine: Literal["local", "ray"] = "local"
     workers: int = Field(default=1, ge=0, description="worker processes (Ray actors with ray)")

@@ -197,6 +197,14 @@ def test_quality_is_a_whole_number_from_1_to_100(quality, tmp_path):
     assert not (tmp_path / "out.jpg").exists()
 
 
+def test_a_quality_out_of_range_is_named_with_its_default():
+    with pytest.raises(InputError) as caught:
+        encode_image(np.zeros((8, 8, 3), np.uint8), "JPEG", quality=101)
+    assert str(caught.value) == (
+        "quality=101: give a whole number from 1 to 100 (95 by default; WebP at 100 is lossless)"
+    )
+
+
 def test_qualities_at_the_ends_of_the_range_are_written():
     pixels = sample_pixels("chelsea.png", 16)
     for quality in (1, np.int64(50), 100):

@@ -18,14 +18,21 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from photoimmune.sdk.attacks.pgd import PGDConfig
+from photoimmune.sdk.attacks.pgd import PGDConfig, PGDResult
+from photoimmune.sdk.descriptor import Budget
 from photoimmune.sdk.errors import ImageLoadError, InputError, UnknownModelError
-from photoimmune.sdk.immunization import immunize
+from photoimmune.sdk.immunization import (
+    ImmunizationResult,
+    _check_changed,
+    _group_results,
+    immunize,
+)
 from photoimmune.sdk.io import encode_image, load_image, pixels_to_tensor, tensor_to_pixels
 from photoimmune.sdk.keys import KeyDir, SigningKeyError, init_keys
 from photoimmune.sdk.manifest import read_manifest, sign_image, sign_pixels
 from photoimmune.sdk.protection import Protection
 from photoimmune.sdk.samples import sample_pixels
+from photoimmune.sdk.targets import build_target
 
 from .helpers import protection
 
@@ -61,6 +68,38 @@ def test_an_l2_budget_that_changes_no_pixel_is_refused_and_a_larger_one_protects
     assert "norm='linf'" in str(caught.value) and "larger eps" in str(caught.value)
     result = immunize(photo, "tiny-ldm@1", steps=1, norm="l2", eps="1")
     assert result.max_abs_delta > 0 and result.protections[0].norm == "l2"
+
+
+def test_a_flat_saturated_photo_left_unchanged_is_named_with_advice_that_can_help():
+    # The attack rarely leaves such a photo unchanged (its random start moves it), so
+    # the refusal is checked on a result as the attack would hand it over.
+    white = np.full((8, 8, 3), 255, np.uint8)
+    unchanged = ImmunizationResult(white, white, [protection()], 0.1, source="<array>")
+    applied = Budget(method="encoder", eps="8/255", steps=10)
+    with pytest.raises(InputError) as caught:
+        _check_changed(unchanged, applied, "images[1] (<array>)")
+    said = str(caught.value)
+    assert said.startswith("images[1] (<array>): ") and "all-white" in said
+    assert "inside [0, 255]" in said and "more steps" not in said
+    cat = sample_pixels("chelsea.png", 8)
+    textured = ImmunizationResult(cat, cat, [protection()], 0.1, source="cat.png")
+    with pytest.raises(InputError, match=r"^cat\.png: .*larger eps or more steps"):
+        _check_changed(textured, applied, "cat.png")
+
+
+@pytest.mark.parametrize("overflowed", [math.inf, math.nan])
+def test_a_loss_that_overflowed_is_an_input_error_advising_another_autocast(photo, overflowed):
+    # float16 autocast overflows past 65504; the losses are given as it leaves them.
+    group = [load_image(photo)]
+    target = build_target("tiny-ldm@1")
+    x = pixels_to_tensor([photo])
+    outcome = PGDResult(x, torch.tensor([1.0]), torch.tensor([overflowed]), steps_run=1)
+    applied = Budget(method="encoder", eps="8/255", steps=1)
+    with pytest.raises(InputError) as caught:
+        _group_results(group, [target], applied, outcome, ([[1.0]], [[overflowed]]), 0.1)
+    said = str(caught.value)
+    assert "overflowed" in said and str(target.ref) in said
+    assert "autocast=None" in said and "torch.bfloat16" in said
 
 
 def test_signing_no_protection_at_all_is_refused(keys, photo):
@@ -186,6 +225,14 @@ def test_a_bad_argument_is_refused_naming_it_before_any_model_loads(
     assert not isinstance(caught.value, UnknownModelError)  # the target was never built
 
 
+def test_exact_steps_are_checked_against_the_callers_steps(photo, tmp_path):
+    # Past the argument checks, a missing model folder is what stops it.
+    with pytest.raises(UnknownModelError):
+        immunize(photo, str(tmp_path / "no-model"), steps=200, exact_steps=150)
+    with pytest.raises(InputError, match="exact_steps=4 must lie between 0 and steps=3"):
+        immunize(photo, str(tmp_path / "no-model"), steps=3, exact_steps=4)
+
+
 def test_the_pgd_keywords_immunize_accepts_are_listed(photo, tmp_path):
     with pytest.raises(InputError, match="unknown keyword bogus=") as caught:
         immunize(photo, str(tmp_path / "no-model"), bogus=1)
@@ -289,5 +336,7 @@ def test_load_image_refuses_bad_limits_and_an_empty_path(photo):
         load_image(photo, max_pixels="x")
     with pytest.raises(InputError, match="max_bytes=None"):
         load_image(photo, max_bytes=None)
+    with pytest.raises(InputError, match=r"max_pixels=0: give a whole number, 1 or more \(default"):
+        load_image(photo, max_pixels=0)
     with pytest.raises(ImageLoadError, match="an empty path was given"):
         load_image("")

@@ -21,7 +21,10 @@ from photoimmune.sdk.evaluate.harness import EvalSettings, _photo_list, evaluate
 from photoimmune.sdk.io import save_image
 from photoimmune.sdk.jobs import Catalog, JobSettings, plan, run
 from photoimmune.sdk.jobs.planning import subscribed_models
+from photoimmune.sdk.jobs.queue import WorkQueue
+from photoimmune.sdk.limits import MAX_STEPS
 from photoimmune.sdk.samples import sample_pixels
+from photoimmune.service.settings import ServiceSettings
 
 MODEL = "photoimmune/tiny-ldm"
 QUICK_EVAL = {
@@ -140,12 +143,13 @@ def test_a_link_whose_resolution_is_denied_is_recorded_not_raised(tmp_path, monk
     denied.symlink_to(made[0])
     resolve = Path.resolve
 
-    def refusing(self, strict=False):
+    # A double at the OS boundary: run as root, no real link's resolution is ever denied.
+    def resolve_denied_double(self, strict=False):
         if self.name == "denied.png":
             raise PermissionError(13, "Permission denied", str(self))
         return resolve(self, strict)
 
-    monkeypatch.setattr(Path, "resolve", refusing)
+    monkeypatch.setattr(Path, "resolve", resolve_denied_double)
     catalog = Catalog(tmp_path / "c.db")
     report = catalog.add([tmp_path / "in"])
     # Its content still loads, so it is catalogued under its own name (it has no other).
@@ -159,12 +163,13 @@ def test_a_folder_that_cannot_be_listed_is_reported_not_skipped_silently(tmp_pat
     (tmp_path / "in" / "locked").mkdir()
     real_scandir = os.scandir
 
-    def scandir(path="."):
+    # A double at the OS boundary: root lists any folder, whatever its permissions say.
+    def scandir_denied_double(path="."):
         if os.fspath(path).endswith("locked"):
             raise PermissionError(13, "Permission denied", os.fspath(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "scandir", scandir_denied_double)
     report = Catalog(tmp_path / "c.db").add([tmp_path / "in"])
     assert sorted(report.added) == sorted(str(p) for p in made)
     assert "cannot list" in report.unreadable[str(tmp_path / "in" / "locked")]
@@ -238,6 +243,34 @@ def test_eval_settings_refuse_a_bad_field_by_name(fields, named):
         EvalSettings(**fields)
 
 
+@pytest.mark.parametrize(
+    ("model", "field", "low"),
+    [
+        (JobSettings, "steps", 1),
+        (ServiceSettings, "steps", 1),
+        (EvalSettings, "steps", 0),
+        (EvalSettings, "diffusion_steps", 0),
+        (EvalSettings, "edit_steps", 1),
+    ],
+)
+def test_step_counts_are_bounded_when_the_settings_are_made(model, field, low):
+    # Refused as immunize() refuses them, before any job is planned or upload answered.
+    for wrong in (MAX_STEPS + 1, low - 1):
+        with pytest.raises(InputError) as caught:
+            model(**{field: wrong})
+        said = f"{field}={wrong!r}: give a whole number from {low} to {MAX_STEPS}"
+        assert str(caught.value) == said
+    assert getattr(model(**{field: MAX_STEPS}), field) == MAX_STEPS
+
+
+def test_run_refuses_too_many_steps_before_anything_is_queued(tmp_path, registry_client):
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.add(photos(tmp_path / "in", 1))
+    with pytest.raises(InputError, match=f"steps=20000: .* to {MAX_STEPS}"):
+        run(catalog, registry_client, [MODEL], out_dir=tmp_path / "out", settings={"steps": 20000})
+    assert WorkQueue(catalog).claim(10, None) == []  # nothing was queued
+
+
 # -- 5. run()'s settings and limit ---------------------------------------------------------
 
 
@@ -257,6 +290,14 @@ def test_run_refuses_settings_that_are_neither_settings_nor_a_dict(tmp_path, set
             out_dir=tmp_path,
             settings=settings,
         )
+
+
+def test_settings_of_another_type_are_refused_naming_the_model_to_give(tmp_path, registry_client):
+    catalog = Catalog(tmp_path / "c.db")
+    with pytest.raises(InputError, match=r"settings='fast': give JobSettings\(\.\.\.\)"):
+        run(catalog, registry_client, [MODEL], out_dir=tmp_path, settings="fast")
+    with pytest.raises(InputError, match=r"settings=5: give EvalSettings\(\.\.\.\)"):
+        evaluate(photos(tmp_path, 1), settings=5)
 
 
 def test_run_validates_a_dict_of_settings(tmp_path):

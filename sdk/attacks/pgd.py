@@ -83,11 +83,12 @@ class PGDConfig:
         ):
             if value not in allowed:
                 raise InputError(f"{name}={value!r}: use one of {', '.join(allowed)}")
-        check_step_count(self.steps, name="steps")
+        # 0 iterations: the start and the 8-bit finish alone
+        check_steps(self.steps, name="steps", allow_zero=True)
         check_steps(self.eot_samples, name="eot_samples")
         if self.quant_steps is not None:
-            check_step_count(self.quant_steps, name="quant_steps")
-        check_step_count(self.exact_steps, name="exact_steps")
+            check_steps(self.quant_steps, name="quant_steps", allow_zero=True)
+        check_steps(self.exact_steps, name="exact_steps", allow_zero=True)
         _check_number("eps", self.eps, "above 0", lambda v: v > 0)
         if self.step_size is not None:
             _check_number("step_size", self.step_size, "above 0", lambda v: v > 0)
@@ -128,21 +129,6 @@ class PGDConfig:
         if self.schedule == "linear":
             return self.first_step * (1 - (1 - low) * progress)
         return self.first_step * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def check_step_count(value: object, *, name: str) -> None:
-    """Refuse an iteration count that is neither 0 (none: the start and the 8-bit finish
-    alone) nor what :func:`~photoimmune.sdk.limits.check_steps` accepts.
-
-    Example:
-        >>> check_step_count(0, name="steps")
-        >>> check_step_count(2.5, name="steps")
-        Traceback (most recent call last):
-        photoimmune.sdk.errors.InputError: steps=2.5: give a whole number from 1 to 10000
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
-        return
-    check_steps(value, name=name)
 
 
 def _check_number(name: str, value: object, rule: str, ok: Callable[[float], bool]) -> None:

@@ -29,7 +29,7 @@ from ..attacks.sizing import MAX_WORKING_PIXELS
 from ..descriptor import Method, PipelineKind
 from ..errors import InputError
 from ..io import ImageSource, check_not_an_input, check_output_dir, load_image, save_image
-from ..limits import Seed
+from ..limits import Seed, Steps, StepsFromZero, settings_of
 from ..samples import square_resize
 from .metrics import (
     PAIR_METRICS,
@@ -82,14 +82,14 @@ class EvalSettings(BaseModel):
         default=("a photo of a cat in the snow", "an oil painting of a landscape"), min_length=1
     )
     strength: float = Field(default=0.5, gt=0, le=1)
-    edit_steps: int = Field(default=20, gt=0)
+    edit_steps: Steps = 20
     seed: Seed = 0
     size: int = Field(
         default=128, ge=64, multiple_of=8, description="photos are centre-cropped to this square"
     )
     eps: BudgetText = "8/255"
-    steps: int = Field(default=100, ge=0, description="encoder attack iterations")
-    diffusion_steps: int = Field(default=20, ge=0)
+    steps: StepsFromZero = Field(default=100, description="encoder attack iterations")
+    diffusion_steps: StepsFromZero = 20
     methods: tuple[EvalMethod, ...] = Field(default=DEFAULT_METHODS, min_length=1)
     processing: tuple[ProcessingName, ...] = Field(default=PROCESSING_NAMES, min_length=1)
     eot: bool = Field(
@@ -334,7 +334,7 @@ def evaluate(
     from ..models.pipelines import edit_image, load_pipeline
     from ..targets import build_target
 
-    s = _eval_settings(settings)
+    s = settings_of(EvalSettings, settings)
     photos = _photo_list(photos)
     say = progress or (lambda message: None)
     loaded = [load_image(p) for p in photos]
@@ -396,20 +396,6 @@ def evaluate(
         out_dir, s, names, images, reference, treated_by, plain_edits, rows, edit
     )
     return report.model_copy(update={"grids": grids, "chart": str(chart)})
-
-
-def _eval_settings(settings: EvalSettings | Mapping[str, Any] | None) -> EvalSettings:
-    """``settings`` as :class:`EvalSettings` (a dict is validated into one)."""
-    if settings is None:
-        return EvalSettings()
-    if isinstance(settings, EvalSettings):
-        return settings
-    if isinstance(settings, Mapping):
-        return EvalSettings.model_validate(dict(settings))
-    raise InputError(
-        f"settings={settings!r}: give EvalSettings(...) or a dict of its fields, "
-        'e.g. {"eps": "8/255", "steps": 50}'
-    )
 
 
 def _photo_list(photos: ImageSource | Sequence[ImageSource]) -> list[ImageSource]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import numbers
 import os
 import stat
 import time
@@ -53,6 +52,7 @@ from ..io import (
     read_image_bytes,
     stale_temp_files,
 )
+from ..limits import check_count, settings_of
 from ..manifest import read_manifest, sign_pixels
 from ..protection import Protection
 from .catalog import Catalog, CatalogError
@@ -181,8 +181,9 @@ def run(
         (20, {})
     """
     started = time.perf_counter()
-    settings = _job_settings(settings)
-    _check_limit(limit)
+    settings = settings_of(JobSettings, settings)
+    if limit is not None:
+        check_count(limit, "limit", 0, note="how many items to finish; None: all of them")
     if engine == "local":  # a Ray job's workers may have devices this machine lacks
         check_device_available(settings.device)
     check_output_dir(out_dir, option="out_dir")  # a file in the way fails now, not per image
@@ -242,29 +243,6 @@ def run(
         ) from None
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
-
-
-def _job_settings(settings: JobSettings | Mapping[str, Any] | None) -> JobSettings:
-    """``settings`` as :class:`JobSettings` (a dict is validated into one)."""
-    if settings is None:
-        return JobSettings()
-    if isinstance(settings, JobSettings):
-        return settings
-    if isinstance(settings, Mapping):
-        return JobSettings.model_validate(dict(settings))
-    raise InputError(
-        f"settings={settings!r}: give JobSettings(...) or a dict of its fields, "
-        'e.g. {"eps": "8/255", "steps": 50}'
-    )
-
-
-def _check_limit(limit: object) -> None:
-    """Refuse a ``limit`` that is not None or a whole number of items, 0 or more."""
-    whole = isinstance(limit, numbers.Integral) and not isinstance(limit, bool)
-    if limit is not None and (not whole or int(limit) < 0):  # type: ignore[call-overload]
-        raise InputError(
-            f"limit={limit!r}: give how many items to finish, 0 or more (None: all of them)"
-        )
 
 
 def work_key(job_plan: Plan, settings: JobSettings) -> str:

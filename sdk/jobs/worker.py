@@ -23,7 +23,7 @@ from ..attacks.budget import BudgetText
 from ..descriptor import Method
 from ..devices import check_device, resolve_device
 from ..errors import PhotoimmuneError
-from ..limits import Seed
+from ..limits import Seed, Steps
 from ..protection import Protection
 
 
@@ -44,7 +44,7 @@ class JobSettings(BaseModel):
 
     method: Method | None = None
     eps: BudgetText | None = None
-    steps: int | None = Field(default=None, gt=0)
+    steps: Steps | None = None
     #: Start PGD from the targets' one-pass immunizers (None: whenever they all carry one).
     warm_start: bool | None = None
     seed: Seed = 0
