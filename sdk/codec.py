@@ -32,6 +32,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -208,6 +209,47 @@ def check_no_nul(path: str | os.PathLike[str], error: type[InputError]) -> None:
             f"{text!r}: a path cannot contain a NUL character (\\x00); pass the file's name "
             "without it"
         )
+
+
+def check_input_file(
+    path: str | os.PathLike[str],
+    what: str = "file",
+    *,
+    option: str | None = None,
+    error: type[InputError] = InputError,
+) -> Path:
+    """Refuse a path that is not a regular file (missing, a folder, a FIFO, a device),
+    saying which; call it before reading a file that is not an image (a key, a certificate).
+
+    Images go through :func:`read_image_bytes`, which refuses the same files in the same
+    words; a FIFO read with ``Path.read_bytes`` would wait forever and ``/dev/zero``
+    would fill the memory, and "no such file" would send the user looking for a file
+    that is there. ``what`` names the file in the advice; ``option`` (``"--cert"``)
+    starts the message; ``error`` is the class raised (a key's reader raises its own).
+
+    Example:
+        >>> check_input_file("photo.jpg")
+        PosixPath('photo.jpg')
+        >>> check_input_file("/dev/zero", "certificate", option="--cert")
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.InputError: --cert /dev/zero: is a character device, not a ...
+    """
+    check_no_nul(path, error)
+    source = Path(path)
+    where = f"{option} {source}" if option else str(source)
+    try:
+        mode = source.stat().st_mode  # follows links: a link counts as the file it names
+    except FileNotFoundError:
+        if source.is_symlink():
+            raise error(f"{where}: a symbolic link to a missing file; check the link") from None
+        raise error(f"{where}: no such {what}; check the path") from None
+    except OSError as err:
+        raise error(
+            f"{where}: cannot read it ({err.strerror or err}); check the path and its permissions"
+        ) from None
+    if (kind := file_kind(mode)) is not None:
+        raise error(f"{where}: is {kind}, not a regular file; pass the {what} itself")
+    return source
 
 
 @contextlib.contextmanager

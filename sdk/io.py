@@ -60,11 +60,11 @@ from .codec import (
     DecodedImage,
     ImageSource,
     as_rgb_pixels,
+    check_input_file,
     check_no_nul,
     decode_image,
     encode_image,
     encode_png_fast,
-    file_kind,
     read_image_bytes,
 )
 from .errors import (
@@ -347,45 +347,6 @@ def check_output_dir(path: str | os.PathLike[str], *, option: str = "output fold
             "or change its permissions"
         )
     return folder
-
-
-def check_input_file(
-    path: str | os.PathLike[str], what: str = "file", *, option: str | None = None
-) -> Path:
-    """Refuse a path that is not a regular file (missing, a folder, a FIFO, a device),
-    saying which; call it before reading a file that is not an image (a key, a certificate).
-
-    Images go through :func:`read_image_bytes`, which refuses the same files in the same
-    words; a FIFO read with ``Path.read_bytes`` would wait forever and ``/dev/zero``
-    would fill the memory, and "no such file" would send the user looking for a file
-    that is there. ``what`` names the file in the advice; ``option`` (``"--cert"``)
-    starts the message.
-
-    Example:
-        >>> check_input_file("photo.jpg")
-        PosixPath('photo.jpg')
-        >>> check_input_file("/dev/zero", "certificate", option="--cert")
-        Traceback (most recent call last):
-        photoimmune.sdk.errors.InputError: --cert /dev/zero: is a character device, not a ...
-    """
-    check_no_nul(path, InputError)
-    source = Path(path)
-    where = f"{option} {source}" if option else str(source)
-    try:
-        mode = source.stat().st_mode  # follows links: a link counts as the file it names
-    except FileNotFoundError:
-        if source.is_symlink():
-            raise InputError(
-                f"{where}: a symbolic link to a missing file; check the link"
-            ) from None
-        raise InputError(f"{where}: no such {what}; check the path") from None
-    except OSError as err:
-        raise InputError(
-            f"{where}: cannot read it ({err.strerror or err}); check the path and its permissions"
-        ) from None
-    if (kind := file_kind(mode)) is not None:
-        raise InputError(f"{where}: is {kind}, not a regular file; pass the {what} itself")
-    return source
 
 
 def env_path(name: str) -> Path | None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from cryptography import x509
 
-from .codec import check_no_nul, file_kind
+from .codec import check_input_file
 from .errors import InputError
 
 #: Trust anchors as a caller gives them: PEM bytes or text, a file, or a list of them.
@@ -30,8 +29,7 @@ def read_pem_file(path: str | os.PathLike[str], what: str) -> bytes:
     """The bytes of the PEM file ``path``, which the messages call ``what``.
 
     Only a regular file is read: a FIFO would hang the read and ``/dev/zero`` fill the
-    memory. The refusals use :func:`~photoimmune.sdk.io.check_input_file`'s words, which
-    sits above this module (in io) and so cannot be called from here.
+    memory (:func:`~photoimmune.sdk.codec.check_input_file`).
 
     Raises:
         SigningKeyError: ``path`` is missing, no regular file, or cannot be read.
@@ -41,22 +39,7 @@ def read_pem_file(path: str | os.PathLike[str], what: str) -> bytes:
         Traceback (most recent call last):
         photoimmune.sdk.trust.SigningKeyError: /dev/zero: is a character device, not a ...
     """
-    check_no_nul(path, SigningKeyError)
-    source = Path(path)
-    try:
-        mode = source.stat().st_mode  # follows links: a link counts as the file it names
-    except FileNotFoundError:
-        if source.is_symlink():
-            raise SigningKeyError(
-                f"{source}: a symbolic link to a missing file; check the link"
-            ) from None
-        raise SigningKeyError(f"{source}: no such {what}; check the path") from None
-    except OSError as err:
-        raise SigningKeyError(
-            f"{source}: cannot read it ({err.strerror or err}); check the path and its permissions"
-        ) from None
-    if (kind := file_kind(mode)) is not None:
-        raise SigningKeyError(f"{source}: is {kind}, not a regular file; pass the {what} itself")
+    source = check_input_file(path, what, error=SigningKeyError)
     try:
         return source.read_bytes()
     except OSError as err:
