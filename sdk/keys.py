@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .codec import check_no_nul
-from .errors import ImageWriteError, OutputExistsError
+from .errors import ImageWriteError, OutputExistsError, OutputPathError
 from .io import (
     atomic_write_bytes,
     build_folder,
@@ -542,6 +542,12 @@ def _write_new_folder(folder: Path, files: dict[str, tuple[bytes, int]]) -> None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         work.mkdir(mode=0o700)
+    except OSError as err:  # the file system refuses the place itself: the path is wrong
+        raise OutputPathError(
+            f"{folder}: cannot create the key folder ({err.strerror or err}); check the path, "
+            "or choose another folder"
+        ) from None
+    try:
         os.chmod(work, 0o700)  # mkdir's mode is reduced by the umask; this folder is ours
         _write_into(work, files)
         work.rename(folder)  # fails if someone else filled the folder meanwhile
