@@ -23,8 +23,9 @@ import typer
 from rich.markup import escape
 
 from photoimmune.sdk import __version__
+from photoimmune.sdk.attacks.sizing import check_photo_size
 from photoimmune.sdk.errors import InputError, PhotoimmuneError
-from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS, check_edit_steps
 
 from . import checks
 from .catalog import catalog_app, reimmunize_command
@@ -566,6 +567,8 @@ def demo(
     checks.output_folder(out, "-o/--out")
     if size % 8:
         raise InputError(f"--size {size}: use a multiple of 8 (the model's latent grid)")
+    check_photo_size(size)  # torch-free: refused at once, not after seconds of imports
+    check_edit_steps(strength, edit_steps)
     from dataclasses import replace
 
     from .demo import DemoSettings, previous_version, run_demo

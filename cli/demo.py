@@ -36,14 +36,15 @@ from photoimmune.registry.admin import local_registry
 from photoimmune.registry.client import RegistryClient
 from photoimmune.registry.errors import StaleRegistryError
 from photoimmune.sdk.attacks.pgd import ProgressFn
+from photoimmune.sdk.attacks.sizing import check_photo_size
 from photoimmune.sdk.evaluate import edit_similarity, same_eps_noise
-from photoimmune.sdk.evaluate.harness import check_photo_size
 from photoimmune.sdk.immunization import ImmunizationResult, immunize
 from photoimmune.sdk.io import atomic_write_bytes, save_image
 from photoimmune.sdk.keys import KeyDir, open_keys
+from photoimmune.sdk.limits import check_edit_steps
 from photoimmune.sdk.manifest import read_manifest, sign_pixels
 from photoimmune.sdk.models.bundled import VENDOR, bundled_models
-from photoimmune.sdk.models.pipelines import check_edit_steps, edit_image, load_pipeline
+from photoimmune.sdk.models.pipelines import edit_image, load_pipeline
 from photoimmune.sdk.pictures import amplify_delta, bar_chart, comparison_grid, loss_curve
 from photoimmune.sdk.samples import sample_pixels
 from photoimmune.sdk.targets import honouring_release

@@ -9,10 +9,11 @@ from typing import Annotated, get_args
 import typer
 from rich.table import Table
 
+from photoimmune.sdk.attacks.sizing import check_photo_size
 from photoimmune.sdk.descriptor import METHODS, PipelineKind
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.evaluate.processing import PROCESSING_NAMES
-from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS, check_edit_steps
 
 from . import checks
 from .common import console, print_wide, progress_bar, quiet_libraries
@@ -92,9 +93,8 @@ def eval_command(
     csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV here.")] = None,
 ) -> None:
     """Edit clean and immunized photos; report SSIM, PSNR, VIFp, FSIM (FID, P/R, CLIP)."""
-    _check_options(model, edit, eps, methods, processing, out, csv, features, clip)
-    if features_arch is not None and features is None:
-        raise InputError("--features-arch names the --features weights' architecture: add them")
+    _check_options(model, edit, eps, methods, processing, out, csv, features, features_arch, clip)
+    _check_edits(size, edit, strength, edit_steps)
     from pydantic import ValidationError
 
     from photoimmune.sdk.evaluate.harness import EvalSettings, evaluate
@@ -200,6 +200,14 @@ def _print_kept(report) -> None:
     print_wide(table)
 
 
+def _check_edits(size: int, edit: str, strength: float, edit_steps: int) -> None:
+    """The photo size and the edit's steps, torch-free: refused at once, not after the
+    seconds the harness's imports take."""
+    check_photo_size(size)
+    if edit == "img2img":
+        check_edit_steps(strength, edit_steps)
+
+
 def _check_options(
     model: str,
     edit: str,
@@ -209,6 +217,7 @@ def _check_options(
     out: Path,
     csv: Path | None,
     features: Path | None,
+    features_arch: str | None,
     clip: Path | None,
 ) -> None:
     """Everything a mistake could hide in, before the harness imports torch (minutes later
@@ -225,6 +234,8 @@ def _check_options(
         checks.output_file(csv, "--csv", overwrite=True)
     if features is not None:
         checks.input_files([features], "--features")
+    if features_arch is not None and features is None:
+        raise InputError("--features-arch names the --features weights' architecture: add them")
     if clip is not None and not clip.is_dir():
         raise InputError(
             f"--clip {clip}: not a folder; pass a CLIPModel saved with save_pretrained"

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Annotated, TypeVar
@@ -113,3 +114,28 @@ Seed = Annotated[int, AfterValidator(_checked_seed)]
 Steps = Annotated[int, AfterValidator(_checked_steps)]
 #: A step-count field that may also be 0 (no iteration): 0 to :data:`MAX_STEPS`.
 StepsFromZero = Annotated[int, AfterValidator(_checked_steps_from_zero)]
+
+
+def check_edit_steps(strength: float, steps: int) -> None:
+    """Refuse an img2img edit that would run no denoising step at all.
+
+    diffusers runs ``int(steps x strength)`` of the ``steps``; below one it fails deep
+    inside the pipeline, after whatever ran before the edit.
+
+    Example:
+        >>> check_edit_steps(0.2, 20)
+        >>> check_edit_steps(0.2, 4)
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.InputError: strength 0.2 of 4 edit steps runs none ...
+    """
+    if int(steps * strength) >= 1:
+        return
+    fix = (
+        f"use at least {math.ceil(1 / strength)} edit steps, or a higher strength"
+        if strength > 0
+        else "use a strength above 0"
+    )
+    raise InputError(
+        f"strength {strength} of {steps} edit steps runs none of them "
+        f"(diffusers runs int(steps x strength)); {fix}"
+    )

@@ -3,13 +3,15 @@ area, a demo that failed only after its header, budgets too small to change a pi
 too long to read, and options that were ignored without a word.
 
 Each bad option is refused with exit status 2 and a message that names it, before any
-model loads and before anything is written. None of them loads a model: the size and
-edit-step checks import torch (their limits live beside the code that uses them), the
-others not even that.
+model loads and before anything is written. None of them loads a model, nor even
+imports torch: the limits live in torch-free modules (``sdk.attacks.sizing``,
+``sdk.limits``), so a typo is answered at once.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -51,9 +53,34 @@ def test_a_size_past_the_working_area_is_refused_before_any_work(
     _nothing_written(tmp_path, photo)  # no keys, no registry, no pictures
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "--size", "100000", "-o", "ev"],
+        ["eval", "--edit-steps", "1", "--strength", "0.5", "-o", "ev"],
+        ["demo", "--size", "100000", "-o", "dm"],
+        ["demo", "--edit-steps", "2", "-o", "dm"],
+    ],
+)
+def test_eval_and_demo_refuse_sizes_and_edit_steps_before_importing_torch(args, tmp_path):
+    # A fresh interpreter: this one has imported torch long ago.
+    script = (
+        "import sys\n"
+        "from photoimmune.cli.app import main\n"
+        f"code = main({args!r})\n"
+        "print(code, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert "size" in done.stderr or "edit steps" in done.stderr, done.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_size_limit_is_the_working_area_of_an_attack():
-    from photoimmune.sdk.attacks.sizing import MAX_WORKING_PIXELS
-    from photoimmune.sdk.evaluate.harness import EvalSettings, check_photo_size
+    from photoimmune.sdk.attacks.sizing import MAX_WORKING_PIXELS, check_photo_size
+    from photoimmune.sdk.evaluate.harness import EvalSettings
 
     check_photo_size(2048)  # exactly the working area: a 2048 px square
     assert MAX_WORKING_PIXELS == 2048 * 2048

@@ -23,10 +23,13 @@ caller (``immunize``, jobs, the plugin's detection) gets them, and by
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
+import math
+from typing import TYPE_CHECKING
 
-from ..errors import AttackSizeError
+from ..errors import AttackSizeError, InputError
+
+if TYPE_CHECKING:  # the limits and checks are torch-free: the CLI checks options with them
+    import torch
 
 #: Longest side over shortest side that an attack accepts.
 MAX_ASPECT_RATIO = 16
@@ -92,8 +95,32 @@ def _how_to_shrink(height: int, width: int) -> str:
     return f"downscale it to about {int(width * factor)}x{int(height * factor)} or crop it"
 
 
+def check_photo_size(size: int) -> None:
+    """Refuse square photos of side ``size`` too large for the model to edit.
+
+    An edit feeds the model the whole square, so its area is held to the working area
+    an attack may reach the model with
+    (:data:`MAX_WORKING_PIXELS`): a 2048 px square.
+
+    Example:
+        >>> check_photo_size(2048)
+        >>> check_photo_size(100_000)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        photoimmune.sdk.errors.InputError: size 100000: ... use a size of at most 2048
+    """
+    if size * size > MAX_WORKING_PIXELS:
+        largest = math.isqrt(MAX_WORKING_PIXELS) // 8 * 8  # the model's latent grid
+        raise InputError(
+            f"size {size}: the model would edit {size}x{size} = {size * size} pixels, over "
+            f"the limit of {MAX_WORKING_PIXELS}; use a size of at most {largest}"
+        )
+
+
 def to_working(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize a batch to ``size`` differentiably (identity when it already fits)."""
+    import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
+
     if tuple(x.shape[-2:]) == size:
         return x
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)

@@ -25,11 +25,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..attacks.budget import BudgetText, parse_budget
-from ..attacks.sizing import MAX_WORKING_PIXELS
+from ..attacks.sizing import check_photo_size
 from ..descriptor import Method, PipelineKind
 from ..errors import InputError
 from ..io import ImageSource, check_not_an_input, check_output_dir, load_image, save_image
-from ..limits import Seed, Steps, StepsFromZero, settings_of
+from ..limits import Seed, Steps, StepsFromZero, check_edit_steps, settings_of
 from ..samples import square_resize
 from .metrics import (
     PAIR_METRICS,
@@ -47,28 +47,6 @@ EvalMethod = Literal["noise", Method]
 #: What an evaluation runs unless told; "edit" (the edit attack at the target's
 #: recommended steps) is asked for by name.
 DEFAULT_METHODS: tuple[EvalMethod, ...] = ("noise", "encoder", "diffusion")
-
-
-def check_photo_size(size: int) -> None:
-    """Refuse square photos of side ``size`` too large for the model to edit.
-
-    An edit feeds the model the whole square, so its area is held to the working area
-    an attack may reach the model with
-    (:data:`~photoimmune.sdk.attacks.sizing.MAX_WORKING_PIXELS`): a 2048 px square.
-
-    Example:
-        >>> check_photo_size(2048)
-        >>> check_photo_size(100_000)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        photoimmune.sdk.errors.InputError: size 100000: ... use a size of at most 2048
-    """
-    if size * size > MAX_WORKING_PIXELS:
-        largest = math.isqrt(MAX_WORKING_PIXELS) // 8 * 8  # the model's latent grid
-        raise InputError(
-            f"size {size}: the model would edit {size}x{size} = {size * size} pixels, over "
-            f"the limit of {MAX_WORKING_PIXELS}; use a size of at most {largest}"
-        )
 
 
 class EvalSettings(BaseModel):
@@ -108,8 +86,6 @@ class EvalSettings(BaseModel):
     @model_validator(mode="after")
     def _edits_denoise(self) -> EvalSettings:
         if self.edit == "img2img":  # checked now: the attacks run before the first edit
-            from ..models.pipelines import check_edit_steps
-
             check_edit_steps(self.strength, self.edit_steps)
         return self
 

@@ -8,7 +8,6 @@ no request ever leaves the machine.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline, StableDiffu
 from PIL import Image
 
 from ..descriptor import PipelineKind
-from ..errors import InputError, UnknownModelError
+from ..errors import UnknownModelError
+from ..limits import check_edit_steps
 from .bundled import resolve_model
 
 # Imported here so that diffusers finds it: a cooperative release's model_index.json
@@ -73,31 +73,6 @@ def load_vae(model: str | os.PathLike[str], **kwargs: Any) -> AutoencoderKL:
     name = json.loads((folder / "config.json").read_text()).get("_class_name")
     cls = HonouringAutoencoderKL if name == HonouringAutoencoderKL.__name__ else AutoencoderKL
     return cls.from_pretrained(folder, local_files_only=True, **kwargs)
-
-
-def check_edit_steps(strength: float, steps: int) -> None:
-    """Refuse an img2img edit that would run no denoising step at all.
-
-    diffusers runs ``int(steps x strength)`` of the ``steps``; below one it fails deep
-    inside the pipeline, after whatever ran before the edit.
-
-    Example:
-        >>> check_edit_steps(0.2, 20)
-        >>> check_edit_steps(0.2, 4)
-        Traceback (most recent call last):
-        photoimmune.sdk.errors.InputError: strength 0.2 of 4 edit steps runs none ...
-    """
-    if int(steps * strength) >= 1:
-        return
-    fix = (
-        f"use at least {math.ceil(1 / strength)} edit steps, or a higher strength"
-        if strength > 0
-        else "use a strength above 0"
-    )
-    raise InputError(
-        f"strength {strength} of {steps} edit steps runs none of them "
-        f"(diffusers runs int(steps x strength)); {fix}"
-    )
 
 
 @torch.no_grad()
