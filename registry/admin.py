@@ -33,7 +33,7 @@ from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root
 
 from photoimmune.sdk.database import redact_url
-from photoimmune.sdk.errors import InputError, OutputExistsError
+from photoimmune.sdk.errors import InputError, OutputExistsError, OutputPathError
 from photoimmune.sdk.io import (
     atomic_write_bytes,
     build_folder,
@@ -255,10 +255,17 @@ def init_registry(
     if folder.is_dir():
         work = folder
     else:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        # mkdir, not mkdtemp: the registry keeps the mode the umask gives a new folder.
         work = build_folder(folder)
-        work.mkdir()
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            # mkdir, not mkdtemp: the registry keeps the mode the umask gives a new folder.
+            work.mkdir()
+        except OSError as err:  # the file system refuses the place itself: the path is wrong
+            # Named by the folder asked for: the hidden one is only how it is built.
+            raise OutputPathError(
+                f"{folder}: cannot create the registry folder ({err.strerror or err}); check "
+                "the path, or choose another folder"
+            ) from None
     try:
         _write_registry(RegistryPaths(work), root_keys, root_threshold, database_url)
         if work != folder:

@@ -68,7 +68,7 @@ from photoimmune.sdk.urls import url_problem
 
 from . import errors
 from .keys import trusted_root_bytes
-from .metadata import MAX_METADATA_BYTES, descriptor_of, release_dir
+from .metadata import MAX_METADATA_BYTES, descriptor_of, release_dir, vendor_delegation
 
 _CHUNK = 64 * 1024
 #: Seconds between a client's automatic refreshes (it also refreshes once its metadata expires).
@@ -489,8 +489,15 @@ class RegistryClient:
 
     @_query
     def vendor_role(self, vendor: str) -> Targets | None:
-        """The vendor's verified role (None while it has published nothing)."""
+        """The vendor's verified role (None while it has published nothing).
+
+        A vendor the top-level targets does not delegate to is refused as a registry
+        folder refuses its uploads (:class:`~.errors.ReleaseRejectedError`), naming the fix.
+        """
         top = self.top_level()
+        # First: for a vendor no delegation names, ngclient finds no role and writes no file,
+        # and reading that file below would fail as a StorageError that hides why.
+        vendor_delegation(top, vendor)
         # Looking up a path in the vendor's namespace makes ngclient fetch and verify the role.
         try:
             self._targetinfo(f"{vendor}/.index/0/{DESCRIPTOR_NAME}")

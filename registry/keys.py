@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -28,7 +29,7 @@ from securesystemslib.signer import CryptoSigner, SSlibKey
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root
 
-from photoimmune.sdk.errors import InputError, OutputExistsError
+from photoimmune.sdk.errors import InputError, OutputExistsError, OutputPathError
 from photoimmune.sdk.io import atomic_write_bytes, check_input_file, check_output_path
 
 from . import errors
@@ -44,7 +45,9 @@ def write_key(path: Path) -> CryptoSigner:
     it, named by :func:`public_path` (``keys/acme.pem`` -> ``keys/acme.pub.pem``).
 
     Refuses to replace an existing key, private or public: a lost key can't be recovered,
-    and a public half replaced alone would no longer match its private key.
+    and a public half replaced alone would no longer match its private key. A folder the
+    file system will not create the file in is an
+    :class:`~photoimmune.sdk.errors.OutputPathError` naming ``path``, before any key is made.
     """
     for dest in (path, public_path(path)):
         if os.path.lexists(dest):
@@ -52,8 +55,18 @@ def write_key(path: Path) -> CryptoSigner:
                 f"{dest}: a key is already there; keys are never replaced, pick a new path"
             )
         check_output_path(dest)  # a parent that is a file, a name too long
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Only creating a file tells whether the folder takes one (os.access lets root "write"
+        # in /proc, which refuses every new file); asked before either half is written, so a
+        # refusal here is the path's fault, and a later one the disk's.
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as err:
+        raise OutputPathError(
+            f"{path}: cannot create the key file ({err.strerror or err}); check the path, or "
+            "choose another folder"
+        ) from None
     signer = generate_signer()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     atomic_write_bytes(path, signer.private_bytes, mode=0o600)
     atomic_write_bytes(public_path(path), public_pem(signer.public_key), overwrite=True)
     return signer

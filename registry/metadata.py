@@ -45,6 +45,7 @@ from photoimmune.sdk.descriptor import (
 )
 from photoimmune.sdk.refs import NAME_RULE, ModelRef
 from photoimmune.sdk.scorecard import SCORECARD_NAME, ScorecardError, parse_scorecard
+from photoimmune.sdk.serving import excerpt
 
 from .errors import InvalidNameError, InvalidThresholdError, ReleaseRejectedError
 
@@ -239,6 +240,27 @@ def descriptor_of(info: TargetFile) -> AttackTarget | None:
     if not info.path.endswith(f"/{DESCRIPTOR_NAME}") or not isinstance(custom, dict):
         return None
     return AttackTarget.model_validate(custom.get("descriptor"))
+
+
+def vendor_delegation(top: Targets, vendor: str) -> DelegatedRole:
+    """``vendor``'s delegated role in the top-level targets, or a refusal naming the fix.
+
+    A name from a request is checked by the vendor-name rule first and repeated only in
+    part: names are at most 64 characters, so its first 80 break the rule when it does.
+
+    Example:
+        >>> vendor_delegation(new_targets().signed, "acme")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        photoimmune.registry.errors.ReleaseRejectedError: 'acme' is not a vendor of this ...
+    """
+    check_vendor_name(excerpt(vendor))
+    roles = top.delegations.roles if top.delegations is not None else None
+    if not roles or vendor not in roles:
+        raise ReleaseRejectedError(
+            f"{vendor!r} is not a vendor of this registry; ask its admin to run "
+            f"`photoimmune registry vendor add {vendor} --key PUBLIC_KEY`"
+        )
+    return roles[vendor]
 
 
 def check_target_path(role: DelegatedRole, vendor: str, path: str, info: TargetFile) -> None:

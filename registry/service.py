@@ -18,7 +18,7 @@ from pathlib import Path
 
 from securesystemslib.signer import Signer
 from sqlalchemy.orm import Session
-from tuf.api.metadata import DelegatedRole, Metadata, Root, Targets
+from tuf.api.metadata import Metadata, Root, Targets
 from tuf.api.serialization import SerializationError
 
 from photoimmune.sdk.serving import excerpt
@@ -153,7 +153,7 @@ class RegistryService:
         to, and a vendor whose quota is used up (every release adds at least metadata)."""
         with self.store.read() as session:
             top = Metadata[Targets].from_bytes(self.store.top_level(session, "targets").data)
-            _delegation(top.signed, vendor)
+            tm.vendor_delegation(top.signed, vendor)
             self._check_quota(session, vendor, {}, 1, at_least=True)
 
     def current(self, role: str) -> bytes:
@@ -220,7 +220,7 @@ class RegistryService:
         signed: Targets = new.signed
         with self.store.write() as session:
             top = Metadata[Targets].from_bytes(self.store.top_level(session, "targets").data)
-            role = _delegation(top.signed, vendor)
+            role = tm.vendor_delegation(top.signed, vendor)
             current = self.store.latest(session, vendor)
             self._expect_next(new, 0 if current is None else current.version, vendor)
             _check_lifetime(vendor, signed)
@@ -396,7 +396,7 @@ def parse_upload(data: bytes, role_type: str) -> Metadata:
             # python-tuf refuses a delegation named like a top-level role ("root") without
             # saying so; the vendor-name rule says which name and what is allowed.
             for name in _delegated_names(data):
-                _check_vendor_name(name)
+                tm.check_vendor_name(excerpt(name))
         raise
     try:
         md.signed_bytes  # noqa: B018 (computed for its refusal; the checks compute it again)
@@ -446,15 +446,6 @@ def _delegated_names(data: bytes) -> list[str]:
         return []
 
 
-def _check_vendor_name(vendor: str) -> None:
-    """The vendor-name rule, repeating at most the start of a name sent in a URL.
-
-    Names are at most 64 characters, so ``excerpt(vendor)`` breaks the rule exactly when
-    ``vendor`` does, and the refusal names the shortened one.
-    """
-    tm.check_vendor_name(excerpt(vendor))
-
-
 def _check_lifetime(role: str, signed: Root | Targets) -> None:
     """Refuse metadata that expires before the snapshot signed over it does.
 
@@ -493,7 +484,7 @@ def _check_delegations(top: Targets) -> None:
     if delegations is None or delegations.roles is None:
         return
     for name, role in delegations.roles.items():
-        _check_vendor_name(name)
+        tm.check_vendor_name(excerpt(name))
         if role.paths != tm.vendor_paths(name):
             paths = json.dumps(role.paths if role.paths is not None else role.path_hash_prefixes)
             raise ReleaseRejectedError(
@@ -503,18 +494,6 @@ def _check_delegations(top: Targets) -> None:
             )
         keys = sum(keyid in delegations.keys for keyid in role.keyids)
         tm.check_threshold(role.threshold, keys, f"vendor {name}")
-
-
-def _delegation(top: Targets, vendor: str) -> DelegatedRole:
-    """``vendor``'s delegated role in the top-level targets, or a refusal naming the fix."""
-    _check_vendor_name(vendor)
-    roles = top.delegations.roles if top.delegations is not None else None
-    if not roles or vendor not in roles:
-        raise ReleaseRejectedError(
-            f"{vendor!r} is not a vendor of this registry; ask its admin to run "
-            f"`photoimmune registry vendor add {vendor} --key PUBLIC_KEY`"
-        )
-    return roles[vendor]
 
 
 def _version_number(text: str) -> int | None:

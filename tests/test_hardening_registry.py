@@ -41,10 +41,11 @@ from photoimmune.registry.errors import (
     MetadataExpiredError,
     RegistryError,
     RegistryUnavailableError,
+    ReleaseRejectedError,
 )
 from photoimmune.registry.keys import load_signer, write_key
 from photoimmune.registry.server import create_app
-from photoimmune.sdk.errors import PhotoimmuneError
+from photoimmune.sdk.errors import OutputPathError, PhotoimmuneError
 from photoimmune.sdk.refs import ModelRef
 from photoimmune.sdk.targets import (
     AttackTarget,
@@ -384,3 +385,70 @@ def test_an_upload_answered_200_by_something_else_is_named_not_a_traceback():
             registry = RemoteRegistry(url, b"{}")
             with pytest.raises(RegistryUnavailableError, match="not as a photoimmune registry"):
                 registry.update_root(b"{}")
+
+
+# -- a vendor the registry does not know, and paths the file system refuses --------------
+
+
+def _photoimmune(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in a child process, as a user runs it."""
+    script = Path(sys.executable).with_name("photoimmune")
+    return subprocess.run(
+        [str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+
+
+def test_publishing_as_an_unknown_vendor_is_refused_alike_by_a_folder_and_a_server(reg, server):
+    key = write_key(reg.root / "stranger.pem")
+    release = fake_release("stranger/model@1", reg.root / "stranger-release")
+    said = {}
+    for registry in (reg.registry, open_registry(server.url, trusted_root=reg.paths.trusted_root)):
+        with pytest.raises(ReleaseRejectedError) as caught:
+            publish(registry, "stranger", release, [key])
+        said[type(registry).__name__] = str(caught.value)
+    assert said["RemoteRegistry"] == said["LocalRegistry"], said
+    assert "'stranger' is not a vendor of this registry" in said["RemoteRegistry"]
+    assert "registry vendor add stranger" in said["RemoteRegistry"]
+    # The CLI says it in one line, without a traceback.
+    result = _photoimmune(
+        "registry", "publish", str(release), "--key", str(reg.root / "stranger.pem"),
+        "--registry", server.url, "--root", str(reg.paths.trusted_root),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == [f"error: {said['RemoteRegistry']}"]
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
+
+@needs_proc
+def test_a_registry_folder_the_file_system_refuses_is_named_as_asked(tmp_path):
+    with pytest.raises(OutputPathError) as caught:
+        init_registry(Path("/proc/reg"), root_keys=1, root_threshold=1)
+    # The hidden folder it is built in is no name the user knows.
+    assert str(caught.value).startswith("/proc/reg: "), caught.value
+    assert ".init-" not in str(caught.value)
+    result = _photoimmune("registry", "init", "/proc/reg")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {caught.value}"]
+
+
+@needs_proc
+@pytest.mark.parametrize("path", ["/proc/x.pem", "/proc/missing/x.pem"])
+def test_a_key_path_the_file_system_refuses_is_bad_input(path):
+    with pytest.raises(OutputPathError, match=f"^{path}: cannot create the key file"):
+        write_key(Path(path))
+    result = _photoimmune("registry", "keygen", path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith(f"error: {path}: ")
+
+
+def test_probing_the_key_folder_leaves_no_file_behind(tmp_path):
+    write_key(tmp_path / "keys" / "acme.pem")
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["acme.pem", "acme.pub.pem"]
