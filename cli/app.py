@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,9 +24,8 @@ import typer
 from rich.markup import escape
 
 from photoimmune.sdk import __version__
-from photoimmune.sdk.attacks.sizing import check_photo_size
 from photoimmune.sdk.errors import InputError, PhotoimmuneError
-from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS, check_edit_steps
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
 
 from . import checks
 from .catalog import catalog_app, reimmunize_command
@@ -408,13 +408,17 @@ def keys_init(
     ] = "photoimmune development",
 ) -> None:
     """Create a development CA with publisher and vendor signing certificates."""
-    from photoimmune.sdk.keys import SigningAlg, init_keys
+    from photoimmune.sdk.keys import KeyFolderWarning, SigningAlg, init_keys
 
     checks.one_of(alg, ("es256", "es384", "ed25519"), "--alg")
     chosen: SigningAlg = alg  # type: ignore[assignment]
-    keys = init_keys(directory, alg=chosen, organization=organization, option="--dir")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", KeyFolderWarning)
+        keys = init_keys(directory, alg=chosen, organization=organization, option="--dir")
+    for warning in caught:  # one line, not Python's file, line and source
+        err_console.print(f"warning: {escape(str(warning.message))}", highlight=False)
     console.print(f"keys in {escape(str(keys.path))} ({alg}):", highlight=False)
-    for path in sorted(keys.path.iterdir()):
+    for path in keys.files():  # what it wrote: the folder may hold other files
         console.print(f"  {escape(path.name)}  {oct(path.stat().st_mode & 0o777)}", highlight=False)
     console.print(f"verifiers trust these signatures with: --trust {escape(str(keys.ca_cert))}")
 
@@ -565,10 +569,7 @@ def demo(
     eps = checks.budget(eps)
     checks.bundled_model(model)
     checks.output_folder(out, "-o/--out")
-    if size % 8:
-        raise InputError(f"--size {size}: use a multiple of 8 (the model's latent grid)")
-    check_photo_size(size)  # torch-free: refused at once, not after seconds of imports
-    check_edit_steps(strength, edit_steps)
+    checks.edits(size, strength, edit_steps)
     from dataclasses import replace
 
     from .demo import DemoSettings, previous_version, run_demo

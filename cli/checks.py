@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from photoimmune.sdk.attacks.budget import format_budget, parse_budget
+from photoimmune.sdk.attacks.sizing import check_photo_size
 
 # The choices of --method and --recipe, re-exported for the commands: the SDK's own
 # tuples (sdk.descriptor imports no torch).
@@ -26,6 +27,7 @@ from photoimmune.sdk.descriptor import METHODS as METHODS
 from photoimmune.sdk.descriptor import RECIPES as RECIPES
 from photoimmune.sdk.errors import InputError, PhotoimmuneError
 from photoimmune.sdk.io import check_input_file, check_output_dir, check_output_path
+from photoimmune.sdk.limits import check_edit_steps
 from photoimmune.sdk.models.bundled import bundled_models, resolve_model
 from photoimmune.sdk.refs import check_model_name
 
@@ -33,6 +35,20 @@ from photoimmune.sdk.refs import check_model_name
 def budget(value: str, option: str = "--eps") -> str:
     """An L∞ budget such as ``8/255`` or ``0.03``, in its canonical text form."""
     return format_budget(parse_budget(value, name=option))
+
+
+def edits(size: int, strength: float, edit_steps: int, *, img2img: bool = True) -> None:
+    """The photo size and the edit's steps of ``eval`` and ``demo``, refused at once (their
+    checks are torch-free), naming the options."""
+    if size % 8:
+        raise InputError(f"--size {size}: use a multiple of 8 (the model's latent grid)")
+    check_photo_size(size, name="--size")
+    if not img2img:
+        return
+    try:
+        check_edit_steps(strength, edit_steps)
+    except InputError as err:
+        raise InputError(f"--strength/--edit-steps: {err}") from None
 
 
 def one_of(value: str, allowed: Iterable[str], option: str) -> str:

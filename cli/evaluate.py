@@ -9,11 +9,10 @@ from typing import Annotated, get_args
 import typer
 from rich.table import Table
 
-from photoimmune.sdk.attacks.sizing import check_photo_size
 from photoimmune.sdk.descriptor import METHODS, PipelineKind
 from photoimmune.sdk.errors import InputError
 from photoimmune.sdk.evaluate.processing import PROCESSING_NAMES
-from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS, check_edit_steps
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
 
 from . import checks
 from .common import console, print_wide, progress_bar, quiet_libraries
@@ -94,7 +93,7 @@ def eval_command(
 ) -> None:
     """Edit clean and immunized photos; report SSIM, PSNR, VIFp, FSIM (FID, P/R, CLIP)."""
     _check_options(model, edit, eps, methods, processing, out, csv, features, features_arch, clip)
-    _check_edits(size, edit, strength, edit_steps)
+    checks.edits(size, strength, edit_steps, img2img=edit == "img2img")
     from pydantic import ValidationError
 
     from photoimmune.sdk.evaluate.harness import EvalSettings, evaluate
@@ -198,14 +197,6 @@ def _print_kept(report) -> None:
             cells += [f"{k.gap[name]:.3f}", "-" if fraction is None else f"{fraction:.0%}"]
         table.add_row(k.method, k.processing, *cells)
     print_wide(table)
-
-
-def _check_edits(size: int, edit: str, strength: float, edit_steps: int) -> None:
-    """The photo size and the edit's steps, torch-free: refused at once, not after the
-    seconds the harness's imports take."""
-    check_photo_size(size)
-    if edit == "img2img":
-        check_edit_steps(strength, edit_steps)
 
 
 def _check_options(

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from photoimmune.sdk.errors import InputError, OutputExistsError
-from photoimmune.sdk.limits import MAX_STEPS
+from photoimmune.sdk.limits import MAX_SEED, MAX_STEPS
 
 from . import checks
 from .common import console, progress_bar, quiet_libraries, table
@@ -126,7 +126,9 @@ def train_immunizer_command(
     eot: Annotated[
         bool, typer.Option(help="Train under random JPEG/resize/blur (robuster).")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the weights and the crops.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed of the weights and the crops.")
+    ] = 0,
     lr: Annotated[
         float, typer.Option(min=0, help="Adam's learning rate (cosine decay; 1e-3 to fine-tune).")
     ] = 2e-3,

@@ -52,6 +52,7 @@ from .descriptor import (
     TensorFile,
 )
 from .errors import InputError
+from .limits import check_seed, check_steps
 from .samples import EXTRA_PHOTOS
 
 __all__ = [
@@ -238,6 +239,16 @@ class ImmunizerTraining:
     extra_photos: tuple[str, ...] = EXTRA_PHOTOS
     soften: float = 0.25
     objective: ImmunizerObjective = "encoder"
+
+    def __post_init__(self) -> None:
+        # Refused when made: an infinite rate trains for minutes, then writes NaN weights.
+        check_steps(self.steps)
+        check_seed(self.seed)
+        if not (isinstance(self.lr, float | int) and math.isfinite(self.lr) and self.lr >= 0):
+            raise InputError(
+                f"lr={self.lr!r}: give a finite learning rate of 0 or more (2e-3 by default, "
+                "1e-3 to fine-tune)"
+            )
 
 
 def _training_crops(cfg: ImmunizerTraining, photos, crop: int, gen: torch.Generator):

@@ -275,7 +275,7 @@ class KeyDir:
 
     def holds_keys(self) -> bool:
         """Whether any file :func:`init_keys` writes is here (it never replaces one)."""
-        return any(os.path.lexists(p) for p in self._files())
+        return any(os.path.lexists(p) for p in self.files())
 
     def signer(self, role: Role = "publisher") -> ManifestSigner:
         """The signer of ``role``'s key and certificate in this folder.
@@ -304,8 +304,13 @@ class KeyDir:
     def trust_anchor_pem(self) -> bytes:
         return read_pem_file(self.ca_cert, "CA certificate")
 
-    def _files(self) -> list[Path]:
-        """Every file :func:`init_keys` writes here."""
+    def files(self) -> list[Path]:
+        """Every file :func:`init_keys` writes here.
+
+        Example:
+            >>> [p.name for p in KeyDir(Path("keys")).files()][:2]
+            ['ca.key', 'ca.pem']
+        """
         return [
             self.path / "ca.key",
             self.ca_cert,

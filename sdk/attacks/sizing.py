@@ -95,7 +95,7 @@ def _how_to_shrink(height: int, width: int) -> str:
     return f"downscale it to about {int(width * factor)}x{int(height * factor)} or crop it"
 
 
-def check_photo_size(size: int) -> None:
+def check_photo_size(size: int, *, name: str = "size") -> None:
     """Refuse square photos of side ``size`` too large for the model to edit.
 
     An edit feeds the model the whole square, so its area is held to the working area
@@ -112,7 +112,7 @@ def check_photo_size(size: int) -> None:
     if size * size > MAX_WORKING_PIXELS:
         largest = math.isqrt(MAX_WORKING_PIXELS) // 8 * 8  # the model's latent grid
         raise InputError(
-            f"size {size}: the model would edit {size}x{size} = {size * size} pixels, over "
+            f"{name} {size}: the model would edit {size}x{size} = {size * size} pixels, over "
             f"the limit of {MAX_WORKING_PIXELS}; use a size of at most {largest}"
         )
 
