@@ -225,3 +225,32 @@ def test_eval_refuses_features_arch_without_features(tmp_path, photo, capsys):
     args = ["eval", str(photo), "--features-arch", "resnet50", "-o", str(tmp_path / "ev")]
     assert "--features-arch names the --features weights' architecture" in refused(capsys, *args)
     assert not (tmp_path / "ev").exists()
+
+
+# -- a CLI probe after the day's argument checks (2026-12-07) ----------------------------
+
+
+def test_train_immunizer_refuses_a_learning_rate_that_is_not_finite(tmp_path, capsys):
+    out = tmp_path / "release"
+    args = ["targets", "train-immunizer", "--model", "tiny-ldm@2", "--steps", "1", "-o", str(out)]
+    assert "lr=inf: give a finite learning rate" in refused(capsys, *args, "--lr", "inf")
+    assert "--seed" in refused(capsys, *args, "--seed", str(2**64))
+    assert not out.exists()  # it used to train, then write NaN weights
+
+
+def test_eval_names_its_size_option_for_a_size_off_the_latent_grid(tmp_path, capsys):
+    text = refused(capsys, "eval", "--size", "65", "-o", str(tmp_path / "ev"))
+    assert "--size 65: use a multiple of 8" in text and "Input should" not in text
+
+
+def test_keys_init_lists_what_it_wrote_and_warns_in_one_line(tmp_path, capsys):
+    from photoimmune.cli.app import main
+
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    (folder / "dangling").symlink_to(tmp_path / "nowhere")  # not the command's to list
+    assert main(["keys", "init", "--dir", str(folder)]) == 0
+    printed = capsys.readouterr()
+    assert "dangling" not in printed.out and printed.out.count("0o600") == 3
+    assert printed.err.startswith("warning: ") and "KeyFolderWarning" not in printed.err
