@@ -33,7 +33,7 @@ from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root
 
 from photoimmune.sdk.database import redact_url
-from photoimmune.sdk.errors import InputError, OutputExistsError, OutputPathError
+from photoimmune.sdk.errors import InputError, OutputExistsError
 from photoimmune.sdk.io import (
     atomic_write_bytes,
     build_folder,
@@ -252,20 +252,8 @@ def init_registry(
     tm.check_threshold(root_threshold, root_keys, "root")
     # An existing folder (one made for the registry: perhaps a mount point, or where no
     # sibling may be created) cannot be renamed onto; it is filled in place, root.json last.
-    if folder.is_dir():
-        work = folder
-    else:
-        work = build_folder(folder)
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            # mkdir, not mkdtemp: the registry keeps the mode the umask gives a new folder.
-            work.mkdir()
-        except OSError as err:  # the file system refuses the place itself: the path is wrong
-            # Named by the folder asked for: the hidden one is only how it is built.
-            raise OutputPathError(
-                f"{folder}: cannot create the registry folder ({err.strerror or err}); check "
-                "the path, or choose another folder"
-            ) from None
+    # A new one keeps the mode the umask gives a folder, not mkdtemp's 0700.
+    work = folder if folder.is_dir() else build_folder(folder, "registry folder")
     try:
         _write_registry(RegistryPaths(work), root_keys, root_threshold, database_url)
         if work != folder:

@@ -409,18 +409,31 @@ def _temp_prefix(dest: Path) -> str:
     return f".{dest.name[:16]}.{digest}."
 
 
-def build_folder(folder: Path) -> Path:
-    """Where a new ``folder`` is built before it is renamed into place: a hidden sibling,
-    so that a failure (or Ctrl-C) leaves nothing under the name asked for.
+def build_folder(folder: Path, what: str, *, mode: int = 0o777) -> Path:
+    """Create the hidden sibling a new ``folder`` is built in before it is renamed into
+    place, so that a failure (or Ctrl-C) leaves nothing under the name asked for.
 
     Its name starts with ``folder``'s cut short, so a name that fits the file system still
-    does; :func:`interrupted_builds` finds the ones a killed process left.
+    does; :func:`interrupted_builds` finds the ones a killed process left. ``mode`` is
+    reduced by the umask, as ``mkdir``'s is. A place the file system refuses is an
+    :class:`OutputPathError` naming ``folder`` (``what`` says what it was to hold).
 
     Example:
-        >>> build_folder(Path("out/keys")).name.startswith(".keys.init-")
+        >>> work = build_folder(Path("out/keys"), "key folder", mode=0o700)
+        >>> work.name.startswith(".keys.init-")
         True
+        >>> work.rmdir()
     """
-    return folder.parent / f"{_build_prefix(folder)}{secrets.token_hex(4)}"
+    work = folder.parent / f"{_build_prefix(folder)}{secrets.token_hex(4)}"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        work.mkdir(mode=mode)
+    except OSError as err:  # the file system refuses the place itself: the path is wrong
+        raise OutputPathError(
+            f"{folder}: cannot create the {what} ({err.strerror or err}); check the path, "
+            "or choose another folder"
+        ) from None
+    return work
 
 
 def interrupted_builds(folder: Path) -> list[Path]:

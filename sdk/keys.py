@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .codec import check_no_nul
-from .errors import ImageWriteError, OutputExistsError, OutputPathError
+from .errors import ImageWriteError, OutputExistsError
 from .io import (
     atomic_write_bytes,
     build_folder,
@@ -543,15 +543,7 @@ def _write_into(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
 
 def _write_new_folder(folder: Path, files: dict[str, tuple[bytes, int]]) -> None:
     """Build the folder as a hidden sibling, 0700, and rename it into place once whole."""
-    work = build_folder(folder)
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        work.mkdir(mode=0o700)
-    except OSError as err:  # the file system refuses the place itself: the path is wrong
-        raise OutputPathError(
-            f"{folder}: cannot create the key folder ({err.strerror or err}); check the path, "
-            "or choose another folder"
-        ) from None
+    work = build_folder(folder, "key folder", mode=0o700)
     try:
         os.chmod(work, 0o700)  # mkdir's mode is reduced by the umask; this folder is ours
         _write_into(work, files)
