@@ -27,7 +27,6 @@ Protection records the loss of the image as saved, mark included.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from PIL import Image
 
 from .attacks.base import Attack
 from .attacks.budget import format_budget, parse_budget
-from .attacks.ensemble import Ensemble
+from .attacks.ensemble import Ensemble, check_weights
 from .attacks.pgd import Norm, PGDConfig, PGDResult
 from .attacks.precision import fast_dtype
 from .attacks.sizing import check_attack_size, working_size
@@ -639,15 +638,7 @@ def _check_weights(weights: object, count: int) -> None:
             "weights= weigh the members of an ensemble; with one target there is nothing "
             "to weigh: leave weights out"
         )
-    given = list(weights) if isinstance(weights, list | tuple) else []
-    finite = all(
-        isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(w) for w in given
-    )
-    if not finite or len(given) != count or min(given) < 0 or sum(given) <= 0:
-        raise InputError(
-            f"weights={weights!r}: give one finite, non-negative number per target ({count}), "
-            "not all zero, or leave weights out to weigh them equally"
-        )
+    check_weights(weights, count)  # now, not once the ensemble's models have loaded
 
 
 def _check_mask(mask: object, images: list[LoadedImage]) -> None:

@@ -9,6 +9,8 @@ exceeds ε however many versions it covers.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,6 +19,30 @@ import torch
 from ..errors import InputError
 from .base import Attack
 from .pgd import PGDConfig
+
+
+def check_weights(weights: object, count: int) -> list[float]:
+    """``weights`` for ``count`` members (equal when None), or a refusal naming the fix.
+
+    Example:
+        >>> check_weights(None, 2)
+        [1.0, 1.0]
+        >>> check_weights([1, -1], 2)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        photoimmune.sdk.errors.InputError: weights=[1, -1]: give one non-negative weight ...
+    """
+    if weights is None:
+        return [1.0] * count
+    given = list(weights) if isinstance(weights, list | tuple) else []
+    finite = all(
+        isinstance(w, numbers.Real) and not isinstance(w, bool) and math.isfinite(w) for w in given
+    )
+    if not finite or len(given) != count or min(given) < 0 or sum(given) <= 0:
+        raise InputError(
+            f"weights={weights!r}: give one non-negative weight per member ({count}), each a "
+            "finite number, not all zero, or leave weights out to weigh them equally"
+        )
+    return [float(w) for w in given]
 
 
 class Ensemble(Attack):
@@ -45,12 +71,7 @@ class Ensemble(Attack):
                 "to cover, e.g. Ensemble([EncoderAttack(enc_v1), EncoderAttack(enc_v2)])"
             )
         self.members = list(members)
-        weights = [1.0] * len(self.members) if weights is None else list(weights)
-        if len(weights) != len(self.members) or min(weights) < 0 or sum(weights) <= 0:
-            raise InputError(
-                f"weights={weights}: give one non-negative weight per member "
-                f"({len(self.members)}), not all zero, or leave weights out to weigh them equally"
-            )
+        weights = check_weights(weights, len(self.members))
         total = sum(weights)
         self.weights = [w / total for w in weights]
         self._clean: list[torch.Tensor] = []
