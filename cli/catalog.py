@@ -192,8 +192,16 @@ def reimmunize_command(
     bound = dict(checks.weights(w) for w in weights or [])
     checks.input_files([p for p in (key, cert) if p is not None])
     anchors = checks.trust_files([trust] if trust is not None else [])
-    if key is not None and trust is None and not dry_run:
+    # A dry run refuses what the run would: it is how a run is tried out.
+    if key is not None and trust is None:
         raise InputError("--key needs --trust: the CA certificate that --cert chains to")
+    # Read, and checked against --trust, now; only development keys, which may be
+    # created, wait until every server has answered.
+    own_signer = signer_from_options(key, cert, keys_dir) if key or cert else None
+    if own_signer is not None:
+        from photoimmune.sdk.keys import check_chain
+
+        check_chain(own_signer, anchors)
     trusted_root = checks.registry(registry, root)
     # Read, never created: a dry run changes nothing, and a job on an empty catalog does nothing.
     url = database_option(db, "catalog", created_by=CREATED_BY)
@@ -214,7 +222,7 @@ def reimmunize_command(
         return
     # Every server answered before any key is made: a refusal leaves nothing written.
     on_copy = _copy_recorder(manifest_store)
-    signer = signer_from_options(key, cert, keys_dir)
+    signer = own_signer or signer_from_options(key, cert, keys_dir)
     trust_pem = anchors or default_trust_anchors(keys_dir)
     from photoimmune.sdk.jobs.runner import run
     from photoimmune.sdk.jobs.worker import JobSettings

@@ -22,12 +22,13 @@ import shutil
 import stat
 import unicodedata
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -170,6 +171,32 @@ class ManifestSigner:
         """
         _load_chain(cert_chain_pem, "callback certificate chain")
         return cls(alg=alg, cert_chain_pem=cert_chain_pem, callback=callback)
+
+    def chains_to(self, anchors: Sequence[bytes]) -> bool:
+        """Whether this signer's chain leads to one of the PEM trust ``anchors``: its last
+        certificate is an anchor or carries an anchor's signature (checked, not only
+        matched by name).
+
+        A reader trusting ``anchors`` will then find this signer's manifests trusted; a
+        job that verifies its own finished files against them needs that.
+
+        Example:
+            >>> keys = init_keys("keys")
+            >>> keys.signer("publisher").chains_to([keys.ca_cert.read_bytes()])
+            True
+            >>> keys.signer("publisher").chains_to([])
+            False
+        """
+        top = x509.load_pem_x509_certificates(self.cert_chain_pem)[-1]
+        for anchor in (cert for pem in anchors for cert in x509.load_pem_x509_certificates(pem)):
+            if top == anchor:
+                return True
+            try:
+                top.verify_directly_issued_by(anchor)
+            except (ValueError, TypeError, InvalidSignature):
+                continue  # another issuer, or one of another key type
+            return True
+        return False
 
     def to_c2pa(self):  # -> c2pa.Signer; c2pa is imported lazily
         """Build a fresh native c2pa signer (they are single-owner, so one per use)."""
@@ -381,6 +408,30 @@ def resolve_signer(
     if created and on_created is not None:
         on_created(keys)
     return keys.signer(role)
+
+
+def check_chain(signer: ManifestSigner, anchors: list[bytes]) -> list[bytes]:
+    """``anchors``, once ``signer``'s chain is known to lead to one of them.
+
+    What a job signs it later verifies against its anchors: a signer they do not trust
+    would make every copy it signed look untrusted, and be made again on every run.
+
+    Raises:
+        SigningKeyError: the chain leads to none of ``anchors``.
+
+    Example:
+        >>> keys = init_keys("their-keys")
+        >>> check_chain(keys.signer("publisher"), [])
+        Traceback (most recent call last):
+        photoimmune.sdk.trust.SigningKeyError: the signing certificate (...) does not chain ...
+    """
+    if not signer.chains_to(anchors):
+        raise SigningKeyError(
+            f"the signing certificate ({_describe_leaf(signer.cert_chain_pem)}) does not "
+            "chain to the trust anchors given (trust=, --trust): pass the CA certificate "
+            "that issued it, or what it signs will not verify as trusted"
+        )
+    return anchors
 
 
 def default_trust_anchors(keys_dir: str | os.PathLike[str] | None = None) -> list[bytes]:

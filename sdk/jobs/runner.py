@@ -151,8 +151,9 @@ def run(
         signer: a :class:`~photoimmune.sdk.keys.ManifestSigner` (default: the
             development publisher key).
         trust: PEM trust anchors; a finished file a killed job left behind is
-            adopted only if its manifest verifies against them (default: the
-            signer's own key folder when it is the development key).
+            adopted only if its manifest verifies against them, so ``signer``'s
+            chain must lead to one (default: the key folder's CA when ``signer``
+            is the development key; needed with any other).
         weights: ``{"vendor/model": folder}`` for releases without bundled weights.
         engine, workers, ray_address, gpus_per_worker, cpus_per_worker: where the
             images are immunized (see :mod:`.engines`).
@@ -187,6 +188,7 @@ def run(
     if engine == "local":  # a Ray job's workers may have devices this machine lacks
         check_device_available(settings.device)
     check_output_dir(out_dir, option="out_dir")  # a file in the way fails now, not per image
+    anchors = _anchors_for(signer, trust)
     try:
         # 1. Plan, and queue what lacks protection.
         job_plan = plan(catalog, registry, models)
@@ -199,7 +201,7 @@ def run(
             retry=retry_failed,
         )
         # 2. Settle the signer, the targets and the budget.
-        signer, trust = _signing(signer, trust)
+        signer, anchors = _signing(signer, anchors)
         targets = _fetch_targets(registry, job_plan, weights or {})
         settings = _settled(settings, targets)
         summary = JobSummary(
@@ -215,7 +217,7 @@ def run(
             unreadable=job_plan.unreadable,
         )
         out = Path(out_dir).expanduser().resolve()
-        job = _Job(queue, key, out, signer, trust, settings, summary, progress)
+        job = _Job(queue, key, out, signer, anchors, settings, summary, progress)
         job.on_copy = on_copy
         job.total = queue.unfinished(key)
         # 3. Drive the engine until the queue (or ``limit``) is done.
@@ -280,25 +282,37 @@ def _settled(settings: JobSettings, targets: list) -> JobSettings:
     )
 
 
+def _anchors_for(signer: ManifestSigner | None, trust: TrustFiles | None) -> list[bytes] | None:
+    """The trust anchors a job's finished files verify against, read before any work: a
+    caller's own signer must come with them and chain to them. ``None``: the key
+    folder's, settled with its signer (:func:`_signing`)."""
+    from ..keys import check_chain, read_trust_anchors
+
+    if signer is None:
+        return read_trust_anchors(trust)
+    if trust is None:
+        raise InputError(
+            "a job with its own signer needs trust= (--trust): the CA certificate the "
+            "signer's chain leads to, so files a killed job left behind can be verified"
+        )
+    return check_chain(signer, read_trust_anchors(trust) or [])
+
+
 def _signing(
-    signer: ManifestSigner | None, trust: TrustFiles | None
+    signer: ManifestSigner | None, anchors: list[bytes] | None
 ) -> tuple[ManifestSigner, list[bytes] | None]:
-    """The signer, and the trust anchors its finished files verify against."""
-    from ..keys import default_trust_anchors, read_trust_anchors, resolve_signer
+    """The signer, and the trust anchors its finished files verify against: without a
+    signer of the caller's, the key folder's publisher key (created if it has none)."""
+    from ..keys import default_trust_anchors, resolve_signer
 
     if signer is not None:
-        if trust is None:
-            raise InputError(
-                "a job with its own signer needs trust= (--trust): the CA certificate the "
-                "signer's chain leads to, so files a killed job left behind can be verified"
-            )
-        return signer, read_trust_anchors(trust)
+        return signer, anchors
 
     def created(keys) -> None:
         logger.warning("jobs: created development signing keys in %s", keys.path)
 
     signer = resolve_signer(on_created=created)
-    return signer, read_trust_anchors(trust) if trust is not None else default_trust_anchors()
+    return signer, anchors if anchors is not None else default_trust_anchors()
 
 
 def _fetch_targets(registry: ReleaseSource, job_plan: Plan, weights: dict[str, str]) -> list:
