@@ -249,7 +249,7 @@ def init_registry(
             "root needs a handful "
             "(3 by default), each one an offline key to keep"
         )
-    tm.check_threshold(root_threshold, root_keys, "root")
+    tm.check_threshold(root_threshold, root_keys, "root", "--root-threshold, root_threshold=")
     # An existing folder (one made for the registry: perhaps a mount point, or where no
     # sibling may be created) cannot be renamed onto; it is filled in place, root.json last.
     # A new one keeps the mode the umask gives a folder, not mkdtemp's 0700.
@@ -357,7 +357,7 @@ def add_vendor(
         2
     """
     tm.check_vendor_name(vendor)  # before anything is fetched or signed
-    tm.check_threshold(threshold, len(keys), "vendor")
+    tm.check_threshold(threshold, len(keys), "vendor", "--threshold, threshold=")
     current = registry.current("targets")
     assert current is not None  # every registry starts with targets v1
     md = Metadata(current.signed)

@@ -140,9 +140,10 @@ def check_vendor_name(vendor: str) -> None:
         ) from None
 
 
-def check_threshold(threshold: int, keys: int, role: str) -> None:
+def check_threshold(threshold: int, keys: int, role: str, given_as: str | None = None) -> None:
     """Refuse a threshold that no signatures of ``keys`` keys could ever meet (or zero):
     before any key is written or metadata fetched, and in metadata a vendor uploads.
+    ``given_as`` says where the caller's user gave it, e.g. its option and parameter.
 
     Example:
         >>> check_threshold(2, 3, "root")
@@ -152,8 +153,8 @@ def check_threshold(threshold: int, keys: int, role: str) -> None:
     """
     if not 1 <= threshold <= keys:
         raise InvalidThresholdError(
-            f"{role} threshold {threshold}: choose 1 to {keys}, the number of {role} keys "
-            "(no release could be signed otherwise)"
+            f"{role} threshold {threshold}{f' ({given_as})' if given_as else ''}: choose 1 to "
+            f"{keys}, the number of {role} keys (no release could be signed otherwise)"
         )
 
 
