@@ -118,6 +118,11 @@ def _check_signing_keys(keys: Path) -> None:
     from photoimmune.sdk.keys import KeyDir
 
     found = KeyDir(keys)
+    if keys.exists() and not keys.is_dir():
+        raise InputError(
+            f"--keys {keys}: is a file, not a key folder; pass the folder `photoimmune keys "
+            "init --dir FOLDER` made"
+        )
     if not (found.key("vendor").is_file() and found.cert("vendor").is_file()):
         raise InputError(
             f"--keys {keys}: no vendor signing key and certificate there; create them with "

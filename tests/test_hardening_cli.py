@@ -354,3 +354,13 @@ def test_service_refuses_a_key_folder_without_keys(registry, tmp_path, capsys):
 def test_a_subscription_without_its_vendor_says_so(capsys):
     text = refused(capsys, "reimmunize", "--registry", "r", "--models", "tiny-ldm", "--dry-run")
     assert "photoimmune/tiny-ldm" in text and "vendor" in text and "not a version" not in text
+
+
+def test_service_keys_that_name_a_file_are_refused_as_no_folder(registry, tmp_path, capsys):
+    keys = tmp_path / "afile"
+    keys.write_text("not a folder")
+    args = ["--db", str(tmp_path / "s.db"), "--registry", str(registry), "--keys", str(keys)]
+    text = refused(capsys, "service", "serve", *args)
+    assert f"--keys {keys}: is a file, not a key folder" in text
+    assert f"--dir {keys}" not in text  # keys init would refuse that file too
+    assert keys.read_text() == "not a folder" and not (tmp_path / "s.db").exists()
