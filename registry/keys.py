@@ -68,7 +68,12 @@ def write_key(path: Path) -> CryptoSigner:
         ) from None
     signer = generate_signer()
     atomic_write_bytes(path, signer.private_bytes, mode=0o600)
-    atomic_write_bytes(public_path(path), public_pem(signer.public_key), overwrite=True)
+    try:
+        atomic_write_bytes(public_path(path), public_pem(signer.public_key), overwrite=True)
+    except BaseException:
+        # A private half alone would make a rerun refuse its path; it was never used.
+        path.unlink(missing_ok=True)
+        raise
     return signer
 
 

@@ -452,3 +452,23 @@ def test_a_key_path_the_file_system_refuses_is_bad_input(path):
 def test_probing_the_key_folder_leaves_no_file_behind(tmp_path):
     write_key(tmp_path / "keys" / "acme.pem")
     assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["acme.pem", "acme.pub.pem"]
+
+
+def test_a_key_whose_public_half_cannot_be_written_leaves_no_private_half(tmp_path, monkeypatch):
+    from photoimmune.registry import keys as registry_keys
+    from photoimmune.sdk.errors import ImageWriteError
+
+    real_write = registry_keys.atomic_write_bytes
+
+    def disk_full_double(path, data, **options):  # the disk fills between the two halves
+        if str(path).endswith(".pub.pem"):
+            raise ImageWriteError(f"{path}: No space left on device")
+        return real_write(path, data, **options)
+
+    monkeypatch.setattr(registry_keys, "atomic_write_bytes", disk_full_double)
+    with pytest.raises(ImageWriteError, match="No space left"):
+        write_key(tmp_path / "acme.pem")
+    assert list(tmp_path.iterdir()) == []  # a rerun finds the path free
+    monkeypatch.setattr(registry_keys, "atomic_write_bytes", real_write)
+    write_key(tmp_path / "acme.pem")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acme.pem", "acme.pub.pem"]
