@@ -88,12 +88,13 @@ def check(
 
 @model_app.command("train-tiny")
 def train_tiny_command(
-    version: Annotated[int, typer.Option(help="Which release recipe to train (1-5).")],
+    version: Annotated[int, typer.Option(help="Which release recipe to train (1-6).")],
     out: Annotated[Path, typer.Option(help="Folder to create (must not exist).")],
 ) -> None:
     """Train a tiny model release (deterministic; v1 from scratch, v2 and v3 each from
     the one before, v4 from v3 with an encoder that honours v3's protections, v5 from
-    v3 with a wider UNet for edits that keep the photo)."""
+    v3 with a wider UNet for edits that keep the photo, v6 from v3 with a decoder
+    fine-tuned against a patch discriminator)."""
     from photoimmune.sdk.models.train_tiny import RELEASES, train_tiny
 
     checks.one_of(str(version), [str(v) for v in RELEASES], "--version")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -133,6 +134,54 @@ def test_the_spectral_loss_counts_fine_detail_and_ignores_a_uniform_shift():
     assert spectral_l1(shifted, photo) < 1e-6 < spectral_l1(fine, photo)
 
 
+def test_the_patch_critics_term_pulls_as_hard_as_its_weight_times_the_reconstruction():
+    from photoimmune.sdk.models.train_tiny import PatchCritic
+
+    torch.manual_seed(0)
+    critic, last = PatchCritic(0.5), torch.nn.Conv2d(4, 3, 3, padding=1)
+    fake = last(torch.randn(2, 4, 32, 32))
+    reconstruction = F.mse_loss(fake, torch.rand(2, 3, 32, 32) * 2 - 1)
+    adversarial = critic.generator_loss(fake, reconstruction, last.weight)
+    pull = torch.autograd.grad(reconstruction, last.weight, retain_graph=True)[0].norm()
+    # the same up to the 1e-4 that keeps the ratio finite
+    assert torch.isclose(
+        torch.autograd.grad(adversarial, last.weight)[0].norm(), 0.5 * pull, rtol=1e-3
+    )
+
+
+def test_the_patch_critic_learns_to_tell_real_patches_from_flat_ones():
+    from photoimmune.sdk.models.train_tiny import PatchCritic
+
+    torch.manual_seed(0)
+    critic = PatchCritic(0.5)
+    real = (torch.rand(4, 3, 32, 32) > 0.5).float() * 2 - 1  # sharp detail
+    fake = torch.zeros(4, 3, 32, 32)  # what a blurring decoder draws
+    for _ in range(20):
+        critic.step(real, fake)
+    assert critic.net(real).mean() > 0 > critic.net(fake).mean()
+
+
+def test_the_decoders_adversarial_term_changes_the_decoder_alone(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from photoimmune.sdk.models.train_tiny import finetune_decoder
+    from photoimmune.sdk.targets import fingerprint_module
+
+    cfg = replace(quick_config(RELEASES[3]), decoder_steps=0)
+    train_tiny(cfg, tmp_path / "start")
+    vaes = {}
+    for weight in (0.0, 0.5):
+        folder = tmp_path / f"gan-{weight}"
+        shutil.copytree(tmp_path / "start", folder)
+        # a large rate, so that two steps show through the fp16 the weights are saved in
+        tuned = replace(cfg, decoder_steps=2, decoder_lr=1.0, decoder_gan_weight=weight)
+        finetune_decoder(tuned, folder)
+        vaes[weight] = AutoencoderKL.from_pretrained(folder / "vae")
+    plain, adversarial = vaes[0.0], vaes[0.5]
+    assert fingerprint_module(plain.encoder) == fingerprint_module(adversarial.encoder)
+    assert fingerprint_module(plain.decoder) != fingerprint_module(adversarial.decoder)
+
+
 def test_min_snr_weights_cap_the_easy_timesteps_for_either_prediction_target():
     from photoimmune.sdk.models.train_tiny import _loss_weights
 
@@ -209,6 +258,22 @@ def test_the_fidelity_release_keeps_its_bases_vae_and_trains_a_wider_unet(tmp_pa
     assert new.vae == base.vae and new.denoiser != base.denoiser
     unet = UNet2DConditionModel.from_pretrained(tmp_path / "v5" / "unet")
     assert tuple(unet.config.block_out_channels) == (48, 96, 96)
+
+
+def test_the_adversarial_decoder_release_changes_v3s_decoder_alone(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from photoimmune.sdk.models.pipelines import load_vae
+    from photoimmune.sdk.targets import fingerprint_module, model_fingerprints
+
+    cfg = replace(RELEASES[6], decoder_steps=2, latent_pool=4)
+    assert cfg.base == 3 and cfg.decoder_gan_weight > 0 and not cfg.unet_steps
+    train_tiny(cfg, tmp_path / "v6")
+    base, new = resolve_model("tiny-ldm@3"), tmp_path / "v6"
+    assert model_fingerprints(str(new)).denoiser == model_fingerprints(str(base)).denoiser
+    old_vae, new_vae = load_vae(base), AutoencoderKL.from_pretrained(new / "vae")
+    assert fingerprint_module(old_vae.encoder) == fingerprint_module(new_vae.encoder)
+    assert fingerprint_module(old_vae.decoder) != fingerprint_module(new_vae.decoder)
 
 
 def test_a_cooperative_release_is_its_base_with_a_gate_that_reads_the_honoured_marks(tmp_path):
