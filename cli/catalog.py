@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -25,6 +25,9 @@ from .common import (
     signer_from_options,
     table,
 )
+
+if TYPE_CHECKING:
+    from photoimmune.sdk.keys import ManifestSigner
 
 CREATED_BY = "photoimmune catalog add"  # what creates a catalog; the other commands read one
 catalog_app = typer.Typer(help="A publisher's catalog of originals and immunized copies.")
@@ -105,6 +108,23 @@ def catalog_list(
         )
     if not as_json:
         console.print(listing)
+
+
+def _own_signer(
+    key: Path | None, cert: Path | None, trust: Path | None, anchors: list[bytes]
+) -> ManifestSigner | None:
+    """The signer ``--key``/``--cert`` name, read and checked against ``--trust`` now, dry
+    run or not (a dry run refuses what the run would); None for the development keys,
+    which may be created, so they wait until every server has answered."""
+    if key is not None and trust is None:
+        raise InputError("--key needs --trust: the CA certificate that --cert chains to")
+    if key is None and cert is None:
+        return None
+    from photoimmune.sdk.keys import check_chain
+
+    signer = signer_from_options(key, cert, None)
+    check_chain(signer, anchors)
+    return signer
 
 
 def reimmunize_command(
@@ -192,16 +212,7 @@ def reimmunize_command(
     bound = dict(checks.weights(w) for w in weights or [])
     checks.input_files([p for p in (key, cert) if p is not None])
     anchors = checks.trust_files([trust] if trust is not None else [])
-    # A dry run refuses what the run would: it is how a run is tried out.
-    if key is not None and trust is None:
-        raise InputError("--key needs --trust: the CA certificate that --cert chains to")
-    # Read, and checked against --trust, now; only development keys, which may be
-    # created, wait until every server has answered.
-    own_signer = signer_from_options(key, cert, keys_dir) if key or cert else None
-    if own_signer is not None:
-        from photoimmune.sdk.keys import check_chain
-
-        check_chain(own_signer, anchors)
+    own_signer = _own_signer(key, cert, trust, anchors)
     trusted_root = checks.registry(registry, root)
     # Read, never created: a dry run changes nothing, and a job on an empty catalog does nothing.
     url = database_option(db, "catalog", created_by=CREATED_BY)

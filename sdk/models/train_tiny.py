@@ -269,10 +269,11 @@ RELEASES = {
     # (a patch discriminator with hinge loss and taming-transformers' adaptive weight,
     # from random weights) on latents carrying noise of up to 0.3 latent std. Encoder,
     # UNet and text encoder stay v3's, and seed 3 draws v3's latent pool, so its latent
-    # scaling is v3's: every attack and target reads as on v3. With v3's pass and budgets
-    # its edits carry more of an immunization at v3's fidelity (the defaults' gap on
-    # seven unseen photos at 128 px: 0.207 against 0.168; docs/research.md, "An
-    # adversarial decoder"). Not bundled: issue 23's fidelity bar is still unmet.
+    # scaling is v3's (0.17158 against 0.17162, the encoder read back from fp16): every
+    # attack and target reads as on v3. With v3's pass and budgets its edits carry more
+    # of an immunization at v3's fidelity (the defaults' gap on seven unseen photos at
+    # 128 px: 0.196 against 0.168; docs/research.md, "An adversarial decoder"). 11 min on
+    # two cores. Not bundled yet: issue 23's 128 px fidelity bar is still unmet.
     6: TrainConfig(
         version=6,
         seed=3,
