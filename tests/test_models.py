@@ -117,10 +117,13 @@ def test_training_is_deterministic_under_a_seed(tmp_path):
         train_tiny(cfg, tmp_path / run)
     train_tiny(replace(cfg, seed=cfg.seed + 1), tmp_path / "other-seed")
     for part in ("vae", "unet", "text_encoder"):
-        (name,) = (p.name for p in (tmp_path / "a" / part).glob("*.safetensors"))
-        first = (tmp_path / "a" / part / name).read_bytes()
-        assert first == (tmp_path / "b" / part / name).read_bytes(), part
-        assert first != (tmp_path / "other-seed" / part / name).read_bytes(), part
+        files = sorted((tmp_path / "a" / part).glob("*.safetensors"))
+        assert files, part
+        for file in files:
+            name = f"{part}/{file.name}"
+            first = file.read_bytes()
+            assert first == (tmp_path / "b" / name).read_bytes(), name
+            assert first != (tmp_path / "other-seed" / name).read_bytes(), name
 
 
 def test_the_spectral_loss_counts_fine_detail_and_ignores_a_uniform_shift():
@@ -274,6 +277,11 @@ def test_the_adversarial_decoder_release_changes_v3s_decoder_alone(tmp_path):
     old_vae, new_vae = load_vae(base), AutoencoderKL.from_pretrained(new / "vae")
     assert fingerprint_module(old_vae.encoder) == fingerprint_module(new_vae.encoder)
     assert fingerprint_module(old_vae.decoder) != fingerprint_module(new_vae.decoder)
+    # stored once: what it shares with v3 is linked, its published target files included
+    shared = ["vae/encoder.safetensors", "unet/diffusion_pytorch_model.safetensors"]
+    for name in [*shared, "text_encoder/model.safetensors", "mark.json", "immunizer/spec.json"]:
+        assert (new / name).resolve() == (base / name).resolve(), name
+    assert not (new / "vae" / "decoder.safetensors").is_symlink()
 
 
 def test_a_cooperative_release_is_its_base_with_a_gate_that_reads_the_honoured_marks(tmp_path):
@@ -291,10 +299,12 @@ def test_a_cooperative_release_is_its_base_with_a_gate_that_reads_the_honoured_m
     assert model_fingerprints(str(new)).vae != model_fingerprints(str(base)).vae  # the gate
     old_vae, new_vae = load_vae(base), load_vae(new)
     assert type(new_vae).__name__ == "HonouringAutoencoderKL"
-    for part in ("encoder", "decoder"):  # the base's weights, bit for bit
+    for part in ("encoder", "decoder"):  # the base's weights, bit for bit, and linked
         assert fingerprint_module(getattr(old_vae, part)) == fingerprint_module(
             getattr(new_vae, part)
         )
+        shard = f"vae/{part}.safetensors"
+        assert (new / shard).resolve() == (base / shard).resolve()
     previous = build_target("tiny-ldm@3")
     honouring = build_target(new)
     assert honouring.honours == (previous.digest,)

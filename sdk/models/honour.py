@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -46,8 +45,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..attacks.transforms import uniform
 from ..descriptor import MarkSpec
@@ -59,6 +56,7 @@ from ..samples import sample_pixels
 from ..targets import BUNDLED_MARK, BUNDLED_TRAINING
 from .bundled import model_index
 from .honouring_vae import HonouringAutoencoderKL
+from .storage import link_shared, save_vae
 from .train_tiny import TRAIN_PHOTOS, Progress, TrainConfig
 
 EPS = 8 / 255
@@ -191,28 +189,6 @@ def _link_base(base: Path, out: Path) -> None:
 
 #: The files a cooperative release writes itself rather than link from its base.
 _OWN_FILES = ("model_index.json", BUNDLED_TRAINING, BUNDLED_MARK)
-_BASE_WEIGHTS = "base.safetensors"
-_OWN_WEIGHTS = "honour.safetensors"
-
-
-def write_honouring_vae(base: Path, out: Path, vae: HonouringAutoencoderKL) -> None:
-    """Write ``vae`` to ``out/vae`` as two shards: the base's weights, linked, and the
-    gate's, with the index that diffusers' ``from_pretrained`` reads."""
-    folder = out / "vae"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    vae.save_config(folder)
-    weights = base / "vae" / "diffusion_pytorch_model.safetensors"
-    (folder / _BASE_WEIGHTS).symlink_to(os.path.relpath(weights.resolve(), folder))
-    own = {k: v.contiguous() for k, v in vae.state_dict().items() if k.startswith("honour.")}
-    save_file(own, folder / _OWN_WEIGHTS)
-    with safe_open(weights, "pt") as handle:
-        weight_map = dict.fromkeys(handle.keys(), _BASE_WEIGHTS)
-    weight_map.update(dict.fromkeys(own, _OWN_WEIGHTS))
-    index = {"metadata": {"total_size": weights.stat().st_size}, "weight_map": weight_map}
-    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(
-        json.dumps(index, indent=2, sort_keys=True) + "\n"
-    )
 
 
 def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = None) -> dict:
@@ -269,10 +245,12 @@ def train_honouring(cfg: TrainConfig, out: Path, progress: Progress | None = Non
     vae = HonouringAutoencoderKL(
         honour_marks=len(marks), **{k: v for k, v in base.config.items() if not k.startswith("_")}
     )
+    vae.load_state_dict(base.state_dict(), strict=False)  # all but the gate's settings
     vae.honour.set(marks, target_latent, threshold, cfg.honour_sharpness)
     out.mkdir(parents=True, exist_ok=True)
     _link_base(base_path, out)
-    write_honouring_vae(base_path, out, vae)
+    save_vae(vae, out / "vae")
+    link_shared(out / "vae", base_path / "vae")
     index = model_index(base_path)
     index["vae"] = [HonouringAutoencoderKL.__module__, HonouringAutoencoderKL.__name__]
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -306,5 +284,4 @@ __all__ = [
     "jpeg",
     "protected_scores",
     "train_honouring",
-    "write_honouring_vae",
 ]

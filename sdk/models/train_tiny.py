@@ -68,6 +68,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from ..io import pixels_to_tensor
 from ..samples import sample_pixels
 from ..targets import BUNDLED_TRAINING
+from .storage import link_published_target, link_shared, save_vae
 from .tokenizer import write_tokenizer
 
 #: scikit-image photos used for training, with the caption the text encoder learns.
@@ -629,7 +630,7 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
 
     # VAE and UNet are stored in fp16 to halve the repo size; diffusers loads
     # them back as fp32 by default. The text encoder is tiny and stays fp32.
-    vae.to(torch.float16).save_pretrained(out / "vae")
+    save_vae(vae, out / "vae")
     unet.to(torch.float16).save_pretrained(out / "unet")
     text_encoder.eval().save_pretrained(out / "text_encoder")
     DDIMScheduler(
@@ -650,7 +651,22 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
         "torch": torch.__version__,
     }
     (out / BUNDLED_TRAINING).write_text(json.dumps(report, indent=2) + "\n")
+    if cfg.base is not None:
+        _share_with_base(cfg, out)
     return report
+
+
+def _share_with_base(cfg: TrainConfig, out: Path) -> None:
+    """Link the files the release shares with its base. One that kept its base's encoder
+    and UNet (a new decoder at most) has its base's target latent and edits the same
+    latents the same way, so the target files its base publishes (one-pass immunizer,
+    budgets, mark) hold for it as they are: link those too."""
+    from .bundled import resolve_model
+
+    base = resolve_model(f"tiny-ldm@{cfg.base}")
+    link_shared(out, base)
+    if cfg.vae_steps == 0 and cfg.unet_steps == 0:
+        link_published_target(base, out)
 
 
 def finetune_decoder(cfg: TrainConfig, out: Path, progress: Progress | None = None) -> None:
@@ -689,7 +705,7 @@ def finetune_decoder(cfg: TrainConfig, out: Path, progress: Progress | None = No
         if critic is not None:
             critic.step(x, decoded.detach())
         progress("decoder", step + 1, cfg.decoder_steps, loss.item())
-    vae.eval().to(torch.float16).save_pretrained(out / "vae")
+    save_vae(vae.eval(), out / "vae")
 
 
 class PatchCritic:
