@@ -4,7 +4,7 @@ Everything is embedded: the bundled tiny model (it stands in for Stable
 Diffusion; its numbers are not SD's), a scikit-image sample photo, and a fixed
 prompt and seed, so two runs print the same table and draw the same grid.
 
-Two steps, on the newest bundled version (its edits keep the photo best):
+Two steps, on ``tiny-ldm@3`` (why not on a later version: below):
 
 1. the vendor publishes the targets of ``tiny-ldm@3`` and of the version before
    it to a local registry; a publisher immunizes the photo against v3 and signs
@@ -19,8 +19,11 @@ Two steps, on the newest bundled version (its edits keep the photo best):
    is edited by that release with the check on too: ``covered``, so it passes
    untouched, and its mark alone breaks the edit.
 
-The demo's model stays v3, the newest version trained for edits rather than to
-honour: v4 is v3's weights plus the gate that honours v3's protections.
+The demo's model stays v3, whose protections the cooperative v4 honours, so that
+all three steps show: v4 is v3's weights plus that gate, and v6 is v3 with the
+upper half of its decoder retrained, whose edits of protected photos break more
+(docs/models.md); v3's protections are v6's (the same target latent, pass and
+mark), but no bundled release honours v6's target by its digest.
 """
 
 from __future__ import annotations

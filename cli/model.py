@@ -14,7 +14,7 @@ from rich.progress import TaskID
 from photoimmune.sdk.models.bundled import bundled_models, model_index, resolve_model
 
 from . import checks
-from .common import console, plain, progress_bar, table
+from .common import console, plain, progress_bar, quiet_libraries, table
 
 model_app = typer.Typer(
     help="The bundled tiny models and local diffusers folders.", no_args_is_help=True
@@ -68,6 +68,7 @@ def check(
 ) -> None:
     """Measure VAE PSNR and img2img fidelity on the held-out validation photos."""
     checks.models([model], "MODEL")
+    quiet_libraries()
     from dataclasses import asdict
 
     from photoimmune.sdk.models.quality import check_model
@@ -93,12 +94,13 @@ def train_tiny_command(
 ) -> None:
     """Train a tiny model release (deterministic; v1 from scratch, v2 and v3 each from
     the one before, v4 from v3 with an encoder that honours v3's protections, v5 from
-    v3 with a wider UNet for edits that keep the photo, v6 from v3 with a decoder
-    fine-tuned against a patch discriminator)."""
+    v3 with a wider UNet for edits that keep the photo, v6 from v3 with the upper half
+    of its decoder fine-tuned against a patch discriminator)."""
     from photoimmune.sdk.models.train_tiny import RELEASES, train_tiny
 
     checks.one_of(str(version), [str(v) for v in RELEASES], "--version")
     checks.new_folder(out, "--out")
+    quiet_libraries()
 
     with progress_bar("loss {task.fields[loss]:.4f}", remaining=True) as bar:
         tasks: dict[str, TaskID] = {}

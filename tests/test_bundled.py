@@ -12,20 +12,22 @@ from photoimmune.sdk.models import bundled_models, check_model, resolve_model
 
 def test_bundled_models_are_in_diffusers_layout_and_small():
     models = bundled_models()
-    assert [m.name for m in models] == ["tiny-ldm@1", "tiny-ldm@2", "tiny-ldm@3", "tiny-ldm@4"]
+    names = ["tiny-ldm@1", "tiny-ldm@2", "tiny-ldm@3", "tiny-ldm@4", "tiny-ldm@6"]
+    assert [m.name for m in models] == names
     for m in models:
         index = json.loads((m.path / "model_index.json").read_text())
         assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
         for part in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):
             assert (m.path / part).is_dir()
-    # A cooperative release links its base's files (v4: all but its VAE's gate).
+    # A release links the files it shares with its base (v4: all but its VAE's gate; v6:
+    # all but its decoder's upper half).
     files = [f for m in models for f in m.path.rglob("*") if f.is_file() and not f.is_symlink()]
     assert sum(f.stat().st_size for f in files) < 40e6
 
 
 def test_bundled_names_resolve():
     assert resolve_model("tiny-ldm@1") == resolve_model("photoimmune/tiny-ldm@1")
-    assert resolve_model("tiny-ldm") == resolve_model("tiny-ldm@4")  # the latest version
+    assert resolve_model("tiny-ldm") == resolve_model("tiny-ldm@6")  # the latest version
 
 
 def test_version_2_is_a_new_release_not_a_copy():
@@ -126,3 +128,29 @@ def test_immunizing_against_v1_protects_v2_less_than_against_v2():
             check = immunize(treated, v2, eps="1/255", steps=0)  # v2's loss, nothing changed
             loss_on_v2[against] = float(check.protections[0].loss_before)
         assert loss_on_v2["tiny-ldm@2"] < 0.95 * loss_on_v2["tiny-ldm@1"], (name, loss_on_v2)
+
+
+def test_version_6_is_version_3_with_the_upper_half_of_its_decoder_retrained():
+    """v3's encoder, UNet and published target (latent, pass, budgets, mark); new only the
+    decoder's upper half, fine-tuned against a patch discriminator (issue 23)."""
+    from photoimmune.sdk.models.pipelines import load_vae
+    from photoimmune.sdk.targets import build_target, fingerprint_module
+
+    v3, v6 = build_target("tiny-ldm@3"), build_target("tiny-ldm@6")
+    assert v6.fingerprints.denoiser == v3.fingerprints.denoiser
+    assert v6.fingerprints.vae != v3.fingerprints.vae
+    assert v6.tensors.sha256 == v3.tensors.sha256  # the same target image and latent
+    assert (v6.mark, v6.budgets) == (v3.mark, v3.budgets)
+    assert v6.immunizer is not None and v3.immunizer is not None
+    assert v6.immunizer.weights.sha256 == v3.immunizer.weights.sha256
+    old, new = load_vae("tiny-ldm@3"), load_vae("tiny-ldm@6")
+    for kept in ("encoder", "decoder.mid_block", "decoder.up_blocks.0"):
+        assert fingerprint_module(old.get_submodule(kept)) == fingerprint_module(
+            new.get_submodule(kept)
+        ), kept
+    for changed in ("decoder.up_blocks.1", "decoder.up_blocks.2", "decoder.conv_out"):
+        assert fingerprint_module(old.get_submodule(changed)) != fingerprint_module(
+            new.get_submodule(changed)
+        ), changed
+    config = json.loads((resolve_model("tiny-ldm@6") / "training.json").read_text())["config"]
+    assert config["base"] == 3 and config["decoder_gan_weight"] > 0

@@ -39,7 +39,7 @@ def bundled_models() -> list[BundledModel]:
 
     Example:
         >>> [m.name for m in bundled_models()]
-        ['tiny-ldm@1', 'tiny-ldm@2', 'tiny-ldm@3', 'tiny-ldm@4']
+        ['tiny-ldm@1', 'tiny-ldm@2', 'tiny-ldm@3', 'tiny-ldm@4', 'tiny-ldm@6']
     """
     found = []
     for folder in sorted(BUNDLED_ROOT.glob(f"{FAMILY}-*")):
