@@ -81,7 +81,9 @@ def main() -> None:
         signed = sign_pixels(old.pixels, old.protections, keys.signer("publisher"))
         new = immunize(photo, client.get(f"{VENDOR}/{args.new}"), eps=eps, steps=args.steps)
         new_signed = sign_pixels(new.pixels, new.protections, keys.signer("publisher"))
-        hooked = signed  # after the first edit: the hook's signed output, then covered
+        # after the first edit: the hook's signed output, then covered (or covered at once
+        # when the new release honours the old one's target)
+        hooked, first = signed, None
         for prompt in PROMPTS:
             reference = edit_image(plain, photo, prompt, **edit)
             edits = {
@@ -90,8 +92,9 @@ def main() -> None:
                 "new native": edit_image(plain, new.pixels, prompt, **edit),
             }
             (check,) = checked.immunization_report.images
+            first = first or check
             if check.action == "reimmunized":
-                hooked, first = check.signed_image, check
+                hooked = check.signed_image
             for row, edited in edits.items():
                 rows[row].append(edit_similarity(reference, edited))
             if honouring:
@@ -99,6 +102,7 @@ def main() -> None:
                 (covered,) = later_checked.immunization_report.images
                 later_reference = edit_image(later, photo, prompt, **edit)
                 rows["honoured"].append(edit_similarity(later_reference, honoured))
+        assert first is not None  # PROMPTS is not empty
         print(f"{name}: hook {first.status} -> {first.action}, then {check.status}", flush=True)
         if honouring:
             print(f"{name}: {honouring} finds the {args.new} image {covered.status}", flush=True)

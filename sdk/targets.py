@@ -428,8 +428,10 @@ def _digests(targets: Sequence[AttackTarget | str]) -> tuple[str, ...]:
 
 
 def _honoured_digests(path: Path) -> tuple[str, ...]:
-    """The digests of the bundled targets a tiny-ldm release was trained to honour (the
-    ``honours`` versions its ``training.json`` names; :mod:`.models.honour`).
+    """The digests of the bundled targets a tiny-ldm release honours: those it was trained
+    to honour (the ``honours`` versions its ``training.json`` names; :mod:`.models.honour`),
+    and its base's if it kept its base's encoder and UNet (its base's protections are
+    then its own, bit for bit: :func:`.models.train_tiny.keeps_base_target`).
 
     Built, not stored: a digest covers the target's tensors, which are computed
     here, so a stored one could name a target this machine never builds.
@@ -439,7 +441,11 @@ def _honoured_digests(path: Path) -> tuple[str, ...]:
     training = path / BUNDLED_TRAINING
     if not training.is_file():
         return ()
-    versions = json.loads(training.read_text()).get("config", {}).get("honours") or ()
+    from .models.train_tiny import keeps_base_target
+
+    config = json.loads(training.read_text()).get("config", {})
+    versions = [*(config.get("honours") or ())]
+    versions += [config["base"]] if keeps_base_target(config) else []
     return _digests([build_target(f"{FAMILY}@{v}") for v in versions])
 
 

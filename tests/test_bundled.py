@@ -140,6 +140,7 @@ def test_version_6_is_version_3_with_the_upper_half_of_its_decoder_retrained():
     assert v6.fingerprints.denoiser == v3.fingerprints.denoiser
     assert v6.fingerprints.vae != v3.fingerprints.vae
     assert v6.tensors.sha256 == v3.tensors.sha256  # the same target image and latent
+    assert v6.honours == (v3.digest,)  # so v3's protections are v6's: no re-immunization
     assert (v6.mark, v6.budgets) == (v3.mark, v3.budgets)
     assert v6.immunizer is not None and v3.immunizer is not None
     assert v6.immunizer.weights.sha256 == v3.immunizer.weights.sha256

@@ -416,18 +416,25 @@ def test_stripped_manifest_is_detected_and_reimmunized(v2_pipe, v1_signed):
     assert manifest.assertion.covers(V2) and len(manifest.history) == 1  # no parent to chain
 
 
-def test_a_stripped_copy_carrying_a_mark_the_release_honours_is_covered(tmp_path, keys):
-    """No manifest, but the pixels carry tiny-ldm@3's mark, which the bundled v4 honours:
-    nothing to add. A clean photo, and a copy whose mark is v4's own, are told apart."""
+# v6's own target carries v3's mark (v3's protections are its own), and is read first
+@pytest.mark.parametrize(
+    ("release", "against"), [("tiny-ldm@4", "tiny-ldm@3"), ("tiny-ldm@6", "tiny-ldm@6")]
+)
+def test_a_stripped_copy_carrying_a_mark_the_release_honours_is_covered(
+    tmp_path, keys, release, against
+):
+    """No manifest, but the pixels carry tiny-ldm@3's mark, which the bundled v4 honours
+    (its gate reads it) and v6 too (v3's encoder and UNet: v3's protections are its own):
+    nothing to add. A clean photo is told apart."""
     folder = tmp_path / "reg"
-    local_registry(folder, ["tiny-ldm@3", "tiny-ldm@4"])
+    local_registry(folder, ["tiny-ldm@3", release])
     photo = sample_pixels("coffee.png", 128)
     protected = immunize(photo, build_target("tiny-ldm@3"), method="amortized", seed=0).pixels
-    pipe = _enable(load_pipeline("tiny-ldm@4"), folder, keys)
+    pipe = _enable(load_pipeline(release), folder, keys)
     edit(pipe, [Image.fromarray(protected), Image.fromarray(photo)])
     marked, clean = pipe.immunization_report.images
     assert (marked.status, marked.action) == ("covered", "passed")
-    assert marked.detected_against == "photoimmune/tiny-ldm@3" and marked.signed_image is None
+    assert marked.detected_against == f"photoimmune/{against}" and marked.signed_image is None
     assert (clean.status, clean.action, clean.detected_against) == ("clean", "passed", None)
 
 

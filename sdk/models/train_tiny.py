@@ -671,16 +671,28 @@ def train_tiny(cfg: TrainConfig, out: Path, progress: Progress | None = None) ->
     return report
 
 
+def keeps_base_target(config: dict[str, Any]) -> bool:
+    """Whether a release (its config as ``training.json`` records it) kept its base's
+    encoder and UNet, and with them its base's target latent and edits of it: the target
+    files its base publishes hold for it as they are, and so do the protections made
+    against its base (it honours them).
+
+    Example:
+        >>> keeps_base_target(asdict(RELEASES[6])), keeps_base_target(asdict(RELEASES[5]))
+        (True, False)
+    """
+    return config.get("base") is not None and not config["vae_steps"] and not config["unet_steps"]
+
+
 def _share_with_base(cfg: TrainConfig, out: Path) -> None:
-    """Link the files the release shares with its base. One that kept its base's encoder
-    and UNet (a new decoder at most) has its base's target latent and edits the same
-    latents the same way, so the target files its base publishes (one-pass immunizer,
-    budgets, mark) hold for it as they are: link those too."""
+    """Link the files the release shares with its base, and the target files its base
+    publishes (one-pass immunizer, budgets, mark) if it kept its base's target
+    (:func:`keeps_base_target`)."""
     from .bundled import resolve_model
 
     base = resolve_model(f"tiny-ldm@{cfg.base}")
     link_shared(out, base)
-    if cfg.vae_steps == 0 and cfg.unet_steps == 0:
+    if keeps_base_target(asdict(cfg)):
         link_published_target(base, out)
 
 
