@@ -179,6 +179,7 @@ def test_listings_have_json(tmp_path, photo):
         "tiny-ldm@2",
         "tiny-ldm@3",
         "tiny-ldm@4",
+        "tiny-ldm@6",
     ]
     info = _cli("info", "--json", "photo.jpg", cwd=tmp_path)
     assert json.loads(info.stdout) == {
