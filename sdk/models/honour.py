@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -56,7 +55,7 @@ from ..samples import sample_pixels
 from ..targets import BUNDLED_MARK, BUNDLED_TRAINING
 from .bundled import model_index
 from .honouring_vae import HonouringAutoencoderKL
-from .storage import link_shared, save_vae
+from .storage import link_file, link_shared, save_vae
 from .train_tiny import TRAIN_PHOTOS, Progress, TrainConfig
 
 EPS = 8 / 255
@@ -181,10 +180,7 @@ def _link_base(base: Path, out: Path) -> None:
         relative = file.relative_to(base)
         if file.is_dir() or relative.parts[0] == "vae" or relative.name in _OWN_FILES:
             continue
-        link = out / relative
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.unlink(missing_ok=True)
-        link.symlink_to(os.path.relpath(file.resolve(), link.parent))
+        link_file(file, out / relative)
 
 
 #: The files a cooperative release writes itself rather than link from its base.

@@ -104,8 +104,7 @@ def link_shared(out: Path, base: Path) -> None:
         if file.is_symlink() or not file.is_file() or not twin.is_file():
             continue
         if filecmp.cmp(file, twin, shallow=False):
-            target = os.path.relpath(twin.resolve(), file.parent)
-            _replace(file, lambda path, target=target: path.symlink_to(target))
+            link_file(twin, file)
 
 
 def link_published_target(base: Path, out: Path) -> None:
@@ -123,10 +122,22 @@ def link_published_target(base: Path, out: Path) -> None:
     for name in (BUNDLED_IMMUNIZER, BUNDLED_BUDGETS, BUNDLED_MARK):
         files = sorted((base / name).rglob("*")) if (base / name).is_dir() else [base / name]
         for file in (f for f in files if f.is_file()):
-            link = out / file.relative_to(base)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            target = os.path.relpath(file.resolve(), link.parent)
-            _replace(link, lambda path, target=target: path.symlink_to(target))
+            link_file(file, out / file.relative_to(base))
+
+
+def link_file(source: Path, link: Path) -> None:
+    """Make ``link`` a relative link to the file ``source`` leads to, replacing whatever
+    ``link`` was (a link is replaced, never written through).
+
+    Example:
+        >>> _ = Path("a.json").write_text("{}")
+        >>> link_file(Path("a.json"), Path("release/b.json"))
+        >>> os.readlink("release/b.json")
+        '../a.json'
+    """
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = os.path.relpath(source.resolve(), link.parent.resolve())
+    _replace(link, lambda path: path.symlink_to(target))
 
 
 def drop_local_path(config: Path) -> None:
@@ -167,6 +178,7 @@ __all__ = [
     "DECODER_HEAD",
     "VAE_INDEX",
     "drop_local_path",
+    "link_file",
     "link_published_target",
     "link_shared",
     "save_vae",

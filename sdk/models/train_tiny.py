@@ -280,8 +280,8 @@ RELEASES = {
     # SD's decoder recipe (a patch discriminator with hinge loss and taming-transformers'
     # adaptive weight, from random weights) on latents carrying noise of up to 0.3
     # latent std. Encoder, UNet and text encoder stay v3's, and seed 3 draws v3's latent
-    # pool, so its latent scaling is v3's (0.17158 against 0.17162, the encoder read
-    # back from fp16): every attack, pass, budget and mark of v3's target holds as it is.
+    # pool; a release that keeps its base's UNet keeps its base's latent scaling, so
+    # every attack, pass, budget and mark of v3's target holds as it is.
     # Its edits carry more of an immunization at v3's fidelity (docs/models.md). The
     # whole decoder so fine-tuned carries a little more still (the defaults' gap on
     # seven unseen photos at 128 px: 0.196 to 0.207, the upper half alone 0.182, v3
