@@ -32,6 +32,7 @@ from .errors import (
     StaleRegistryError,
     TamperedTargetError,
     UnknownReleaseError,
+    UnknownVendorError,
 )
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ __all__ = [
     "StaleRegistryError",
     "TamperedTargetError",
     "UnknownReleaseError",
+    "UnknownVendorError",
     "add_vendor",
     "connect",
     "create_app",

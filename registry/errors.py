@@ -57,6 +57,10 @@ class QuotaExceededError(ReleaseRejectedError):
         self.vendor, self.quota, self.used, self.adds = vendor, quota, used, adds
 
 
+class UnknownVendorError(ReleaseRejectedError):
+    """An upload for a name no delegation of this registry lists (the server answers 404)."""
+
+
 class InvalidNameError(ReleaseRejectedError, InputError):
     """A name the registry cannot use: a vendor name that is no namespace, or TUF's own."""
 

@@ -47,7 +47,12 @@ from photoimmune.sdk.refs import NAME_RULE, ModelRef
 from photoimmune.sdk.scorecard import SCORECARD_NAME, ScorecardError, parse_scorecard
 from photoimmune.sdk.serving import excerpt
 
-from .errors import InvalidNameError, InvalidThresholdError, ReleaseRejectedError
+from .errors import (
+    InvalidNameError,
+    InvalidThresholdError,
+    ReleaseRejectedError,
+    UnknownVendorError,
+)
 
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
 #: How long each role's signature stays valid. Timestamp is short so a frozen
@@ -252,12 +257,12 @@ def vendor_delegation(top: Targets, vendor: str) -> DelegatedRole:
     Example:
         >>> vendor_delegation(new_targets().signed, "acme")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        photoimmune.registry.errors.ReleaseRejectedError: 'acme' is not a vendor of this ...
+        photoimmune.registry.errors.UnknownVendorError: 'acme' is not a vendor of this ...
     """
     check_vendor_name(excerpt(vendor))
     roles = top.delegations.roles if top.delegations is not None else None
     if not roles or vendor not in roles:
-        raise ReleaseRejectedError(
+        raise UnknownVendorError(
             f"{vendor!r} is not a vendor of this registry; ask its admin to run "
             f"`photoimmune registry vendor add {vendor} --key PUBLIC_KEY`"
         )

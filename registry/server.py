@@ -32,7 +32,12 @@ from starlette.types import Message
 
 from photoimmune.sdk.serving import answer_head, excerpt, repeated_names
 
-from .errors import QuotaExceededError, ReleaseRejectedError, UnknownReleaseError
+from .errors import (
+    QuotaExceededError,
+    ReleaseRejectedError,
+    UnknownReleaseError,
+    UnknownVendorError,
+)
 from .metadata import MAX_METADATA_BYTES, NewVersion, PublishedRelease
 from .service import RegistryService
 
@@ -96,7 +101,8 @@ def create_app(
     admin = _WriteSlots("admin writes", max_concurrent_admin_writes)
 
     @app.exception_handler(UnknownReleaseError)
-    async def _not_found(_request: Request, exc: UnknownReleaseError) -> JSONResponse:
+    @app.exception_handler(UnknownVendorError)
+    async def _not_found(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(ReleaseRejectedError)

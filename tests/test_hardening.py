@@ -169,7 +169,7 @@ def test_an_unknown_vendor_is_refused_before_the_body_is_read(registry):
     app = BodyCounter(create_app(registry.service, max_upload_bytes=LIMIT))
     with serving(app) as port:
         status, body = chunked_upload(port, "nobody", LIMIT // 2, "Content-Length: 100\r\n")
-    assert status == 409 and b"not a vendor of this registry" in body
+    assert status == 404 and b"not a vendor of this registry" in body
     assert app.received == 0
 
 

@@ -179,7 +179,7 @@ def test_an_invalid_vendor_name_in_the_url_is_named_as_such_and_shortened(http, 
 
 def test_an_unknown_valid_vendor_still_gets_the_advice(http):
     response = http.post("/vendors/nobody/releases", files={"metadata": ("m.json", b"{}")})
-    assert response.status_code == 409, response.text
+    assert response.status_code == 404, response.text
     assert "photoimmune registry vendor add nobody" in response.json()["detail"]
 
 
