@@ -345,7 +345,7 @@ def _check_immunize_options(
                 raise InputError(f"{option} is for signing, and --no-sign is given: drop one")
     trusted_root = checks.registry(registry, root) if registry is not None else None
     checks.output_folder(out, "-o/--out")
-    checks.input_files([p for p in (key, cert) if p is not None])
+    checks.signer_files(key, cert)
     return trusted_root
 
 

@@ -210,7 +210,7 @@ def reimmunize_command(
     if not dry_run:  # a dry run writes nothing: any --out will do
         checks.output_folder(out, "--out")
     bound = dict(checks.weights(w) for w in weights or [])
-    checks.input_files([p for p in (key, cert) if p is not None])
+    checks.signer_files(key, cert)
     anchors = checks.trust_files([trust] if trust is not None else [])
     own_signer = _own_signer(key, cert, trust, anchors)
     trusted_root = checks.registry(registry, root)

@@ -115,6 +115,14 @@ def input_files(paths: Iterable[Path], option: str = "") -> list[Path]:
     return [check_input_file(path, option=option or None) for path in paths]
 
 
+def signer_files(key: Path | None, cert: Path | None) -> None:
+    """``--key`` and ``--cert``, when given, as :func:`input_files`, each refused under its
+    own option's name."""
+    for path, option in ((key, "--key"), (cert, "--cert")):
+        if path is not None:
+            input_files([path], option)
+
+
 def weights(value: str) -> tuple[str, str]:
     """``--weights vendor/model=FOLDER`` (FOLDER: a diffusers folder or a bundled name)."""
     model, sep, folder = value.partition("=")

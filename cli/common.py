@@ -232,7 +232,7 @@ def quiet_libraries() -> None:
 def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | None):
     """The signer for --key/--cert, else the --keys folder's publisher key (say so if new);
     messages about the folder name --keys, or $PHOTOIMMUNE_KEY_DIR when that chose it."""
-    from photoimmune.sdk.keys import KeyDir, resolve_signer
+    from photoimmune.sdk.keys import KeyDir, SigningKeyError, resolve_signer
 
     def created(keys: KeyDir) -> None:
         err_console.print(
@@ -240,4 +240,14 @@ def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | No
             f"them with --trust {escape(str(keys.ca_cert))}"
         )
 
-    return resolve_signer(key, cert, keys_dir, on_created=created, option="--keys")
+    try:
+        return resolve_signer(key, cert, keys_dir, on_created=created, option="--keys")
+    except SigningKeyError as err:  # it names the file: name the option too
+        named = next((o for p, o in ((cert, "--cert"), (key, "--key")) if _about(err, p)), None)
+        if named is None:
+            raise
+        raise SigningKeyError(f"{named} {err}") from None
+
+
+def _about(err: Exception, path: Path | None) -> bool:
+    return path is not None and str(err).startswith(str(path))
