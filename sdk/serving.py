@@ -1,10 +1,10 @@
 """Run an HTTP app (the registry, the manifest resolver, the service) with uvicorn, bounded.
 
-uvicorn has no deadline for a request's headers, so a connection that sends nothing is
-held until its client leaves. The concurrency limit keeps such connections from growing
-without bound (past it, a request gets 503 at once rather than queueing with its upload);
-each app gives request bodies their own deadline. A reverse proxy's header timeout is
-what closes silent connections: docs/security.md.
+uvicorn has no deadline for a request's headers, so a connection that sends nothing (or
+drips its headers) would be held until its client leaves: :func:`header_deadline_protocol`
+closes it :data:`HEADER_DEADLINE_S` after it opened or its last response ended. The
+concurrency limit bounds how many are open at once (past it, a request gets 503 at once
+rather than queueing with its upload); each app gives request bodies their own deadline.
 
 The servers' shared manners live here too: what a message repeats of a client's value
 (:func:`excerpt`), names a request gives twice (:func:`repeated_names`), and HEAD
@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,9 @@ LIMIT_CONCURRENCY = 128
 #: Seconds an idle keep-alive connection is kept between requests: a client that means to
 #: send another request does so at once, and each kept connection counts against the limit.
 TIMEOUT_KEEP_ALIVE_S = 5
+#: Seconds a connection has to send a whole request's headers, from when it opens or its
+#: last response ends; any client sends them at once.
+HEADER_DEADLINE_S = 10.0
 #: Characters of a client's value a message repeats: enough to spot it, never a 20 KB field.
 ECHO_CHARS = 80
 
@@ -42,9 +46,52 @@ def run_server(app: Any, host: str, port: int, *, access_log: bool = True) -> No
         host=host,
         port=port,
         access_log=access_log,
+        http=header_deadline_protocol(),
         limit_concurrency=LIMIT_CONCURRENCY,
         timeout_keep_alive=TIMEOUT_KEEP_ALIVE_S,
     )
+
+
+def header_deadline_protocol(seconds: float = HEADER_DEADLINE_S) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers are not all in
+    ``seconds`` after it opened or its last response ended (slow-loris connections).
+
+    A request whose headers are in is left to the app, which gives its body a deadline
+    and may take as long as its work does.
+
+    Example:
+        >>> uvicorn.run(app, http=header_deadline_protocol(5.0))  # doctest: +SKIP
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_header_deadline(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(seconds, self._headers_overdue)
+
+        def _headers_overdue(self) -> None:
+            # h11 leaves the client IDLE until a request's headers are complete.
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
 
 
 def excerpt(value: object) -> str:

@@ -139,10 +139,11 @@ def fuzz_settings(ci_examples: int) -> hypothesis.settings:
 
 
 class LoopbackServer:
-    """An ASGI app under uvicorn on one loopback port, stopped and restarted at will."""
+    """An ASGI app under uvicorn on one loopback port, stopped and restarted at will;
+    ``config`` goes to ``uvicorn.Config``."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, app, **config) -> None:
+        self.app, self.config = app, config
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -163,7 +164,8 @@ class LoopbackServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))  # the same port again after a restart
         self.port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", **self.config)
+        server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         give_up = time.monotonic() + WAIT_S

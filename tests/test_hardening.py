@@ -41,6 +41,7 @@ from photoimmune.resolver.store import ManifestStore
 from photoimmune.sdk.errors import DatabaseLocationError, DatabaseUnavailableError
 from photoimmune.sdk.jobs.catalog import Catalog, CatalogError
 from photoimmune.sdk.keys import KeyDir, init_keys
+from photoimmune.sdk.serving import header_deadline_protocol
 from photoimmune.service.store import ServiceStore
 
 from .helpers import LoopbackServer
@@ -183,6 +184,24 @@ def test_an_upload_that_stalls_is_dropped_at_the_deadline(registry):
         )  # ... and nothing more
         status, body = _read_response(conn)
     assert status == 408 and b"longer than" in body
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed_at_the_deadline(registry):
+    """A slow-loris client can't hold a connection (one of the limited few) forever."""
+    server = LoopbackServer(create_app(registry.service), http=header_deadline_protocol(0.5))
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), WAIT_S) as conn:
+            conn.sendall(b"GET /metadata/timestamp.json HTTP/1.1\r\nHost: x\r\n")  # no end
+            assert conn.recv(1024) == b""  # closed by the server, unanswered
+        with socket.create_connection(("127.0.0.1", server.port), WAIT_S) as conn:
+            conn.sendall(b"GET /metadata/timestamp.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, _ = _read_response(conn)
+            assert status == 200  # a whole request in time is answered...
+            conn.sendall(b"GET /metadata/timestamp.json HTTP/1.1\r\n")  # ...the next, late
+            assert conn.recv(1024) == b""
+    finally:
+        server.stop()
 
 
 def test_writes_beyond_the_concurrency_cap_get_a_503(registry):
