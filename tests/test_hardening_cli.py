@@ -245,14 +245,6 @@ def test_a_key_or_certificate_that_is_not_pem_is_refused_under_its_option(photo,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_the_sdk_refuses_a_folder_the_file_system_takes_no_files_in():
-    # Root passes os.access on /proc, so only asking the file system refuses it before
-    # any compute, rather than once the first copy is written.
-    with pytest.raises(OutputPathError, match=r"(no file can be created in|/proc is not writable)"):
-        check_output_dir("/proc/photoimmune-test/copies", option="out_dir")
-
-
 def test_a_dry_run_takes_any_out(registry, photo, locked, tmp_path, capsys):
     db = str(tmp_path / "c.db")
     assert main(["catalog", "add", str(photo), "--db", db]) == 0
