@@ -293,6 +293,7 @@ def test_calls_without_an_image_do_not_need_the_model(registry_dir, keys):
         num_inference_steps=1,
         height=SIZE,
         width=SIZE,
+        max_area=SIZE * SIZE,  # Kontext scales any size to this area (default 1024²)
         max_sequence_length=16,
         output_type="np",
     )
