@@ -15,7 +15,9 @@ from photoimmune.sdk.pictures import amplify_delta, comparison_grid, loss_curve,
 
 
 def test_demo_writes_grid_and_reports_a_disrupted_edit(tmp_path):
-    settings = replace(DemoSettings(), steps=8, edit_steps=8)
+    # 128 px, not the default 256: a quarter of the edits' cost; what runs differently at
+    # 256 px (the budget's resolution and its full-steps side) is tested in test_attacks.py.
+    settings = replace(DemoSettings(), steps=8, edit_steps=8, size=128)
     report = run_demo(tmp_path, settings)
     # The target came through the local registry: published by the vendor, verified on fetch.
     assert report.target_ref == "photoimmune/tiny-ldm@3"  # the newest trained for edits
