@@ -250,4 +250,5 @@ def signer_from_options(key: Path | None, cert: Path | None, keys_dir: Path | No
 
 
 def _about(err: Exception, path: Path | None) -> bool:
-    return path is not None and str(err).startswith(str(path))
+    # "PATH: why" or "PATH does not ...": a longer name that starts with PATH is another file
+    return path is not None and str(err).startswith((f"{path}:", f"{path} "))

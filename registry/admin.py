@@ -50,6 +50,7 @@ from .errors import (
     ReleaseRejectedError,
     StaleRegistryError,
     TrustedRootError,
+    UnknownVendorError,
 )
 from .keys import trusted_root_bytes, write_key
 from .service import RegistryPaths, RegistryService
@@ -136,9 +137,10 @@ class RemoteRegistry:
             if response.status_code != 503 or attempt == retries:
                 break
             self.sleep(self._wait(attempt, response.headers.get("retry-after")))
-        # A 404 for a vendor's uploads means no such vendor, not a missing server route.
-        unknown_vendor = response.status_code == 404 and path.startswith("/vendors/")
-        if unknown_vendor or response.status_code in (409, 413, 415, 422):
+        # Other 404s (a static mirror's, for a POST) mean no registry server is there.
+        if response.status_code == 404 and tm.NOT_A_VENDOR in _detail(response):
+            raise UnknownVendorError(f"registry refused: {_detail(response)}")
+        if response.status_code in (409, 413, 415, 422):
             raise ReleaseRejectedError(f"registry refused: {_detail(response)}")
         if response.status_code == 503:
             attempts = f"{retries + 1} attempts" if retries else "1 attempt"

@@ -248,6 +248,10 @@ def descriptor_of(info: TargetFile) -> AttackTarget | None:
     return AttackTarget.model_validate(custom.get("descriptor"))
 
 
+#: What refusing a name no delegation lists says; a client reads a server's 404 by it.
+NOT_A_VENDOR = "is not a vendor of this registry"
+
+
 def vendor_delegation(top: Targets, vendor: str) -> DelegatedRole:
     """``vendor``'s delegated role in the top-level targets, or a refusal naming the fix.
 
@@ -263,7 +267,7 @@ def vendor_delegation(top: Targets, vendor: str) -> DelegatedRole:
     roles = top.delegations.roles if top.delegations is not None else None
     if not roles or vendor not in roles:
         raise UnknownVendorError(
-            f"{vendor!r} is not a vendor of this registry; ask its admin to run "
+            f"{vendor!r} {NOT_A_VENDOR}; ask its admin to run "
             f"`photoimmune registry vendor add {vendor} --key PUBLIC_KEY`"
         )
     return roles[vendor]

@@ -53,8 +53,10 @@ def run_server(app: Any, host: str, port: int, *, access_log: bool = True) -> No
 
 
 def header_deadline_protocol(seconds: float = HEADER_DEADLINE_S) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request headers are not all in
-    ``seconds`` after it opened or its last response ended (slow-loris connections).
+    """uvicorn's h11 protocol, closing a connection that has no request with the app
+    ``seconds`` after it opened or its last response ended: one whose next request's
+    headers are not all in (slow-loris connections), or one still sending the body of a
+    request answered without it.
 
     A request whose headers are in is left to the app, which gives its body a deadline
     and may take as long as its work does.
@@ -62,7 +64,6 @@ def header_deadline_protocol(seconds: float = HEADER_DEADLINE_S) -> type:
     Example:
         >>> uvicorn.run(app, http=header_deadline_protocol(5.0))  # doctest: +SKIP
     """
-    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderDeadlineProtocol(H11Protocol):
@@ -87,8 +88,11 @@ def header_deadline_protocol(seconds: float = HEADER_DEADLINE_S) -> type:
             self._header_timer = self.loop.call_later(seconds, self._headers_overdue)
 
         def _headers_overdue(self) -> None:
-            # h11 leaves the client IDLE until a request's headers are complete.
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            # Overdue unless a request is with the app: still IDLE (h11 waits for the
+            # whole header), or answered already while its client drips a body nobody
+            # reads (a refusal sent before the body, such as a 404 or a 413).
+            answered = self.cycle is None or self.cycle.response_complete
+            if answered and not self.transport.is_closing():
                 self.transport.close()
 
     return HeaderDeadlineProtocol

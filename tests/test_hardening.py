@@ -200,6 +200,15 @@ def test_a_connection_that_never_finishes_its_headers_is_closed_at_the_deadline(
             assert status == 200  # a whole request in time is answered...
             conn.sendall(b"GET /metadata/timestamp.json HTTP/1.1\r\n")  # ...the next, late
             assert conn.recv(1024) == b""
+        with socket.create_connection(("127.0.0.1", server.port), WAIT_S) as conn:
+            # refused before its body is read: a client dripping that body is dropped too
+            conn.sendall(
+                b"POST /vendors/nobody/releases HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b"
+            )
+            status, _ = _read_response(conn)
+            assert status == 404
+            assert conn.recv(1024) == b""
     finally:
         server.stop()
 

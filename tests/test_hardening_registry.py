@@ -41,7 +41,7 @@ from photoimmune.registry.errors import (
     MetadataExpiredError,
     RegistryError,
     RegistryUnavailableError,
-    ReleaseRejectedError,
+    UnknownVendorError,
 )
 from photoimmune.registry.keys import load_signer, write_key
 from photoimmune.registry.server import create_app
@@ -407,7 +407,7 @@ def test_publishing_as_an_unknown_vendor_is_refused_alike_by_a_folder_and_a_serv
     release = fake_release("stranger/model@1", reg.root / "stranger-release")
     said = {}
     for registry in (reg.registry, open_registry(server.url, trusted_root=reg.paths.trusted_root)):
-        with pytest.raises(ReleaseRejectedError) as caught:
+        with pytest.raises(UnknownVendorError) as caught:
             publish(registry, "stranger", release, [key])
         said[type(registry).__name__] = str(caught.value)
     assert said["RemoteRegistry"] == said["LocalRegistry"], said

@@ -37,6 +37,7 @@ from photoimmune.registry.errors import (
     SignatureThresholdError,
     TamperedTargetError,
     UnknownReleaseError,
+    UnknownVendorError,
 )
 from photoimmune.registry.keys import generate_signer, load_signer, write_key
 from photoimmune.registry.server import create_app
@@ -168,6 +169,22 @@ def test_an_unreachable_server_is_named_by_an_admins_upload_as_by_a_read(repo):
     reader = repo.client("http://registry.invalid", cache="unreachable", http=http)
     with pytest.raises(RegistryUnavailableError, match=r"^registry unreachable: "):
         reader.refresh()
+
+
+def test_an_upload_for_an_unknown_vendor_is_told_apart_from_a_missing_server(repo):
+    remote = RemoteRegistry(
+        "http://testserver", repo.paths.trusted_root, TestClient(create_app(repo.service))
+    )
+    with pytest.raises(UnknownVendorError, match="'nobody' is not a vendor of this registry"):
+        remote.publish("nobody", b"{}", {})
+
+    def static_mirror_double(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="<html>Not Found</html>", request=request)
+
+    http = httpx.Client(transport=httpx.MockTransport(static_mirror_double))
+    mirror = RemoteRegistry("http://mirror.invalid", repo.paths.trusted_root, http)
+    with pytest.raises(RegistryUnavailableError, match="HTTP 404"):
+        mirror.publish("acme", b"{}", {})
 
 
 def test_offline_mode_answers_from_the_cache_only(repo):
