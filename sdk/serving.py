@@ -88,9 +88,9 @@ def header_deadline_protocol(seconds: float = HEADER_DEADLINE_S) -> type:
             self._header_timer = self.loop.call_later(seconds, self._headers_overdue)
 
         def _headers_overdue(self) -> None:
-            # Overdue unless a request is with the app: still IDLE (h11 waits for the
-            # whole header), or answered already while its client drips a body nobody
-            # reads (a refusal sent before the body, such as a 404 or a 413).
+            # Overdue unless a request is with the app: none has begun (h11 holds a
+            # request back until its headers are whole), or the last was answered while
+            # its client still drips a body nobody reads (a 404 or 413 sent before it).
             answered = self.cycle is None or self.cycle.response_complete
             if answered and not self.transport.is_closing():
                 self.transport.close()
